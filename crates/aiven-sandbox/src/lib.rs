@@ -1,0 +1,322 @@
+//! A faithful local imitation of the part of the Aiven API v1 that `aiven-ephemeral` uses.
+//!
+//! It serves the real paths, envelopes and error shapes (checked against the official
+//! OpenAPI description and the official `avn` CLI), moves services from `REBUILDING` to
+//! `RUNNING` on a schedule, listens on real local ports for them, and injects faults on
+//! request. See `docs/sandbox.md` for the configuration reference.
+
+mod admin;
+mod backends;
+pub mod catalogue;
+pub mod config;
+mod endpoints;
+pub mod faults;
+mod pki;
+mod render;
+mod routes;
+mod server;
+mod world;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BackendMode, Config, ConfigError, ProjectConfig, VpcConfig};
+pub use faults::{Fault, FaultRule, ServiceFault};
+
+use backends::Backends;
+use endpoints::Endpoints;
+use faults::FaultBook;
+use world::{Persisted, World};
+
+/// How often time-driven transitions are applied.
+const TICK: Duration = Duration::from_millis(50);
+
+/// One entry of the request log (`GET /_sandbox/requests`). Bodies are kept with
+/// secret-looking fields redacted; the `Authorization` header is never kept.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoggedRequest {
+    pub seq: u64,
+    pub time: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub body: Option<serde_json::Value>,
+    pub fault: Option<String>,
+}
+
+pub(crate) struct Shared {
+    world: Mutex<World>,
+    faults: Mutex<FaultBook>,
+    log: Mutex<Vec<LoggedRequest>>,
+    rate: Mutex<RateWindow>,
+    endpoints: Mutex<Endpoints>,
+    backends: Backends,
+}
+
+#[derive(Debug)]
+pub(crate) struct RateWindow {
+    started: std::time::Instant,
+    count: u32,
+}
+
+/// Locks a mutex, recovering from poisoning: a panicked handler must not take the
+/// whole sandbox down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn persist(&self) {
+        let world = lock(&self.world);
+        if let Some(path) = &world.config.state_file {
+            let snapshot = world.snapshot();
+            if let Err(e) = write_atomic(path, &snapshot) {
+                tracing::warn!("sandbox: cannot save state to {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Applies due transitions: starts endpoints of services whose time has come, stops
+    /// those of services that powered off.
+    fn tick(self: &Arc<Self>) {
+        let (due, stopped) = {
+            let mut world = lock(&self.world);
+            (world.due_to_start(), world.advance())
+        };
+        for (project, name) in &stopped {
+            lock(&self.endpoints).stop(project, name);
+        }
+        if !stopped.is_empty() {
+            self.persist();
+        }
+        for (project, svc) in due {
+            let shared = self.clone();
+            tokio::spawn(async move { shared.bring_up(&project, svc).await });
+        }
+    }
+
+    async fn bring_up(self: &Arc<Self>, project: &str, svc: world::Service) {
+        let pki = lock(&self.world).pki.clone();
+        match endpoints::start(&svc, &pki, &self.backends).await {
+            Ok(started) => {
+                let running = {
+                    let mut world = lock(&self.world);
+                    world.mark_running(project, &svc.name, &started.ports);
+                    world.service(project, &svc.name).is_ok_and(|s| {
+                        s.state == world::ServiceState::Running && s.deleted_at.is_none()
+                    })
+                };
+                // Deleted or powered off while starting: nothing may stay listening.
+                let mut endpoints = lock(&self.endpoints);
+                endpoints.insert(project, &svc.name, started);
+                if !running {
+                    endpoints.stop(project, &svc.name);
+                }
+                drop(endpoints);
+                self.persist();
+            }
+            Err(e) => tracing::error!("sandbox: cannot start endpoints of {}: {e}", svc.name),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(value)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("sandbox config: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read sandbox state {path}: {message}")]
+    State { path: PathBuf, message: String },
+    #[error("cannot create the sandbox's certificates: {0}")]
+    Pki(String),
+}
+
+/// A running sandbox. Stop it with [`Sandbox::shutdown`]; dropping it stops the server
+/// tasks but not real backend servers.
+pub struct Sandbox {
+    url: String,
+    token: String,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Starts the sandbox on `addr` (use port 0 for any free port), resuming the world in
+    /// `config.state_file` if it exists.
+    pub async fn start(config: Config, addr: SocketAddr) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let backends = Backends::detect(config.backends).map_err(StartError::Config)?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let persisted = match &config.state_file {
+            Some(path) if path.exists() => Some(load_state(path)?),
+            _ => None,
+        };
+        let (pki, mut projects) = match persisted {
+            Some(p) => (p.pki, p.projects),
+            None => (
+                pki::Pki::generate().map_err(|e| StartError::Pki(e.to_string()))?,
+                Default::default(),
+            ),
+        };
+        let now =
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(config.clock_offset_secs);
+        for p in &config.projects {
+            projects
+                .entry(p.name.clone())
+                .or_insert_with(|| world::new_project(p, &mut rng, now));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let token = config.token.clone();
+        let shared = Arc::new(Shared {
+            faults: Mutex::new(FaultBook::new(config.faults.clone(), config.seed)),
+            world: Mutex::new(World {
+                config,
+                pki,
+                projects,
+                rng,
+            }),
+            log: Mutex::new(Vec::new()),
+            rate: Mutex::new(RateWindow {
+                started: std::time::Instant::now(),
+                count: 0,
+            }),
+            endpoints: Mutex::new(Endpoints::default()),
+            backends,
+        });
+        let cancel = CancellationToken::new();
+        let router = routes::router(shared.clone());
+        let mut tasks = vec![tokio::spawn(server::serve(
+            listener,
+            router,
+            cancel.clone(),
+        ))];
+        let ticker = shared.clone();
+        let stop = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = interval.tick() => ticker.tick(),
+                }
+            }
+        }));
+        resume_endpoints(&shared);
+        Ok(Self {
+            url: format!("http://{local}"),
+            token,
+            shared,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Base URL without `/v1`, as `avn --url` and `--api-url` take it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// What serves the services' ports (real servers or simulated listeners).
+    pub fn backend_description(&self) -> String {
+        self.shared.backends.describe()
+    }
+
+    /// Stops serving, stops every service endpoint and real server, saves the state.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+        lock(&self.shared.endpoints).stop_all();
+        self.shared.persist();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        lock(&self.shared.endpoints).stop_all();
+    }
+}
+
+fn load_state(path: &Path) -> Result<Persisted, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::State {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| StartError::State {
+        path: path.to_path_buf(),
+        message: format!("{e}; delete the file to start a fresh sandbox"),
+    })
+}
+
+/// Services that were running when the state was saved listen again.
+fn resume_endpoints(shared: &Arc<Shared>) {
+    let running: Vec<(String, world::Service)> = {
+        let world = lock(&shared.world);
+        world
+            .projects
+            .iter()
+            .flat_map(|(p, proj)| {
+                proj.services
+                    .values()
+                    .filter(|s| s.state == world::ServiceState::Running && s.deleted_at.is_none())
+                    .map(move |s| (p.clone(), s.clone()))
+            })
+            .collect()
+    };
+    for (project, svc) in running {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Some(s) = lock(&shared.world)
+                .projects
+                .get_mut(&project)
+                .and_then(|p| p.services.get_mut(&svc.name))
+            {
+                s.starting = true;
+            }
+            shared.bring_up(&project, svc).await;
+        });
+    }
+}

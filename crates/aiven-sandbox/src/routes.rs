@@ -1,0 +1,885 @@
+//! The HTTP surface: `/v1/...` as the real API, plus `/_sandbox/...` admin endpoints.
+//!
+//! Every `/v1` request passes one gate, in this order: request log, injected faults,
+//! authentication, rate limit; then the handler; then `Date`, `X-RateLimit-*` and
+//! persistence.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::catalogue::catalogue;
+use crate::faults::Fault;
+use crate::render::{self, acl_json, service_json, topic_json, user_json};
+use crate::server::ConnKill;
+use crate::world::{ApiError, ApiResult, rfc3339};
+use crate::{LoggedRequest, Shared, lock};
+
+type S = State<Arc<Shared>>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let project = Router::new()
+        .route("/", get(project_get))
+        .route("/clouds", get(clouds))
+        .route("/vpcs", get(vpcs))
+        .route("/kms/ca", get(project_ca))
+        .route("/service_types", get(project_service_types))
+        .route("/service-types", get(project_service_types))
+        .route("/service-types/{ty}", get(service_type_get))
+        .route("/service-types/{ty}/plans", get(plan_list))
+        .route("/service-types/{ty}/plans/{plan}", get(plan_get))
+        .route(
+            "/pricing/service-types/{ty}/plans/{plan}/clouds/{cloud}",
+            get(plan_price),
+        )
+        .route("/service", get(service_list).post(service_create))
+        .route(
+            "/service/{s}",
+            get(service_get).put(service_update).delete(service_delete),
+        )
+        .route(
+            "/service/{s}/tags",
+            get(tags_get).put(tags_replace).patch(tags_update),
+        )
+        .route("/service/{s}/db", get(db_list).post(db_create))
+        .route("/service/{s}/db/{db}", delete(db_delete))
+        .route("/service/{s}/user", axum::routing::post(user_create))
+        .route(
+            "/service/{s}/user/{u}",
+            get(user_get).put(user_modify).delete(user_delete),
+        )
+        .route(
+            "/service/{s}/user/{u}/credentials/reset",
+            axum::routing::put(user_reset),
+        )
+        .route("/service/{s}/topic", get(topic_list).post(topic_create))
+        .route(
+            "/service/{s}/topic/{t}",
+            get(topic_get).delete(topic_delete),
+        )
+        .route("/service/{s}/acl", get(acl_list).post(acl_add))
+        .route("/service/{s}/acl/{id}", delete(acl_delete));
+    let v1 = Router::new()
+        .route("/clouds", get(clouds_public))
+        .route("/service_types", get(public_service_types))
+        .route("/service_versions", get(service_versions))
+        .route("/me", get(me))
+        .route("/project", get(project_list))
+        .nest("/project/{p}", project)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), gate));
+    Router::new()
+        .nest("/v1", v1)
+        .nest("/_sandbox", crate::admin::router())
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses
+
+fn ok(value: Value) -> Response {
+    Json(value).into_response()
+}
+
+fn api_error(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(e.body())).into_response()
+}
+
+fn respond(result: ApiResult<Value>) -> Response {
+    match result {
+        Ok(v) => ok(v),
+        Err(e) => api_error(&e),
+    }
+}
+
+async fn not_found() -> Response {
+    api_error(&ApiError::new(404, "Not Found"))
+}
+
+fn parse_body(bytes: &Bytes) -> ApiResult<Value> {
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(400, format!("Invalid JSON in request body: {e}")).code("bad_request")
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The gate
+
+const PUBLIC: &[&str] = &["/v1/clouds", "/v1/service_types", "/v1/service_versions"];
+
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                if ["password", "token", "access_key", "secret", "private_key"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                {
+                    *v = json!(render::REDACTED);
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+async fn gate(State(shared): S, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let kill = req.extensions().get::<ConnKill>().cloned();
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return api_error(&ApiError::new(400, "Request body too large or unreadable"));
+    };
+    let faults = lock(&shared.faults).on_request(&method, &path);
+    let mut logged_body = (!bytes.is_empty())
+        .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+        .flatten();
+    if let Some(b) = &mut logged_body {
+        redact(b);
+    }
+    let seq = {
+        let mut log = lock(&shared.log);
+        let seq = log.len() as u64 + 1;
+        log.push(LoggedRequest {
+            seq,
+            time: rfc3339(lock(&shared.world).now()),
+            method: method.clone(),
+            path: path.clone(),
+            query,
+            status: 0,
+            body: logged_body,
+            fault: None,
+        });
+        seq
+    };
+    let note = |status: u16, fault: Option<String>| {
+        let mut log = lock(&shared.log);
+        if let Some(entry) = log.iter_mut().rev().find(|e| e.seq == seq) {
+            entry.status = status;
+            entry.fault = fault;
+        }
+    };
+
+    let mut lost_response = false;
+    for fault in faults {
+        match fault {
+            Fault::Latency { delay } => tokio::time::sleep(delay).await,
+            Fault::RateLimit {
+                seconds,
+                retry_after_header,
+            } => {
+                note(429, Some("rate_limit".into()));
+                return rate_limited(120, seconds, retry_after_header);
+            }
+            Fault::Status {
+                status,
+                message,
+                error_code,
+                retry_after,
+            } => {
+                note(status, Some(format!("status {status}")));
+                let message = message.unwrap_or_else(|| default_message(status).to_string());
+                let mut e = ApiError::new(status, message);
+                e.error_code = error_code;
+                let mut resp = api_error(&e);
+                if let Some(secs) = retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return resp;
+            }
+            Fault::Drop => {
+                note(0, Some("drop".into()));
+                if let Some(kill) = &kill {
+                    kill.kill().await;
+                }
+            }
+            Fault::LostResponse => lost_response = true,
+        }
+    }
+
+    if !PUBLIC.contains(&path.as_str()) && !authorized(&shared, &parts.headers) {
+        note(403, None);
+        return api_error(
+            &ApiError::new(403, "Authentication failed").code("authentication_failed"),
+        );
+    }
+
+    let limit = lock(&shared.world).config.rate_limit.clone();
+    let mut rate_headers = None;
+    if let Some(limit) = &limit {
+        let mut window = lock(&shared.rate);
+        if window.started.elapsed() >= limit.per {
+            window.started = std::time::Instant::now();
+            window.count = 0;
+        }
+        window.count += 1;
+        let reset = limit
+            .per
+            .saturating_sub(window.started.elapsed())
+            .as_secs()
+            .max(1);
+        if window.count > limit.requests {
+            drop(window);
+            note(429, Some("rate_limit".into()));
+            return rate_limited(limit.requests, reset, limit.retry_after_header);
+        }
+        rate_headers = Some((limit.requests, limit.requests - window.count, reset));
+    }
+
+    let mutation = parts.method != Method::GET;
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = response.status().as_u16();
+    note(status, lost_response.then(|| "lost_response".into()));
+    if mutation && response.status().is_success() {
+        shared.persist();
+    }
+    if lost_response && let Some(kill) = &kill {
+        kill.kill().await;
+    }
+    let offset = lock(&shared.world).config.clock_offset_secs;
+    let headers = response.headers_mut();
+    let now = std::time::SystemTime::now();
+    let skew = std::time::Duration::from_secs(offset.unsigned_abs());
+    let now = if offset >= 0 { now + skew } else { now - skew };
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        headers.insert(header::DATE, v);
+    }
+    if let Some((limit, remaining, reset)) = rate_headers {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    }
+    response
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let token = &lock(&shared.world).config.token;
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, value)| {
+            (scheme.eq_ignore_ascii_case("aivenv1") || scheme.eq_ignore_ascii_case("bearer"))
+                && value == token
+        })
+}
+
+fn rate_limited(limit: u32, seconds: u64, header: bool) -> Response {
+    let message = format!(
+        "Too many requests in a given amount of time: Rate limit {limit} exceeded - try again in {seconds}s"
+    );
+    let mut resp = api_error(&ApiError::new(429, message));
+    if header {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    resp
+}
+
+fn default_message(status: u16) -> &'static str {
+    match status {
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not ready, retry",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalogue and projects
+
+fn clouds_json() -> Value {
+    json!(
+        catalogue()
+            .clouds
+            .iter()
+            .map(|c| json!({
+                "cloud_name": c.cloud_name,
+                "cloud_description": c.cloud_description,
+                "geo_region": c.geo_region,
+                "geo_latitude": c.geo_latitude,
+                "geo_longitude": c.geo_longitude,
+                "provider": c.provider,
+                "provider_description": c.provider_description,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+async fn clouds_public() -> Response {
+    ok(json!({"clouds": clouds_json()}))
+}
+
+async fn clouds(State(s): S, Path(p): Path<String>) -> Response {
+    respond(
+        lock(&s.world)
+            .project(&p)
+            .map(|_| json!({"clouds": clouds_json()})),
+    )
+}
+
+fn service_types_json() -> Value {
+    let cat = catalogue();
+    let types: serde_json::Map<String, Value> = cat
+        .service_types
+        .iter()
+        .map(|(name, ty)| {
+            (
+                name.clone(),
+                json!({
+                    "description": ty.description,
+                    "default_version": ty.default_version,
+                    "latest_available_version": ty.latest_version(),
+                    "service_plans": ty.plans.iter().map(|p| cat.plan_json(name, p)).collect::<Vec<_>>(),
+                    "user_config_schema": ty.user_config_schema(name),
+                }),
+            )
+        })
+        .collect();
+    Value::Object(types)
+}
+
+async fn public_service_types() -> Response {
+    ok(json!({"service_types": service_types_json()}))
+}
+
+async fn project_service_types(State(s): S, Path(p): Path<String>) -> Response {
+    respond(
+        lock(&s.world)
+            .project(&p)
+            .map(|_| json!({"service_types": service_types_json()})),
+    )
+}
+
+fn known_type(ty: &str) -> ApiResult<&'static crate::catalogue::ServiceType> {
+    catalogue().service_type(ty).ok_or_else(|| {
+        ApiError::new(404, format!("Service type '{ty}' does not exist"))
+            .code("invalid_service_type")
+    })
+}
+
+async fn service_type_get(State(s): S, Path((p, ty)): Path<(String, String)>) -> Response {
+    respond((|| {
+        lock(&s.world).project(&p)?;
+        let t = known_type(&ty)?;
+        let mut out = json!({"user_config_schema": t.user_config_schema(&ty)});
+        if let Some(v) = &t.default_version {
+            out["default_version"] = json!(v);
+        }
+        if let Some(v) = t.latest_version() {
+            out["latest_available_version"] = json!(v);
+        }
+        Ok(out)
+    })())
+}
+
+async fn plan_list(State(s): S, Path((p, ty)): Path<(String, String)>) -> Response {
+    respond((|| {
+        lock(&s.world).project(&p)?;
+        let t = known_type(&ty)?;
+        let plans: Vec<Value> = t
+            .plans
+            .iter()
+            .map(|plan| catalogue().plan_json(&ty, plan))
+            .collect();
+        Ok(json!({"service_plans": plans}))
+    })())
+}
+
+fn find_plan(ty: &str, plan: &str) -> ApiResult<&'static crate::catalogue::Plan> {
+    known_type(ty)?.plan(plan).ok_or_else(|| {
+        ApiError::new(
+            404,
+            format!("Service plan '{plan}' does not exist for service type '{ty}'"),
+        )
+    })
+}
+
+async fn plan_get(State(s): S, Path((p, ty, plan)): Path<(String, String, String)>) -> Response {
+    respond((|| {
+        lock(&s.world).project(&p)?;
+        let plan = find_plan(&ty, &plan)?;
+        Ok(json!({
+            "service_plan": plan.service_plan,
+            "service_type": ty,
+            "node_count": plan.node_count,
+            "disk_space_mb": plan.disk_space_mb,
+            "disk_space_cap_mb": plan.disk_space_cap_mb,
+            "disk_space_step_mb": 10240,
+            "backup_config": plan.backup_config,
+            "max_memory_percent": 80,
+        }))
+    })())
+}
+
+async fn plan_price(
+    State(s): S,
+    Path((p, ty, plan, cloud)): Path<(String, String, String, String)>,
+) -> Response {
+    respond((|| {
+        lock(&s.world).project(&p)?;
+        let plan = find_plan(&ty, &plan)?;
+        let c = catalogue()
+            .cloud(&cloud)
+            .ok_or_else(|| ApiError::new(404, format!("Cloud '{cloud}' does not exist")))?;
+        Ok(json!({
+            "base_price_usd": catalogue().hourly_price(plan, c),
+            "extra_disk_price_per_gb_usd": "0.000",
+            "cloud_name": cloud,
+            "service_plan": plan.service_plan,
+            "service_type": ty,
+        }))
+    })())
+}
+
+async fn service_versions() -> Response {
+    let versions: Vec<Value> = catalogue()
+        .service_types
+        .iter()
+        .flat_map(|(ty, t)| {
+            t.versions.iter().map(move |v| {
+                json!({
+                    "service_type": ty,
+                    "major_version": v,
+                    "state": "available",
+                    "aiven_end_of_life_time": null,
+                    "upstream_end_of_life_time": null,
+                    "termination_time": null,
+                    "end_of_life_help_article_url": null,
+                    "availability_start_time": "2024-01-01T00:00:00Z",
+                    "availability_end_time": null,
+                })
+            })
+        })
+        .collect();
+    ok(json!({"service_versions": versions}))
+}
+
+async fn me(State(s): S) -> Response {
+    let projects: Vec<String> = lock(&s.world).projects.keys().cloned().collect();
+    ok(json!({"user": {
+        "user": "sandbox@example.com",
+        "real_name": "Sandbox User",
+        "state": "active",
+        "user_id": "u4a7b2c3d4e5",
+        "auth": ["password"],
+        "create_time": "2024-01-01T00:00:00Z",
+        "projects": projects,
+        "project_membership": {},
+        "invitations": [],
+        "token_validity_begin": "2024-01-01T00:00:00Z",
+    }}))
+}
+
+fn project_json(p: &crate::world::Project) -> Value {
+    json!({
+        "project_name": p.name,
+        "default_cloud": p.default_cloud,
+        "account_id": "a4a7b2c3d4e5",
+        "account_name": "Sandbox",
+        "organization_id": "org4a7b2c3d4e5",
+        "billing_group_id": "5a1c2b3d-0000-4000-8000-000000000001",
+        "billing_group_name": "Sandbox billing",
+        "billing_address": "",
+        "billing_emails": [],
+        "country": "",
+        "country_code": "",
+        "estimated_balance": "0.00",
+        "payment_method": "no_payment_expected",
+        "vat_id": "",
+        "tags": {},
+        "tech_emails": [],
+        "features": {},
+    })
+}
+
+async fn project_list(State(s): S) -> Response {
+    let world = lock(&s.world);
+    let projects: Vec<Value> = world.projects.values().map(project_json).collect();
+    let membership: serde_json::Map<String, Value> = world
+        .projects
+        .keys()
+        .map(|k| (k.clone(), json!("admin")))
+        .collect();
+    let memberships: serde_json::Map<String, Value> = world
+        .projects
+        .keys()
+        .map(|k| (k.clone(), json!(["admin"])))
+        .collect();
+    ok(
+        json!({"projects": projects, "project_membership": membership, "project_memberships": memberships}),
+    )
+}
+
+async fn project_get(State(s): S, Path(p): Path<String>) -> Response {
+    respond(
+        lock(&s.world)
+            .project(&p)
+            .map(|p| json!({"project": project_json(p)})),
+    )
+}
+
+async fn vpcs(State(s): S, Path(p): Path<String>) -> Response {
+    respond(lock(&s.world).project(&p).map(|p| {
+        json!({"vpcs": p.vpcs.iter().map(|v| json!({
+            "project_vpc_id": v.project_vpc_id,
+            "cloud_name": v.cloud_name,
+            "network_cidr": v.network_cidr,
+            "state": "ACTIVE",
+            "create_time": rfc3339(v.create_time),
+            "update_time": rfc3339(v.create_time),
+        })).collect::<Vec<_>>()})
+    }))
+}
+
+async fn project_ca(State(s): S, Path(p): Path<String>) -> Response {
+    let mut world = lock(&s.world);
+    let ca = world.pki.ca_cert_pem.clone();
+    respond(world.project(&p).map(|_| json!({"certificate": ca})))
+}
+
+// ---------------------------------------------------------------------------------------
+// Services
+
+#[derive(Deserialize, Default)]
+struct SecretsQuery {
+    include_secrets: Option<String>,
+}
+
+impl SecretsQuery {
+    fn wanted(&self) -> bool {
+        self.include_secrets
+            .as_deref()
+            .is_some_and(|v| matches!(v, "true" | "True" | "1"))
+    }
+}
+
+async fn service_list(
+    State(s): S,
+    Path(p): Path<String>,
+    Query(q): Query<SecretsQuery>,
+) -> Response {
+    let mut world = lock(&s.world);
+    let now = world.now();
+    let lag = world.config.delete_lag;
+    respond(world.project(&p).map(|project| {
+        let services: Vec<Value> = project
+            .services
+            .values()
+            .filter(|svc| svc.visible(now, lag))
+            .map(|svc| service_json(svc, now, q.wanted()))
+            .collect();
+        json!({"services": services})
+    }))
+}
+
+async fn service_get(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    Query(q): Query<SecretsQuery>,
+) -> Response {
+    let mut world = lock(&s.world);
+    let now = world.now();
+    respond(
+        world
+            .service(&p, &name)
+            .map(|svc| json!({"service": service_json(svc, now, q.wanted())})),
+    )
+}
+
+async fn service_create(State(s): S, Path(p): Path<String>, body: Bytes) -> Response {
+    let mut world = lock(&s.world);
+    let result = parse_body(&body).and_then(|body| {
+        let name = world.create_service(&p, &body)?;
+        let now = world.now();
+        // The create answer carries the secrets, as the real one does.
+        world
+            .service(&p, &name)
+            .map(|svc| json!({"service": service_json(svc, now, true)}))
+    });
+    respond(result)
+}
+
+async fn service_update(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = {
+        let mut world = lock(&s.world);
+        parse_body(&body).and_then(|body| {
+            let stopped = world.update_service(&p, &name, &body)?;
+            let now = world.now();
+            let svc = world.service(&p, &name)?;
+            Ok((stopped, json!({"service": service_json(svc, now, true)})))
+        })
+    };
+    respond(result.map(|(stopped, value)| {
+        if stopped {
+            lock(&s.endpoints).stop(&p, &name);
+        }
+        value
+    }))
+}
+
+async fn service_delete(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    let result = lock(&s.world).delete_service(&p, &name);
+    respond(result.map(|_| {
+        lock(&s.endpoints).stop(&p, &name);
+        json!({"message": "Service deleted"})
+    }))
+}
+
+async fn tags_get(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .service(&p, &name)
+            .map(|svc| json!({"tags": svc.tags})),
+    )
+}
+
+#[derive(Deserialize)]
+struct TagsBody<T> {
+    tags: T,
+}
+
+fn parse_tags<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice::<TagsBody<T>>(body)
+        .map(|b| b.tags)
+        .map_err(|e| ApiError::new(400, format!("Invalid input for tags: {e}")).code("bad_request"))
+}
+
+async fn tags_replace(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    respond(
+        parse_tags::<BTreeMap<String, String>>(&body)
+            .and_then(|tags| lock(&s.world).replace_tags(&p, &name, tags))
+            .map(|()| json!({"message": "tags updated"})),
+    )
+}
+
+async fn tags_update(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    respond(
+        parse_tags::<BTreeMap<String, Option<String>>>(&body)
+            .and_then(|tags| lock(&s.world).update_tags(&p, &name, tags))
+            .map(|()| json!({"message": "tags updated"})),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Sub-resources
+
+fn field<'a>(body: &'a Value, key: &str) -> ApiResult<&'a str> {
+    body.get(key).and_then(Value::as_str).ok_or_else(|| {
+        ApiError::new(400, format!("Missing required field '{key}'")).code("bad_request")
+    })
+}
+
+async fn db_list(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    respond(lock(&s.world).list_databases(&p, &name).map(|dbs| {
+        json!({"databases": dbs.iter().map(|d| json!({"database_name": d})).collect::<Vec<_>>()})
+    }))
+}
+
+async fn db_create(State(s): S, Path((p, name)): Path<(String, String)>, body: Bytes) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        let db = field(&body, "database")?.to_string();
+        lock(&s.world).create_database(&p, &name, &db)?;
+        Ok(db)
+    });
+    let result = match result {
+        Ok(db) => crate::backends::sync_database(&s, &p, &name, &db).await,
+        Err(e) => Err(e),
+    };
+    respond(result.map(|()| json!({"message": "Database created"})))
+}
+
+async fn db_delete(State(s): S, Path((p, name, db)): Path<(String, String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .delete_database(&p, &name, &db)
+            .map(|()| json!({"message": "Database deleted"})),
+    )
+}
+
+async fn user_create(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| lock(&s.world).create_user(&p, &name, &body));
+    let result = match result {
+        Ok(user) => crate::backends::sync_user(&s, &p, &name, &user)
+            .await
+            .map(|()| json!({"user": user_json(&user, true)})),
+        Err(e) => Err(e),
+    };
+    respond(result)
+}
+
+async fn user_get(
+    State(s): S,
+    Path((p, name, u)): Path<(String, String, String)>,
+    Query(q): Query<SecretsQuery>,
+) -> Response {
+    respond(
+        lock(&s.world)
+            .get_user(&p, &name, &u)
+            .map(|user| json!({"user": user_json(&user, q.wanted())})),
+    )
+}
+
+async fn user_modify(
+    State(s): S,
+    Path((p, name, u)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        let mut world = lock(&s.world);
+        match field(&body, "operation")? {
+            "reset-credentials" => {
+                let new = body
+                    .get("new_password")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                world.reset_user_password(&p, &name, &u, new)?;
+            }
+            "acknowledge-renewal" | "set-access-control" => {
+                world.get_user(&p, &name, &u)?;
+            }
+            other => {
+                return Err(
+                    ApiError::new(400, format!("Invalid operation '{other}'")).code("bad_request")
+                );
+            }
+        }
+        let now = world.now();
+        let svc = world.service(&p, &name)?;
+        Ok(json!({"service": service_json(svc, now, true)}))
+    });
+    respond(result)
+}
+
+async fn user_reset(State(s): S, Path((p, name, u)): Path<(String, String, String)>) -> Response {
+    let mut world = lock(&s.world);
+    let result = world
+        .reset_user_password(&p, &name, &u, None)
+        .and_then(|()| {
+            let now = world.now();
+            let svc = world.service(&p, &name)?;
+            Ok(json!({"service": service_json(svc, now, true)}))
+        });
+    respond(result)
+}
+
+async fn user_delete(State(s): S, Path((p, name, u)): Path<(String, String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .delete_user(&p, &name, &u)
+            .map(|()| json!({"message": "User deleted"})),
+    )
+}
+
+async fn topic_list(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    respond(lock(&s.world).list_topics(&p, &name).map(|(topics, now)| {
+        json!({"topics": topics.iter().map(|t| topic_json(t, now)).collect::<Vec<_>>()})
+    }))
+}
+
+async fn topic_create(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    respond(
+        parse_body(&body)
+            .and_then(|body| lock(&s.world).create_topic(&p, &name, &body))
+            .map(|()| json!({"message": "created"})),
+    )
+}
+
+async fn topic_get(State(s): S, Path((p, name, t)): Path<(String, String, String)>) -> Response {
+    respond(lock(&s.world).list_topics(&p, &name).and_then(|(topics, now)| {
+        let topic = topics
+            .iter()
+            .find(|x| x.topic_name == t)
+            .ok_or_else(|| ApiError::new(404, format!("Topic '{t}' does not exist")).code("kafka_topic_not_found"))?;
+        if now < topic.active_at {
+            // The broker does not know the topic yet: the API answers 501 until it does.
+            return Err(ApiError::new(501, format!("Failed to fetch Kafka topic: {t}")));
+        }
+        let mut out = topic_json(topic, now);
+        out["partitions"] = json!((0..topic.partitions)
+            .map(|i| json!({"partition": i, "isr": topic.replication, "size": 0, "earliest_offset": 0,
+                            "latest_offset": 0, "consumer_groups": [], "remote_size": 0}))
+            .collect::<Vec<_>>());
+        out["config"] = json!({});
+        Ok(json!({"topic": out}))
+    }))
+}
+
+async fn topic_delete(State(s): S, Path((p, name, t)): Path<(String, String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .delete_topic(&p, &name, &t)
+            .map(|()| json!({"message": "deleted"})),
+    )
+}
+
+async fn acl_list(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .list_acls(&p, &name)
+            .map(|acls| json!({"acl": acl_json(&acls)})),
+    )
+}
+
+async fn acl_add(State(s): S, Path((p, name)): Path<(String, String)>, body: Bytes) -> Response {
+    respond(
+        parse_body(&body)
+            .and_then(|body| lock(&s.world).add_acl(&p, &name, &body))
+            .map(|acls| json!({"acl": acl_json(&acls), "message": "added"})),
+    )
+}
+
+async fn acl_delete(State(s): S, Path((p, name, id)): Path<(String, String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .delete_acl(&p, &name, &id)
+            .map(|acls| json!({"acl": acl_json(&acls), "message": "deleted"})),
+    )
+}

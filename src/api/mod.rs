@@ -1,0 +1,650 @@
+//! The Aiven API client. It knows the API and nothing of manifests or CI.
+//!
+//! Every call goes through [`Client::send`]: authentication (`aivenv1`), pacing by the
+//! `X-RateLimit-*` headers, bounded retries with backoff (honouring `Retry-After` and
+//! the "try again in Ns" text of 429s), the server's `Date` recorded for expiry
+//! computations, and a request counter. Bodies are never logged: they carry secrets.
+
+mod error;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use types::*;
+
+use crate::secret::Secret;
+
+/// How long one request may take before it counts as lost. A create that timed out may
+/// still have happened; teardown re-checks names for this long after such a create.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TEARDOWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests kept in reserve when pacing, so that teardown is never the one that waits.
+const PACING_RESERVE: u32 = 3;
+/// The longest the client waits because the API asked it to.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+
+/// Path segments are escaped; names are usually safe, user and topic names may not be.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// How hard a call tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Up to 6 attempts, 0.5 s growing to 20 s between them, jittered.
+    Standard,
+    /// Teardown: short timeouts, quick attempts, no pacing: it must finish inside a CI
+    /// job's cancellation budget.
+    Teardown,
+}
+
+pub struct ClientConfig {
+    /// Base URL without `/v1`.
+    pub api_url: String,
+    pub token: Secret,
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    /// Once cancelled, calls stop retrying (the attempt in flight still completes).
+    cancel: Option<CancellationToken>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+    pacer: Mutex<Pacer>,
+    server_time: Mutex<Option<(OffsetDateTime, Instant)>>,
+    requests: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pacer {
+    remaining: Option<u32>,
+    reset_at: Option<Instant>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("aiven-ephemeral/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // The API closes idle connections; recycle before it does (as avn does).
+            .pool_idle_timeout(Duration::from_secs(50))
+            .redirect(reqwest::redirect::Policy::limited(3));
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--ca-cert {} is not a PEM bundle: {e}", path.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTPS client: {}", chain(&e)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: config
+                    .api_url
+                    .trim_end_matches('/')
+                    .trim_end_matches("/v1")
+                    .to_string(),
+                token: config.token,
+                pacer: Mutex::new(Pacer::default()),
+                server_time: Mutex::new(None),
+                requests: AtomicU64::new(0),
+            }),
+            cancel: None,
+        })
+    }
+
+    /// A client whose calls give up retrying once `cancel` fires. Teardown uses the
+    /// plain client: it must never be cut short.
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cancel: Some(cancel),
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// HTTP requests sent so far, retries included.
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The API's clock, from the `Date` of its last answer, advanced by the time since.
+    pub fn server_time(&self) -> Option<OffsetDateTime> {
+        let guard = self
+            .inner
+            .server_time
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        guard.map(|(date, at)| date + at.elapsed())
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<T, ApiError> {
+        let attempt = || self.send_once(method.clone(), path, body, retry);
+        let backoff = match retry {
+            Retry::Standard => ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(20))
+                .with_max_times(5)
+                .with_jitter(),
+            Retry::Teardown => ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(3)
+                .with_jitter(),
+        };
+        let cancel = self.cancel.clone();
+        let sleep = move |wait: Duration| {
+            let cancel = cancel.clone();
+            async move {
+                match cancel {
+                    Some(c) => tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = c.cancelled() => {}
+                    },
+                    None => tokio::time::sleep(wait).await,
+                }
+            }
+        };
+        let bytes = attempt
+            .retry(backoff)
+            .sleep(sleep)
+            .when(|e| e.is_transient() && !self.cancelled())
+            .adjust(|e, planned| match e.retry_after() {
+                Some(asked) => Some(asked.min(MAX_SERVER_WAIT)),
+                None => planned,
+            })
+            .notify(|e, wait| {
+                tracing::warn!(
+                    "{} {}: {e}; retrying in {:.1}s",
+                    method,
+                    path,
+                    wait.as_secs_f64()
+                )
+            })
+            .await?;
+        if bytes.is_empty() {
+            return serde_json::from_value(json!({})).map_err(|e| ApiError::Decode(e.to_string()));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<Vec<u8>, ApiError> {
+        if self.cancelled() {
+            return Err(ApiError::Cancelled);
+        }
+        if retry == Retry::Standard {
+            self.pace().await;
+        }
+        let url = format!("{}/v1{}", self.inner.base, path);
+        let mut request = self.inner.http.request(method.clone(), &url).header(
+            reqwest::header::AUTHORIZATION,
+            format!("aivenv1 {}", self.inner.token.expose()),
+        );
+        if retry == Retry::Teardown {
+            request = request.timeout(TEARDOWN_REQUEST_TIMEOUT);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        self.observe(response.headers());
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.map_err(transport)?;
+        tracing::debug!(
+            "{method} {path} -> {status} in {}ms",
+            started.elapsed().as_millis()
+        );
+        if (200..300).contains(&status) {
+            Ok(bytes.to_vec())
+        } else {
+            Err(ApiError::from_response(
+                status,
+                retry_after.as_deref(),
+                &bytes,
+            ))
+        }
+    }
+
+    /// Waits when the rate-limit window is nearly spent, instead of hitting a 429.
+    async fn pace(&self) {
+        loop {
+            let wait = {
+                let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+                match (p.remaining, p.reset_at) {
+                    (Some(r), Some(at)) if r <= PACING_RESERVE && Instant::now() < at => {
+                        Some(at - Instant::now())
+                    }
+                    _ => {
+                        if let Some(r) = p.remaining.as_mut() {
+                            *r = r.saturating_sub(1);
+                        }
+                        None
+                    }
+                }
+            };
+            let Some(wait) = wait else { return };
+            tracing::info!(
+                "pacing: rate-limit window nearly spent, waiting {:.1}s",
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait.min(MAX_SERVER_WAIT)).await;
+            let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+            p.remaining = None;
+            p.reset_at = None;
+        }
+    }
+
+    fn observe(&self, headers: &reqwest::header::HeaderMap) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(remaining), Some(reset)) =
+            (number("x-ratelimit-remaining"), number("x-ratelimit-reset"))
+        {
+            // Reset is either seconds from now or a Unix time; tell them apart by size.
+            let secs = if reset > 1_000_000_000 {
+                reset.saturating_sub(OffsetDateTime::now_utc().unix_timestamp().max(0) as u64)
+            } else {
+                reset
+            };
+            let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+            p.remaining = Some(remaining.min(u32::MAX as u64) as u32);
+            p.reset_at = Some(Instant::now() + Duration::from_secs(secs));
+        }
+        if let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        {
+            let date = OffsetDateTime::from(date);
+            *self
+                .inner
+                .server_time
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((date, Instant::now()));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Projects and catalogue
+
+    pub async fn project(&self, project: &str) -> Result<Project, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            project: Project,
+        }
+        let r: R = self
+            .send(
+                Method::GET,
+                &format!("/project/{}", seg(project)),
+                None,
+                Retry::Standard,
+            )
+            .await?;
+        Ok(r.project)
+    }
+
+    pub async fn project_ca(&self, project: &str) -> Result<String, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            certificate: String,
+        }
+        let r: R = self
+            .send(
+                Method::GET,
+                &format!("/project/{}/kms/ca", seg(project)),
+                None,
+                Retry::Standard,
+            )
+            .await?;
+        Ok(r.certificate)
+    }
+
+    pub async fn plans(&self, project: &str, service_type: &str) -> Result<Vec<Plan>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            service_plans: Vec<Plan>,
+        }
+        let path = format!(
+            "/project/{}/service-types/{}/plans",
+            seg(project),
+            seg(service_type)
+        );
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.service_plans)
+    }
+
+    pub async fn price(
+        &self,
+        project: &str,
+        service_type: &str,
+        plan: &str,
+        cloud: &str,
+    ) -> Result<Price, ApiError> {
+        let path = format!(
+            "/project/{}/pricing/service-types/{}/plans/{}/clouds/{}",
+            seg(project),
+            seg(service_type),
+            seg(plan),
+            seg(cloud)
+        );
+        self.send(Method::GET, &path, None, Retry::Standard).await
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Services
+
+    /// Every service of the project, without secrets (they belong to other teams too).
+    pub async fn list_services(&self, project: &str) -> Result<Vec<Service>, ApiError> {
+        self.list_services_with(project, Retry::Standard).await
+    }
+
+    pub async fn list_services_with(
+        &self,
+        project: &str,
+        retry: Retry,
+    ) -> Result<Vec<Service>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            services: Vec<Service>,
+        }
+        let r: R = self
+            .send(
+                Method::GET,
+                &format!("/project/{}/service", seg(project)),
+                None,
+                retry,
+            )
+            .await?;
+        Ok(r.services)
+    }
+
+    pub async fn get_service(
+        &self,
+        project: &str,
+        name: &str,
+        include_secrets: bool,
+    ) -> Result<Service, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            service: Service,
+        }
+        let mut path = format!("/project/{}/service/{}", seg(project), seg(name));
+        if include_secrets {
+            path.push_str("?include_secrets=true");
+        }
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.service)
+    }
+
+    pub async fn create_service(
+        &self,
+        project: &str,
+        body: &CreateService<'_>,
+    ) -> Result<Service, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            service: Service,
+        }
+        let body = serde_json::to_value(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let r: R = self
+            .send(
+                Method::POST,
+                &format!("/project/{}/service", seg(project)),
+                Some(&body),
+                Retry::Standard,
+            )
+            .await?;
+        Ok(r.service)
+    }
+
+    pub async fn delete_service(
+        &self,
+        project: &str,
+        name: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}", seg(project), seg(name));
+        self.send::<Value>(Method::DELETE, &path, None, retry)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_termination_protection(
+        &self,
+        project: &str,
+        name: &str,
+        protected: bool,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}", seg(project), seg(name));
+        let body = json!({"termination_protection": protected});
+        self.send::<Value>(Method::PUT, &path, Some(&body), Retry::Teardown)
+            .await
+            .map(|_| ())
+    }
+
+    /// Merges tags: `None` removes a key.
+    pub async fn update_tags(
+        &self,
+        project: &str,
+        name: &str,
+        tags: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}/tags", seg(project), seg(name));
+        let body = json!({ "tags": tags });
+        self.send::<Value>(Method::PATCH, &path, Some(&body), Retry::Standard)
+            .await
+            .map(|_| ())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Inside services
+
+    pub async fn create_database(
+        &self,
+        project: &str,
+        service: &str,
+        database: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}/db", seg(project), seg(service));
+        let body = json!({ "database": database });
+        self.send::<Value>(Method::POST, &path, Some(&body), Retry::Standard)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_databases(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Db {
+            database_name: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct R {
+            databases: Vec<Db>,
+        }
+        let path = format!("/project/{}/service/{}/db", seg(project), seg(service));
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.databases.into_iter().map(|d| d.database_name).collect())
+    }
+
+    pub async fn create_user(
+        &self,
+        project: &str,
+        service: &str,
+        username: &str,
+    ) -> Result<ServiceUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            user: ServiceUser,
+        }
+        let path = format!("/project/{}/service/{}/user", seg(project), seg(service));
+        let body = json!({ "username": username });
+        let r: R = self
+            .send(Method::POST, &path, Some(&body), Retry::Standard)
+            .await?;
+        Ok(r.user)
+    }
+
+    pub async fn get_user(
+        &self,
+        project: &str,
+        service: &str,
+        username: &str,
+    ) -> Result<ServiceUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            user: ServiceUser,
+        }
+        let path = format!(
+            "/project/{}/service/{}/user/{}?include_secrets=true",
+            seg(project),
+            seg(service),
+            seg(username)
+        );
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.user)
+    }
+
+    pub async fn create_topic(
+        &self,
+        project: &str,
+        service: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}/topic", seg(project), seg(service));
+        self.send::<Value>(Method::POST, &path, Some(body), Retry::Standard)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_topics(&self, project: &str, service: &str) -> Result<Vec<Topic>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            topics: Vec<Topic>,
+        }
+        let path = format!("/project/{}/service/{}/topic", seg(project), seg(service));
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.topics)
+    }
+
+    pub async fn add_acl(
+        &self,
+        project: &str,
+        service: &str,
+        permission: &str,
+        topic: &str,
+        username: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!("/project/{}/service/{}/acl", seg(project), seg(service));
+        let body = json!({"permission": permission, "topic": topic, "username": username});
+        self.send::<Value>(Method::POST, &path, Some(&body), Retry::Standard)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_acls(&self, project: &str, service: &str) -> Result<Vec<Acl>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            acl: Vec<Acl>,
+        }
+        let path = format!("/project/{}/service/{}/acl", seg(project), seg(service));
+        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
+        Ok(r.acl)
+    }
+
+    pub async fn delete_acl(&self, project: &str, service: &str, id: &str) -> Result<(), ApiError> {
+        let path = format!(
+            "/project/{}/service/{}/acl/{}",
+            seg(project),
+            seg(service),
+            seg(id)
+        );
+        self.send::<Value>(Method::DELETE, &path, None, Retry::Standard)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn transport(e: reqwest::Error) -> ApiError {
+    ApiError::Transport {
+        connect: e.is_connect(),
+        message: chain(&e),
+    }
+}
+
+/// An error with its causes, on one line: reqwest's own text rarely says what failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! `env`: rebuild a live run's env file and certificates from the API, for CI jobs after
+//! the one that ran `up` (credentials travel by API, not by artifact).
+
+use std::collections::BTreeMap;
+
+use crate::cli::{EnvArgs, GlobalArgs};
+use crate::error::{Error, Result, Status};
+use crate::naming;
+use crate::outputs::{self, Delivered, env::Format};
+use crate::resources::Created;
+
+pub async fn env(global: &GlobalArgs, args: &EnvArgs) -> Result<Status> {
+    let run = super::RunRef::locate(
+        global,
+        args.run_id.as_deref(),
+        args.state_file.as_deref(),
+        &args.manifest.file,
+    )
+    .await?;
+    let manifest_path = run
+        .manifest
+        .clone()
+        .unwrap_or_else(|| args.manifest.file.clone());
+    let manifest = crate::manifest::load(&manifest_path)?;
+    let client = &run.conn.client;
+    let project = &run.project;
+    let services = run.services().await?;
+    let mut fetched = Vec::new();
+    for spec in &manifest.services {
+        let svc = services
+            .iter()
+            .find(|s| s.tag(naming::TAG_KEY) == Some(spec.key.as_str()))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "run {} has no live service for services.{} (was it torn down?)",
+                    run.run_id, spec.key
+                ))
+            })?;
+        let full = client
+            .get_service(project, &svc.service_name, true)
+            .await
+            .map_err(|e| Error::api(format!("reading {}", svc.service_name), e))?;
+        let mut users = BTreeMap::new();
+        for user in &spec.users {
+            let u = client
+                .get_user(project, &svc.service_name, user)
+                .await
+                .map_err(|e| {
+                    Error::api(format!("reading user {user} of {}", svc.service_name), e)
+                })?;
+            users.insert(user.clone(), u);
+        }
+        fetched.push((spec, full, Created { users }));
+    }
+    let ca = client
+        .project_ca(project)
+        .await
+        .map_err(|e| Error::api("reading the project CA", e))?;
+    let out_dir = args.out.clone().unwrap_or_else(|| run.state_dir.clone());
+    let delivered: Vec<Delivered> = fetched
+        .iter()
+        .map(|(spec, svc, created)| Delivered {
+            spec,
+            service: svc,
+            created,
+        })
+        .collect();
+    let (values, secrets) = outputs::materialise(
+        &delivered,
+        Some(&ca),
+        &out_dir.join("certs"),
+        run.conn.is_sandbox(),
+    )?;
+    if outputs::github::active() {
+        outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
+    }
+    match &args.out {
+        Some(dir) => {
+            let name = match args.format {
+                Format::Dotenv => "env",
+                Format::Shell => "env.sh",
+                Format::Json => "env.json",
+            };
+            let path = dir.join(name);
+            outputs::env::write(&path, &values, args.format)
+                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+            eprintln!(
+                "wrote {} and {}",
+                path.display(),
+                dir.join("certs").display()
+            );
+        }
+        None => print!("{}", outputs::env::render(&values, args.format)),
+    }
+    run.conn.close().await;
+    Ok(Status::Success)
+}

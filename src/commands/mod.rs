@@ -1,0 +1,156 @@
+//! One module per command. `dispatch` maps the parsed command line to them.
+
+pub mod down;
+pub mod env;
+pub mod extend;
+pub mod plan;
+pub mod reap;
+pub mod run;
+pub mod sandbox;
+pub mod status;
+pub mod up;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+use crate::api::Service;
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Result, Status};
+use crate::naming;
+use crate::progress::Reporter;
+use crate::settings::{self, Connection};
+use crate::state::{self, Store};
+
+pub async fn dispatch(cli: Cli, reporter: &Reporter) -> Result<Status> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Validate(args) => validate::validate(args, reporter),
+        Command::Plan(args) => plan::plan(global, args).await,
+        Command::Up(args) => up::up(global, args, reporter).await,
+        Command::Down(args) => down::down(global, args, reporter).await,
+        Command::Run(args) => run::run(global, args, reporter).await,
+        Command::Status(args) => status::status(global, args).await,
+        Command::Reap(args) => reap::reap(global, args, reporter).await,
+        Command::Extend(args) => extend::extend(global, args, reporter).await,
+        Command::Env(args) => env::env(global, args).await,
+        Command::Sandbox(args) => sandbox::sandbox(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "aiven-ephemeral",
+                &mut std::io::stdout(),
+            );
+            Ok(Status::Success)
+        }
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A run found by its state file, or by `--run-id` and its tags (later CI jobs, where
+/// the state file is not).
+pub struct RunRef {
+    pub conn: Connection,
+    pub project: String,
+    pub run_id: String,
+    /// Known from the state file; tag lookups then also require it.
+    pub owner: Option<String>,
+    pub store: Option<Store>,
+    pub manifest: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+impl RunRef {
+    pub async fn locate(
+        global: &crate::cli::GlobalArgs,
+        run_id: Option<&str>,
+        state_file: Option<&Path>,
+        manifest: &Path,
+    ) -> Result<Self> {
+        let (state_file, state_dir) = settings::state_paths(state_file);
+        let recorded = state::read(&state_file)?.filter(|s| s.live());
+        match (recorded, run_id) {
+            (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
+                let conn = Connection::for_state(global, &s, false, &state_dir).await?;
+                Ok(Self {
+                    project: s.project.clone(),
+                    run_id: s.run_id.clone(),
+                    owner: Some(s.owner.clone()),
+                    manifest: s.manifest.clone().filter(|p| p.exists()),
+                    store: Some(Store::new(state_file, s)?),
+                    conn,
+                    state_dir,
+                })
+            }
+            (_, Some(id)) => {
+                naming::check_run_id(id).map_err(Error::usage)?;
+                let m = if manifest.exists() {
+                    Some(crate::manifest::load(manifest)?)
+                } else {
+                    None
+                };
+                Ok(Self {
+                    project: settings::project(global, m.as_ref())?,
+                    run_id: id.to_string(),
+                    owner: None,
+                    store: None,
+                    manifest: None,
+                    conn: Connection::real(global, None)?,
+                    state_dir,
+                })
+            }
+            (_, None) => Err(Error::usage_hint(
+                format!("no live run in {} and no --run-id", state_file.display()),
+                "pass --run-id (AIVEN_EPHEMERAL_RUN_ID), e.g. from the `up` job's dotenv report",
+            )),
+        }
+    }
+
+    /// The run's services, by their tags.
+    pub async fn services(&self) -> Result<Vec<Service>> {
+        let listed = self
+            .conn
+            .client
+            .list_services(&self.project)
+            .await
+            .map_err(|e| {
+                Error::api(
+                    format!("listing the services of project {}", self.project),
+                    e,
+                )
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter(|s| {
+                naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(self.run_id.as_str())
+            })
+            .filter(|s| {
+                self.owner
+                    .as_deref()
+                    .is_none_or(|o| s.tag(naming::TAG_OWNER) == Some(o))
+            })
+            .collect())
+    }
+}

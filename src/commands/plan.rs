@@ -1,0 +1,283 @@
+//! `plan`: everything `up` would do, without doing it; with a token also whether each
+//! plan exists in its cloud and what it costs per hour. And the cost guard `up` runs
+//! before creating anything.
+
+use serde::Serialize;
+
+use crate::api::Client;
+use crate::cli::{GlobalArgs, PlanArgs};
+use crate::error::{Error, Result, Status};
+use crate::exports;
+use crate::manifest::Manifest;
+use crate::naming;
+use crate::progress::Reporter;
+use crate::settings::{self, Connection};
+
+#[derive(Debug, Serialize)]
+pub struct PlannedService {
+    pub key: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub plan: String,
+    pub cloud: Option<String>,
+    pub env: Vec<String>,
+    /// Hourly price in USD, when known.
+    pub hourly_usd: Option<f64>,
+    /// Why the price is unknown (the plan does not exist in that cloud, say).
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanOutput {
+    pub run_id: String,
+    pub project: Option<String>,
+    pub services: Vec<PlannedService>,
+    pub total_hourly_usd: Option<f64>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Limits {
+    pub max_hourly_usd: Option<f64>,
+    pub max_services: Option<u32>,
+    pub allowed_plans: Option<Vec<String>>,
+}
+
+/// Prices every service: `(hourly, problem)` per service, in manifest order.
+pub async fn prices(
+    client: &Client,
+    project: &str,
+    manifest: &Manifest,
+    default_cloud: &str,
+) -> Vec<(Option<f64>, Option<String>)> {
+    let mut jobs = tokio::task::JoinSet::new();
+    for (i, spec) in manifest.services.iter().enumerate() {
+        let client = client.clone();
+        let project = project.to_string();
+        let ty = spec.service_type.clone();
+        let plan = spec.plan.clone();
+        let cloud = spec
+            .cloud
+            .clone()
+            .or_else(|| manifest.cloud.clone())
+            .unwrap_or_else(|| default_cloud.to_string());
+        jobs.spawn(async move {
+            let result = match client.price(&project, &ty, &plan, &cloud).await {
+                Ok(p) => match p.base_price_usd.trim().parse::<f64>() {
+                    Ok(v) => (Some(v), None),
+                    Err(_) => (
+                        None,
+                        Some(format!("unreadable price `{}`", p.base_price_usd)),
+                    ),
+                },
+                Err(e) if e.is_not_found() => (
+                    None,
+                    Some(format!(
+                        "plan {plan} of {ty} is not available in {cloud}: {}",
+                        e.message()
+                    )),
+                ),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            (i, result)
+        });
+    }
+    let mut out = vec![(None, None); manifest.services.len()];
+    while let Some(Ok((i, r))) = jobs.join_next().await {
+        out[i] = r;
+    }
+    out
+}
+
+/// Refuses (exit 2, zero writes) a run whose hourly price exceeds the manifest's
+/// `limits.max_hourly_usd` or `--max-hourly-usd`, whichever is lower.
+pub async fn cost_guard(
+    client: &Client,
+    project: &str,
+    manifest: &Manifest,
+    flag: Option<f64>,
+    default_cloud: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    let limit = match (manifest.limits.max_hourly_usd, flag) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => match a.or(b) {
+            Some(l) => l,
+            None => return Ok(()),
+        },
+    };
+    let prices = prices(client, project, manifest, default_cloud).await;
+    let mut lines = Vec::new();
+    let mut total = 0.0;
+    for (spec, (price, problem)) in manifest.services.iter().zip(&prices) {
+        match (price, problem) {
+            (Some(p), _) => {
+                total += p;
+                lines.push(format!(
+                    "  {:<24} {:<12} {:<14} {p:>8.3} USD/h",
+                    spec.key, spec.service_type, spec.plan
+                ));
+            }
+            (None, problem) => {
+                return Err(Error::usage_hint(
+                    format!(
+                        "cannot check the cost limit: no price for services.{} ({})",
+                        spec.key,
+                        problem.as_deref().unwrap_or("unknown")
+                    ),
+                    "check the plan and cloud, or remove the cost limit",
+                ));
+            }
+        }
+    }
+    if total > limit {
+        return Err(Error::usage_hint(
+            format!(
+                "this run would cost {total:.3} USD/h, over the limit of {limit:.3} USD/h:\n{}",
+                lines.join("\n")
+            ),
+            "choose smaller plans, or raise limits.max_hourly_usd / --max-hourly-usd",
+        ));
+    }
+    reporter.info(format!("cost: {total:.3} USD/h (limit {limit:.3})"));
+    Ok(())
+}
+
+pub async fn plan(global: &GlobalArgs, args: &PlanArgs) -> Result<Status> {
+    let manifest = crate::manifest::load(&args.manifest.file)?;
+    let source = std::fs::read_to_string(&args.manifest.file).unwrap_or_default();
+    exports::check_names(&manifest, &source)?;
+    let run_id = match &args.run_id {
+        Some(id) => {
+            naming::check_run_id(id).map_err(Error::usage)?;
+            id.clone()
+        }
+        None => "xxxxxxxx".to_string(),
+    };
+    let project = settings::project(global, Some(&manifest)).ok();
+    let mut services: Vec<PlannedService> = manifest
+        .services
+        .iter()
+        .map(|spec| {
+            Ok(PlannedService {
+                key: spec.key.clone(),
+                name: naming::service_name(&manifest.name_prefix, &spec.key, &run_id)
+                    .map_err(Error::usage)?,
+                service_type: spec.service_type.clone(),
+                plan: spec.plan.clone(),
+                cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
+                env: exports::exports(spec, args.sandbox)
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect(),
+                hourly_usd: None,
+                problem: None,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let online = args.sandbox || settings::token(global)?.is_some();
+    let mut total = None;
+    if online && let Some(project) = &project {
+        let (_, state_dir) = settings::state_paths(None);
+        let conn = if args.sandbox {
+            Connection::sandbox(global, &state_dir, project).await?
+        } else {
+            Connection::real(global, None)?
+        };
+        let info = conn
+            .client
+            .project(project)
+            .await
+            .map_err(|e| Error::api(format!("reading project {project}"), e));
+        let result = match info {
+            Ok(info) => {
+                let prices = prices(&conn.client, project, &manifest, &info.default_cloud).await;
+                for (svc, (price, problem)) in services.iter_mut().zip(prices) {
+                    svc.hourly_usd = price;
+                    svc.problem = problem;
+                    if svc.cloud.is_none() {
+                        svc.cloud = Some(info.default_cloud.clone());
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        conn.close().await;
+        result?;
+        total = services.iter().map(|s| s.hourly_usd).sum::<Option<f64>>();
+    }
+    let output = PlanOutput {
+        run_id,
+        project,
+        total_hourly_usd: total,
+        limits: Limits {
+            max_hourly_usd: manifest.limits.max_hourly_usd,
+            max_services: manifest.limits.max_services,
+            allowed_plans: manifest.limits.allowed_plans.clone(),
+        },
+        services,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output).expect("plan serialises")
+        );
+    } else {
+        print_table(&output, online);
+    }
+    match (total, output.limits.max_hourly_usd) {
+        (Some(t), Some(l)) if t > l => Err(Error::usage(format!(
+            "this run would cost {t:.3} USD/h, over limits.max_hourly_usd {l:.3}"
+        ))),
+        _ if output.services.iter().any(|s| s.problem.is_some()) => Err(Error::usage(
+            "some services cannot be created as planned (see above)",
+        )),
+        _ => Ok(Status::Success),
+    }
+}
+
+fn print_table(p: &PlanOutput, online: bool) {
+    println!(
+        "run id {}, project {}",
+        p.run_id,
+        p.project
+            .as_deref()
+            .unwrap_or("(none: set `project:` or --project)")
+    );
+    println!(
+        "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
+        "KEY", "NAME", "TYPE", "PLAN", "CLOUD", "USD/H"
+    );
+    for s in &p.services {
+        let price = match (s.hourly_usd, &s.problem) {
+            (Some(v), _) => format!("{v:.3}"),
+            (None, Some(_)) => "n/a".to_string(),
+            (None, None) => "-".to_string(),
+        };
+        println!(
+            "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
+            s.key,
+            s.name,
+            s.service_type,
+            s.plan,
+            s.cloud.as_deref().unwrap_or("(project default)"),
+            price
+        );
+        if let Some(problem) = &s.problem {
+            println!("  problem: {problem}");
+        }
+        println!("  env: {}", s.env.join(" "));
+    }
+    match p.total_hourly_usd {
+        Some(t) => println!(
+            "total: {t:.3} USD/h ({:.2} USD per 8h working day)",
+            t * 8.0
+        ),
+        None if !online => {
+            println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
+        }
+        None => println!("total: unknown (see the problems above)"),
+    }
+}

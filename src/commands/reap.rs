@@ -1,0 +1,251 @@
+//! `reap`: the backstop for runs nothing tore down (SIGKILL, a lost runner). Deletes
+//! this tool's services whose expiry has passed (or that are older than
+//! `--older-than`), measured on the API's clock; never a service without this tool's
+//! tags; never one tagged `aiven-ephemeral-keep=true`; a termination-protected one only
+//! with `--force`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::api::Service;
+use crate::cli::{GlobalArgs, ReapArgs};
+use crate::error::{Error, Result, Status};
+use crate::naming;
+use crate::progress::Reporter;
+use crate::settings::{self, Connection};
+use crate::teardown::{self, Force, Target};
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Expired,
+    TooOld,
+    Live,
+    Kept,
+    Protected,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    run: String,
+    expires: String,
+    created: String,
+    verdict: Verdict,
+}
+
+fn parse(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &Rfc3339).ok()
+}
+
+pub fn judge(
+    svc: &Service,
+    now: OffsetDateTime,
+    older_than: Option<Duration>,
+    force: bool,
+) -> Verdict {
+    let expired = svc
+        .tag(naming::TAG_EXPIRES)
+        .and_then(parse)
+        .is_some_and(|t| t <= now);
+    let too_old = older_than.is_some_and(|age| {
+        svc.create_time
+            .as_deref()
+            .and_then(parse)
+            .is_some_and(|c| c + age <= now)
+    });
+    if !(expired || too_old) {
+        Verdict::Live
+    } else if svc.tag(naming::TAG_KEEP) == Some("true") {
+        Verdict::Kept
+    } else if svc.termination_protection && !force {
+        Verdict::Protected
+    } else if expired {
+        Verdict::Expired
+    } else {
+        Verdict::TooOld
+    }
+}
+
+pub async fn reap(global: &GlobalArgs, args: &ReapArgs, reporter: &Reporter) -> Result<Status> {
+    let older_than = args
+        .older_than
+        .as_deref()
+        .map(|d| settings::duration(d, "--older-than"))
+        .transpose()?;
+    let project = settings::project(global, None)?;
+    let conn = Connection::real(global, None)?;
+    let listed = conn
+        .client
+        .list_services(&project)
+        .await
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    // The API's clock, from this very list call: runners' clocks drift.
+    let now = conn
+        .client
+        .server_time()
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let mut rows: Vec<Row> = listed
+        .iter()
+        .filter(|s| naming::is_ours(&s.tags))
+        .map(|s| Row {
+            name: s.service_name.clone(),
+            run: s.tag(naming::TAG_RUN).unwrap_or("").to_string(),
+            expires: s.tag(naming::TAG_EXPIRES).unwrap_or("-").to_string(),
+            created: s.create_time.clone().unwrap_or_default(),
+            verdict: judge(s, now, older_than, args.force),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let doomed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Expired | Verdict::TooOld))
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialise")
+        );
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let verdict = serde_json::to_value(r.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                vec![r.name.clone(), r.run.clone(), r.expires.clone(), verdict]
+            })
+            .collect();
+        super::print_table(&["SERVICE", "RUN", "EXPIRES", "VERDICT"], &table);
+    }
+    let protected: Vec<String> = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Protected)
+        .map(|r| r.name.clone())
+        .collect();
+    for r in rows.iter().filter(|r| r.verdict == Verdict::Kept) {
+        reporter.info(format!(
+            "{}: expired but tagged {}=true; kept",
+            r.name,
+            naming::TAG_KEEP
+        ));
+    }
+    if args.dry_run {
+        reporter.info(format!(
+            "dry run: {} service(s) would be deleted; nothing was",
+            doomed.len()
+        ));
+        conn.close().await;
+        return Ok(Status::Success);
+    }
+    let targets: Vec<Target> = doomed
+        .iter()
+        .map(|r| Target::existing(r.name.clone()))
+        .collect();
+    let force = if args.force { Force::Ours } else { Force::No };
+    let report = teardown::teardown(&conn.client, &project, targets, force, reporter, None).await;
+    conn.close().await;
+    reporter.info(format!(
+        "reaped {} service(s); {} protected, {} failed",
+        report.deleted.len(),
+        protected.len() + report.protected.len(),
+        report.failed.len()
+    ));
+    let mut unfinished = report.unconfirmed();
+    unfinished.extend(protected.iter().cloned());
+    if unfinished.is_empty() {
+        Ok(Status::Success)
+    } else {
+        unfinished.sort();
+        Err(Error::TeardownIncomplete {
+            names: unfinished,
+            command: format!(
+                "aiven-ephemeral reap --project {project}{}",
+                if protected.is_empty() && report.protected.is_empty() {
+                    ""
+                } else {
+                    " --force"
+                }
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(tags: &[(&str, &str)], created: &str, protected: bool) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "service_name": "s", "service_type": "pg", "state": "RUNNING",
+            "create_time": created, "termination_protection": protected,
+            "tags": tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn verdicts() {
+        let now = parse("2026-11-22T12:00:00Z").unwrap();
+        let base = [(naming::TAG_RUN, "r"), (naming::TAG_OWNER, "o")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut t = base.to_vec();
+            t.extend_from_slice(extra);
+            t
+        };
+        let expired = with(&[(naming::TAG_EXPIRES, "2026-11-22T11:00:00Z")]);
+        let live = with(&[(naming::TAG_EXPIRES, "2026-11-22T13:00:00Z")]);
+        assert_eq!(
+            judge(
+                &svc(&expired, "2026-11-22T10:00:00Z", false),
+                now,
+                None,
+                false
+            ),
+            Verdict::Expired
+        );
+        assert_eq!(
+            judge(&svc(&live, "2026-11-22T10:00:00Z", false), now, None, false),
+            Verdict::Live
+        );
+        assert_eq!(
+            judge(
+                &svc(&live, "2026-11-22T10:00:00Z", false),
+                now,
+                Some(Duration::from_secs(3600)),
+                false
+            ),
+            Verdict::TooOld
+        );
+        assert_eq!(
+            judge(
+                &svc(&expired, "2026-11-22T10:00:00Z", true),
+                now,
+                None,
+                false
+            ),
+            Verdict::Protected
+        );
+        assert_eq!(
+            judge(
+                &svc(&expired, "2026-11-22T10:00:00Z", true),
+                now,
+                None,
+                true
+            ),
+            Verdict::Expired
+        );
+        let kept = with(&[
+            (naming::TAG_EXPIRES, "2026-11-22T11:00:00Z"),
+            (naming::TAG_KEEP, "true"),
+        ]);
+        assert_eq!(
+            judge(&svc(&kept, "2026-11-22T10:00:00Z", false), now, None, false),
+            Verdict::Kept
+        );
+    }
+}

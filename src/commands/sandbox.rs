@@ -1,0 +1,47 @@
+//! `sandbox`: serve the local imitation of the Aiven API until interrupted.
+
+use crate::cli::SandboxArgs;
+use crate::error::{Error, Result, Status};
+
+pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
+    let config = match &args.config {
+        Some(path) => aiven_sandbox::Config::load(path).map_err(|e| Error::usage(e.to_string()))?,
+        None => aiven_sandbox::Config::default(),
+    };
+    let project = config
+        .projects
+        .first()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "sandbox".into());
+    let sandbox = aiven_sandbox::Sandbox::start(config, (args.bind, args.port).into())
+        .await
+        .map_err(|e| Error::usage(e.to_string()))?;
+    let url = sandbox.url().to_string();
+    // Machine-readable first, on stdout: `eval` or source it.
+    println!("AIVEN_API_URL={url}");
+    println!("AIVEN_TOKEN={}", sandbox.token());
+    println!("AIVEN_PROJECT={project}");
+    eprintln!(
+        "Aiven API sandbox listening on {url} ({})",
+        sandbox.backend_description()
+    );
+    eprintln!(
+        "  aiven-ephemeral: AIVEN_API_URL={url} AIVEN_TOKEN={} AIVEN_PROJECT={project} aiven-ephemeral up",
+        sandbox.token()
+    );
+    eprintln!(
+        "  avn:             avn --url {url} --auth-token {} service list --project {project}",
+        sandbox.token()
+    );
+    eprintln!("  admin:           curl {url}/_sandbox/services");
+    eprintln!("Ctrl-C stops it.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping the sandbox");
+    sandbox.shutdown().await;
+    Ok(Status::Success)
+}

@@ -1,0 +1,151 @@
+//! `status`: the run in the state file, and its services as the API sees them.
+
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, StatusArgs};
+use crate::error::{Error, Result, Status};
+use crate::settings::{self, Connection};
+use crate::state;
+
+#[derive(Serialize)]
+struct Row {
+    key: String,
+    name: String,
+    #[serde(rename = "type")]
+    service_type: String,
+    plan: String,
+    /// What this tool recorded.
+    recorded: state::ServiceStatus,
+    /// What the API says now (`null`: not listed, or not asked).
+    state: Option<String>,
+    nodes_running: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Output {
+    run_id: String,
+    project: String,
+    status: state::RunStatus,
+    expires_at: Option<String>,
+    sandbox: bool,
+    /// Whether `state` comes from the API (a token was available).
+    live: bool,
+    services: Vec<Row>,
+}
+
+pub async fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Status> {
+    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
+    let run = state::read(&state_file)?.ok_or_else(|| {
+        Error::usage_hint(
+            format!("no state file at {}", state_file.display()),
+            "`aiven-ephemeral up` writes it; pass --state-file for another",
+        )
+    })?;
+    let can_ask = run.sandbox || settings::token(global)?.is_some();
+    let listed = if can_ask && run.live() {
+        let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
+        let list = conn.client.list_services(&run.project).await.map_err(|e| {
+            Error::api(
+                format!("listing the services of project {}", run.project),
+                e,
+            )
+        });
+        conn.close().await;
+        Some(list?)
+    } else {
+        None
+    };
+    let rows: Vec<Row> = run
+        .services
+        .iter()
+        .map(|r| {
+            let api = listed.as_ref().and_then(|l| {
+                l.iter().find(|s| {
+                    s.service_name == r.name
+                        && s.tag(crate::naming::TAG_OWNER) == Some(run.owner.as_str())
+                })
+            });
+            Row {
+                key: r.key.clone(),
+                name: r.name.clone(),
+                service_type: r.service_type.clone(),
+                plan: r.plan.clone(),
+                recorded: r.status,
+                state: api.map(|s| s.state.to_string()),
+                nodes_running: api.map(|s| {
+                    let up = s
+                        .node_states
+                        .iter()
+                        .filter(|n| n.state == "running")
+                        .count();
+                    format!("{up}/{}", s.node_states.len())
+                }),
+            }
+        })
+        .collect();
+    let out = Output {
+        run_id: run.run_id.clone(),
+        project: run.project.clone(),
+        status: run.status,
+        expires_at: run.expires_at.clone(),
+        sandbox: run.sandbox,
+        live: listed.is_some(),
+        services: rows,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("status serialises")
+        );
+        return Ok(Status::Success);
+    }
+    println!(
+        "run {} in project {}{}: {}, expires {}",
+        out.run_id,
+        out.project,
+        if out.sandbox { " (sandbox)" } else { "" },
+        serde_json::to_value(out.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        out.expires_at.as_deref().unwrap_or("-")
+    );
+    let rows: Vec<Vec<String>> = out
+        .services
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.key.clone(),
+                r.service_type.clone(),
+                r.plan.clone(),
+                serde_json::to_value(r.recorded)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                match (&r.state, out.live) {
+                    (Some(s), _) => s.clone(),
+                    (None, true) => "not listed".into(),
+                    (None, false) => "-".into(),
+                },
+                r.nodes_running.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    super::print_table(
+        &[
+            "SERVICE",
+            "KEY",
+            "TYPE",
+            "PLAN",
+            "RECORDED",
+            "API STATE",
+            "NODES",
+        ],
+        &rows,
+    );
+    if !out.live && run.live() {
+        println!("(set AIVEN_TOKEN to see the API's view)");
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,60 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use aiven_ephemeral::cli::{Cli, LogFormat};
+use aiven_ephemeral::error::Report;
+use aiven_ephemeral::progress::{Mode, Reporter};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let reporter = Reporter::new(Mode::detect(
+        cli.global.quiet,
+        cli.global.verbose > 0,
+        cli.global.log_format == LogFormat::Json,
+    ));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(aiven_ephemeral::commands::dispatch(cli, &reporter));
+    reporter.finish();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(e) => {
+            eprintln!("{}", Report(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` wins; else warnings, `-v` info, `-vv` debug.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,aiven_sandbox=warn",
+        (false, _) => "debug,hyper=info,reqwest=info,rustls=info,h2=info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    match cli.global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+    }
+}

@@ -1,0 +1,184 @@
+//! Names and ownership tags: run ids, owner nonces, per-run service names
+//! (`<prefix>-<key>-<run id>`, at most 64 characters) and the tags that mark a service
+//! as this tool's.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+pub const TAG_RUN: &str = "aiven-ephemeral-run";
+pub const TAG_OWNER: &str = "aiven-ephemeral-owner";
+pub const TAG_KEY: &str = "aiven-ephemeral-key";
+pub const TAG_EXPIRES: &str = "aiven-ephemeral-expires";
+pub const TAG_CI: &str = "aiven-ephemeral-ci";
+pub const TAG_KEEP: &str = "aiven-ephemeral-keep";
+
+const MAX_NAME: usize = 64;
+const MAX_TAG_VALUE: usize = 64;
+
+fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A fresh run id: 8 random characters of `[a-z0-9]`.
+pub fn new_run_id() -> String {
+    random_string(8)
+}
+
+/// A fresh owner nonce, stored before any create and sent as `aiven-ephemeral-owner`.
+pub fn new_owner() -> String {
+    random_string(20)
+}
+
+/// Run ids are `[a-z0-9-]{1,20}`; a trailing `-` would end service names with one.
+pub fn check_run_id(id: &str) -> Result<(), String> {
+    let ok = (1..=20).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.ends_with('-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "run id `{id}` is invalid: 1-20 characters of [a-z0-9-], not starting or ending with `-`"
+        ))
+    }
+}
+
+/// FNV-1a: a tiny, stable hash for the suffix of shortened keys (stable across versions
+/// and machines, unlike std's hasher).
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// `<prefix>-<key>-<run id>`. When that exceeds 64 characters the key is cut and given
+/// a 4-character hash of the full key (`<cut>-<hash>`); the run id is never cut.
+pub fn service_name(prefix: &str, key: &str, run_id: &str) -> Result<String, String> {
+    let full = format!("{prefix}-{key}-{run_id}");
+    if full.len() <= MAX_NAME {
+        return Ok(full);
+    }
+    let hash = format!("{:04x}", fnv1a(key) & 0xffff);
+    // prefix + "-" + cut + "-" + hash + "-" + run_id
+    let room = MAX_NAME as isize - (prefix.len() + run_id.len() + hash.len() + 3) as isize;
+    if room < 1 {
+        return Err(format!(
+            "name_prefix `{prefix}` and run id `{run_id}` leave no room for service key `{key}` in 64 characters"
+        ));
+    }
+    let cut = key[..room as usize].trim_end_matches('-');
+    Ok(format!("{prefix}-{cut}-{hash}-{run_id}"))
+}
+
+/// Where the run comes from, for the `aiven-ephemeral-ci` tag: `github:<repo>/<run id>`
+/// or `gitlab:<project path>/<job id>`, cut from the front to 64 characters.
+pub fn ci_tag(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let raw = if env("GITHUB_ACTIONS").as_deref() == Some("true") {
+        let repo = env("GITHUB_REPOSITORY")?;
+        let run = env("GITHUB_RUN_ID")?;
+        format!("github:{repo}/{run}")
+    } else if env("GITLAB_CI").as_deref() == Some("true") {
+        let project = env("CI_PROJECT_PATH")?;
+        let job = env("CI_JOB_ID")?;
+        format!("gitlab:{project}/{job}")
+    } else {
+        return None;
+    };
+    Some(tail(&raw, MAX_TAG_VALUE))
+}
+
+/// The last `max` characters: the job id at the end is what identifies a run.
+fn tail(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    s.chars().skip(count.saturating_sub(max)).collect()
+}
+
+/// The tags every service of a run is created with.
+pub fn ownership_tags(
+    run_id: &str,
+    owner: &str,
+    key: &str,
+    expires: &str,
+    ci: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([
+        (TAG_RUN.to_string(), run_id.to_string()),
+        (TAG_OWNER.to_string(), owner.to_string()),
+        (TAG_KEY.to_string(), tail(key, MAX_TAG_VALUE)),
+        (TAG_EXPIRES.to_string(), expires.to_string()),
+    ]);
+    if let Some(ci) = ci {
+        tags.insert(TAG_CI.to_string(), ci.to_string());
+    }
+    tags
+}
+
+/// A service carries this tool's tags (only such services are ever deleted by tag).
+pub fn is_ours(tags: &BTreeMap<String, String>) -> bool {
+    tags.contains_key(TAG_RUN) && tags.contains_key(TAG_OWNER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_valid_service_name(s: &str) -> bool {
+        crate::manifest::is_service_name(s) && !s.ends_with('-')
+    }
+
+    #[test]
+    fn short_names_are_plain() {
+        assert_eq!(
+            service_name("ci", "db", "abc12345").unwrap(),
+            "ci-db-abc12345"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_cut_with_a_hash_and_stay_distinct() {
+        let a = "a-very-long-service-key-that-goes-on-and-on-forever-alpha";
+        let b = "a-very-long-service-key-that-goes-on-and-on-forever-bravo";
+        let run = "12345678901234567890";
+        let na = service_name("ci", a, run).unwrap();
+        let nb = service_name("ci", b, run).unwrap();
+        assert!(na.len() <= 64 && nb.len() <= 64, "{na} {nb}");
+        assert!(na.ends_with(run));
+        assert_ne!(na, nb);
+        assert!(is_valid_service_name(&na), "{na}");
+    }
+
+    #[test]
+    fn generated_ids_are_valid() {
+        for _ in 0..100 {
+            let id = new_run_id();
+            check_run_id(&id).unwrap();
+            assert!(is_valid_service_name(
+                &service_name("ae", "db", &id).unwrap()
+            ));
+        }
+        assert!(check_run_id("UPPER").is_err());
+        assert!(check_run_id("a".repeat(21).as_str()).is_err());
+        assert!(check_run_id("123-2-leg-a").is_ok());
+    }
+
+    #[test]
+    fn ci_tag_keeps_the_tail() {
+        let env = |k: &str| match k {
+            "GITHUB_ACTIONS" => Some("true".into()),
+            "GITHUB_REPOSITORY" => Some(format!("org/{}", "r".repeat(80))),
+            "GITHUB_RUN_ID" => Some("987654321".into()),
+            _ => None,
+        };
+        let tag = ci_tag(&env).unwrap();
+        assert_eq!(tag.chars().count(), 64);
+        assert!(tag.ends_with("/987654321"));
+    }
+}

@@ -1,0 +1,204 @@
+//! Delivering a ready run: certificate files, the env file, and the CI-native outputs
+//! (GitHub masks, `$GITHUB_ENV`, `$GITHUB_OUTPUT`, step summary; GitLab limits and the
+//! non-secret dotenv report).
+
+pub mod env;
+pub mod github;
+pub mod gitlab;
+
+use std::path::{Path, PathBuf};
+
+use crate::api::Service;
+use crate::error::{Error, Result};
+use crate::exports::{self, Files, UserPasswords, Value};
+use crate::manifest::ServiceSpec;
+use crate::resources::Created;
+use crate::secret::Secret;
+
+/// One ready service, as the outputs need it.
+pub struct Delivered<'a> {
+    pub spec: &'a ServiceSpec,
+    /// With secrets.
+    pub service: &'a Service,
+    pub created: &'a Created,
+}
+
+/// Writes the certificate files of the run and computes every exported value.
+pub fn materialise(
+    services: &[Delivered],
+    project_ca: Option<&str>,
+    certs_dir: &Path,
+    sandbox: bool,
+) -> Result<(Vec<Value>, github::Secrets)> {
+    let write = |path: &Path, contents: &str| {
+        crate::state::write_private(path, contents.as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    };
+    let certs_dir = crate::settings::absolute(certs_dir);
+    let ca_path = certs_dir.join("ca.pem");
+    let mut ca_written = false;
+    let mut values = Vec::new();
+    let mut secrets = github::Secrets::default();
+    for d in services {
+        let mut files = Files::default();
+        if exports::uses_project_ca(&d.spec.service_type, sandbox) {
+            let ca = project_ca
+                .ok_or_else(|| Error::Provision("the project CA could not be read".into()))?;
+            if !ca_written {
+                write(&ca_path, ca)?;
+                ca_written = true;
+            }
+            files.ca = Some(ca_path.clone());
+        }
+        if let Some(admin) = d.service.admin() {
+            if let Some(p) = &admin.password {
+                secrets
+                    .credentials
+                    .push((admin.username.clone(), p.expose().to_string()));
+            }
+            if let (Some(cert), Some(key)) = (&admin.access_cert, &admin.access_key) {
+                let (cert_path, key_path) = exports::cert_paths(&certs_dir, &d.spec.key);
+                write(&cert_path, cert)?;
+                write(&key_path, key.expose())?;
+                secrets.keys.push(key.expose().to_string());
+                files.access_cert = Some(cert_path);
+                files.access_key = Some(key_path);
+            }
+        }
+        let mut passwords = UserPasswords::new();
+        for (name, user) in &d.created.users {
+            if let Some(p) = &user.password {
+                passwords.insert(name.clone(), p.clone());
+                secrets
+                    .credentials
+                    .push((name.clone(), p.expose().to_string()));
+            } else {
+                passwords.insert(name.clone(), Secret::default());
+            }
+            if let (Some(cert), Some(key)) = (&user.access_cert, &user.access_key) {
+                let (cert_path, key_path) = exports::user_cert_paths(&certs_dir, &d.spec.key, name);
+                write(&cert_path, cert)?;
+                write(&key_path, key.expose())?;
+                secrets.keys.push(key.expose().to_string());
+                files.users.insert(name.clone(), (cert_path, key_path));
+            }
+        }
+        let mut service_values = exports::values(d.spec, d.service, &files, &passwords, sandbox)
+            .map_err(|e| {
+                Error::Provision(format!(
+                    "{} (services.{}): {e}",
+                    d.service.service_name, d.spec.key
+                ))
+            })?;
+        values.append(&mut service_values);
+    }
+    env::check(&values).map_err(Error::Provision)?;
+    Ok((values, secrets))
+}
+
+/// What a run hands to later steps.
+pub struct Handoff<'a> {
+    pub run_id: &'a str,
+    pub project: &'a str,
+    pub env_file: &'a Path,
+    pub state_file: &'a Path,
+    pub github_env: github::GithubEnv,
+    pub dotenv_report: Option<(PathBuf, usize)>,
+    /// (service name, type, plan, cloud, seconds to ready)
+    pub summary: Vec<(String, String, String, String, u64)>,
+}
+
+/// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.
+pub fn deliver(
+    values: &[Value],
+    secrets: &github::Secrets,
+    handoff: &Handoff,
+    reporter: &crate::progress::Reporter,
+) -> Result<()> {
+    if github::active() {
+        github::print_masks(&github::mask_words(secrets, values));
+    }
+    env::write(handoff.env_file, values, env::Format::Dotenv).map_err(|e| {
+        Error::io(
+            format!("cannot write env file {}", handoff.env_file.display()),
+            e,
+        )
+    })?;
+    if gitlab::active() {
+        let rendered = env::render(values, env::Format::Dotenv);
+        for w in gitlab::limit_warnings(&rendered, values.len()) {
+            reporter.warn(w);
+        }
+    }
+    if let Some((path, max)) = &handoff.dotenv_report {
+        let mut report = vec![
+            Value {
+                name: "AIVEN_EPHEMERAL_RUN_ID".into(),
+                value: handoff.run_id.to_string(),
+                secret: false,
+                file: false,
+            },
+            Value {
+                name: "AIVEN_PROJECT".into(),
+                value: handoff.project.to_string(),
+                secret: false,
+                file: false,
+            },
+        ];
+        // Later jobs get handles, not secrets: they call `aiven-ephemeral env`.
+        report.extend(values.iter().filter(|v| !v.secret && !v.file).cloned());
+        gitlab::write_report(path, &report, *max).map_err(Error::usage)?;
+    }
+    if github::active() {
+        let io = |e: std::io::Error| Error::io("cannot write GitHub Actions outputs", e);
+        github::write_env(values, handoff.github_env).map_err(io)?;
+        let services: Vec<serde_json::Value> = handoff
+            .summary
+            .iter()
+            .map(|(name, ty, plan, cloud, secs)| {
+                serde_json::json!({"name": name, "type": ty, "plan": plan, "cloud": cloud, "ready_seconds": secs})
+            })
+            .collect();
+        github::write_outputs(&[
+            ("run-id", handoff.run_id.to_string()),
+            ("env-file", handoff.env_file.display().to_string()),
+            ("state-file", handoff.state_file.display().to_string()),
+            ("services", serde_json::Value::Array(services).to_string()),
+        ])
+        .map_err(io)?;
+        github::write_summary(&summary_table(handoff)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn summary_table(h: &Handoff) -> String {
+    let mut md = format!(
+        "### aiven-ephemeral: run `{}` is up\n\n| service | type | plan | cloud | ready after | result |\n|---|---|---|---|---|---|\n",
+        h.run_id
+    );
+    for (name, ty, plan, cloud, secs) in &h.summary {
+        md.push_str(&format!(
+            "| `{name}` | {ty} | {plan} | {cloud} | {secs}s | ready |\n"
+        ));
+    }
+    md.push('\n');
+    md
+}
+
+/// The step summary's teardown section.
+pub fn summary_teardown(run_id: &str, report: &crate::teardown::Report) -> String {
+    let mut md = format!("### aiven-ephemeral: run `{run_id}` teardown\n\n");
+    for name in &report.deleted {
+        md.push_str(&format!("- `{name}`: deleted\n"));
+    }
+    for name in &report.protected {
+        md.push_str(&format!(
+            "- `{name}`: **not deleted** (termination protection)\n"
+        ));
+    }
+    for (name, why) in &report.failed {
+        md.push_str(&format!("- `{name}`: **not confirmed deleted**: {why}\n"));
+    }
+    md.push('\n');
+    md
+}

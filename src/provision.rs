@@ -1,0 +1,511 @@
+//! Create and wait: every create in flight at once (bounded), then one
+//! `GET /project/{p}/service` per poll tick for the whole run, until each service is
+//! ready: `RUNNING`, every node `running`, connection details present, on two polls in
+//! a row. Then, per service: its credentials (one GET with secrets), the reachability
+//! probe, and what the manifest asks inside it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, Client, CreateService, Service, ServiceState};
+use crate::error::Error;
+use crate::manifest::ServiceSpec;
+use crate::naming;
+use crate::probe::{self, TlsMaterial};
+use crate::progress::Reporter;
+use crate::resources;
+use crate::state::{ServiceStatus, Store};
+use crate::teardown::{Create, Target};
+
+/// Creates in flight at once.
+const CREATE_CONCURRENCY: usize = 8;
+/// The first poll comes this soon after the creates.
+const FIRST_POLL: Duration = Duration::from_secs(1);
+/// A service that looked ready is confirmed this soon.
+const CONFIRM_POLL: Duration = Duration::from_secs(1);
+/// Polls in a row a service must look ready on.
+const READY_POLLS: u32 = 2;
+
+/// A service of the run: its manifest entry and its name.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub spec: ServiceSpec,
+    pub name: String,
+    /// Already created by an earlier `up` of this run (resumed): no create is sent.
+    pub exists: bool,
+}
+
+/// A service that is ready for use.
+#[derive(Debug)]
+pub struct Ready {
+    pub index: usize,
+    /// With secrets.
+    pub service: Service,
+    pub created: resources::Created,
+    pub ready_in: Duration,
+}
+
+/// Tracks every create of this process, for teardown.
+#[derive(Clone, Default)]
+pub struct Tracker {
+    creates: Arc<Mutex<BTreeMap<String, watch::Sender<Create>>>>,
+}
+
+impl Tracker {
+    /// Marks a create as about to be sent. Returns `false` if the run was cancelled
+    /// first: then it must not be sent (teardown has already collected its targets).
+    fn start(&self, name: &str, cancel: &CancellationToken) -> bool {
+        let mut creates = self.creates.lock().unwrap_or_else(|e| e.into_inner());
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let (tx, _) = watch::channel(Create::InFlight);
+        creates.insert(name.to_string(), tx);
+        true
+    }
+
+    fn finish(&self, name: &str, outcome: Create) {
+        let creates = self.creates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = creates.get(name) {
+            tx.send_replace(outcome);
+        }
+    }
+
+    /// Services known to exist without a create of this process (resumed runs).
+    pub fn adopt(&self, name: &str) {
+        let (tx, _) = watch::channel(Create::Created);
+        self.creates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), tx);
+    }
+
+    /// Everything teardown must delete: every create sent, answered or not, except the
+    /// ones the API refused.
+    pub fn targets(&self) -> Vec<Target> {
+        let creates = self.creates.lock().unwrap_or_else(|e| e.into_inner());
+        creates
+            .iter()
+            .filter_map(|(name, tx)| {
+                let state = *tx.borrow();
+                let target = match state {
+                    Create::Rejected => return None,
+                    Create::Created => Target::existing(name.clone()),
+                    Create::InFlight => Target {
+                        name: name.clone(),
+                        exists: false,
+                        recheck_until: None,
+                        create: Some(tx.subscribe()),
+                    },
+                    Create::Lost(at) => Target {
+                        name: name.clone(),
+                        exists: false,
+                        recheck_until: Some(at + crate::api::REQUEST_TIMEOUT),
+                        create: None,
+                    },
+                };
+                Some(target)
+            })
+            .collect()
+    }
+}
+
+/// Everything provisioning needs.
+pub struct Provision<'a> {
+    pub client: Client,
+    pub project: &'a str,
+    pub owner: &'a str,
+    pub run_id: &'a str,
+    pub expires: &'a str,
+    pub ci_tag: Option<&'a str>,
+    pub store: &'a Store,
+    pub reporter: &'a Reporter,
+    pub tracker: Tracker,
+    pub cancel: CancellationToken,
+    pub deadline: Instant,
+    pub poll_cap: Duration,
+    pub project_ca: Option<String>,
+}
+
+enum Phase {
+    Creating,
+    Waiting {
+        polls_ready: u32,
+        secrets: Option<Box<Service>>,
+        last: String,
+    },
+    Finishing,
+    Done,
+}
+
+impl Provision<'_> {
+    /// Provisions every planned service. On error the caller tears down.
+    pub async fn run(&self, planned: &[Planned]) -> Result<Vec<Ready>, Error> {
+        let started = Instant::now();
+        let mut phases: Vec<Phase> = planned
+            .iter()
+            .map(|p| {
+                if p.exists {
+                    self.tracker.adopt(&p.name);
+                    Phase::Waiting {
+                        polls_ready: 0,
+                        secrets: None,
+                        last: String::new(),
+                    }
+                } else {
+                    Phase::Creating
+                }
+            })
+            .collect();
+        let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
+        let mut creates = JoinSet::new();
+        for (i, p) in planned.iter().enumerate().filter(|(_, p)| !p.exists) {
+            self.reporter.service(&p.name, "creating");
+            let job = self.create_job(p);
+            let permits = permits.clone();
+            creates.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, job.await)
+            });
+        }
+        let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
+        let mut ready: Vec<Ready> = Vec::new();
+        let mut interval = FIRST_POLL;
+        let mut next_poll = Instant::now() + FIRST_POLL;
+
+        while ready.len() < planned.len() {
+            let waiting = phases.iter().any(|p| matches!(p, Phase::Waiting { .. }));
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(Error::Provision("cancelled".into())),
+                _ = tokio::time::sleep_until(self.deadline.into()) => {
+                    return Err(Error::Timeout(self.timeout_message(planned, &phases, started)));
+                }
+                Some(joined) = creates.join_next() => {
+                    let (i, result) = joined.map_err(|e| Error::Provision(format!("create task failed: {e}")))?;
+                    result?;
+                    phases[i] = Phase::Waiting { polls_ready: 0, secrets: None, last: String::new() };
+                }
+                Some(joined) = finishing.join_next() => {
+                    let (i, result) = joined.map_err(|e| Error::Provision(format!("service task failed: {e}")))?;
+                    let r = result?;
+                    phases[i] = Phase::Done;
+                    self.store.set_service(&planned[i].name, ServiceStatus::Ready)?;
+                    self.reporter.service_done(&planned[i].name, "ready");
+                    ready.push(r);
+                }
+                _ = tokio::time::sleep_until(next_poll.into()), if waiting => {
+                    let confirming = self.poll(planned, &mut phases).await?;
+                    for (i, phase) in phases.iter_mut().enumerate() {
+                        if let Phase::Waiting { polls_ready, secrets, .. } = phase
+                            && *polls_ready >= READY_POLLS
+                            && let Some(svc) = secrets.take()
+                        {
+                            *phase = Phase::Finishing;
+                            self.reporter.service(&planned[i].name, "probing");
+                            let job = self.finish_job(i, &planned[i], *svc, started);
+                            finishing.spawn(async move { (i, job.await) });
+                        }
+                    }
+                    interval = (interval.mul_f64(1.5)).min(self.poll_cap);
+                    let wait = if confirming { CONFIRM_POLL.min(interval) } else { jitter(interval) };
+                    next_poll = Instant::now() + wait;
+                }
+            }
+        }
+        ready.sort_by_key(|r| r.index);
+        Ok(ready)
+    }
+
+    /// One list call for the whole run. Returns whether a service awaits confirmation.
+    async fn poll(&self, planned: &[Planned], phases: &mut [Phase]) -> Result<bool, Error> {
+        let list = self.client.list_services(self.project).await.map_err(|e| {
+            Error::api(
+                format!("listing the services of project {}", self.project),
+                e,
+            )
+        })?;
+        let mut confirming = false;
+        let mut to_fetch = Vec::new();
+        for (i, phase) in phases.iter_mut().enumerate() {
+            let Phase::Waiting {
+                polls_ready,
+                secrets,
+                last,
+            } = phase
+            else {
+                continue;
+            };
+            let name = &planned[i].name;
+            let svc = match list.iter().find(|s| &s.service_name == name) {
+                Some(s) => s.clone(),
+                // Missing from the list fails only after its own GET answers 404.
+                None => match self.client.get_service(self.project, name, false).await {
+                    Ok(s) => s,
+                    Err(e) if e.is_not_found() => {
+                        return Err(Error::Provision(format!(
+                            "{name} ({}) disappeared: the API no longer knows it (404)",
+                            planned[i].spec.key
+                        )));
+                    }
+                    Err(e) => return Err(Error::api(format!("checking {name}"), e)),
+                },
+            };
+            if svc.state == ServiceState::Poweroff {
+                return Err(Error::Provision(format!(
+                    "{name} ({}) is powered off (state POWEROFF)",
+                    planned[i].spec.key
+                )));
+            }
+            if let ServiceState::Other(s) = &svc.state {
+                tracing::warn!("{name}: unknown state {s}; treating it as not ready");
+            }
+            let running_nodes = svc
+                .node_states
+                .iter()
+                .filter(|n| n.state == "running")
+                .count();
+            let looks_ready = svc.state == ServiceState::Running
+                && svc.nodes_running()
+                && svc.has_connection_details();
+            let shown = if svc.node_states.len() > 1
+                && svc.state == ServiceState::Running
+                && !svc.nodes_running()
+            {
+                format!(
+                    "{} {running_nodes}/{} nodes",
+                    svc.state,
+                    svc.node_states.len()
+                )
+            } else {
+                svc.state.to_string()
+            };
+            if looks_ready {
+                *polls_ready += 1;
+                if secrets.is_none() {
+                    to_fetch.push(i);
+                }
+                if *polls_ready < READY_POLLS {
+                    confirming = true;
+                }
+            } else {
+                *polls_ready = 0;
+            }
+            if *last != shown {
+                self.reporter.service(name, &shown);
+                *last = shown;
+            }
+        }
+        // Credentials: one GET with secrets per service, when it first looks ready.
+        let mut fetches = JoinSet::new();
+        for i in to_fetch {
+            let client = self.client.clone();
+            let project = self.project.to_string();
+            let name = planned[i].name.clone();
+            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
+        }
+        while let Some(joined) = fetches.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let svc = result.map_err(|e| {
+                Error::api(format!("reading the credentials of {}", planned[i].name), e)
+            })?;
+            if let Phase::Waiting { secrets, .. } = &mut phases[i] {
+                *secrets = Some(Box::new(svc));
+            }
+        }
+        Ok(confirming)
+    }
+
+    fn create_job(
+        &self,
+        planned: &Planned,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let client = self.client.clone();
+        let project = self.project.to_string();
+        let owner = self.owner.to_string();
+        let store = self.store.clone();
+        let tracker = self.tracker.clone();
+        let cancel = self.cancel.clone();
+        let spec = planned.spec.clone();
+        let name = planned.name.clone();
+        let mut tags = spec.tags.clone();
+        tags.extend(naming::ownership_tags(
+            self.run_id,
+            self.owner,
+            &spec.key,
+            self.expires,
+            self.ci_tag,
+        ));
+        async move {
+            // Recorded before the request is sent: `down` must know the name even if
+            // this process dies with the request in flight.
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            store.update(|s| {
+                if let Some(r) = s.record(&name) {
+                    r.status = ServiceStatus::Creating;
+                    r.create_sent_at = Some(now);
+                }
+            })?;
+            if !tracker.start(&name, &cancel) {
+                return Err(Error::Provision("cancelled".into()));
+            }
+            let body = CreateService {
+                service_name: &name,
+                service_type: &spec.service_type,
+                plan: &spec.plan,
+                cloud: spec.cloud.as_deref(),
+                project_vpc_id: spec.project_vpc_id.as_deref(),
+                termination_protection: false,
+                tags: &tags,
+                user_config: &spec.user_config,
+            };
+            let result = client.create_service(&project, &body).await;
+            let outcome = match result {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_conflict() => adopt(&client, &project, &name, &owner, &e).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    tracker.finish(&name, Create::Created);
+                    store.set_service(&name, ServiceStatus::Created)?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let answered = matches!(e, ApiError::Status { .. }) && !e.is_transient();
+                    if answered {
+                        tracker.finish(&name, Create::Rejected);
+                        store.set_service(&name, ServiceStatus::Rejected)?;
+                    } else {
+                        tracker.finish(&name, Create::Lost(Instant::now()));
+                    }
+                    Err(Error::api(
+                        format!("creating {name} (services.{})", spec.key),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+
+    fn finish_job(
+        &self,
+        index: usize,
+        planned: &Planned,
+        svc: Service,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<Ready, Error>> + Send + 'static {
+        let client = self.client.clone();
+        let project = self.project.to_string();
+        let spec = planned.spec.clone();
+        let deadline = self.deadline;
+        let tls = TlsMaterial {
+            ca_pem: self.project_ca.clone(),
+            client: svc.admin().and_then(|u| {
+                Some((
+                    u.access_cert.clone()?,
+                    u.access_key.as_ref()?.expose().to_string(),
+                ))
+            }),
+        };
+        async move {
+            let name = svc.service_name.clone();
+            let primary = svc
+                .primary_component()
+                .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
+            probe::wait_reachable(spec.probe, &primary.host, primary.port, &tls, deadline)
+                .await
+                .map_err(|e| {
+                    Error::Timeout(format!(
+                        "{name} ({}): the API reports it ready, but {}:{} is not reachable: {e}. \
+                         Likely causes: this runner's egress rules, the service's ip_filter, or a project VPC \
+                         (set `probe: none` to skip the check)",
+                        spec.key, primary.host, primary.port
+                    ))
+                })?;
+            let created = resources::populate(&client, &project, &name, &spec, deadline)
+                .await
+                .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
+            Ok(Ready {
+                index,
+                service: svc,
+                created,
+                ready_in: started.elapsed(),
+            })
+        }
+    }
+
+    fn timeout_message(&self, planned: &[Planned], phases: &[Phase], started: Instant) -> String {
+        let waiting: Vec<String> = planned
+            .iter()
+            .zip(phases)
+            .filter_map(|(p, phase)| match phase {
+                Phase::Creating => Some(format!("{} (create not answered)", p.name)),
+                Phase::Waiting { last, .. } => Some(format!(
+                    "{} ({})",
+                    p.name,
+                    if last.is_empty() {
+                        "not seen yet"
+                    } else {
+                        last
+                    }
+                )),
+                Phase::Finishing => Some(format!("{} (probe or setup)", p.name)),
+                Phase::Done => None,
+            })
+            .collect();
+        format!(
+            "timed out after {}s waiting for: {}",
+            started.elapsed().as_secs(),
+            waiting.join(", ")
+        )
+    }
+}
+
+/// A 409 on create: ours if it carries our owner tag (our earlier attempt's answer was
+/// lost, or this is a resumed run); anyone else's is never touched.
+async fn adopt(
+    client: &Client,
+    project: &str,
+    name: &str,
+    owner: &str,
+    conflict: &ApiError,
+) -> Result<(), ApiError> {
+    match client.get_service(project, name, false).await {
+        Ok(existing) if existing.tag(naming::TAG_OWNER) == Some(owner) => {
+            tracing::info!("{name}: already exists with our owner tag; adopting it");
+            Ok(())
+        }
+        Ok(_) => Err(ApiError::Status {
+            status: 409,
+            message: format!(
+                "{}; the existing service belongs to someone else (its owner tag is not this run's), so it is left alone",
+                conflict.message()
+            ),
+            error_code: None,
+            retry_after: None,
+        }),
+        Err(e) if e.is_not_found() => Err(ApiError::Status {
+            status: 409,
+            message: format!(
+                "{}; the name was used by a recently deleted service and is still reserved: use another run id",
+                conflict.message()
+            ),
+            error_code: None,
+            retry_after: None,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// ±20 %, so that many jobs sharing one token do not poll in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}

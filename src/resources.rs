@@ -1,0 +1,261 @@
+//! Inside a ready service: the manifest's databases, users, Kafka topics and ACLs.
+//!
+//! Each is created once and confirmed, through the answers the API gives for a while
+//! after a service is new: 404 "Service X does not exist", 409 "not running yet", 409
+//! "Cluster only has N broker(s)", 501 and 503. A 409 "already exists" (our own create
+//! whose answer was lost, retried) counts as success. Topics are waited for until
+//! `ACTIVE`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use serde_json::json;
+
+use crate::api::{ApiError, Client, ServiceUser};
+use crate::manifest::ServiceSpec;
+
+/// What the service needs to tell its users about the accounts created in it.
+#[derive(Default, Debug)]
+pub struct Created {
+    pub users: BTreeMap<String, ServiceUser>,
+}
+
+/// The API's answers that mean "not yet" for sub-resources of a new service.
+fn settling(e: &ApiError) -> bool {
+    match e.status() {
+        Some(404) => e.message().contains("does not exist"),
+        Some(409) => {
+            let m = e.message().to_ascii_lowercase();
+            m.contains("broker")
+                || m.contains("not running")
+                || m.contains("try again")
+                || m.contains("not powered")
+        }
+        Some(501 | 503) => true,
+        _ => e.is_transient(),
+    }
+}
+
+fn already_exists(e: &ApiError) -> bool {
+    e.is_conflict() && e.message().to_ascii_lowercase().contains("already exists")
+}
+
+/// Retries `op` while the service is settling, until `deadline`.
+async fn patiently<T, F, Fut>(deadline: Instant, what: &str, op: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(300))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(usize::MAX)
+        .with_jitter();
+    let attempt = op
+        .retry(backoff)
+        .when(|e| settling(e) && Instant::now() < deadline)
+        .notify(|e, wait| tracing::debug!("{what}: {e}; again in {:.1}s", wait.as_secs_f64()));
+    match tokio::time::timeout_at(deadline.into(), attempt).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: not done before the timeout")),
+    }
+}
+
+pub async fn populate(
+    client: &Client,
+    project: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<Created, String> {
+    let (dbs, users) = tokio::join!(
+        databases(client, project, name, spec, deadline),
+        users(client, project, name, spec, deadline)
+    );
+    dbs?;
+    let users = users?;
+    topics(client, project, name, spec, deadline).await?;
+    acls(client, project, name, spec, deadline).await?;
+    Ok(Created { users })
+}
+
+async fn databases(
+    client: &Client,
+    project: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<(), String> {
+    if spec.databases.is_empty() {
+        return Ok(());
+    }
+    let existing = patiently(deadline, &format!("listing databases of {name}"), || {
+        client.list_databases(project, name)
+    })
+    .await?;
+    for db in spec.databases.iter().filter(|d| !existing.contains(d)) {
+        let what = format!("creating database `{db}` in {name}");
+        patiently(deadline, &what, || async {
+            match client.create_database(project, name, db).await {
+                Err(e) if already_exists(&e) => Ok(()),
+                other => other,
+            }
+        })
+        .await?;
+    }
+    let now = patiently(deadline, &format!("listing databases of {name}"), || {
+        client.list_databases(project, name)
+    })
+    .await?;
+    match spec.databases.iter().find(|d| !now.contains(d)) {
+        Some(missing) => Err(format!(
+            "database `{missing}` of {name} was created but is not listed"
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn users(
+    client: &Client,
+    project: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<BTreeMap<String, ServiceUser>, String> {
+    let mut out = BTreeMap::new();
+    for user in &spec.users {
+        let what = format!("creating user `{user}` in {name}");
+        let created = patiently(deadline, &what, || async {
+            match client.create_user(project, name, user).await {
+                // Our earlier attempt went through; its answer was lost. Read it back.
+                Err(e) if already_exists(&e) => client.get_user(project, name, user).await,
+                other => other,
+            }
+        })
+        .await?;
+        if created.password.is_none() && created.access_key.is_none() {
+            return Err(format!("{what}: the API returned no credentials"));
+        }
+        out.insert(user.clone(), created);
+    }
+    Ok(out)
+}
+
+async fn topics(
+    client: &Client,
+    project: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<(), String> {
+    if spec.topics.is_empty() {
+        return Ok(());
+    }
+    for topic in &spec.topics {
+        let mut body = json!({
+            "topic_name": topic.name,
+            "partitions": topic.partitions,
+            "replication": topic.replication,
+        });
+        if let Some(m) = topic.min_insync_replicas {
+            body["min_insync_replicas"] = json!(m);
+        }
+        if let Some(r) = topic.retention_hours {
+            body["retention_hours"] = json!(r);
+        }
+        if let Some(p) = &topic.cleanup_policy {
+            body["cleanup_policy"] = json!(p);
+        }
+        if !topic.config.is_empty() {
+            body["config"] = json!(topic.config);
+        }
+        let what = format!("creating topic `{}` in {name}", topic.name);
+        patiently(deadline, &what, || async {
+            match client.create_topic(project, name, &body).await {
+                Err(e) if already_exists(&e) => Ok(()),
+                other => other,
+            }
+        })
+        .await?;
+    }
+    // The topic list is cached and lags; wait until every topic shows ACTIVE.
+    loop {
+        let listed = patiently(deadline, &format!("listing topics of {name}"), || {
+            client.list_topics(project, name)
+        })
+        .await?;
+        let pending: Vec<&str> = spec
+            .topics
+            .iter()
+            .filter(|t| {
+                !listed
+                    .iter()
+                    .any(|l| l.topic_name == t.name && l.state == "ACTIVE")
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() + Duration::from_millis(500) >= deadline {
+            return Err(format!(
+                "topics of {name} not ACTIVE before the timeout: {}",
+                pending.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn acls(
+    client: &Client,
+    project: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<(), String> {
+    if spec.acls.is_empty() && spec.default_acl {
+        return Ok(());
+    }
+    let existing = patiently(deadline, &format!("listing ACLs of {name}"), || {
+        client.list_acls(project, name)
+    })
+    .await?;
+    for acl in &spec.acls {
+        if existing.iter().any(|e| {
+            e.username == acl.username && e.topic == acl.topic && e.permission == acl.permission
+        }) {
+            continue;
+        }
+        let what = format!(
+            "adding ACL {} {} {} in {name}",
+            acl.username, acl.permission, acl.topic
+        );
+        patiently(deadline, &what, || async {
+            match client
+                .add_acl(project, name, &acl.permission, &acl.topic, &acl.username)
+                .await
+            {
+                Err(e) if e.is_conflict() && e.message().contains("already exists") => Ok(()),
+                other => other,
+            }
+        })
+        .await?;
+    }
+    if !spec.default_acl && existing.iter().any(|a| a.id == "default") {
+        patiently(
+            deadline,
+            &format!("removing the default ACL of {name}"),
+            || async {
+                match client.delete_acl(project, name, "default").await {
+                    Err(e) if e.is_not_found() => Ok(()),
+                    other => other,
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

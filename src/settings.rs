@@ -1,0 +1,214 @@
+//! Settings resolved once, before any work: the token, the API connection (real or the
+//! in-process sandbox), durations, paths. Commands take these, not raw arguments.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::{Client, ClientConfig};
+use crate::cli::GlobalArgs;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+pub const DEFAULT_API_URL: &str = "https://api.aiven.io";
+/// Recorded as the API URL of runs against the in-process sandbox.
+pub const SANDBOX_API_URL: &str = "sandbox";
+
+/// The token: `--token-file`, else `AIVEN_TOKEN`, else `AIVEN_AUTH_TOKEN`. Never taken
+/// as a plain command-line value.
+pub fn token(global: &GlobalArgs) -> Result<Option<Secret>> {
+    if let Some(path) = &global.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!("cannot read --token-file {}: {e}", path.display()))
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(Error::usage(format!(
+                "--token-file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    Ok(["AIVEN_TOKEN", "AIVEN_AUTH_TOKEN"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|t| t.trim().to_string())
+        .find(|t| !t.is_empty())
+        .map(Secret::new))
+}
+
+pub fn require_token(global: &GlobalArgs) -> Result<Secret> {
+    token(global)?.ok_or_else(|| {
+        Error::usage_hint(
+            "no Aiven API token: set AIVEN_TOKEN (or AIVEN_AUTH_TOKEN, or pass --token-file)",
+            "create a token in the Aiven console (User profile > Tokens), or try the manifest with --sandbox, which needs none",
+        )
+    })
+}
+
+pub fn duration(value: &str, what: &str) -> Result<Duration> {
+    crate::manifest::parse_duration(value).map_err(|e| Error::usage(format!("{what} {e}")))
+}
+
+/// The state file, and the directory it lives in (lock, `.gitignore`, certs).
+pub fn state_paths(state_file: Option<&Path>) -> (PathBuf, PathBuf) {
+    let file = state_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::state::default_state_file);
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    (file, dir)
+}
+
+/// An absolute path (for env files and certificates used by later steps).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// The API as a command talks to it: the real one, or a sandbox in this process.
+pub struct Connection {
+    pub client: Client,
+    /// What the state file records: the URL, or `sandbox`.
+    pub api_url: String,
+    sandbox: Option<aiven_sandbox::Sandbox>,
+}
+
+impl Connection {
+    /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
+    pub fn real(global: &GlobalArgs, api_url: Option<&str>) -> Result<Self> {
+        let token = require_token(global)?;
+        let api_url = api_url
+            .map(str::to_string)
+            .or_else(|| global.api_url.clone())
+            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err(Error::usage(format!(
+                "--api-url `{api_url}` must start with https:// or http://"
+            )));
+        }
+        let client = Client::new(ClientConfig {
+            api_url: api_url.clone(),
+            token,
+            ca_cert: global.ca_cert.clone(),
+        })
+        .map_err(Error::usage)?;
+        Ok(Self {
+            client,
+            api_url,
+            sandbox: None,
+        })
+    }
+
+    /// Starts the sandbox in this process; its world persists in `state_dir/sandbox.json`
+    /// so that a later `down --sandbox` continues it.
+    pub async fn sandbox(global: &GlobalArgs, state_dir: &Path, project: &str) -> Result<Self> {
+        if global.api_url.is_some() {
+            return Err(Error::usage(
+                "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
+            ));
+        }
+        crate::state::prepare_dir(state_dir)?;
+        let mut config = match std::env::var_os("AIVEN_EPHEMERAL_SANDBOX_CONFIG") {
+            Some(path) => aiven_sandbox::Config::load(Path::new(&path))
+                .map_err(|e| Error::usage(e.to_string()))?,
+            None => aiven_sandbox::Config::default(),
+        };
+        config.token = crate::naming::new_owner();
+        config.accept_any_project = true;
+        if !config.projects.iter().any(|p| p.name == project) {
+            config
+                .projects
+                .push(aiven_sandbox::ProjectConfig::named(project));
+        }
+        config.state_file = Some(state_dir.join("sandbox.json"));
+        let token = Secret::new(config.token.clone());
+        let sandbox = aiven_sandbox::Sandbox::start(config, ([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| Error::usage(format!("cannot start the sandbox: {e}")))?;
+        let client = Client::new(ClientConfig {
+            api_url: sandbox.url().to_string(),
+            token,
+            ca_cert: None,
+        })
+        .map_err(Error::usage)?;
+        tracing::info!(
+            "sandbox API at {} ({})",
+            sandbox.url(),
+            sandbox.backend_description()
+        );
+        Ok(Self {
+            client,
+            api_url: SANDBOX_API_URL.to_string(),
+            sandbox: Some(sandbox),
+        })
+    }
+
+    /// Opens what a run recorded (`sandbox` or a URL), refusing a conflicting flag.
+    pub async fn for_state(
+        global: &GlobalArgs,
+        state: &crate::state::State,
+        sandbox_flag: bool,
+        state_dir: &Path,
+    ) -> Result<Self> {
+        if state.sandbox {
+            if global.api_url.is_some() {
+                return Err(Error::usage(
+                    "the state file's run is in the sandbox; --api-url (or AIVEN_API_URL) conflicts with it",
+                ));
+            }
+            return Self::sandbox(global, state_dir, &state.project).await;
+        }
+        if sandbox_flag {
+            return Err(Error::usage(format!(
+                "--sandbox conflicts with the state file, whose run is at {}",
+                state.api_url
+            )));
+        }
+        if let Some(url) = &global.api_url
+            && url.trim_end_matches('/') != state.api_url.trim_end_matches('/')
+        {
+            return Err(Error::usage(format!(
+                "--api-url {url} conflicts with the state file's API URL {}",
+                state.api_url
+            )));
+        }
+        Self::real(global, Some(&state.api_url))
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// Stops the in-process sandbox (saving its world), if any.
+    pub async fn close(self) {
+        if let Some(s) = self.sandbox {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// The project: `--project`/`AIVEN_PROJECT`, else the manifest's.
+pub fn project(
+    global: &GlobalArgs,
+    manifest: Option<&crate::manifest::Manifest>,
+) -> Result<String> {
+    global
+        .project
+        .clone()
+        .or_else(|| manifest.and_then(|m| m.project.clone()))
+        .ok_or_else(|| {
+            Error::usage_hint(
+                "no Aiven project given",
+                "set `project:` in the manifest, or pass --project / AIVEN_PROJECT",
+            )
+        })
+}

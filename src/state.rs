@@ -1,0 +1,257 @@
+//! The state file (`.aiven-ephemeral/state.json`): what a run is about to create and has
+//! created, written before each create request is sent and after each change (atomic,
+//! 0600), so that `down` can finish what a killed process could not. Also the state
+//! directory's lock (one live run per state file) and its `.gitignore`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// `up` is creating or waiting.
+    Creating,
+    /// Every service is ready; the run is live.
+    Up,
+    /// Teardown started and has not been confirmed.
+    TearingDown,
+    /// `--keep-on-failure` kept a failed run; `down` skips it without `--force`.
+    Kept,
+    /// Every service was confirmed deleted.
+    TornDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// Recorded before the create request is sent.
+    Creating,
+    /// The API answered the create (or the service was adopted): it exists.
+    Created,
+    /// Ready for use.
+    Ready,
+    /// The create was refused: the service never existed.
+    Rejected,
+    /// Confirmed gone.
+    Deleted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub key: String,
+    pub name: String,
+    pub service_type: String,
+    pub plan: String,
+    pub cloud: Option<String>,
+    pub status: ServiceStatus,
+    /// When the last create request was sent (RFC 3339, this machine's clock): a name
+    /// whose create never got an answer is re-checked until the request timeout passed.
+    #[serde(default)]
+    pub create_sent_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub run_id: String,
+    pub owner: String,
+    pub project: String,
+    pub api_url: String,
+    pub sandbox: bool,
+    pub status: RunStatus,
+    pub started_at: String,
+    /// The expiry tag's value (the API's clock).
+    pub expires_at: Option<String>,
+    pub manifest: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
+    pub services: Vec<ServiceRecord>,
+}
+
+impl State {
+    pub fn live(&self) -> bool {
+        !matches!(self.status, RunStatus::TornDown)
+    }
+
+    pub fn record(&mut self, name: &str) -> Option<&mut ServiceRecord> {
+        self.services.iter_mut().find(|s| s.name == name)
+    }
+}
+
+pub fn default_state_file() -> PathBuf {
+    PathBuf::from(".aiven-ephemeral/state.json")
+}
+
+/// Reads a state file; `Ok(None)` when there is none.
+pub fn read(path: &Path) -> Result<Option<State>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot read state file {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| {
+        Error::usage_hint(
+            format!(
+                "state file {} is not a valid state file: {e}",
+                path.display()
+            ),
+            "it is written by `aiven-ephemeral up`; if the run is gone, delete the file",
+        )
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(Error::usage(format!(
+            "state file {} has version {}, this aiven-ephemeral understands {STATE_VERSION}",
+            path.display(),
+            state.version
+        )));
+    }
+    Ok(Some(state))
+}
+
+/// Writes a file atomically (temp file + rename) with mode 0600.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates the state directory with a `.gitignore` holding `*`, so that the env file,
+/// state and keys are never committed or copied into an image by accident.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n")
+            .map_err(|e| Error::io(format!("cannot write {}", ignore.display()), e))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on the state directory, held while a command changes the run.
+/// The OS releases it when the process dies, even by SIGKILL.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Waits up to `wait` for the lock.
+    pub fn acquire(dir: &Path, wait: Duration) -> Result<Self> {
+        prepare_dir(dir)?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::usage_hint(
+                        format!("another aiven-ephemeral process is using {}", dir.display()),
+                        "wait for it to finish, or give this run its own --state-file",
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("cannot lock {}", path.display()), e));
+                }
+            }
+        }
+    }
+}
+
+/// The live state of a run, saved on every change. Cheap to clone; tasks share it.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, state: State) -> Result<Self> {
+        let store = Self {
+            path,
+            state: Arc::new(Mutex::new(state)),
+        };
+        store.save()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the state and saves it before returning.
+    pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = change(&mut state);
+        let json = serde_json::to_vec_pretty(&*state).expect("state serialises");
+        write_private(&self.path, &json).map_err(|e| {
+            Error::io(
+                format!("cannot write state file {}", self.path.display()),
+                e,
+            )
+        })?;
+        Ok(out)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        self.update(|_| ())
+    }
+
+    pub fn set_service(&self, name: &str, status: ServiceStatus) -> Result<()> {
+        self.update(|s| {
+            if let Some(r) = s.record(name) {
+                r.status = status;
+            }
+        })
+    }
+
+    pub fn set_status(&self, status: RunStatus) -> Result<()> {
+        self.update(|s| s.status = status)
+    }
+}
