@@ -148,6 +148,10 @@ impl Provision<'_> {
     /// Provisions every planned service. On error the caller tears down.
     pub async fn run(&self, planned: &[Planned]) -> Result<Vec<Ready>, Error> {
         let started = Instant::now();
+        // However this returns, no create starts afterwards: teardown collects its
+        // targets next, and a create sent after that would be an orphan.
+        let stop = self.cancel.child_token();
+        let _stop_on_return = stop.clone().drop_guard();
         let mut phases: Vec<Phase> = planned
             .iter()
             .map(|p| {
@@ -164,12 +168,13 @@ impl Provision<'_> {
             })
             .collect();
         let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
-        let mut creates = JoinSet::new();
+        // Creates in flight when this returns run on: teardown waits for their answers.
+        let mut creates = Detached(JoinSet::new());
         for (i, p) in planned.iter().enumerate().filter(|(_, p)| !p.exists) {
             self.reporter.service(&p.name, "creating");
-            let job = self.create_job(p);
+            let job = self.create_job(p, stop.clone());
             let permits = permits.clone();
-            creates.spawn(async move {
+            creates.0.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 (i, job.await)
             });
@@ -186,7 +191,7 @@ impl Provision<'_> {
                 _ = tokio::time::sleep_until(self.deadline.into()) => {
                     return Err(Error::Timeout(self.timeout_message(planned, &phases, started)));
                 }
-                Some(joined) = creates.join_next() => {
+                Some(joined) = creates.0.join_next() => {
                     let (i, result) = joined.map_err(|e| Error::Provision(format!("create task failed: {e}")))?;
                     result?;
                     phases[i] = Phase::Waiting { polls_ready: 0, secrets: None, last: String::new() };
@@ -324,13 +329,13 @@ impl Provision<'_> {
     fn create_job(
         &self,
         planned: &Planned,
+        stop: CancellationToken,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let client = self.client.clone();
         let project = self.project.to_string();
         let owner = self.owner.to_string();
         let store = self.store.clone();
         let tracker = self.tracker.clone();
-        let cancel = self.cancel.clone();
         let spec = planned.spec.clone();
         let name = planned.name.clone();
         let mut tags = spec.tags.clone();
@@ -342,19 +347,23 @@ impl Provision<'_> {
             self.ci_tag,
         ));
         async move {
+            if !tracker.start(&name, &stop) {
+                return Err(Error::Provision("cancelled".into()));
+            }
             // Recorded before the request is sent: `down` must know the name even if
             // this process dies with the request in flight.
             let now = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            store.update(|s| {
+            let recorded = store.update(|s| {
                 if let Some(r) = s.record(&name) {
                     r.status = ServiceStatus::Creating;
                     r.create_sent_at = Some(now);
                 }
-            })?;
-            if !tracker.start(&name, &cancel) {
-                return Err(Error::Provision("cancelled".into()));
+            });
+            if let Err(e) = recorded {
+                tracker.finish(&name, Create::Rejected);
+                return Err(e);
             }
             let body = CreateService {
                 service_name: &name,
@@ -502,6 +511,15 @@ async fn adopt(
             retry_after: None,
         }),
         Err(e) => Err(e),
+    }
+}
+
+/// A JoinSet whose tasks outlive it: dropping it detaches them instead of aborting.
+struct Detached<T: 'static>(JoinSet<T>);
+
+impl<T: 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        self.0.detach_all();
     }
 }
 

@@ -150,6 +150,30 @@ async fn unprotect_and_delete(
     }
 }
 
+/// Resolves a target whose first DELETE found nothing: waits for its create to answer,
+/// then deletes until it is gone or can no longer appear. `None`: never created.
+async fn settle(client: &Client, project: &str, t: &Target, force: &Force) -> Option<Outcome> {
+    let mut until = t.recheck_until.unwrap_or_else(Instant::now);
+    if let Some(mut create) = t.create.clone() {
+        let answered = create.wait_for(|c| *c != Create::InFlight);
+        let state = match tokio::time::timeout(crate::api::REQUEST_TIMEOUT * 2, answered).await {
+            Ok(Ok(state)) => *state,
+            _ => Create::Lost(Instant::now()),
+        };
+        match state {
+            Create::Rejected => return None,
+            Create::Lost(at) => until = until.max(at + crate::api::REQUEST_TIMEOUT),
+            Create::Created | Create::InFlight => {}
+        }
+    }
+    loop {
+        match delete_one(client, project, &t.name, force).await {
+            Outcome::NotFound if Instant::now() < until => tokio::time::sleep(RECHECK_EVERY).await,
+            outcome => return Some(outcome),
+        }
+    }
+}
+
 /// Deletes every target and confirms it is gone.
 pub async fn teardown(
     client: &Client,
@@ -222,41 +246,36 @@ pub async fn teardown(
 
     // Creates still in flight: wait for their answer, then delete again. Names whose
     // create never answered: re-check until the request could no longer land.
+    let mut rechecks = JoinSet::new();
     for t in pending {
-        let mut until = t.recheck_until.unwrap_or_else(Instant::now);
-        if let Some(mut create) = t.create.clone() {
-            let answered = create.wait_for(|c| *c != Create::InFlight);
-            let state = match tokio::time::timeout(crate::api::REQUEST_TIMEOUT * 2, answered).await
-            {
-                Ok(Ok(state)) => *state,
-                _ => Create::Lost(Instant::now()),
-            };
-            match state {
-                Create::Rejected => continue,
-                Create::Lost(at) => until = until.max(at + crate::api::REQUEST_TIMEOUT),
-                Create::Created | Create::InFlight => {}
+        let client = client.clone();
+        let project = project.to_string();
+        let force = force.clone();
+        rechecks.spawn(async move {
+            let outcome = settle(&client, &project, &t, &force).await;
+            (t.name, outcome)
+        });
+    }
+    while let Some(joined) = rechecks.join_next().await {
+        let Ok((name, outcome)) = joined else {
+            continue;
+        };
+        match outcome {
+            Some(Outcome::Protected) => report.protected.push(name),
+            Some(Outcome::Failed(e)) => {
+                to_confirm.insert(name.clone());
+                report.failed.push((name, e));
             }
-        }
-        loop {
-            match delete_one(client, project, &t.name, &force).await {
-                Outcome::Deleted => {
-                    to_confirm.insert(t.name.clone());
-                    break;
-                }
-                Outcome::Protected => {
-                    report.protected.push(t.name.clone());
-                    break;
-                }
-                Outcome::Failed(e) => {
-                    to_confirm.insert(t.name.clone());
-                    report.failed.push((t.name.clone(), e));
-                    break;
-                }
-                Outcome::NotFound if Instant::now() >= until => {
-                    to_confirm.insert(t.name.clone());
-                    break;
-                }
-                Outcome::NotFound => tokio::time::sleep(RECHECK_EVERY).await,
+            Some(_) => {
+                to_confirm.insert(name);
+            }
+            // The create was refused: there is nothing to delete.
+            None => {
+                report.deleted.push(name.clone());
+                still
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
             }
         }
     }

@@ -1,1 +1,10 @@
-fn main() {}
+//! One integration-test binary: every test runs the real `aiven-ephemeral` binary
+//! against a sandbox started on 127.0.0.1:0.
+
+mod commands;
+mod common;
+mod faults;
+mod lifecycle;
+mod sandbox;
+mod secrets;
+mod signals;

@@ -143,8 +143,14 @@ fn redact(value: &mut Value) {
 
 async fn gate(State(shared): S, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+    // Nesting strips `/v1`; faults and the log match the path the client sent.
+    let uri = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| req.uri().clone());
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or("").to_string();
     let kill = req.extensions().get::<ConnKill>().cloned();
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {

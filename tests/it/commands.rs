@@ -1,0 +1,317 @@
+//! The other commands: validate, plan, env, extend, reap, completions, --help.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+#[test]
+fn validate_points_at_file_line_and_column_and_sends_nothing() {
+    let env =
+        Env::new("project: test-project\nservices:\n  db:\n    type: pg\n    plna: hobbyist\n");
+    let out = env.run(&["validate"]);
+    out.expect_code(2)
+        .expect_stderr("aiven-ephemeral.yaml:5:5")
+        .expect_stderr("unknown field `plna`")
+        .expect_stderr("hint:");
+    assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn validate_reports_semantic_problems_with_their_place() {
+    let env = Env::new(
+        "services:\n  db:\n    type: pg\n    plan: hobbyist\n    env: {DATABASE_URL: url}\n  cache:\n    type: valkey\n    plan: hobbyist\n    topics: [{name: x}]\n",
+    );
+    let out = env.run(&["validate"]);
+    out.expect_code(2)
+        .expect_stderr("aiven-ephemeral.yaml:9:")
+        .expect_stderr("`topics` is for Kafka services");
+    let out = env.run(&["up"]);
+    out.expect_code(2);
+    assert!(
+        env.sandbox.requests().is_empty(),
+        "no API call for a bad manifest"
+    );
+}
+
+#[test]
+fn validate_names_both_sources_of_one_env_name() {
+    let env = Env::new("services:\n  db: {type: pg, plan: hobbyist, env: {DB_HOST: uri}}\n");
+    env.run(&["validate"])
+        .expect_code(2)
+        .expect_stderr("services.db (host)")
+        .expect_stderr("services.db.env.DB_HOST");
+}
+
+#[test]
+fn validate_in_github_actions_annotates() {
+    let env = Env::new("services:\n  db:\n    type: pg\n    plan: hobbyist\n    probe: tpc\n");
+    let mut cmd = env.cmd(&["validate"]);
+    cmd.env("GITHUB_ACTIONS", "true");
+    let out = run(cmd);
+    out.expect_code(2);
+    assert!(
+        out.stdout
+            .contains("::error file=aiven-ephemeral.yaml,line=5,col=12::"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn ttl_shorter_than_timeout_is_a_manifest_error() {
+    let env =
+        Env::new("project: test-project\nttl: 15m\nservices:\n  db: {type: pg, plan: hobbyist}\n");
+    env.run(&["up", "--timeout", "10m"])
+        .expect_code(2)
+        .expect_stderr("aiven-ephemeral.yaml:2:");
+    assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn bad_run_ids_are_usage_errors() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "Has_Caps"])
+        .expect_code(2)
+        .expect_stderr("run id");
+    env.run(&["up", "--run-id", "this-run-id-is-far-too-long"])
+        .expect_code(2);
+    assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn plan_shows_names_env_and_prices_from_the_catalogue() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  db: {type: pg, plan: startup-4}\n  events: {type: kafka, plan: startup-2, cloud: aws-eu-central-1}\n",
+    );
+    let out = env.run(&["plan", "--json", "--run-id", "p1"]);
+    out.expect_code(0);
+    let plan: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["services"][0]["name"], "ae-db-p1");
+    assert_eq!(plan["services"][0]["cloud"], "google-europe-west1");
+    // The sandbox catalogue: pg startup-4 95 USD/month (x1.00), kafka startup-2 290 (x1.05).
+    let pg = plan["services"][0]["hourly_usd"].as_f64().unwrap();
+    let kafka = plan["services"][1]["hourly_usd"].as_f64().unwrap();
+    assert!((pg - 0.130).abs() < 1e-9, "{pg}");
+    assert!((kafka - 0.417).abs() < 1e-9, "{kafka}");
+    assert!((plan["total_hourly_usd"].as_f64().unwrap() - 0.547).abs() < 1e-9);
+    assert!(
+        plan["services"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("DB_URI"))
+    );
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+    let text = env.run(&["plan"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("total: 0.547 USD/h"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn plan_flags_plans_that_do_not_exist() {
+    let env = Env::new("project: test-project\nservices:\n  db: {type: pg, plan: gigantic-9000}\n");
+    let out = env.run(&["plan"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("problem:"), "{}", out.stdout);
+}
+
+#[test]
+fn plan_without_a_token_is_offline() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&["plan"]);
+    cmd.env_remove("AIVEN_TOKEN");
+    let out = run(cmd);
+    out.expect_code(0);
+    assert!(out.stdout.contains("DB_URI"));
+    assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn cost_guard_blocks_before_any_write() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  a: {type: pg, plan: business-8}\n  b: {type: kafka, plan: business-8}\nlimits:\n  max_hourly_usd: 1.0\n",
+    );
+    let out = env.run(&["up"]);
+    out.expect_code(2)
+        .expect_stderr("over the limit of 1.000 USD/h");
+    let writes = env
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .count();
+    assert_eq!(writes, 0);
+    // The flag lowers the limit further.
+    let env = Env::new(PG);
+    env.run(&["up", "--max-hourly-usd", "0.001"])
+        .expect_code(2)
+        .expect_stderr("USD/h");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+}
+
+#[test]
+fn env_rebuilds_a_live_runs_env_from_the_api() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, users: [app_user]}\n  events: {type: kafka, plan: startup-2, users: [svc]}\n",
+    );
+    env.run(&["up", "--run-id", "envr1"]).expect_code(0);
+    let original = env.env_file();
+    // Another job: no state file, only the run id.
+    std::fs::remove_dir_all(env.path(".aiven-ephemeral")).unwrap();
+    let out_dir = env.path("later-job");
+    let out = env.run(&[
+        "env",
+        "--run-id",
+        "envr1",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    out.expect_code(0);
+    let rebuilt = std::fs::read_to_string(out_dir.join("env")).unwrap();
+    let strip_paths = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                !l.contains("CA_CERT") && !l.contains("ACCESS_") && !l.contains("URI_VERIFY")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(strip_paths(&rebuilt), strip_paths(&original));
+    assert_eq!(mode(&out_dir.join("env")), 0o600);
+    assert!(out_dir.join("certs/events-svc-access.key").exists());
+    let json_out = env.run(&["env", "--run-id", "envr1", "--format", "json"]);
+    json_out.expect_code(0);
+    let parsed: Value = serde_json::from_str(&json_out.stdout).unwrap();
+    assert_eq!(parsed["DB_SERVICE_NAME"], "ae-db-envr1");
+    env.run(&["down", "--run-id", "envr1"]).expect_code(0);
+}
+
+#[test]
+fn extend_moves_the_expiry_tag() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "ext1"]).expect_code(0);
+    let expiry = |env: &Env| -> String {
+        env.sandbox.live_services()[0]["tags"]["aiven-ephemeral-expires"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = expiry(&env);
+    env.run(&["extend", "--ttl", "30h"]).expect_code(0);
+    let after = expiry(&env);
+    assert!(after > before, "{after} > {before}");
+    let parsed =
+        time::OffsetDateTime::parse(&after, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let delta = parsed - time::OffsetDateTime::now_utc();
+    assert!(delta > time::Duration::hours(29) && delta < time::Duration::hours(31));
+    assert_eq!(env.state()["expires_at"], after.as_str());
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn reap_deletes_exactly_the_expired_tagged_services() {
+    let env = Env::new(PG);
+    let owned = |run: &str, expires: &str| json!({"aiven-ephemeral-run": run, "aiven-ephemeral-owner": "o", "aiven-ephemeral-key": "db", "aiven-ephemeral-expires": expires});
+    env.sandbox
+        .create_service("expired-one", owned("r1", "2020-01-01T00:00:00Z"));
+    env.sandbox
+        .create_service("expired-two", owned("r2", "2021-06-01T00:00:00Z"));
+    env.sandbox
+        .create_service("still-live", owned("r3", "2999-01-01T00:00:00Z"));
+    env.sandbox.create_service(
+        "foreign",
+        json!({"aiven-ephemeral-expires": "2020-01-01T00:00:00Z"}),
+    );
+    let mut kept = owned("r4", "2020-01-01T00:00:00Z");
+    kept["aiven-ephemeral-keep"] = json!("true");
+    env.sandbox.create_service("kept", kept);
+
+    let dry = env.run(&["reap", "--project", PROJECT, "--dry-run"]);
+    dry.expect_code(0);
+    assert!(dry.stdout.contains("expired-one") && dry.stdout.contains("expired"));
+    assert!(
+        !dry.stdout.contains("foreign"),
+        "untagged services are not even listed"
+    );
+    assert_eq!(
+        env.sandbox.count("DELETE", "/v1"),
+        0,
+        "dry run deletes nothing"
+    );
+
+    env.run(&["reap", "--project", PROJECT]).expect_code(0);
+    assert_eq!(
+        env.sandbox.live_names(),
+        vec!["foreign", "kept", "still-live"]
+    );
+}
+
+#[test]
+fn reap_older_than_and_protected() {
+    let env = Env::new(PG);
+    let owned = json!({"aiven-ephemeral-run": "r", "aiven-ephemeral-owner": "o", "aiven-ephemeral-expires": "2999-01-01T00:00:00Z"});
+    env.sandbox.create_service("young", owned.clone());
+    env.sandbox.create_service("guarded", json!({"aiven-ephemeral-run": "r", "aiven-ephemeral-owner": "o", "aiven-ephemeral-expires": "2000-01-01T00:00:00Z"}));
+    env.sandbox.api(
+        "PUT",
+        &format!("/v1/project/{PROJECT}/service/guarded"),
+        Some(json!({"termination_protection": true})),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env.run(&["reap", "--project", PROJECT, "--older-than", "1s"]);
+    out.expect_code(5).expect_stderr("guarded");
+    assert_eq!(env.sandbox.live_names(), vec!["guarded"]);
+    env.run(&["reap", "--project", PROJECT, "--force"])
+        .expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn reap_uses_the_apis_clock() {
+    let mut config = fast_config();
+    config.clock_offset_secs = 7200;
+    let env = Env::with(PG, Sandbox::with(config));
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    env.sandbox.create_service("by-server-time", json!({"aiven-ephemeral-run": "r", "aiven-ephemeral-owner": "o", "aiven-ephemeral-expires": soon}));
+    // On this machine's clock it has an hour left; on the API's it expired an hour ago.
+    env.run(&["reap", "--project", PROJECT]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn expiry_is_computed_from_the_apis_date_header() {
+    let mut config = fast_config();
+    config.clock_offset_secs = 86400;
+    let env = Env::with(PG, Sandbox::with(config));
+    env.run(&["up", "--timeout", "1m"]).expect_code(0);
+    let expires = env.sandbox.live_services()[0]["tags"]["aiven-ephemeral-expires"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let ahead = t - time::OffsetDateTime::now_utc();
+    // Server clock + 1 day, ttl default = timeout + 1h.
+    assert!(
+        ahead > time::Duration::hours(24) && ahead < time::Duration::hours(26),
+        "{ahead}"
+    );
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn completions_and_help() {
+    let env = Env::new(PG);
+    let out = env.run(&["completions", "bash"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("aiven-ephemeral"));
+    let help = env.run(&["--help"]);
+    help.expect_code(0);
+    assert!(help.stdout.contains("Exit codes"));
+}

@@ -1,0 +1,378 @@
+//! Shared helpers: a sandbox on 127.0.0.1:0 in a background runtime, a temporary
+//! working directory with a manifest, and the real binary run against them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aiven-ephemeral");
+pub const PROJECT: &str = "test-project";
+
+/// A sandbox for one test. Fast lifecycle so tests finish in seconds.
+pub struct Sandbox {
+    rt: Arc<tokio::runtime::Runtime>,
+    inner: Option<aiven_sandbox::Sandbox>,
+    pub url: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+pub fn fast_config() -> aiven_sandbox::Config {
+    aiven_sandbox::Config {
+        token: format!("tok-{}", uuid::Uuid::new_v4().simple()),
+        projects: vec![aiven_sandbox::ProjectConfig::named(PROJECT)],
+        provisioning_delay: Duration::from_millis(300),
+        topic_activation: Duration::from_millis(200),
+        name_reservation: Duration::from_secs(30),
+        backends: aiven_sandbox::BackendMode::Simulated,
+        ..Default::default()
+    }
+}
+
+impl Sandbox {
+    pub fn start() -> Self {
+        Self::with(fast_config())
+    }
+
+    pub fn with(config: aiven_sandbox::Config) -> Self {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        );
+        let token = config.token.clone();
+        let inner = rt
+            .block_on(aiven_sandbox::Sandbox::start(
+                config,
+                ([127, 0, 0, 1], 0).into(),
+            ))
+            .expect("sandbox starts");
+        Self {
+            url: inner.url().to_string(),
+            rt,
+            inner: Some(inner),
+            token,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+        }
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        auth: bool,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        self.rt.block_on(async {
+            let mut req = self.http.request(method, &url);
+            if auth {
+                req = req.header("authorization", format!("aivenv1 {}", self.token));
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.expect("sandbox answers");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    pub fn call_without_token(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None, false)
+    }
+
+    /// A call whose transport failure is the result (dropped connections).
+    pub fn raw_result(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Option<String>, String), reqwest::Error> {
+        let url = format!("{}{path}", self.url);
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().expect("method"), &url)
+                .header("authorization", format!("aivenv1 {}", self.token));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            Ok((status, retry_after, resp.text().await?))
+        })
+    }
+
+    /// Status, `Retry-After`, body text.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Option<String>, String) {
+        self.raw_result(method, path, body)
+            .expect("sandbox answers")
+    }
+
+    /// A call to the imitated API with the token.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method.parse().expect("method"), path, body, true)
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(
+            method.parse().expect("method"),
+            &format!("/_sandbox{path}"),
+            body,
+            false,
+        );
+        assert_eq!(status, 200, "admin {method} {path}: {v}");
+        v
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.admin("GET", "/requests", None)["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Requests matching a method and a path prefix.
+    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r["method"] == method
+                    && r["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with(path_prefix))
+            })
+            .count()
+    }
+
+    /// Services that exist (not deleted).
+    pub fn live_services(&self) -> Vec<Value> {
+        self.admin("GET", "/services", None)["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s["deleted"] == false)
+            .collect()
+    }
+
+    pub fn live_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .live_services()
+            .iter()
+            .filter_map(|s| s["service_name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn fault(&self, rule: Value) {
+        self.admin("POST", "/faults", Some(rule));
+    }
+
+    pub fn service_fault(&self, fault: Value) {
+        self.admin("POST", "/service-faults", Some(fault));
+    }
+
+    /// Waits until `check` holds on the request log (a side effect of the binary, not a
+    /// sleep, decides when a test acts).
+    pub fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&[Value]) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check(&self.requests()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "timed out waiting for {what}; requests: {:#?}",
+            self.requests()
+        );
+    }
+
+    /// Creates a service directly through the API (someone else's, or a pre-existing one).
+    pub fn create_service(&self, name: &str, tags: Value) {
+        let (status, body) = self.api(
+            "POST",
+            &format!("/v1/project/{PROJECT}/service"),
+            Some(json!({"service_name": name, "service_type": "pg", "plan": "hobbyist", "project_vpc_id": null, "tags": tags})),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(s) = self.inner.take() {
+            self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+/// A temporary working directory with a manifest, and the binary pointed at a sandbox.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sandbox: Sandbox,
+}
+
+pub const PG: &str = "project: test-project\nservices:\n  db:\n    type: pg\n    plan: hobbyist\n    databases: [app]\n    users: [app_user]\n";
+
+impl Env {
+    pub fn new(manifest: &str) -> Self {
+        Self::with(manifest, Sandbox::start())
+    }
+
+    pub fn with(manifest: &str, sandbox: Sandbox) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("aiven-ephemeral.yaml"), manifest).expect("manifest");
+        Self { dir, sandbox }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The binary, in the directory, against the sandbox, with a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AIVEN_API_URL", &self.sandbox.url)
+            .env("AIVEN_TOKEN", &self.sandbox.token)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run(self.cmd(args))
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args).spawn().expect("binary starts")
+    }
+
+    pub fn state(&self) -> Value {
+        let text =
+            std::fs::read_to_string(self.path(".aiven-ephemeral/state.json")).expect("state file");
+        serde_json::from_str(&text).expect("state is JSON")
+    }
+
+    pub fn env_file(&self) -> String {
+        std::fs::read_to_string(self.path(".aiven-ephemeral/env")).expect("env file")
+    }
+}
+
+/// What a finished command did.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_stderr(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs a command with a time limit: a hung binary fails the test instead of CI.
+pub fn run(cmd: Command) -> Run {
+    let child = assert_cmd::Command::from_std(cmd)
+        .timeout(Duration::from_secs(180))
+        .output()
+        .expect("binary runs");
+    out(child)
+}
+
+pub fn out(o: Output) -> Run {
+    Run {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Waits for a spawned child, failing the test if it does not end in time.
+pub fn wait(mut child: Child, timeout: Duration) -> Run {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return out(child.wait_with_output().expect("output"));
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!(
+                "process did not end within {timeout:?}\n--- stderr\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)
+        .expect("signal sent");
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("file exists")
+        .permissions()
+        .mode()
+        & 0o777
+}

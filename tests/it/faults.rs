@@ -1,0 +1,210 @@
+//! Faults injected in the sandbox, and what the real binary makes of them: retries,
+//! lost answers, never-ready services, failing deletes, bad tokens.
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn create_rule(fault: serde_json::Value, nth: &[u64]) -> serde_json::Value {
+    json!({"method": "POST", "path": "/v1/project/*/service", "nth": nth, "fault": fault})
+}
+
+#[test]
+fn rate_limited_with_retry_after() {
+    let env = Env::new(PG);
+    env.sandbox.fault(create_rule(
+        json!({"kind": "rate_limit", "seconds": 1, "retry_after_header": true}),
+        &[1, 2],
+    ));
+    env.run(&["up"]).expect_code(0);
+    let creates = env
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == format!("/v1/project/{PROJECT}/service"))
+        .count();
+    assert_eq!(creates, 3, "two 429s, then the create");
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn rate_limited_with_only_the_message() {
+    let env = Env::new(PG);
+    env.sandbox.fault(json!({"method": "GET", "path": "/v1/project/*/service", "nth": [1], "fault": {"kind": "rate_limit", "seconds": 2}}));
+    let started = std::time::Instant::now();
+    env.run(&["up"]).expect_code(0);
+    // The "try again in 2s" text was honoured: the retry waited.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let env = Env::new(PG);
+    for status in [500, 502, 503] {
+        env.sandbox.fault(json!({"method": "GET", "path": "/v1/project/*/service", "nth": [1], "fault": {"kind": "status", "status": status}}));
+    }
+    env.sandbox
+        .fault(create_rule(json!({"kind": "status", "status": 503}), &[1]));
+    env.run(&["up"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn dropped_connections_are_retried() {
+    let env = Env::new(PG);
+    env.sandbox.fault(json!({"method": "GET", "path": "/v1/project/*/service", "nth": [2], "fault": {"kind": "drop"}}));
+    env.run(&["up"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn a_lost_create_response_is_adopted_by_owner_tag() {
+    let env = Env::new(PG);
+    env.sandbox
+        .fault(create_rule(json!({"kind": "lost_response"}), &[1]));
+    let up = env.run(&["up", "-v"]);
+    up.expect_code(0).expect_stderr("adopting");
+    let creates: Vec<u64> = env
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == format!("/v1/project/{PROJECT}/service"))
+        .filter_map(|r| r["status"].as_u64())
+        .collect();
+    assert_eq!(
+        creates,
+        vec![200, 409],
+        "applied-but-lost, then the retry's conflict"
+    );
+    assert_eq!(env.sandbox.live_names().len(), 1);
+    env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn a_conflict_with_someone_elses_service_is_not_adopted() {
+    let env = Env::new(PG);
+    env.sandbox.create_service(
+        "ae-db-clash1",
+        json!({"aiven-ephemeral-run": "x", "aiven-ephemeral-owner": "someone"}),
+    );
+    let up = env.run(&["up", "--run-id", "clash1"]);
+    up.expect_code(1).expect_stderr("belongs to someone else");
+    assert_eq!(
+        env.sandbox.live_names(),
+        vec!["ae-db-clash1"],
+        "the foreign service is untouched"
+    );
+}
+
+#[test]
+fn never_ready_times_out_and_tears_down() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  a: {type: pg, plan: hobbyist}\n  slow: {type: pg, plan: hobbyist}\n",
+    );
+    env.sandbox
+        .service_fault(json!({"name": "ae-slow-*", "never_ready": true}));
+    let up = env.run(&["up", "--timeout", "3s"]);
+    up.expect_code(4)
+        .expect_stderr("timed out")
+        .expect_stderr("ae-slow-");
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn poweroff_is_a_failure() {
+    let env = Env::new(PG);
+    env.sandbox
+        .service_fault(json!({"name": "*", "poweroff_after": "1ms", "ready_after": "300ms"}));
+    let up = env.run(&["up"]);
+    up.expect_code(1).expect_stderr("POWEROFF");
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn an_unreachable_endpoint_is_exit_4_with_causes() {
+    let env = Env::new(PG);
+    env.sandbox
+        .service_fault(json!({"name": "*", "unreachable": true}));
+    let up = env.run(&["up", "--timeout", "6s"]);
+    up.expect_code(4).expect_stderr("ip_filter");
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn deletes_that_keep_failing_are_exit_5_with_names() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "stuck1"]).expect_code(0);
+    env.sandbox.fault(
+        json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "status", "status": 500}}),
+    );
+    let down = env.run(&["down"]);
+    down.expect_code(5)
+        .expect_stderr("ae-db-stuck1")
+        .expect_stderr("aiven-ephemeral down");
+    assert_eq!(env.state()["status"], "tearing_down");
+    env.sandbox.admin("DELETE", "/faults", None);
+    env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn a_bad_token_is_exit_3_before_anything_is_created() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&["up"]);
+    cmd.env("AIVEN_TOKEN", "wrong");
+    let up = run(cmd);
+    up.expect_code(3).expect_stderr("AIVEN_TOKEN");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+}
+
+#[test]
+fn a_missing_token_is_exit_2_naming_aiven_token() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&["up"]);
+    cmd.env_remove("AIVEN_TOKEN");
+    run(cmd).expect_code(2).expect_stderr("AIVEN_TOKEN");
+    assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn sub_resources_survive_transient_answers_and_are_created_once() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  db:\n    type: pg\n    plan: hobbyist\n    databases: [app, audit]\n    users: [app_user]\n",
+    );
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/db", "nth": [1], "fault": {"kind": "status", "status": 503}}));
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/user", "nth": [1], "fault": {"kind": "lost_response"}}));
+    env.run(&["up"]).expect_code(0);
+    let svc = &env.sandbox.live_services()[0];
+    assert_eq!(svc["databases"], json!(["defaultdb", "app", "audit"]));
+    assert_eq!(svc["users"], json!(["avnadmin", "app_user"]));
+    assert!(env.env_file().contains("DB_USER_APP_USER_PASSWORD=AVNS_"));
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn pacing_by_rate_limit_headers_avoids_429s() {
+    let mut config = fast_config();
+    config.rate_limit = Some(aiven_sandbox::config::RateLimit {
+        requests: 12,
+        per: std::time::Duration::from_secs(3),
+        retry_after_header: false,
+    });
+    let env = Env::with(
+        "project: test-project\nservices:\n  a: {type: pg, plan: hobbyist}\n  b: {type: pg, plan: hobbyist}\n  c: {type: pg, plan: hobbyist}\n",
+        Sandbox::with(config),
+    );
+    env.run(&["up", "--poll-interval", "1s"]).expect_code(0);
+    let limited = env
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r["status"] == 429)
+        .count();
+    assert_eq!(
+        limited, 0,
+        "the client paced itself by X-RateLimit-Remaining"
+    );
+    env.run(&["down"]).expect_code(0);
+}

@@ -1,0 +1,335 @@
+//! The core lifecycle against the sandbox: up, status, down, run; names, tags, state.
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[test]
+fn up_status_down_leaves_nothing() {
+    let env = Env::new(PG);
+    let up = env.run(&["up", "--run-id", "lc1"]);
+    up.expect_code(0);
+    assert_eq!(env.sandbox.live_names(), vec!["ae-db-lc1"]);
+
+    // Tags: ownership in the create request itself, never added afterwards.
+    let creates: Vec<_> = env
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == format!("/v1/project/{PROJECT}/service"))
+        .collect();
+    assert_eq!(creates.len(), 1);
+    let body = &creates[0]["body"];
+    assert_eq!(
+        body["project_vpc_id"],
+        serde_json::Value::Null,
+        "project_vpc_id must be sent as null"
+    );
+    assert!(body.as_object().unwrap().contains_key("project_vpc_id"));
+    assert_eq!(body["termination_protection"], false);
+    let tags = &body["tags"];
+    assert_eq!(tags["aiven-ephemeral-run"], "lc1");
+    assert_eq!(tags["aiven-ephemeral-key"], "db");
+    let owner = env.state()["owner"].as_str().unwrap().to_string();
+    assert_eq!(tags["aiven-ephemeral-owner"], owner.as_str());
+    assert!(
+        tags["aiven-ephemeral-expires"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(
+        env.sandbox.count("PATCH", "/v1"),
+        0,
+        "tags are never added afterwards"
+    );
+
+    // Env file: the documented variables, 0600; state file 0600; .gitignore.
+    let envfile = env.env_file();
+    for name in [
+        "DB_SERVICE_NAME=ae-db-lc1",
+        "DB_URI=postgres://avnadmin:",
+        "DB_HOST=localhost",
+        "DB_DATABASE=app",
+        "DB_SSLMODE=require",
+        "DB_USER_APP_USER_PASSWORD=AVNS_",
+    ] {
+        assert!(envfile.contains(name), "{name} missing:\n{envfile}");
+    }
+    assert!(
+        envfile.contains("/app?sslmode=require"),
+        "DB_URI points at the first database"
+    );
+    assert_eq!(mode(&env.path(".aiven-ephemeral/env")), 0o600);
+    assert_eq!(mode(&env.path(".aiven-ephemeral/state.json")), 0o600);
+    assert_eq!(mode(&env.path(".aiven-ephemeral/certs/ca.pem")), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(env.path(".aiven-ephemeral/.gitignore")).unwrap(),
+        "*\n"
+    );
+    assert_eq!(env.state()["status"], "up");
+
+    let status = env.run(&["status", "--json"]);
+    status.expect_code(0);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(s["services"][0]["state"], "RUNNING");
+    assert_eq!(s["live"], true);
+
+    env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+    assert_eq!(env.state()["status"], "torn_down");
+    // Idempotent: CI clean-up steps run twice.
+    let again = env.run(&["down"]);
+    again.expect_code(0).expect_stderr("already torn down");
+}
+
+#[test]
+fn polling_is_one_list_per_tick_without_secrets() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  a: {type: pg, plan: hobbyist}\n  b: {type: mysql, plan: hobbyist}\n  c: {type: valkey, plan: hobbyist}\n",
+    );
+    env.run(&["up", "--run-id", "poll1"]).expect_code(0);
+    let requests = env.sandbox.requests();
+    let lists: Vec<_> = requests
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"] == format!("/v1/project/{PROJECT}/service"))
+        .collect();
+    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|r| {
+        !r["query"]
+            .as_str()
+            .unwrap_or("")
+            .contains("include_secrets")
+    }));
+    // Exactly one GET with secrets per service, none without.
+    let gets: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("/v1/project/{PROJECT}/service/ae-"))
+        })
+        .filter(|r| {
+            !r["path"].as_str().unwrap().contains("/db")
+                && !r["path"].as_str().unwrap().contains("/user")
+        })
+        .collect();
+    assert_eq!(gets.len(), 3, "{gets:#?}");
+    assert!(gets.iter().all(|r| r["query"] == "include_secrets=true"));
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn run_passes_the_exit_code_and_withholds_the_token() {
+    let env = Env::new(PG);
+    let run = env.run(&[
+        "run",
+        "--run-id",
+        "run1",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$DB_URI\" || exit 90; test -z \"$AIVEN_TOKEN$AIVEN_AUTH_TOKEN$AIVEN_EPHEMERAL_RUN_ID\" || exit 91; exit 7",
+    ]);
+    run.expect_code(7);
+    assert!(
+        env.sandbox.live_names().is_empty(),
+        "run tears down after the command"
+    );
+    assert_eq!(env.state()["status"], "torn_down");
+}
+
+#[test]
+fn run_with_pass_token_keeps_it() {
+    let env = Env::new(PG);
+    env.run(&[
+        "run",
+        "--pass-token",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$AIVEN_TOKEN\"",
+    ])
+    .expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn run_child_killed_by_a_signal_gives_128_plus_n() {
+    let env = Env::new(PG);
+    env.run(&["run", "--", "sh", "-c", "kill -TERM $$"])
+        .expect_code(143);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn run_when_up_fails_never_starts_the_command() {
+    let env = Env::new("project: test-project\nservices:\n  db: {type: pg, plan: no-such-plan}\n");
+    let marker = env.path("started");
+    let run = env.run(&["run", "--", "touch", marker.to_str().unwrap()]);
+    run.expect_code(1);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_rejected_service_fails_the_run_and_the_others_are_deleted() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  good: {type: pg, plan: hobbyist}\n  bad: {type: pg, plan: no-such-plan}\n  fine: {type: valkey, plan: hobbyist}\n",
+    );
+    let up = env.run(&["up", "--run-id", "rej1"]);
+    up.expect_code(1)
+        .expect_stderr("ae-bad-rej1")
+        .expect_stderr("Invalid plan 'no-such-plan'");
+    assert!(
+        env.sandbox.live_names().is_empty(),
+        "{:?}",
+        env.sandbox.live_names()
+    );
+    assert_eq!(env.state()["status"], "torn_down");
+}
+
+#[test]
+fn two_ups_sharing_a_run_id_the_second_refuses() {
+    let sandbox = Sandbox::start();
+    let first = Env::with(PG, sandbox);
+    first.run(&["up", "--run-id", "shared1"]).expect_code(0);
+    let second_dir = tempfile::tempdir().unwrap();
+    std::fs::write(second_dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    let mut cmd = first.cmd(&["up", "--run-id", "shared1"]);
+    cmd.current_dir(second_dir.path());
+    let second = run(cmd);
+    second
+        .expect_code(2)
+        .expect_stderr("already used by another run");
+    assert_eq!(
+        first.sandbox.live_names(),
+        vec!["ae-db-shared1"],
+        "the first run's services survive"
+    );
+    first.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn one_state_file_holds_one_live_run() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "one1"]).expect_code(0);
+    env.run(&["up", "--run-id", "one2"])
+        .expect_code(2)
+        .expect_stderr("holds live run one1");
+    // The same run id resumes (adopts its services) instead.
+    env.run(&["up", "--run-id", "one1"]).expect_code(0);
+    assert_eq!(env.sandbox.live_names(), vec!["ae-db-one1"]);
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn down_by_run_id_without_a_state_file_deletes_only_tagged_services() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "tag1"]).expect_code(0);
+    env.sandbox
+        .create_service("someone-elses", json!({"team": "x"}));
+    env.sandbox.create_service(
+        "ae-other-tag1",
+        json!({"aiven-ephemeral-run": "tag2", "aiven-ephemeral-owner": "zz"}),
+    );
+    std::fs::remove_dir_all(env.path(".aiven-ephemeral")).unwrap();
+    env.run(&["down", "--run-id", "tag1", "--project", PROJECT])
+        .expect_code(0);
+    assert_eq!(
+        env.sandbox.live_names(),
+        vec!["ae-other-tag1", "someone-elses"]
+    );
+}
+
+#[test]
+fn down_without_state_or_run_id() {
+    let env = Env::new(PG);
+    env.run(&["down"])
+        .expect_code(2)
+        .expect_stderr("--missing-ok");
+    env.run(&["down", "--missing-ok"]).expect_code(0);
+    assert!(env.sandbox.requests().is_empty(), "no API call");
+}
+
+#[test]
+fn keep_on_failure_keeps_and_down_skips_without_force() {
+    let env = Env::new(PG);
+    env.sandbox
+        .service_fault(json!({"name": "ae-db-*", "never_ready": true}));
+    let up = env.run(&[
+        "up",
+        "--run-id",
+        "keep1",
+        "--timeout",
+        "2s",
+        "--keep-on-failure",
+    ]);
+    up.expect_code(4).expect_stderr("NOT deleted");
+    assert_eq!(env.state()["status"], "kept");
+    assert_eq!(env.sandbox.live_names().len(), 1);
+    env.run(&["down"])
+        .expect_code(0)
+        .expect_stderr("kept on failure");
+    assert_eq!(env.sandbox.live_names().len(), 1);
+    env.run(&["down", "--force"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn termination_protection_is_respected_unless_forced() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "prot1"]).expect_code(0);
+    let (status, _) = env.sandbox.api(
+        "PUT",
+        &format!("/v1/project/{PROJECT}/service/ae-db-prot1"),
+        Some(json!({"termination_protection": true})),
+    );
+    assert_eq!(status, 200);
+    env.run(&["down"])
+        .expect_code(5)
+        .expect_stderr("ae-db-prot1")
+        .expect_stderr("--force");
+    assert_eq!(env.sandbox.live_names(), vec!["ae-db-prot1"]);
+    env.run(&["down", "--force"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn sandbox_mode_needs_no_account_and_persists_between_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env(
+                "AIVEN_EPHEMERAL_SANDBOX_CONFIG",
+                write_fast_sandbox_config(dir.path()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        run(c)
+    };
+    cmd(&["up", "--sandbox", "--run-id", "sb1"]).expect_code(0);
+    let status = cmd(&["status", "--json"]);
+    status.expect_code(0);
+    assert!(status.stdout.contains("\"RUNNING\""), "{}", status.stdout);
+    cmd(&["down"]).expect_code(0);
+    let status = cmd(&["status", "--json"]);
+    assert!(status.stdout.contains("torn_down"));
+}
+
+fn write_fast_sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("sandbox-config.yaml");
+    std::fs::write(
+        &path,
+        "provisioning_delay: 300ms\ntopic_activation: 200ms\nbackends: simulated\n",
+    )
+    .unwrap();
+    path
+}

@@ -1,0 +1,560 @@
+//! The sandbox itself: validation like the real API, its lifecycle, each fault kind,
+//! its configuration errors, and the `sandbox` command.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn create(s: &Sandbox, body: Value) -> (u16, Value) {
+    s.api(
+        "POST",
+        &format!("/v1/project/{PROJECT}/service"),
+        Some(body),
+    )
+}
+
+fn pg(name: &str) -> Value {
+    json!({"service_name": name, "service_type": "pg", "plan": "hobbyist", "project_vpc_id": null})
+}
+
+fn wait_running(s: &Sandbox, name: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = s.api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/{name}?include_secrets=true"),
+            None,
+        );
+        if v["service"]["state"] == "RUNNING"
+            && v["service"]["node_states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["state"] == "running")
+        {
+            return v["service"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name} never ran: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[track_caller]
+fn assert_error(r: (u16, Value), status: u16, needle: &str) {
+    assert_eq!(r.0, status, "{}", r.1);
+    assert_eq!(r.1["errors"][0]["status"], status, "{}", r.1);
+    let message = r.1["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    assert_eq!(r.1["errors"][0]["message"], message);
+}
+
+#[test]
+fn authentication_is_required_and_answers_the_apis_body() {
+    let s = Sandbox::start();
+    let (status, body) = s.call_without_token("/v1/project/test-project/service");
+    assert_eq!(status, 403);
+    assert_eq!(body["errors"][0]["error_code"], "authentication_failed");
+    assert_eq!(body["message"], "Authentication failed");
+    let (status, _) = s.call_without_token("/v1/clouds");
+    assert_eq!(status, 200, "clouds need no token");
+}
+
+#[test]
+fn validation_errors_like_the_real_api() {
+    let s = Sandbox::start();
+    assert_error(
+        create(&s, pg("Bad_Name")),
+        400,
+        "Service name must consist of",
+    );
+    assert_error(create(&s, pg("-leading")), 400, "Service name");
+    assert_error(
+        create(
+            &s,
+            json!({"service_name": "x1", "service_type": "nosuch", "plan": "hobbyist"}),
+        ),
+        400,
+        "Invalid service type",
+    );
+    assert_error(
+        create(
+            &s,
+            json!({"service_name": "x1", "service_type": "pg", "plan": "tiny"}),
+        ),
+        400,
+        "Invalid plan 'tiny'",
+    );
+    assert_error(
+        create(
+            &s,
+            json!({"service_name": "x1", "service_type": "pg", "plan": "hobbyist", "cloud": "mars-1"}),
+        ),
+        400,
+        "Invalid cloud",
+    );
+    assert_error(
+        create(
+            &s,
+            json!({"service_name": "x1", "service_type": "pg", "plan": "hobbyist", "user_config": {"nope": 1}}),
+        ),
+        400,
+        "'nope' was unexpected",
+    );
+    assert_error(
+        create(
+            &s,
+            json!({"service_name": "x1", "service_type": "pg", "plan": "hobbyist", "tags": {"1bad": "v"}}),
+        ),
+        400,
+        "Invalid tag key",
+    );
+    assert_eq!(create(&s, pg("taken")).0, 200);
+    assert_error(create(&s, pg("taken")), 409, "already in use");
+    assert_error(
+        s.api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/nosuch"),
+            None,
+        ),
+        404,
+        "Service nosuch does not exist",
+    );
+    assert_error(
+        s.api("GET", "/v1/project/nosuch-project/service", None),
+        404,
+        "Project nosuch-project does not exist",
+    );
+    assert_error(
+        s.api(
+            "DELETE",
+            &format!("/v1/project/{PROJECT}/service/nosuch"),
+            None,
+        ),
+        404,
+        "does not exist",
+    );
+}
+
+#[test]
+fn deleted_names_stay_taken_for_a_while() {
+    let mut config = fast_config();
+    config.name_reservation = Duration::from_millis(600);
+    let s = Sandbox::with(config);
+    assert_eq!(create(&s, pg("reused")).0, 200);
+    assert_eq!(
+        s.api(
+            "DELETE",
+            &format!("/v1/project/{PROJECT}/service/reused"),
+            None
+        )
+        .0,
+        200
+    );
+    assert_error(
+        s.api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/reused"),
+            None,
+        ),
+        404,
+        "does not exist",
+    );
+    assert_error(create(&s, pg("reused")), 409, "already in use");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(create(&s, pg("reused")).0, 200);
+}
+
+#[test]
+fn termination_protection_blocks_delete_and_poweroff() {
+    let s = Sandbox::start();
+    let mut body = pg("guarded");
+    body["termination_protection"] = json!(true);
+    assert_eq!(create(&s, body).0, 200);
+    let path = format!("/v1/project/{PROJECT}/service/guarded");
+    let r = s.api("DELETE", &path, None);
+    assert_error(
+        r,
+        403,
+        "Service is protected against termination and shutdown. Remove termination protection first.",
+    );
+    assert_error(
+        s.api("PUT", &path, Some(json!({"powered": false}))),
+        403,
+        "protected against termination",
+    );
+    assert_eq!(
+        s.api("PUT", &path, Some(json!({"termination_protection": false})))
+            .0,
+        200
+    );
+    assert_eq!(s.api("DELETE", &path, None).0, 200);
+}
+
+#[test]
+fn the_vpc_trap_an_absent_project_vpc_id_lands_in_the_vpc() {
+    let mut config = fast_config();
+    config.projects[0].vpcs = vec![aiven_sandbox::VpcConfig {
+        cloud: "google-europe-west1".into(),
+        network_cidr: "10.1.0.0/24".into(),
+    }];
+    let s = Sandbox::with(config);
+    let (_, v) = create(
+        &s,
+        json!({"service_name": "omitted", "service_type": "pg", "plan": "hobbyist"}),
+    );
+    assert!(
+        v["service"]["project_vpc_id"].is_string(),
+        "absent key: into the VPC"
+    );
+    assert_eq!(v["service"]["components"][0]["route"], "private");
+    let (_, v) = create(&s, pg("explicit-null"));
+    assert!(
+        v["service"]["project_vpc_id"].is_null(),
+        "null: public network"
+    );
+    let (_, vpcs) = s.api("GET", &format!("/v1/project/{PROJECT}/vpcs"), None);
+    assert_eq!(vpcs["vpcs"][0]["cloud_name"], "google-europe-west1");
+}
+
+#[test]
+fn lifecycle_secrets_and_nodes() {
+    let mut config = fast_config();
+    config.node_lag = Duration::from_millis(400);
+    let s = Sandbox::with(config);
+    let (_, created) = create(
+        &s,
+        json!({"service_name": "k1", "service_type": "kafka", "plan": "startup-2", "project_vpc_id": null}),
+    );
+    assert_eq!(created["service"]["state"], "REBUILDING");
+    // RUNNING comes before every broker runs (node_lag): readiness must check nodes.
+    let start = std::time::Instant::now();
+    let mut saw_partial = false;
+    loop {
+        let (_, v) = s.api("GET", &format!("/v1/project/{PROJECT}/service/k1"), None);
+        let nodes = v["service"]["node_states"].as_array().unwrap();
+        let running = nodes.iter().filter(|n| n["state"] == "running").count();
+        if v["service"]["state"] == "RUNNING" && running < nodes.len() {
+            saw_partial = true;
+            // Replication above the running brokers is refused, as the real API does.
+            let r = s.api(
+                "POST",
+                &format!("/v1/project/{PROJECT}/service/k1/topic"),
+                Some(json!({"topic_name": "t", "partitions": 1, "replication": 3})),
+            );
+            assert_error(r, 409, "cannot set replication factor to 3");
+        }
+        if running == nodes.len() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(saw_partial);
+    // Without include_secrets passwords are redacted; with it they are not.
+    let (_, plain) = s.api("GET", &format!("/v1/project/{PROJECT}/service/k1"), None);
+    assert_eq!(plain["service"]["users"][0]["password"], "<redacted>");
+    assert_eq!(plain["service"]["users"][0]["access_key"], "<redacted>");
+    let (_, full) = s.api(
+        "GET",
+        &format!("/v1/project/{PROJECT}/service/k1?include_secrets=true"),
+        None,
+    );
+    assert!(
+        full["service"]["users"][0]["password"]
+            .as_str()
+            .unwrap()
+            .starts_with("AVNS_")
+    );
+    assert_eq!(full["service"]["acl"][0]["id"], "default");
+    assert_eq!(
+        full["service"]["components"][0]["kafka_ssl_ca"],
+        "project_ca"
+    );
+}
+
+#[test]
+fn topics_go_from_configuring_to_active() {
+    let mut config = fast_config();
+    config.topic_activation = Duration::from_millis(500);
+    let s = Sandbox::with(config);
+    create(
+        &s,
+        json!({"service_name": "k2", "service_type": "kafka", "plan": "startup-2", "project_vpc_id": null}),
+    );
+    wait_running(&s, "k2");
+    let base = format!("/v1/project/{PROJECT}/service/k2/topic");
+    assert_eq!(
+        s.api(
+            "POST",
+            &base,
+            Some(json!({"topic_name": "orders", "partitions": 3, "replication": 2}))
+        )
+        .0,
+        200
+    );
+    assert_error(
+        s.api("POST", &base, Some(json!({"topic_name": "orders"}))),
+        409,
+        "already exists",
+    );
+    let (_, list) = s.api("GET", &base, None);
+    assert_eq!(list["topics"][0]["state"], "CONFIGURING");
+    assert_error(
+        s.api("GET", &format!("{base}/orders"), None),
+        501,
+        "Failed to fetch Kafka topic",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let (_, list) = s.api("GET", &base, None);
+    assert_eq!(list["topics"][0]["state"], "ACTIVE");
+    assert_eq!(s.api("GET", &format!("{base}/orders"), None).0, 200);
+}
+
+#[test]
+fn kafka_certificates_chain_to_the_project_ca_and_the_listener_requires_them() {
+    let s = Sandbox::start();
+    create(
+        &s,
+        json!({"service_name": "k3", "service_type": "kafka", "plan": "startup-2", "project_vpc_id": null}),
+    );
+    let svc = wait_running(&s, "k3");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca) = s.api("GET", &format!("/v1/project/{PROJECT}/kms/ca"), None);
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = write("ca.pem", ca["certificate"].as_str().unwrap());
+    let cert = write("cert.pem", svc["users"][0]["access_cert"].as_str().unwrap());
+    let key = write("key.pem", svc["users"][0]["access_key"].as_str().unwrap());
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca)
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let port = svc["components"][0]["port"].as_u64().unwrap().to_string();
+    let connect = |with_cert: bool| {
+        let mut c = std::process::Command::new("openssl");
+        c.args([
+            "s_client",
+            "-connect",
+            &format!("localhost:{port}"),
+            "-verify_return_error",
+            "-brief",
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null());
+        if with_cert {
+            c.arg("-cert").arg(&cert).arg("-key").arg(&key);
+        }
+        let o = c.output().expect("openssl runs");
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+    };
+    let ok = connect(true);
+    assert!(
+        ok.contains("Verification: OK") || ok.contains("Verify return code: 0"),
+        "{ok}"
+    );
+    let refused = connect(false);
+    assert!(
+        refused.contains("alert") || refused.contains("error"),
+        "a client without a certificate is refused: {refused}"
+    );
+}
+
+#[test]
+fn every_request_fault_kind() {
+    let s = Sandbox::start();
+    let list = format!("/v1/project/{PROJECT}/service");
+    let rule = |fault: Value| json!({"method": "GET", "path": "/v1/project/*/service", "nth": [1], "fault": fault});
+    s.fault(rule(
+        json!({"kind": "rate_limit", "seconds": 7, "retry_after_header": true}),
+    ));
+    let r = s.raw("GET", &list, None);
+    assert_eq!(r.0, 429);
+    assert_eq!(r.1.as_deref(), Some("7"));
+    assert!(
+        r.2.contains("Rate limit 120 exceeded - try again in 7s"),
+        "{}",
+        r.2
+    );
+
+    s.admin("DELETE", "/faults", None);
+    s.fault(rule(json!({"kind": "rate_limit", "seconds": 3})));
+    let r = s.raw("GET", &list, None);
+    assert_eq!((r.0, r.1.as_deref()), (429, None));
+    assert!(r.2.contains("try again in 3s"));
+
+    for status in [500, 501, 502, 503, 408] {
+        s.admin("DELETE", "/faults", None);
+        s.fault(rule(json!({"kind": "status", "status": status})));
+        let (code, v) = s.api("GET", &list, None);
+        assert_eq!(code, status);
+        assert_eq!(v["errors"][0]["status"], status);
+    }
+
+    s.admin("DELETE", "/faults", None);
+    s.fault(rule(json!({"kind": "drop"})));
+    assert!(
+        s.raw_result("GET", &list, None).is_err(),
+        "the connection is closed without an answer"
+    );
+
+    s.admin("DELETE", "/faults", None);
+    s.fault(json!({"method": "POST", "path": "/v1/project/*/service", "nth": [1], "fault": {"kind": "lost_response"}}));
+    assert!(s.raw_result("POST", &list, Some(pg("lost-one"))).is_err());
+    assert_eq!(
+        s.live_names(),
+        vec!["lost-one"],
+        "applied although the answer was lost"
+    );
+
+    s.admin("DELETE", "/faults", None);
+    s.fault(rule(json!({"kind": "latency", "delay": "400ms"})));
+    let started = std::time::Instant::now();
+    assert_eq!(s.api("GET", &list, None).0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // Seeded probability: the same seed, the same choices.
+    let pick = |seed: u64| {
+        let mut c = fast_config();
+        c.seed = seed;
+        c.faults = vec![serde_json::from_value(json!({"path": "/v1/clouds", "probability": 0.5, "fault": {"kind": "status", "status": 503}})).unwrap()];
+        let s = Sandbox::with(c);
+        (0..20)
+            .map(|_| s.api("GET", "/v1/clouds", None).0)
+            .collect::<Vec<u16>>()
+    };
+    let a = pick(7);
+    assert_eq!(a, pick(7));
+    assert!(a.contains(&503) && a.contains(&200));
+}
+
+#[test]
+fn service_faults_reject_and_never_ready() {
+    let s = Sandbox::start();
+    s.service_fault(json!({"name": "no-*", "reject": {"status": 403, "message": "Quota exceeded for this project"}}));
+    assert_error(create(&s, pg("no-way")), 403, "Quota exceeded");
+    s.service_fault(json!({"name": "stuck", "never_ready": true}));
+    create(&s, pg("stuck"));
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, v) = s.api("GET", &format!("/v1/project/{PROJECT}/service/stuck"), None);
+    assert_eq!(v["service"]["state"], "REBUILDING");
+}
+
+#[test]
+fn endpoints_accept_tls_only_while_running() {
+    let s = Sandbox::start();
+    let (_, v) = create(&s, pg("tls1"));
+    let port = v["service"]["components"][0]["port"].as_u64().unwrap() as u16;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens while REBUILDING"
+    );
+    wait_running(&s, "tls1");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    s.api(
+        "DELETE",
+        &format!("/v1/project/{PROJECT}/service/tls1"),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "deleted: the port is closed"
+    );
+}
+
+#[test]
+fn bad_config_gets_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("provisioning_delay: soon\n", "invalid duration `soon`"),
+        (
+            "faults:\n  - path: /v1/**\n    fault: {kind: teapot}\n",
+            "teapot",
+        ),
+        (
+            "faults:\n  - path: v1\n    fault: {kind: drop}\n",
+            "must start with `/`",
+        ),
+        ("projects:\n  - name: Bad\n", "project name"),
+        ("tokne: x\n", "unknown field `tokne`"),
+        (
+            "projects:\n  - {name: p, default_cloud: mars-1}\n",
+            "unknown cloud `mars-1`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("sandbox.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["sandbox", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = run(cmd);
+        out.expect_code(2).expect_stderr(needle);
+        assert!(!out.stderr.contains("panicked"));
+    }
+}
+
+#[test]
+fn the_sandbox_command_serves_and_prints_how_to_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["sandbox", "--port", "0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap();
+    let token = lines.next().unwrap().unwrap();
+    assert!(url.starts_with("AIVEN_API_URL=http://127.0.0.1:"), "{url}");
+    assert!(token.starts_with("AIVEN_TOKEN="));
+    let url = url.trim_start_matches("AIVEN_API_URL=").to_string();
+    let http = reqwest::blocking_get(&format!("{url}/v1/clouds"));
+    assert!(http.contains("google-europe-west1"));
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+/// A tiny blocking GET for tests that have no sandbox handle.
+mod reqwest {
+    pub fn blocking_get(url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ::reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    }
+}

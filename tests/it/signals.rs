@@ -1,0 +1,217 @@
+//! Signals sent to the real process: SIGINT, SIGTERM and SIGHUP during create, during
+//! wait, and during `run`'s command; SIGKILL followed by `down`.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const THREE: &str = "project: test-project\nservices:\n  a: {type: pg, plan: hobbyist}\n  b: {type: mysql, plan: hobbyist}\n  c: {type: valkey, plan: hobbyist}\n";
+
+fn creates(r: &[Value]) -> usize {
+    r.iter()
+        .filter(|r| {
+            r["method"] == "POST"
+                && r["path"] == format!("/v1/project/{PROJECT}/service")
+                && r["status"] == 200
+        })
+        .count()
+}
+
+fn time_of(r: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        r["time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Sends `sig` once `ready` holds on the request log; checks the exit code, that every
+/// DELETE went out within a second, and that nothing is left.
+fn interrupt(env: &Env, args: &[&str], sig: Signal, code: i32, ready: impl Fn(&[Value]) -> bool) {
+    let child = env.spawn(args);
+    env.sandbox
+        .wait_for("the moment to signal", Duration::from_secs(30), ready);
+    let sent = time::OffsetDateTime::now_utc();
+    signal(&child, sig);
+    let out = wait(child, Duration::from_secs(120));
+    out.expect_code(code);
+    assert!(
+        env.sandbox.live_names().is_empty(),
+        "left behind: {:?}\n{}",
+        env.sandbox.live_names(),
+        out.stderr
+    );
+    let deletes: Vec<Value> = env
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "DELETE")
+        .collect();
+    assert!(!deletes.is_empty());
+    let first_wave = deletes.iter().map(time_of).min().unwrap();
+    assert!(
+        first_wave - sent < time::Duration::seconds(1),
+        "first DELETE {first_wave} more than 1s after the signal {sent}"
+    );
+    assert_eq!(env.state()["status"], "torn_down", "{}", out.stderr);
+}
+
+#[test]
+fn sigint_during_wait() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    interrupt(&env, &["up"], Signal::SIGINT, 130, |r| creates(r) == 3);
+}
+
+#[test]
+fn sigterm_during_wait() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    interrupt(&env, &["up"], Signal::SIGTERM, 143, |r| creates(r) == 3);
+}
+
+#[test]
+fn sighup_during_wait() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    interrupt(&env, &["up"], Signal::SIGHUP, 129, |r| creates(r) == 3);
+}
+
+#[test]
+fn sigint_during_create_deletes_creates_still_in_flight() {
+    let env = Env::new(THREE);
+    // Creates take 1.5s to answer: the signal arrives while they are in flight.
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "latency", "delay": "1500ms"}}));
+    let child = env.spawn(&["up"]);
+    env.sandbox
+        .wait_for("creates in flight", Duration::from_secs(30), |r| {
+            r.iter().filter(|r| r["method"] == "POST").count() == 3
+        });
+    signal(&child, Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(120));
+    out.expect_code(130);
+    assert!(
+        env.sandbox.live_names().is_empty(),
+        "left behind: {:?}\n{}",
+        env.sandbox.live_names(),
+        out.stderr
+    );
+    // The first DELETEs came before the creates answered (404), then again after.
+    let requests = env.sandbox.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["method"] == "DELETE" && r["status"] == 404),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["method"] == "DELETE" && r["status"] == 200),
+        "{requests:#?}"
+    );
+}
+
+#[test]
+fn a_second_signal_never_aborts_teardown() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    env.sandbox.fault(
+        json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "latency", "delay": "1s"}}),
+    );
+    let child = env.spawn(&["up"]);
+    env.sandbox
+        .wait_for("creates", Duration::from_secs(30), |r| creates(r) == 3);
+    signal(&child, Signal::SIGINT);
+    env.sandbox
+        .wait_for("deletes", Duration::from_secs(10), |r| {
+            r.iter().any(|r| r["method"] == "DELETE")
+        });
+    signal(&child, Signal::SIGINT);
+    signal(&child, Signal::SIGTERM);
+    let out = wait(child, Duration::from_secs(120));
+    out.expect_code(130).expect_stderr("still deleting");
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn sigint_during_run_tears_down_and_stops_the_command() {
+    let env = Env::new(PG);
+    let child = env.spawn(&["run", "--", "sh", "-c", "trap '' INT TERM; sleep 60"]);
+    env.sandbox
+        .wait_for("the command to start", Duration::from_secs(30), |r| {
+            r.iter()
+                .any(|r| r["method"] == "GET" && r["path"].as_str().unwrap_or("").ends_with("/db"))
+        });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    signal(&child, Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(60));
+    out.expect_code(130);
+    // The command ignores signals: it is killed 5s after teardown starts.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn sigkill_then_down_with_the_state_file() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    let child = env.spawn(&["up"]);
+    env.sandbox
+        .wait_for("creates", Duration::from_secs(30), |r| creates(r) == 3);
+    signal(&child, Signal::SIGKILL);
+    wait(child, Duration::from_secs(10));
+    assert_eq!(
+        env.sandbox.live_names().len(),
+        3,
+        "SIGKILL: nothing could clean up"
+    );
+    env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn sigkill_then_down_by_run_id_without_the_state_file() {
+    let env = Env::new(THREE);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    let child = env.spawn(&["up", "--run-id", "killed1"]);
+    env.sandbox
+        .wait_for("creates", Duration::from_secs(30), |r| creates(r) == 3);
+    signal(&child, Signal::SIGKILL);
+    wait(child, Duration::from_secs(10));
+    std::fs::remove_dir_all(env.path(".aiven-ephemeral")).unwrap();
+    env.run(&["down", "--run-id", "killed1"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn sigkill_mid_create_then_down_rechecks_unanswered_creates() {
+    let env = Env::new(PG);
+    // The create is applied but its answer takes 2s: the process dies before it.
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "latency", "delay": "2s"}}));
+    let child = env.spawn(&["up"]);
+    env.sandbox
+        .wait_for("the create request", Duration::from_secs(30), |r| {
+            r.iter().any(|r| r["method"] == "POST")
+        });
+    signal(&child, Signal::SIGKILL);
+    wait(child, Duration::from_secs(10));
+    // The state file knows the name although the create never answered.
+    assert_eq!(env.state()["services"][0]["status"], "creating");
+    env.run(&["down"]).expect_code(0);
+    assert!(
+        env.sandbox.live_names().is_empty(),
+        "{:?}",
+        env.sandbox.live_names()
+    );
+}
