@@ -1,7 +1,9 @@
 //! One integration-test binary: every test runs the real `aiven-ephemeral` binary
 //! against a sandbox started on 127.0.0.1:0.
 
+mod avn;
 mod commands;
+mod conformance;
 mod common;
 mod faults;
 mod lifecycle;

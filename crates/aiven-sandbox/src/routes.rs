@@ -72,6 +72,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/clouds", get(clouds_public))
         .route("/service_types", get(public_service_types))
         .route("/service_versions", get(service_versions))
+        .route("/account/{account}/service_versions", get(service_versions))
         .route("/me", get(me))
         .route("/project", get(project_list))
         .nest("/project/{p}", project)
@@ -395,7 +396,7 @@ async fn service_type_get(State(s): S, Path((p, ty)): Path<(String, String)>) ->
     respond((|| {
         lock(&s.world).project(&p)?;
         let t = known_type(&ty)?;
-        let mut out = json!({"user_config_schema": t.user_config_schema(&ty)});
+        let mut out = json!({"description": t.description, "user_config_schema": t.user_config_schema(&ty)});
         if let Some(v) = &t.default_version {
             out["default_version"] = json!(v);
         }
@@ -490,6 +491,8 @@ async fn service_versions() -> Response {
 
 async fn me(State(s): S) -> Response {
     let projects: Vec<String> = lock(&s.world).projects.keys().cloned().collect();
+    let membership: serde_json::Map<String, Value> = projects.iter().map(|p| (p.clone(), json!("admin"))).collect();
+    let memberships: serde_json::Map<String, Value> = projects.iter().map(|p| (p.clone(), json!(["admin"]))).collect();
     ok(json!({"user": {
         "user": "sandbox@example.com",
         "real_name": "Sandbox User",
@@ -498,7 +501,8 @@ async fn me(State(s): S) -> Response {
         "auth": ["password"],
         "create_time": "2024-01-01T00:00:00Z",
         "projects": projects,
-        "project_membership": {},
+        "project_membership": membership,
+        "project_memberships": memberships,
         "invitations": [],
         "token_validity_begin": "2024-01-01T00:00:00Z",
     }}))
