@@ -188,6 +188,13 @@ impl Connection {
         self.sandbox.is_some()
     }
 
+    /// For the in-process sandbox: what serves its services' ports.
+    pub fn sandbox_backends(&self) -> Option<String> {
+        self.sandbox
+            .as_ref()
+            .map(aiven_sandbox::Sandbox::backend_description)
+    }
+
     /// Stops the in-process sandbox (saving its world), if any.
     pub async fn close(self) {
         if let Some(s) = self.sandbox {

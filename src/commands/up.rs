@@ -176,6 +176,9 @@ pub async fn bring_up(
             prev.run_id, prev.api_url, conn.api_url
         )));
     }
+    if let Some(backends) = conn.sandbox_backends() {
+        reporter.info(format!("sandbox: {backends}"));
+    }
     let owner = previous
         .as_ref()
         .map(|p| p.owner.clone())

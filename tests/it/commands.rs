@@ -261,7 +261,8 @@ fn reap_older_than_and_protected() {
         &format!("/v1/project/{PROJECT}/service/guarded"),
         Some(json!({"termination_protection": true})),
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The API's Date header has whole seconds: wait past one more.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let out = env.run(&["reap", "--project", PROJECT, "--older-than", "1s"]);
     out.expect_code(5).expect_stderr("guarded");
     assert_eq!(env.sandbox.live_names(), vec!["guarded"]);
@@ -314,4 +315,22 @@ fn completions_and_help() {
     let help = env.run(&["--help"]);
     help.expect_code(0);
     assert!(help.stdout.contains("Exit codes"));
+}
+
+#[test]
+fn every_example_manifest_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.to_string_lossy().contains("gitlab")
+        {
+            let env = Env::new(PG);
+            env.run(&["validate", "-f", path.to_str().unwrap()])
+                .expect_code(0);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "examples checked: {checked}");
 }

@@ -36,7 +36,10 @@ struct Spec {
 fn spec_path() -> std::path::PathBuf {
     std::env::var_os("AIVEN_OPENAPI_SPEC")
         .map(Into::into)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/aiven-openapi/openapi.json"))
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/aiven-openapi/openapi.json")
+        })
 }
 
 impl Spec {
@@ -57,7 +60,11 @@ impl Spec {
         match schema.get("$ref").and_then(Value::as_str) {
             Some(r) => {
                 let pointer = r.trim_start_matches('#');
-                self.resolve(self.doc.pointer(pointer).unwrap_or_else(|| panic!("unresolvable {r}")))
+                self.resolve(
+                    self.doc
+                        .pointer(pointer)
+                        .unwrap_or_else(|| panic!("unresolvable {r}")),
+                )
             }
             None => schema,
         }
@@ -72,7 +79,10 @@ impl Spec {
             .filter(|t| {
                 let ts: Vec<&str> = t.split('/').collect();
                 ts.len() == segments.len()
-                    && ts.iter().zip(&segments).all(|(t, s)| t.starts_with('{') || t == s)
+                    && ts
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t.starts_with('{') || t == s)
             })
             .max_by_key(|t| t.split('/').filter(|s| !s.starts_with('{')).count())
             .cloned()
@@ -82,10 +92,23 @@ impl Spec {
         let template = self.template(path)?;
         let op = &self.doc["paths"][&template][method.to_ascii_lowercase()];
         let schema = op.pointer("/responses/200/content/application~1json/schema")?;
-        Some((self.resolve(schema), format!("{method} {template} ({})", op["operationId"].as_str().unwrap_or("?"))))
+        Some((
+            self.resolve(schema),
+            format!(
+                "{method} {template} ({})",
+                op["operationId"].as_str().unwrap_or("?")
+            ),
+        ))
     }
 
-    fn check(&self, schema: &Value, value: &Value, at: &str, field: &str, errors: &mut Vec<String>) {
+    fn check(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        field: &str,
+        errors: &mut Vec<String>,
+    ) {
         let schema = self.resolve(schema);
         let delta = KNOWN_DELTAS.iter().any(|(f, _)| *f == field);
         if value.is_null() && (schema["nullable"] == true || delta) {
@@ -110,7 +133,9 @@ impl Spec {
                 }
             }
         }
-        let Some(ty) = schema["type"].as_str() else { return };
+        let Some(ty) = schema["type"].as_str() else {
+            return;
+        };
         let ok = match ty {
             "object" => value.is_object(),
             "array" => value.is_array(),
@@ -127,7 +152,12 @@ impl Spec {
         match ty {
             "object" => {
                 let obj = value.as_object().unwrap();
-                for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                for req in schema["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
                     if !obj.contains_key(req) {
                         errors.push(format!("{at}: missing required `{req}`"));
                     }
@@ -136,7 +166,9 @@ impl Spec {
                     for (k, v) in obj {
                         if let Some(s) = props.get(k) {
                             self.check(s, v, &format!("{at}.{k}"), k, errors);
-                        } else if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                        } else if let Some(extra) =
+                            schema.get("additionalProperties").filter(|a| a.is_object())
+                        {
                             self.check(extra, v, &format!("{at}.{k}"), k, errors);
                         }
                     }
@@ -161,12 +193,17 @@ impl Spec {
                 if let Some(choices) = schema["enum"].as_array()
                     && !choices.contains(value)
                 {
-                    errors.push(format!("{at}: {value} not in {}", Value::Array(choices.clone())));
+                    errors.push(format!(
+                        "{at}: {value} not in {}",
+                        Value::Array(choices.clone())
+                    ));
                 }
             }
             "integer" | "number" => {
                 let n = value.as_f64().unwrap();
-                if schema["minimum"].as_f64().is_some_and(|m| n < m) || schema["maximum"].as_f64().is_some_and(|m| n > m) {
+                if schema["minimum"].as_f64().is_some_and(|m| n < m)
+                    || schema["maximum"].as_f64().is_some_and(|m| n > m)
+                {
                     errors.push(format!("{at}: {n} out of range"));
                 }
             }
@@ -203,8 +240,10 @@ fn exercise(s: &Sandbox) -> Vec<(String, String, u16, Value)> {
         call(
             "POST",
             format!("{p}/service"),
-            Some(json!({"service_name": name, "service_type": ty, "plan": plan, "cloud": "google-europe-west1",
-                        "project_vpc_id": null, "user_config": uc, "tags": {"team": "x"}})),
+            Some(
+                json!({"service_name": name, "service_type": ty, "plan": plan, "cloud": "google-europe-west1",
+                        "project_vpc_id": null, "user_config": uc, "tags": {"team": "x"}}),
+            ),
         );
     }
     std::thread::sleep(Duration::from_millis(600));
@@ -219,43 +258,95 @@ fn exercise(s: &Sandbox) -> Vec<(String, String, u16, Value)> {
         call("GET", format!("{p}/service-types/{ty}"), None);
         call("GET", format!("{p}/service-types/{ty}/plans"), None);
         call("GET", format!("{p}/service-types/{ty}/plans/{plan}"), None);
-        call("GET", format!("{p}/pricing/service-types/{ty}/plans/{plan}/clouds/aws-eu-central-1"), None);
+        call(
+            "GET",
+            format!("{p}/pricing/service-types/{ty}/plans/{plan}/clouds/aws-eu-central-1"),
+            None,
+        );
     }
     call("GET", format!("{p}/service"), None);
     call("GET", format!("{p}/service?include_secrets=true"), None);
     for (name, ..) in &types {
         call("GET", format!("{p}/service/{name}"), None);
-        call("GET", format!("{p}/service/{name}?include_secrets=true"), None);
+        call(
+            "GET",
+            format!("{p}/service/{name}?include_secrets=true"),
+            None,
+        );
     }
     let svc = format!("{p}/service/cf-pg");
     call("GET", format!("{svc}/tags"), None);
-    call("PATCH", format!("{svc}/tags"), Some(json!({"tags": {"a": "1", "team": null}})));
-    call("PUT", format!("{svc}/tags"), Some(json!({"tags": {"b": "2"}})));
-    call("PUT", svc.clone(), Some(json!({"termination_protection": false})));
-    call("POST", format!("{svc}/db"), Some(json!({"database": "app"})));
+    call(
+        "PATCH",
+        format!("{svc}/tags"),
+        Some(json!({"tags": {"a": "1", "team": null}})),
+    );
+    call(
+        "PUT",
+        format!("{svc}/tags"),
+        Some(json!({"tags": {"b": "2"}})),
+    );
+    call(
+        "PUT",
+        svc.clone(),
+        Some(json!({"termination_protection": false})),
+    );
+    call(
+        "POST",
+        format!("{svc}/db"),
+        Some(json!({"database": "app"})),
+    );
     call("GET", format!("{svc}/db"), None);
     call("DELETE", format!("{svc}/db/app"), None);
-    call("POST", format!("{svc}/user"), Some(json!({"username": "u1"})));
+    call(
+        "POST",
+        format!("{svc}/user"),
+        Some(json!({"username": "u1"})),
+    );
     call("GET", format!("{svc}/user/u1?include_secrets=true"), None);
-    call("PUT", format!("{svc}/user/u1"), Some(json!({"operation": "reset-credentials"})));
+    call(
+        "PUT",
+        format!("{svc}/user/u1"),
+        Some(json!({"operation": "reset-credentials"})),
+    );
     call("PUT", format!("{svc}/user/u1/credentials/reset"), None);
     call("DELETE", format!("{svc}/user/u1"), None);
-    call("POST", format!("{p}/service/cf-mysql/user"), Some(json!({"username": "m1", "authentication": "mysql_native_password"})));
+    call(
+        "POST",
+        format!("{p}/service/cf-mysql/user"),
+        Some(json!({"username": "m1", "authentication": "mysql_native_password"})),
+    );
     let k = format!("{p}/service/cf-kafka");
     call("POST", format!("{k}/user"), Some(json!({"username": "ku"})));
-    call("POST", format!("{k}/topic"), Some(json!({"topic_name": "t1", "partitions": 3, "replication": 2})));
+    call(
+        "POST",
+        format!("{k}/topic"),
+        Some(json!({"topic_name": "t1", "partitions": 3, "replication": 2})),
+    );
     call("GET", format!("{k}/topic"), None);
     std::thread::sleep(Duration::from_millis(300));
     call("GET", format!("{k}/topic"), None);
     call("GET", format!("{k}/topic/t1"), None);
-    call("POST", format!("{k}/acl"), Some(json!({"permission": "read", "topic": "t*", "username": "ku"})));
+    call(
+        "POST",
+        format!("{k}/acl"),
+        Some(json!({"permission": "read", "topic": "t*", "username": "ku"})),
+    );
     call("GET", format!("{k}/acl"), None);
     call("DELETE", format!("{k}/acl/default"), None);
     call("DELETE", format!("{k}/topic/t1"), None);
     // Errors, in the API's shape.
     call("GET", format!("{p}/service/nosuch"), None);
-    call("POST", format!("{p}/service"), Some(json!({"service_name": "cf-pg", "service_type": "pg", "plan": "hobbyist"})));
-    call("POST", format!("{p}/service"), Some(json!({"service_name": "x", "service_type": "pg", "plan": "nope"})));
+    call(
+        "POST",
+        format!("{p}/service"),
+        Some(json!({"service_name": "cf-pg", "service_type": "pg", "plan": "hobbyist"})),
+    );
+    call(
+        "POST",
+        format!("{p}/service"),
+        Some(json!({"service_name": "x", "service_type": "pg", "plan": "nope"})),
+    );
     for (name, ..) in &types {
         call("DELETE", format!("{p}/service/{name}"), None);
     }
@@ -283,14 +374,31 @@ fn every_response_matches_the_official_openapi_schemas() {
             if !body["message"].is_string() {
                 errors.push(format!("{method} {route} {status}: no `message`"));
             }
-            spec.check(&error_item, &body["errors"], &format!("{method} {route} {status} errors"), "errors", &mut errors);
+            spec.check(
+                &error_item,
+                &body["errors"],
+                &format!("{method} {route} {status} errors"),
+                "errors",
+                &mut errors,
+            );
             if body["errors"][0]["status"] != *status {
-                errors.push(format!("{method} {route}: errors[0].status is not {status}"));
+                errors.push(format!(
+                    "{method} {route}: errors[0].status is not {status}"
+                ));
             }
         }
     }
-    assert!(errors.is_empty(), "{} schema violations:\n{}", errors.len(), errors.join("\n"));
-    assert!(operations.len() >= 30, "exercised {} operations: {operations:#?}", operations.len());
+    assert!(
+        errors.is_empty(),
+        "{} schema violations:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+    assert!(
+        operations.len() >= 30,
+        "exercised {} operations: {operations:#?}",
+        operations.len()
+    );
 }
 
 #[test]
@@ -306,16 +414,26 @@ fn the_sandbox_validates_requests_against_the_spec_too() {
     let mut errors = Vec::new();
     let mut checked = 0;
     for r in env.sandbox.requests() {
-        let (Some(method), Some(path)) = (r["method"].as_str(), r["path"].as_str()) else { continue };
+        let (Some(method), Some(path)) = (r["method"].as_str(), r["path"].as_str()) else {
+            continue;
+        };
         if r["body"].is_null() {
             continue;
         }
-        let template = spec.template(path).unwrap_or_else(|| panic!("{path} not in the spec"));
+        let template = spec
+            .template(path)
+            .unwrap_or_else(|| panic!("{path} not in the spec"));
         let op = &spec.doc["paths"][&template][method.to_ascii_lowercase()];
         let schema = op
             .pointer("/requestBody/content/application~1json/schema")
             .unwrap_or_else(|| panic!("{method} {template} takes no body"));
-        spec.check(spec.resolve(schema), &r["body"], &format!("{method} {template}"), "", &mut errors);
+        spec.check(
+            spec.resolve(schema),
+            &r["body"],
+            &format!("{method} {template}"),
+            "",
+            &mut errors,
+        );
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} request bodies");

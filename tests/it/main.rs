@@ -2,9 +2,10 @@
 //! against a sandbox started on 127.0.0.1:0.
 
 mod avn;
+mod backends;
 mod commands;
-mod conformance;
 mod common;
+mod conformance;
 mod faults;
 mod lifecycle;
 mod sandbox;

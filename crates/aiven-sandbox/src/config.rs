@@ -36,8 +36,8 @@ pub struct Config {
     /// How long a deleted service's name stays taken (409 "already in use").
     #[serde(with = "duration")]
     pub name_reservation: Duration,
-    /// How long a deleted service stays visible in lists and GETs, in state `POWEROFF`'s
-    /// neighbour: the real API does not drop it from the list at once.
+    /// How long a deleted service stays visible in lists and GETs (as `POWEROFF`), for
+    /// testing that teardown confirms with a list instead of trusting the DELETE.
     #[serde(with = "duration")]
     pub delete_lag: Duration,
     /// Time from a Kafka topic's create to `ACTIVE`.

@@ -22,6 +22,8 @@ const IDLE: Duration = Duration::from_secs(120);
 #[derive(Default)]
 pub struct Endpoints {
     running: HashMap<(String, String), Running>,
+    /// Real servers still shutting down.
+    stopping: Vec<std::thread::JoinHandle<()>>,
 }
 
 struct Running {
@@ -45,7 +47,7 @@ impl Endpoints {
             },
         );
         if let Some(old) = old {
-            old.stop();
+            self.stopping.extend(old.stop());
         }
     }
 
@@ -54,25 +56,35 @@ impl Endpoints {
             .running
             .remove(&(project.to_string(), service.to_string()))
         {
-            r.stop();
+            self.stopping.extend(r.stop());
         }
     }
 
+    /// Stops everything and waits until every real server is gone with its data.
     pub fn stop_all(&mut self) {
         for (_, r) in self.running.drain() {
-            r.stop();
+            self.stopping.extend(r.stop());
         }
+        for handle in self.stopping.drain(..) {
+            let _ = handle.join();
+        }
+    }
+
+    /// Admin access to the real server behind a service, if it has one.
+    pub fn admin(&self, project: &str, service: &str) -> Option<crate::backends::Admin> {
+        self.running
+            .get(&(project.to_string(), service.to_string()))
+            .and_then(|r| r.backend.as_ref())
+            .map(Backend::admin)
     }
 }
 
 impl Running {
-    fn stop(self) {
+    fn stop(self) -> Option<std::thread::JoinHandle<()>> {
         for t in self.tasks {
             t.abort();
         }
-        if let Some(b) = self.backend {
-            b.stop();
-        }
+        self.backend.map(Backend::stop)
     }
 }
 

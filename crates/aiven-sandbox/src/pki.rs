@@ -105,6 +105,10 @@ impl Pki {
         self.issue(params)
     }
 
+    pub fn server_key_pem(&self) -> &str {
+        &self.server_key_pem
+    }
+
     /// A rustls server config presenting the server certificate; with `client_auth`,
     /// clients must present a certificate signed by the project CA (Kafka's mTLS).
     pub fn server_config(&self, client_auth: bool) -> Result<Arc<rustls::ServerConfig>, String> {

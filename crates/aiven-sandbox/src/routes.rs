@@ -396,7 +396,8 @@ async fn service_type_get(State(s): S, Path((p, ty)): Path<(String, String)>) ->
     respond((|| {
         lock(&s.world).project(&p)?;
         let t = known_type(&ty)?;
-        let mut out = json!({"description": t.description, "user_config_schema": t.user_config_schema(&ty)});
+        let mut out =
+            json!({"description": t.description, "user_config_schema": t.user_config_schema(&ty)});
         if let Some(v) = &t.default_version {
             out["default_version"] = json!(v);
         }
@@ -491,8 +492,14 @@ async fn service_versions() -> Response {
 
 async fn me(State(s): S) -> Response {
     let projects: Vec<String> = lock(&s.world).projects.keys().cloned().collect();
-    let membership: serde_json::Map<String, Value> = projects.iter().map(|p| (p.clone(), json!("admin"))).collect();
-    let memberships: serde_json::Map<String, Value> = projects.iter().map(|p| (p.clone(), json!(["admin"]))).collect();
+    let membership: serde_json::Map<String, Value> = projects
+        .iter()
+        .map(|p| (p.clone(), json!("admin")))
+        .collect();
+    let memberships: serde_json::Map<String, Value> = projects
+        .iter()
+        .map(|p| (p.clone(), json!(["admin"])))
+        .collect();
     ok(json!({"user": {
         "user": "sandbox@example.com",
         "real_name": "Sandbox User",
