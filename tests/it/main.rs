@@ -7,6 +7,7 @@ mod commands;
 mod common;
 mod conformance;
 mod faults;
+mod inside;
 mod lifecycle;
 mod sandbox;
 mod secrets;
