@@ -104,6 +104,9 @@ fn resolve(args: &UpArgs) -> Result<Resolved> {
         )
         .into());
     }
+    if let Some(path) = &args.dotenv_report {
+        check_report_size(&manifest, path, args.dotenv_max_vars)?;
+    }
     let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
     let env_file = settings::absolute(
         &args
@@ -496,6 +499,35 @@ pub async fn tear_down(
             ),
         })
     }
+}
+
+/// The dotenv report's variables are known before anything is created: too many is a
+/// usage error then, not a failure after the services exist.
+fn check_report_size(manifest: &Manifest, path: &std::path::Path, max: usize) -> Result<()> {
+    let names: Vec<String> = [
+        "AIVEN_EPHEMERAL_RUN_ID".to_string(),
+        "AIVEN_PROJECT".to_string(),
+    ]
+    .into_iter()
+    .chain(manifest.services.iter().flat_map(|spec| {
+        crate::exports::exports(spec, false)
+            .into_iter()
+            .filter(|e| !e.field.is_secret() && !e.field.is_file())
+            .map(|e| e.name)
+    }))
+    .collect();
+    if names.len() > max {
+        return Err(Error::usage_hint(
+            format!(
+                "the dotenv report {} would hold {} variables, more than --dotenv-max-vars {max}; these do not fit: {}",
+                path.display(),
+                names.len(),
+                names[max..].join(", ")
+            ),
+            "raise --dotenv-max-vars (GitLab's own limit allowing), or use `aiven-ephemeral env` in later jobs",
+        ));
+    }
+    Ok(())
 }
 
 pub fn rfc3339(t: time::OffsetDateTime) -> String {

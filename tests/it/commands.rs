@@ -334,3 +334,37 @@ fn every_example_manifest_is_valid() {
     }
     assert!(checked >= 4, "examples checked: {checked}");
 }
+
+#[test]
+fn the_dotenv_report_holds_only_non_secrets_within_gitlabs_limits() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&["up", "--run-id", "rep1", "--dotenv-report", "up.env"]);
+    cmd.env("GITLAB_CI", "true");
+    run(cmd).expect_code(0);
+    let report = std::fs::read_to_string(env.path("up.env")).unwrap();
+    assert!(report.contains("AIVEN_EPHEMERAL_RUN_ID=rep1\n"), "{report}");
+    assert!(report.contains("AIVEN_PROJECT=test-project\n"));
+    assert!(
+        report.contains("DB_HOST=localhost\n") && report.contains("DB_SERVICE_NAME=ae-db-rep1\n")
+    );
+    assert!(!report.contains("AVNS_"), "no password: {report}");
+    assert!(
+        !report.contains("PASSWORD") && !report.contains("_URI") && !report.contains("CA_CERT"),
+        "{report}"
+    );
+    assert!(report.len() <= 5120 && report.lines().count() <= 20);
+    assert!(
+        report
+            .lines()
+            .all(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('"') && l.contains('='))
+    );
+    assert_eq!(mode(&env.path("up.env")), 0o600);
+    env.run(&["down"]).expect_code(0);
+
+    // Too many variables: refused before anything is created, naming what does not fit.
+    let before = env.sandbox.requests().len();
+    let out = env.run(&["up", "--dotenv-report", "up2.env", "--dotenv-max-vars", "4"]);
+    out.expect_code(2)
+        .expect_stderr("these do not fit: DB_PORT");
+    assert_eq!(env.sandbox.requests().len(), before, "no API call at all");
+}

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test runs the real `aiven-ephemeral` binary
 //! against a sandbox started on 127.0.0.1:0.
 
+mod action;
 mod avn;
 mod backends;
 mod commands;
