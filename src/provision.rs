@@ -25,10 +25,13 @@ use crate::teardown::{Create, Target};
 
 /// Creates in flight at once.
 const CREATE_CONCURRENCY: usize = 8;
-/// The first poll comes this soon after the creates.
+/// The first poll comes this soon after the creates; polls are never closer.
 const FIRST_POLL: Duration = Duration::from_secs(1);
+/// The interval grows with the time spent waiting: a tenth of it, up to the cap. The
+/// ready moment is overshot by at most about a tenth, while a long wait costs few calls.
+const GROWTH: f64 = 0.1;
 /// A service that looked ready is confirmed this soon.
-const CONFIRM_POLL: Duration = Duration::from_secs(1);
+const CONFIRM_POLL: Duration = Duration::from_millis(500);
 /// Polls in a row a service must look ready on.
 const READY_POLLS: u32 = 2;
 
@@ -181,7 +184,6 @@ impl Provision<'_> {
         }
         let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
         let mut ready: Vec<Ready> = Vec::new();
-        let mut interval = FIRST_POLL;
         let mut next_poll = Instant::now() + FIRST_POLL;
 
         while ready.len() < planned.len() {
@@ -217,8 +219,8 @@ impl Provision<'_> {
                             finishing.spawn(async move { (i, job.await) });
                         }
                     }
-                    interval = (interval.mul_f64(1.5)).min(self.poll_cap);
-                    let wait = if confirming { CONFIRM_POLL.min(interval) } else { jitter(interval) };
+                    let interval = started.elapsed().mul_f64(GROWTH).clamp(FIRST_POLL, self.poll_cap.max(FIRST_POLL));
+                    let wait = if confirming { CONFIRM_POLL } else { jitter(interval) };
                     next_poll = Instant::now() + wait;
                 }
             }
@@ -523,7 +525,9 @@ impl<T: 'static> Drop for Detached<T> {
     }
 }
 
-/// ±20 %, so that many jobs sharing one token do not poll in lockstep.
+/// ±20 % (never below the first poll's second), so that many jobs sharing one token
+/// do not poll in lockstep.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
+        .max(FIRST_POLL.min(d))
 }
