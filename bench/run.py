@@ -241,11 +241,11 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
 
 
-def svg(rows, path, delay):
-    """A line chart of time to ready against N, without plotting libraries."""
+def svg(rows, path, metric, ylabel, guide=None):
+    """A line chart of `metric` against N, without plotting libraries."""
     tools = [("aiven-ephemeral", "#d9480f"), ("naive poller", "#868e96"), ("avn", "#1c7ed6")]
     ns = sorted({r["n"] for r in rows})
-    top = max(r["wall"] for r in rows) * 1.1
+    top = max(r[metric] for r in rows) * 1.1
     w, h, left, bottom = 640, 360, 60, 40
     x = lambda n: left + (w - left - 20) * (ns.index(n) / max(1, len(ns) - 1))
     y = lambda t: h - bottom - (h - bottom - 20) * (t / top)
@@ -254,16 +254,18 @@ def svg(rows, path, delay):
            f'<line x1="{left}" y1="{h-bottom}" x2="{w-20}" y2="{h-bottom}" stroke="black"/>',
            f'<line x1="{left}" y1="20" x2="{left}" y2="{h-bottom}" stroke="black"/>',
            f'<text x="{w/2}" y="{h-8}" text-anchor="middle">services (N)</text>',
-           f'<text x="14" y="{h/2}" transform="rotate(-90 14 {h/2})" text-anchor="middle">seconds to ready</text>',
-           f'<line x1="{left}" y1="{y(delay)}" x2="{w-20}" y2="{y(delay)}" stroke="#adb5bd" stroke-dasharray="4"/>',
-           f'<text x="{w-22}" y="{y(delay)-4}" text-anchor="end" fill="#868e96">provisioning delay</text>']
+           f'<text x="14" y="{h/2}" transform="rotate(-90 14 {h/2})" text-anchor="middle">{ylabel}</text>']
+    if guide:
+        value, label = guide
+        out += [f'<line x1="{left}" y1="{y(value)}" x2="{w-20}" y2="{y(value)}" stroke="#adb5bd" stroke-dasharray="4"/>',
+                f'<text x="{w/2}" y="{y(value)+16}" text-anchor="middle" fill="#868e96">{label}</text>']
     for n in ns:
         out.append(f'<text x="{x(n)}" y="{h-bottom+16}" text-anchor="middle">{n}</text>')
     for i in range(5):
         t = top * i / 4
         out.append(f'<text x="{left-6}" y="{y(t)+4}" text-anchor="end">{t:.0f}</text>')
     for k, (tool, colour) in enumerate(tools):
-        pts = sorted((r["n"], r["wall"]) for r in rows if r["tool"] == tool)
+        pts = sorted((r["n"], r[metric]) for r in rows if r["tool"] == tool)
         if not pts:
             continue
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
@@ -281,9 +283,15 @@ def main():
     ap.add_argument("--delay", default="10s")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--skip-avn", action="store_true")
+    ap.add_argument("--report-only", metavar="RESULTS_JSON", help="rewrite the report from saved results")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     delay = parse_duration(args.delay)
+    if args.report_only:
+        with open(args.report_only) as f:
+            saved = json.load(f)
+        write_report(args, **saved)
+        return
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "aiven-ephemeral"], cwd=ROOT, check=True)
     sandbox = Sandbox(args.delay)
     rows = []
@@ -307,22 +315,28 @@ def main():
     size = os.path.getsize(BIN)
     musl = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "release", "aiven-ephemeral")
     musl_size = os.path.getsize(musl) if os.path.exists(musl) else None
-    write_report(args, rows, sig, version, validate, size, musl_size, delay, sizes)
-    print(json.dumps({"rows": rows, "teardown": sig}, indent=1))
+    results = {"rows": rows, "sig": sig, "version": version, "validate": validate, "size": size,
+               "musl_size": musl_size, "delay": delay, "sizes": sizes, "date": dt.date.today().isoformat(),
+               "machine": machine()}
+    with open(os.path.splitext(args.out)[0] + "-results.json", "w") as f:
+        json.dump(results, f, indent=1)
+    write_report(args, **results)
 
 
-def write_report(args, rows, sig, version, validate, size, musl_size, delay, sizes):
-    plot = os.path.join(os.path.dirname(args.out), "bench-scaling.svg")
-    svg(rows, plot, delay)
+def write_report(args, rows, sig, version, validate, size, musl_size, delay, sizes, date, machine):
+    docs = os.path.dirname(args.out)
+    svg(rows, os.path.join(docs, "bench-scaling.svg"), "wall", "seconds to ready", (delay, "provisioning delay"))
+    svg(rows, os.path.join(docs, "bench-requests.svg"), "requests", "API requests until ready")
+    plot = "bench-scaling.svg"
     by = {(r["tool"], r["n"]): r for r in rows}
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {dt.date.today().isoformat()} on {machine()}, by `python3 bench/run.py`",
-        f"(sizes {args.sizes}, provisioning delay {args.delay}, every tool against the same sandbox in one run;",
+        f"Measured {date} on {machine}, by `python3 bench/run.py`",
+        f"(sizes {','.join(map(str, sizes))}, provisioning delay {delay:g} s, every tool against the same sandbox in one run;",
         "`backends: simulated`, so the delay is the sandbox's alone).",
         "",
-        f"![time to ready against N]({os.path.basename(plot)})",
+        f"![time to ready against N]({plot}) ![API requests against N](bench-requests.svg)",
         "",
         "## Time to ready, and API requests",
         "",
@@ -355,7 +369,7 @@ def write_report(args, rows, sig, version, validate, size, musl_size, delay, siz
         f"SIGINT to `up` while {sig['n']} services were being created (not yet ready): the first DELETE",
         f"went out {sig['first_delete']*1000:.0f} ms after the signal, all {sig['deletes']} within"
         f" {sig['all_deletes_out']*1000:.0f} ms; the process exited 130 after"
-        f" {sig['exit']:.1f} s, with deletion confirmed by a list and nothing left.",
+        f" {sig['exit']*1000:.0f} ms, with deletion confirmed by a list and nothing left.",
         "",
         "## The binary",
         "",

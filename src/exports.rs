@@ -226,7 +226,7 @@ pub fn check_names(manifest: &Manifest, source: &str) -> Result<(), ManifestErro
     let mut seen: BTreeMap<String, (String, crate::manifest::Loc)> = BTreeMap::new();
     for spec in &manifest.services {
         let all = fields(spec, true);
-        for (name, alias, at) in &spec.aliases {
+        for (_, alias, at) in &spec.aliases {
             if !all.iter().any(|f| f.alias() == *alias) {
                 let valid: Vec<String> = all.iter().map(Field::alias).collect();
                 problems.push(Problem {
@@ -242,7 +242,6 @@ pub fn check_names(manifest: &Manifest, source: &str) -> Result<(), ManifestErro
                     )),
                 });
             }
-            let _ = name;
         }
         let prefix_at = spec.env_prefix_at.unwrap_or(spec.at);
         let mut names: Vec<(String, String, crate::manifest::Loc)> = all

@@ -85,6 +85,15 @@ fn sighup_during_wait() {
 
 #[test]
 fn sigint_during_create_deletes_creates_still_in_flight() {
+    signal_during_create(Signal::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_during_create_deletes_creates_still_in_flight() {
+    signal_during_create(Signal::SIGTERM, 143);
+}
+
+fn signal_during_create(sig: Signal, code: i32) {
     let env = Env::new(THREE);
     // Creates take 1.5s to answer: the signal arrives while they are in flight.
     env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "latency", "delay": "1500ms"}}));
@@ -93,9 +102,9 @@ fn sigint_during_create_deletes_creates_still_in_flight() {
         .wait_for("creates in flight", Duration::from_secs(30), |r| {
             r.iter().filter(|r| r["method"] == "POST").count() == 3
         });
-    signal(&child, Signal::SIGINT);
+    signal(&child, sig);
     let out = wait(child, Duration::from_secs(120));
-    out.expect_code(130);
+    out.expect_code(code);
     assert!(
         env.sandbox.live_names().is_empty(),
         "left behind: {:?}\n{}",
