@@ -147,16 +147,20 @@ impl Reporter {
         }
     }
 
-    /// A service reached a final state for this phase.
+    /// A service reached a final state for this phase. On a terminal its live line
+    /// becomes a permanent one above the others.
     pub fn service_done(&self, name: &str, text: &str) {
         if let Some(multi) = &self.multi {
-            let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((bar, started)) = bars.get(name) {
-                bar.finish_with_message(format!("{text} ({:.0?})", started.elapsed()));
-                return;
-            }
-            drop(bars);
-            let _ = multi.println(format!("{name}: {text}"));
+            let finished = self.bars.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            let line = match finished {
+                Some((bar, started)) => {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                    format!("  {name:<40} {text} after {}s", started.elapsed().as_secs())
+                }
+                None => format!("  {name:<40} {text}"),
+            };
+            let _ = multi.println(line);
         } else {
             self.line(&format!("{name}: {text}"));
         }
@@ -169,9 +173,6 @@ impl Reporter {
             if !bar.is_finished() {
                 bar.abandon();
             }
-        }
-        if let Some(m) = &self.multi {
-            let _ = m.clear();
         }
         let _ = std::io::stderr().flush();
     }

@@ -150,7 +150,11 @@ impl Backends {
     /// One line saying what serves the services' ports.
     pub fn describe(&self) -> String {
         let pg = match &self.pg {
-            Some(t) => format!("pg: real {}", t.version.trim_start_matches("postgres ")),
+            // `postgres (PostgreSQL) 15.18 (Debian ...)`
+            Some(t) => format!(
+                "pg: real PostgreSQL {}",
+                t.version.split_whitespace().nth(2).unwrap_or("(unknown version)")
+            ),
             None => "pg: simulated (no PostgreSQL server binaries found)".into(),
         };
         let valkey = match &self.redis {
