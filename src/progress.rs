@@ -151,7 +151,11 @@ impl Reporter {
     /// becomes a permanent one above the others.
     pub fn service_done(&self, name: &str, text: &str) {
         if let Some(multi) = &self.multi {
-            let finished = self.bars.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            let finished = self
+                .bars
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
             let line = match finished {
                 Some((bar, started)) => {
                     bar.finish_and_clear();

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +29,7 @@ impl Signal {
         128 + self.number() as u8
     }
 
+    #[cfg(unix)]
     pub fn nix(self) -> nix::sys::signal::Signal {
         match self {
             Signal::Hup => nix::sys::signal::Signal::SIGHUP,
@@ -59,9 +59,7 @@ pub struct Signals {
 impl Signals {
     /// Installs the handlers. Call before anything is created.
     pub fn install() -> std::io::Result<Self> {
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        let mut listener = Listener::new()?;
         let (events, _) = broadcast::channel(16);
         let signals = Self {
             cancel: CancellationToken::new(),
@@ -71,11 +69,7 @@ impl Signals {
         let s = signals.clone();
         tokio::spawn(async move {
             loop {
-                let got = tokio::select! {
-                    _ = int.recv() => Signal::Int,
-                    _ = term.recv() => Signal::Term,
-                    _ = hup.recv() => Signal::Hup,
-                };
+                let got = listener.recv().await;
                 if s.first.set(got).is_ok() {
                     tracing::warn!("received {got}: tearing down");
                     s.cancel.cancel();
@@ -99,5 +93,60 @@ impl Signals {
     /// Every signal from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(unix)]
+struct Listener {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Listener {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::Int,
+            _ = self.term.recv() => Signal::Term,
+            _ = self.hup.recv() => Signal::Hup,
+        }
+    }
+}
+
+/// Windows: Ctrl-C, Ctrl-Break and closing the console stand in for the three.
+#[cfg(windows)]
+struct Listener {
+    c: tokio::signal::windows::CtrlC,
+    brk: tokio::signal::windows::CtrlBreak,
+    close: tokio::signal::windows::CtrlClose,
+}
+
+#[cfg(windows)]
+impl Listener {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+        Ok(Self {
+            c: ctrl_c()?,
+            brk: ctrl_break()?,
+            close: ctrl_close()?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.c.recv() => Signal::Int,
+            _ = self.brk.recv() => Signal::Term,
+            _ = self.close.recv() => Signal::Hup,
+        }
     }
 }

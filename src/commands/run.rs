@@ -4,11 +4,7 @@
 //! the group is killed 5 s later if still alive. While it runs, the run's expiry tags
 //! move forward every ttl/3.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal as NixSignal, killpg};
-use nix::unistd::Pid;
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::commands::up::{Live, bring_up, rfc3339, tear_down};
@@ -33,7 +29,8 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs, reporter: &Reporter) -> Re
     let mut events = signals.subscribe();
 
     let mut command = std::process::Command::new(&args.command[0]);
-    command.args(&args.command[1..]).process_group(0);
+    command.args(&args.command[1..]);
+    Group::prepare(&mut command);
     if !args.pass_token {
         for (name, _) in std::env::vars_os() {
             if name.to_str().is_some_and(withheld) {
@@ -53,7 +50,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs, reporter: &Reporter) -> Re
             return finish(live, reporter, &signals, Err(error)).await;
         }
     };
-    let group = child.id().map(|id| Pid::from_raw(id as i32));
+    let group = Group { pid: child.id() };
 
     let refresh_every = (live.ttl / 3).max(Duration::from_secs(60));
     let mut refresh =
@@ -64,9 +61,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs, reporter: &Reporter) -> Re
         tokio::select! {
             status = child.wait() => break status,
             Ok(sig) = events.recv() => {
-                if let Some(g) = group {
-                    let _ = killpg(g, sig.nix());
-                }
+                group.forward(sig);
                 if teardown.is_none() {
                     kill_at = Some(Instant::now() + KILL_AFTER);
                     teardown = Some(start_teardown(&live, reporter, &signals));
@@ -74,20 +69,14 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs, reporter: &Reporter) -> Re
             }
             _ = refresh.tick(), if teardown.is_none() => extend(&live, reporter).await,
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now).into()), if kill_at.is_some() => {
-                if let Some(g) = group {
-                    reporter.warn("the command is still running 5s after teardown started; killing it");
-                    let _ = killpg(g, NixSignal::SIGKILL);
-                }
+                reporter.warn("the command is still running 5s after teardown started; killing it");
+                group.kill();
                 kill_at = None;
             }
         }
     };
     let outcome = match exit {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => Ok(Status::Code(code.clamp(0, 255) as u8)),
-            (None, Some(sig)) => Ok(Status::Code((128 + sig).clamp(0, 255) as u8)),
-            _ => Ok(Status::Code(1)),
-        },
+        Ok(status) => Ok(Status::Code(exit_code(status))),
         Err(e) => Err(Error::io("waiting for the command", e)),
     };
     match teardown {
@@ -183,6 +172,57 @@ async fn extend(live: &Live, reporter: &Reporter) {
         }
     }
     let _ = live.store.update(|s| s.expires_at = Some(expires));
+}
+
+/// The command's own code, or 128 + N when signal N killed it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return (128 + sig).clamp(0, 255) as u8;
+    }
+    status.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)
+}
+
+/// The command's process group: signals go to all of it.
+struct Group {
+    pid: Option<u32>,
+}
+
+impl Group {
+    /// Starts the command in its own group, so that a signal meant for it reaches every
+    /// process it starts, and a terminal's Ctrl-C reaches this tool first.
+    fn prepare(command: &mut std::process::Command) {
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(command, 0);
+        #[cfg(windows)]
+        std::os::windows::process::CommandExt::creation_flags(command, 0x0000_0200); // CREATE_NEW_PROCESS_GROUP
+    }
+
+    fn forward(&self, sig: crate::signals::Signal) {
+        #[cfg(unix)]
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig.nix());
+        }
+        // Windows cannot deliver a console signal to another group: end it instead.
+        #[cfg(windows)]
+        {
+            let _ = sig;
+            self.kill();
+        }
+    }
+
+    fn kill(&self) {
+        let Some(pid) = self.pid else { return };
+        #[cfg(unix)]
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        #[cfg(windows)]
+        let _ = std::process::Command::new("taskkill")
+            .args(["/PID", &pid.to_string(), "/T", "/F"])
+            .output();
+    }
 }
 
 fn shell_words(words: &[String]) -> String {

@@ -35,12 +35,9 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
     );
     eprintln!("  admin:           curl {url}/_sandbox/services");
     eprintln!("Ctrl-C stops it.");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    let signals = crate::signals::Signals::install()
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    signals.token().cancelled().await;
     eprintln!("stopping the sandbox");
     sandbox.shutdown().await;
     Ok(Status::Success)

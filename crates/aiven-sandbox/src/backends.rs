@@ -153,7 +153,10 @@ impl Backends {
             // `postgres (PostgreSQL) 15.18 (Debian ...)`
             Some(t) => format!(
                 "pg: real PostgreSQL {}",
-                t.version.split_whitespace().nth(2).unwrap_or("(unknown version)")
+                t.version
+                    .split_whitespace()
+                    .nth(2)
+                    .unwrap_or("(unknown version)")
             ),
             None => "pg: simulated (no PostgreSQL server binaries found)".into(),
         };
@@ -259,6 +262,7 @@ impl RedisTools {
 
 /// PostgreSQL refuses to run as root; as root, its files and process belong to the
 /// `postgres` user (present wherever the server package is installed).
+#[cfg(unix)]
 fn pg_owner() -> Result<Option<(u32, u32)>, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
@@ -269,27 +273,43 @@ fn pg_owner() -> Result<Option<(u32, u32)>, String> {
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 
-fn write_file(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, contents.as_bytes()).map_err(|e| e.to_string())?;
+#[cfg(not(unix))]
+fn pg_owner() -> Result<Option<(u32, u32)>, String> {
+    Ok(None)
+}
+
+/// Hands a path to the user the server runs as.
+fn give_to(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    #[cfg(unix)]
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    #[cfg(not(unix))]
+    let _ = (path, owner);
     Ok(())
 }
 
+fn write_file(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, contents.as_bytes()).map_err(|e| e.to_string())?;
+    give_to(path, owner)
+}
+
 fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {
-    use std::os::unix::process::CommandExt;
+    #[cfg(unix)]
     if let Some((uid, gid)) = owner {
-        cmd.uid(uid).gid(gid);
+        std::os::unix::process::CommandExt::uid(cmd, uid);
+        std::os::unix::process::CommandExt::gid(cmd, gid);
     }
+    #[cfg(not(unix))]
+    let _ = owner;
     cmd
 }
 
@@ -307,9 +327,7 @@ fn start_pg(
     let owner = pg_owner()?;
     let admin = svc.admin().ok_or("service has no admin user")?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
-    }
+    give_to(dir, owner)?;
     let data = dir.join("data");
     let pwfile = dir.join("pw");
     write_file(&pwfile, &admin.password, owner)?;
@@ -354,9 +372,7 @@ fn start_pg(
     let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n";
     std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
-    if let Some((uid, gid)) = owner {
-        let _ = std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid));
-    }
+    give_to(&dir.join("server.log"), owner)?;
     let child = as_owner(&mut Command::new(&t.postgres), owner)
         .arg("-D")
         .arg(&data)
@@ -632,9 +648,12 @@ impl Backend {
 
     fn stop_now(&self) {
         if let Ok(mut child) = self.child.lock() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             // SIGINT is PostgreSQL's fast shutdown; Redis treats it like SIGTERM.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            #[cfg(unix)]
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
