@@ -125,9 +125,13 @@ async fn from_state(
                         create: None,
                     });
                 }
-                _ => {
+                // Never sent: nothing to delete.
+                ServiceStatus::Creating => {
                     store.set_service(&record.name, ServiceStatus::Deleted)?;
                 }
+                // Created but not listed: the list may lag a fresh create. A DELETE is
+                // cheap, and its 404 confirms.
+                _ => targets.push(Target::existing(record.name.clone())),
             },
         }
     }
