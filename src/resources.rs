@@ -38,6 +38,14 @@ fn settling(e: &ApiError) -> bool {
     }
 }
 
+/// A create answered 409 "already exists" is done: our earlier attempt went through.
+fn done_if_exists(result: Result<(), ApiError>) -> Result<(), ApiError> {
+    match result {
+        Err(e) if already_exists(&e) => Ok(()),
+        other => other,
+    }
+}
+
 fn already_exists(e: &ApiError) -> bool {
     e.is_conflict() && e.message().to_ascii_lowercase().contains("already exists")
 }
@@ -98,10 +106,7 @@ async fn databases(
     for db in spec.databases.iter().filter(|d| !existing.contains(d)) {
         let what = format!("creating database `{db}` in {name}");
         patiently(deadline, &what, || async {
-            match client.create_database(project, name, db).await {
-                Err(e) if already_exists(&e) => Ok(()),
-                other => other,
-            }
+            done_if_exists(client.create_database(project, name, db).await)
         })
         .await?;
     }
@@ -173,10 +178,7 @@ async fn topics(
         }
         let what = format!("creating topic `{}` in {name}", topic.name);
         patiently(deadline, &what, || async {
-            match client.create_topic(project, name, &body).await {
-                Err(e) if already_exists(&e) => Ok(()),
-                other => other,
-            }
+            done_if_exists(client.create_topic(project, name, &body).await)
         })
         .await?;
     }
@@ -234,13 +236,11 @@ async fn acls(
             acl.username, acl.permission, acl.topic
         );
         patiently(deadline, &what, || async {
-            match client
-                .add_acl(project, name, &acl.permission, &acl.topic, &acl.username)
-                .await
-            {
-                Err(e) if e.is_conflict() && e.message().contains("already exists") => Ok(()),
-                other => other,
-            }
+            done_if_exists(
+                client
+                    .add_acl(project, name, &acl.permission, &acl.topic, &acl.username)
+                    .await,
+            )
         })
         .await?;
     }

@@ -323,53 +323,56 @@ impl Client {
         }
     }
 
+    /// A call whose answer's body does not matter (success is the status).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        self.send::<Value>(method, path, body, retry)
+            .await
+            .map(|_| ())
+    }
+
+    /// A call whose answer carries the result under one key (`{"service": {...}}`).
+    async fn fetch<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: &str,
+        retry: Retry,
+    ) -> Result<T, ApiError> {
+        let mut answer: Value = self.send(method.clone(), path, body, retry).await?;
+        let value = answer.get_mut(key).map(Value::take).ok_or_else(|| {
+            ApiError::Decode(format!("{method} {path}: no `{key}` in the answer"))
+        })?;
+        serde_json::from_value(value).map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
+    }
+
+    fn project_path(project: &str, rest: &str) -> String {
+        format!("/project/{}{rest}", seg(project))
+    }
+
+    fn service_path(project: &str, service: &str, rest: &str) -> String {
+        format!("/project/{}/service/{}{rest}", seg(project), seg(service))
+    }
+
     // -----------------------------------------------------------------------------------
     // Projects and catalogue
 
     pub async fn project(&self, project: &str) -> Result<Project, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            project: Project,
-        }
-        let r: R = self
-            .send(
-                Method::GET,
-                &format!("/project/{}", seg(project)),
-                None,
-                Retry::Standard,
-            )
-            .await?;
-        Ok(r.project)
+        let path = Self::project_path(project, "");
+        self.fetch(Method::GET, &path, None, "project", Retry::Standard)
+            .await
     }
 
     pub async fn project_ca(&self, project: &str) -> Result<String, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            certificate: String,
-        }
-        let r: R = self
-            .send(
-                Method::GET,
-                &format!("/project/{}/kms/ca", seg(project)),
-                None,
-                Retry::Standard,
-            )
-            .await?;
-        Ok(r.certificate)
-    }
-
-    pub async fn plans(&self, project: &str, service_type: &str) -> Result<Vec<Plan>, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            service_plans: Vec<Plan>,
-        }
-        let path = format!(
-            "/project/{}/service-types/{}/plans",
-            seg(project),
-            seg(service_type)
-        );
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.service_plans)
+        let path = Self::project_path(project, "/kms/ca");
+        self.fetch(Method::GET, &path, None, "certificate", Retry::Standard)
+            .await
     }
 
     pub async fn price(
@@ -379,14 +382,19 @@ impl Client {
         plan: &str,
         cloud: &str,
     ) -> Result<Price, ApiError> {
-        let path = format!(
-            "/project/{}/pricing/service-types/{}/plans/{}/clouds/{}",
-            seg(project),
+        let rest = format!(
+            "/pricing/service-types/{}/plans/{}/clouds/{}",
             seg(service_type),
             seg(plan),
             seg(cloud)
         );
-        self.send(Method::GET, &path, None, Retry::Standard).await
+        self.send(
+            Method::GET,
+            &Self::project_path(project, &rest),
+            None,
+            Retry::Standard,
+        )
+        .await
     }
 
     // -----------------------------------------------------------------------------------
@@ -402,19 +410,14 @@ impl Client {
         project: &str,
         retry: Retry,
     ) -> Result<Vec<Service>, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            services: Vec<Service>,
-        }
-        let r: R = self
-            .send(
-                Method::GET,
-                &format!("/project/{}/service", seg(project)),
-                None,
-                retry,
-            )
-            .await?;
-        Ok(r.services)
+        self.fetch(
+            Method::GET,
+            &Self::project_path(project, "/service"),
+            None,
+            "services",
+            retry,
+        )
+        .await
     }
 
     pub async fn get_service(
@@ -423,16 +426,14 @@ impl Client {
         name: &str,
         include_secrets: bool,
     ) -> Result<Service, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            service: Service,
-        }
-        let mut path = format!("/project/{}/service/{}", seg(project), seg(name));
-        if include_secrets {
-            path.push_str("?include_secrets=true");
-        }
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.service)
+        let query = if include_secrets {
+            "?include_secrets=true"
+        } else {
+            ""
+        };
+        let path = Self::service_path(project, name, query);
+        self.fetch(Method::GET, &path, None, "service", Retry::Standard)
+            .await
     }
 
     pub async fn create_service(
@@ -440,20 +441,10 @@ impl Client {
         project: &str,
         body: &CreateService<'_>,
     ) -> Result<Service, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            service: Service,
-        }
         let body = serde_json::to_value(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let r: R = self
-            .send(
-                Method::POST,
-                &format!("/project/{}/service", seg(project)),
-                Some(&body),
-                Retry::Standard,
-            )
-            .await?;
-        Ok(r.service)
+        let path = Self::project_path(project, "/service");
+        self.fetch(Method::POST, &path, Some(&body), "service", Retry::Standard)
+            .await
     }
 
     pub async fn delete_service(
@@ -462,10 +453,13 @@ impl Client {
         name: &str,
         retry: Retry,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}", seg(project), seg(name));
-        self.send::<Value>(Method::DELETE, &path, None, retry)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::DELETE,
+            &Self::service_path(project, name, ""),
+            None,
+            retry,
+        )
+        .await
     }
 
     pub async fn set_termination_protection(
@@ -474,11 +468,14 @@ impl Client {
         name: &str,
         protected: bool,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}", seg(project), seg(name));
         let body = json!({"termination_protection": protected});
-        self.send::<Value>(Method::PUT, &path, Some(&body), Retry::Teardown)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PUT,
+            &Self::service_path(project, name, ""),
+            Some(&body),
+            Retry::Teardown,
+        )
+        .await
     }
 
     /// Merges tags: `None` removes a key.
@@ -488,11 +485,10 @@ impl Client {
         name: &str,
         tags: &BTreeMap<String, Option<String>>,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}/tags", seg(project), seg(name));
         let body = json!({ "tags": tags });
-        self.send::<Value>(Method::PATCH, &path, Some(&body), Retry::Standard)
+        let path = Self::service_path(project, name, "/tags");
+        self.call(Method::PATCH, &path, Some(&body), Retry::Standard)
             .await
-            .map(|_| ())
     }
 
     // -----------------------------------------------------------------------------------
@@ -504,11 +500,10 @@ impl Client {
         service: &str,
         database: &str,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}/db", seg(project), seg(service));
         let body = json!({ "database": database });
-        self.send::<Value>(Method::POST, &path, Some(&body), Retry::Standard)
+        let path = Self::service_path(project, service, "/db");
+        self.call(Method::POST, &path, Some(&body), Retry::Standard)
             .await
-            .map(|_| ())
     }
 
     pub async fn list_databases(
@@ -520,31 +515,24 @@ impl Client {
         struct Db {
             database_name: String,
         }
-        #[derive(serde::Deserialize)]
-        struct R {
-            databases: Vec<Db>,
-        }
-        let path = format!("/project/{}/service/{}/db", seg(project), seg(service));
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.databases.into_iter().map(|d| d.database_name).collect())
+        let path = Self::service_path(project, service, "/db");
+        let dbs: Vec<Db> = self
+            .fetch(Method::GET, &path, None, "databases", Retry::Standard)
+            .await?;
+        Ok(dbs.into_iter().map(|d| d.database_name).collect())
     }
 
+    /// The answer carries the new user's credentials in plaintext.
     pub async fn create_user(
         &self,
         project: &str,
         service: &str,
         username: &str,
     ) -> Result<ServiceUser, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            user: ServiceUser,
-        }
-        let path = format!("/project/{}/service/{}/user", seg(project), seg(service));
         let body = json!({ "username": username });
-        let r: R = self
-            .send(Method::POST, &path, Some(&body), Retry::Standard)
-            .await?;
-        Ok(r.user)
+        let path = Self::service_path(project, service, "/user");
+        self.fetch(Method::POST, &path, Some(&body), "user", Retry::Standard)
+            .await
     }
 
     pub async fn get_user(
@@ -553,18 +541,10 @@ impl Client {
         service: &str,
         username: &str,
     ) -> Result<ServiceUser, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            user: ServiceUser,
-        }
-        let path = format!(
-            "/project/{}/service/{}/user/{}?include_secrets=true",
-            seg(project),
-            seg(service),
-            seg(username)
-        );
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.user)
+        let rest = format!("/user/{}?include_secrets=true", seg(username));
+        let path = Self::service_path(project, service, &rest);
+        self.fetch(Method::GET, &path, None, "user", Retry::Standard)
+            .await
     }
 
     pub async fn create_topic(
@@ -573,20 +553,15 @@ impl Client {
         service: &str,
         body: &Value,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}/topic", seg(project), seg(service));
-        self.send::<Value>(Method::POST, &path, Some(body), Retry::Standard)
+        let path = Self::service_path(project, service, "/topic");
+        self.call(Method::POST, &path, Some(body), Retry::Standard)
             .await
-            .map(|_| ())
     }
 
     pub async fn list_topics(&self, project: &str, service: &str) -> Result<Vec<Topic>, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            topics: Vec<Topic>,
-        }
-        let path = format!("/project/{}/service/{}/topic", seg(project), seg(service));
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.topics)
+        let path = Self::service_path(project, service, "/topic");
+        self.fetch(Method::GET, &path, None, "topics", Retry::Standard)
+            .await
     }
 
     pub async fn add_acl(
@@ -597,33 +572,22 @@ impl Client {
         topic: &str,
         username: &str,
     ) -> Result<(), ApiError> {
-        let path = format!("/project/{}/service/{}/acl", seg(project), seg(service));
         let body = json!({"permission": permission, "topic": topic, "username": username});
-        self.send::<Value>(Method::POST, &path, Some(&body), Retry::Standard)
+        let path = Self::service_path(project, service, "/acl");
+        self.call(Method::POST, &path, Some(&body), Retry::Standard)
             .await
-            .map(|_| ())
     }
 
     pub async fn list_acls(&self, project: &str, service: &str) -> Result<Vec<Acl>, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct R {
-            acl: Vec<Acl>,
-        }
-        let path = format!("/project/{}/service/{}/acl", seg(project), seg(service));
-        let r: R = self.send(Method::GET, &path, None, Retry::Standard).await?;
-        Ok(r.acl)
+        let path = Self::service_path(project, service, "/acl");
+        self.fetch(Method::GET, &path, None, "acl", Retry::Standard)
+            .await
     }
 
     pub async fn delete_acl(&self, project: &str, service: &str, id: &str) -> Result<(), ApiError> {
-        let path = format!(
-            "/project/{}/service/{}/acl/{}",
-            seg(project),
-            seg(service),
-            seg(id)
-        );
-        self.send::<Value>(Method::DELETE, &path, None, Retry::Standard)
+        let path = Self::service_path(project, service, &format!("/acl/{}", seg(id)));
+        self.call(Method::DELETE, &path, None, Retry::Standard)
             .await
-            .map(|_| ())
     }
 }
 

@@ -247,13 +247,6 @@ pub struct Acl {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct Plan {
-    pub service_plan: String,
-    #[serde(default)]
-    pub regions: BTreeMap<String, Value>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
 pub struct Price {
     pub base_price_usd: String,
 }
