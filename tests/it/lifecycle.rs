@@ -333,3 +333,27 @@ fn write_fast_sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
     .unwrap();
     path
 }
+
+#[test]
+fn down_confirms_with_a_list_that_services_are_gone() {
+    let mut config = fast_config();
+    // Deleted services stay listed for a while, as the real API may do.
+    config.delete_lag = std::time::Duration::from_millis(2500);
+    let env = Env::with(PG, Sandbox::with(config));
+    env.run(&["up", "--run-id", "lag1"]).expect_code(0);
+    let started = std::time::Instant::now();
+    env.run(&["down"]).expect_code(0);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "down waited until the list no longer showed it"
+    );
+    let lists_after_delete = env
+        .sandbox
+        .requests()
+        .iter()
+        .skip_while(|r| r["method"] != "DELETE")
+        .filter(|r| r["method"] == "GET" && r["path"] == format!("/v1/project/{PROJECT}/service"))
+        .count();
+    assert!(lists_after_delete >= 2, "confirmed by repeated lists");
+    assert_eq!(env.state()["status"], "torn_down");
+}
