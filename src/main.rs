@@ -46,6 +46,11 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "info,aiven_sandbox=warn",
         (false, _) => "debug,hyper=info,reqwest=info,rustls=info,h2=info",
     };
+    // In JSON mode progress events are log events too.
+    let default = match cli.global.log_format {
+        LogFormat::Json if !cli.global.quiet => format!("{default},progress=info"),
+        _ => default.to_string(),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

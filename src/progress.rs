@@ -127,6 +127,10 @@ impl Reporter {
 
     /// A service's state changed (or it started being tracked).
     pub fn service(&self, name: &str, state: &str) {
+        if self.mode == Mode::Json {
+            tracing::info!(target: "progress", service = name, state, "{name}: {state}");
+            return;
+        }
         if let Some(multi) = &self.multi {
             let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
             let (bar, _) = bars.entry(name.to_string()).or_insert_with(|| {
@@ -150,6 +154,10 @@ impl Reporter {
     /// A service reached a final state for this phase. On a terminal its live line
     /// becomes a permanent one above the others.
     pub fn service_done(&self, name: &str, text: &str) {
+        if self.mode == Mode::Json {
+            tracing::info!(target: "progress", service = name, state = text, done = true, "{name}: {text}");
+            return;
+        }
         if let Some(multi) = &self.multi {
             let finished = self
                 .bars

@@ -357,3 +357,23 @@ fn down_confirms_with_a_list_that_services_are_gone() {
     assert!(lists_after_delete >= 2, "confirmed by repeated lists");
     assert_eq!(env.state()["status"], "torn_down");
 }
+
+#[test]
+fn json_log_format_gives_one_json_event_per_line() {
+    let env = Env::new(PG);
+    let up = env.run(&["up", "--log-format", "json"]);
+    up.expect_code(0);
+    let events: Vec<serde_json::Value> = up
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events.iter().any(|e| {
+        e["fields"]["state"] == "ready"
+            && e["fields"]["service"]
+                .as_str()
+                .unwrap()
+                .starts_with("ae-db-")
+    }));
+    env.run(&["down"]).expect_code(0);
+}
