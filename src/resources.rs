@@ -78,184 +78,204 @@ pub async fn populate(
     spec: &ServiceSpec,
     deadline: Instant,
 ) -> Result<Created, String> {
-    let (dbs, users) = tokio::join!(
-        databases(client, project, name, spec, deadline),
-        users(client, project, name, spec, deadline)
-    );
+    let inside = Inside {
+        client,
+        project,
+        name,
+        spec,
+        deadline,
+    };
+    let (dbs, users) = tokio::join!(inside.databases(), inside.users());
     dbs?;
     let users = users?;
-    topics(client, project, name, spec, deadline).await?;
-    acls(client, project, name, spec, deadline).await?;
+    inside.topics().await?;
+    inside.acls().await?;
     Ok(Created { users })
 }
 
-async fn databases(
-    client: &Client,
-    project: &str,
-    name: &str,
-    spec: &ServiceSpec,
+/// One service's contents, being created.
+#[derive(Clone, Copy)]
+struct Inside<'a> {
+    client: &'a Client,
+    project: &'a str,
+    name: &'a str,
+    spec: &'a ServiceSpec,
     deadline: Instant,
-) -> Result<(), String> {
-    if spec.databases.is_empty() {
-        return Ok(());
-    }
-    let existing = patiently(deadline, &format!("listing databases of {name}"), || {
-        client.list_databases(project, name)
-    })
-    .await?;
-    for db in spec.databases.iter().filter(|d| !existing.contains(d)) {
-        let what = format!("creating database `{db}` in {name}");
-        patiently(deadline, &what, || async {
-            done_if_exists(client.create_database(project, name, db).await)
-        })
-        .await?;
-    }
-    let now = patiently(deadline, &format!("listing databases of {name}"), || {
-        client.list_databases(project, name)
-    })
-    .await?;
-    match spec.databases.iter().find(|d| !now.contains(d)) {
-        Some(missing) => Err(format!(
-            "database `{missing}` of {name} was created but is not listed"
-        )),
-        None => Ok(()),
-    }
 }
 
-async fn users(
-    client: &Client,
-    project: &str,
-    name: &str,
-    spec: &ServiceSpec,
-    deadline: Instant,
-) -> Result<BTreeMap<String, ServiceUser>, String> {
-    let mut out = BTreeMap::new();
-    for user in &spec.users {
-        let what = format!("creating user `{user}` in {name}");
-        let created = patiently(deadline, &what, || async {
-            match client.create_user(project, name, user).await {
-                // Our earlier attempt went through; its answer was lost. Read it back.
-                Err(e) if already_exists(&e) => client.get_user(project, name, user).await,
-                other => other,
-            }
-        })
-        .await?;
-        if created.password.is_none() && created.access_key.is_none() {
-            return Err(format!("{what}: the API returned no credentials"));
-        }
-        out.insert(user.clone(), created);
-    }
-    Ok(out)
-}
-
-async fn topics(
-    client: &Client,
-    project: &str,
-    name: &str,
-    spec: &ServiceSpec,
-    deadline: Instant,
-) -> Result<(), String> {
-    if spec.topics.is_empty() {
-        return Ok(());
-    }
-    for topic in &spec.topics {
-        let mut body = json!({
-            "topic_name": topic.name,
-            "partitions": topic.partitions,
-            "replication": topic.replication,
-        });
-        if let Some(m) = topic.min_insync_replicas {
-            body["min_insync_replicas"] = json!(m);
-        }
-        if let Some(r) = topic.retention_hours {
-            body["retention_hours"] = json!(r);
-        }
-        if let Some(p) = &topic.cleanup_policy {
-            body["cleanup_policy"] = json!(p);
-        }
-        if !topic.config.is_empty() {
-            body["config"] = json!(topic.config);
-        }
-        let what = format!("creating topic `{}` in {name}", topic.name);
-        patiently(deadline, &what, || async {
-            done_if_exists(client.create_topic(project, name, &body).await)
-        })
-        .await?;
-    }
-    // The topic list is cached and lags; wait until every topic shows ACTIVE.
-    loop {
-        let listed = patiently(deadline, &format!("listing topics of {name}"), || {
-            client.list_topics(project, name)
-        })
-        .await?;
-        let pending: Vec<&str> = spec
-            .topics
-            .iter()
-            .filter(|t| {
-                !listed
-                    .iter()
-                    .any(|l| l.topic_name == t.name && l.state == "ACTIVE")
-            })
-            .map(|t| t.name.as_str())
-            .collect();
-        if pending.is_empty() {
+impl Inside<'_> {
+    async fn databases(&self) -> Result<(), String> {
+        let Inside {
+            client,
+            project,
+            name,
+            spec,
+            deadline,
+        } = *self;
+        if spec.databases.is_empty() {
             return Ok(());
         }
-        if Instant::now() + Duration::from_millis(500) >= deadline {
-            return Err(format!(
-                "topics of {name} not ACTIVE before the timeout: {}",
-                pending.join(", ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn acls(
-    client: &Client,
-    project: &str,
-    name: &str,
-    spec: &ServiceSpec,
-    deadline: Instant,
-) -> Result<(), String> {
-    if spec.acls.is_empty() && spec.default_acl {
-        return Ok(());
-    }
-    let existing = patiently(deadline, &format!("listing ACLs of {name}"), || {
-        client.list_acls(project, name)
-    })
-    .await?;
-    for acl in &spec.acls {
-        if existing.iter().any(|e| {
-            e.username == acl.username && e.topic == acl.topic && e.permission == acl.permission
-        }) {
-            continue;
-        }
-        let what = format!(
-            "adding ACL {} {} {} in {name}",
-            acl.username, acl.permission, acl.topic
-        );
-        patiently(deadline, &what, || async {
-            done_if_exists(
-                client
-                    .add_acl(project, name, &acl.permission, &acl.topic, &acl.username)
-                    .await,
-            )
+        let existing = patiently(deadline, &format!("listing databases of {name}"), || {
+            client.list_databases(project, name)
         })
         .await?;
+        for db in spec.databases.iter().filter(|d| !existing.contains(d)) {
+            let what = format!("creating database `{db}` in {name}");
+            patiently(deadline, &what, || async {
+                done_if_exists(client.create_database(project, name, db).await)
+            })
+            .await?;
+        }
+        let now = patiently(deadline, &format!("listing databases of {name}"), || {
+            client.list_databases(project, name)
+        })
+        .await?;
+        match spec.databases.iter().find(|d| !now.contains(d)) {
+            Some(missing) => Err(format!(
+                "database `{missing}` of {name} was created but is not listed"
+            )),
+            None => Ok(()),
+        }
     }
-    if !spec.default_acl && existing.iter().any(|a| a.id == "default") {
-        patiently(
+
+    async fn users(&self) -> Result<BTreeMap<String, ServiceUser>, String> {
+        let Inside {
+            client,
+            project,
+            name,
+            spec,
             deadline,
-            &format!("removing the default ACL of {name}"),
-            || async {
-                match client.delete_acl(project, name, "default").await {
-                    Err(e) if e.is_not_found() => Ok(()),
+        } = *self;
+        let mut out = BTreeMap::new();
+        for user in &spec.users {
+            let what = format!("creating user `{user}` in {name}");
+            let created = patiently(deadline, &what, || async {
+                match client.create_user(project, name, user).await {
+                    // Our earlier attempt went through; its answer was lost. Read it back.
+                    Err(e) if already_exists(&e) => client.get_user(project, name, user).await,
                     other => other,
                 }
-            },
-        )
-        .await?;
+            })
+            .await?;
+            if created.password.is_none() && created.access_key.is_none() {
+                return Err(format!("{what}: the API returned no credentials"));
+            }
+            out.insert(user.clone(), created);
+        }
+        Ok(out)
     }
-    Ok(())
+
+    async fn topics(&self) -> Result<(), String> {
+        let Inside {
+            client,
+            project,
+            name,
+            spec,
+            deadline,
+        } = *self;
+        if spec.topics.is_empty() {
+            return Ok(());
+        }
+        for topic in &spec.topics {
+            let mut body = json!({
+                "topic_name": topic.name,
+                "partitions": topic.partitions,
+                "replication": topic.replication,
+            });
+            if let Some(m) = topic.min_insync_replicas {
+                body["min_insync_replicas"] = json!(m);
+            }
+            if let Some(r) = topic.retention_hours {
+                body["retention_hours"] = json!(r);
+            }
+            if let Some(p) = &topic.cleanup_policy {
+                body["cleanup_policy"] = json!(p);
+            }
+            if !topic.config.is_empty() {
+                body["config"] = json!(topic.config);
+            }
+            let what = format!("creating topic `{}` in {name}", topic.name);
+            patiently(deadline, &what, || async {
+                done_if_exists(client.create_topic(project, name, &body).await)
+            })
+            .await?;
+        }
+        // The topic list is cached and lags; wait until every topic shows ACTIVE.
+        loop {
+            let listed = patiently(deadline, &format!("listing topics of {name}"), || {
+                client.list_topics(project, name)
+            })
+            .await?;
+            let pending: Vec<&str> = spec
+                .topics
+                .iter()
+                .filter(|t| {
+                    !listed
+                        .iter()
+                        .any(|l| l.topic_name == t.name && l.state == "ACTIVE")
+                })
+                .map(|t| t.name.as_str())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() + Duration::from_millis(500) >= deadline {
+                return Err(format!(
+                    "topics of {name} not ACTIVE before the timeout: {}",
+                    pending.join(", ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn acls(&self) -> Result<(), String> {
+        let Inside {
+            client,
+            project,
+            name,
+            spec,
+            deadline,
+        } = *self;
+        if spec.acls.is_empty() && spec.default_acl {
+            return Ok(());
+        }
+        let existing = patiently(deadline, &format!("listing ACLs of {name}"), || {
+            client.list_acls(project, name)
+        })
+        .await?;
+        for acl in &spec.acls {
+            if existing.iter().any(|e| {
+                e.username == acl.username && e.topic == acl.topic && e.permission == acl.permission
+            }) {
+                continue;
+            }
+            let what = format!(
+                "adding ACL {} {} {} in {name}",
+                acl.username, acl.permission, acl.topic
+            );
+            patiently(deadline, &what, || async {
+                done_if_exists(
+                    client
+                        .add_acl(project, name, &acl.permission, &acl.topic, &acl.username)
+                        .await,
+                )
+            })
+            .await?;
+        }
+        if !spec.default_acl && existing.iter().any(|a| a.id == "default") {
+            patiently(
+                deadline,
+                &format!("removing the default ACL of {name}"),
+                || async {
+                    match client.delete_acl(project, name, "default").await {
+                        Err(e) if e.is_not_found() => Ok(()),
+                        other => other,
+                    }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }

@@ -61,26 +61,24 @@ fn interrupt(env: &Env, args: &[&str], sig: Signal, code: i32, ready: impl Fn(&[
 
 #[test]
 fn sigint_during_wait() {
-    let env = Env::new(THREE);
-    env.sandbox
-        .service_fault(json!({"name": "*", "ready_after": "60s"}));
-    interrupt(&env, &["up"], Signal::SIGINT, 130, |r| creates(r) == 3);
+    during_wait(Signal::SIGINT, 130);
 }
 
 #[test]
 fn sigterm_during_wait() {
-    let env = Env::new(THREE);
-    env.sandbox
-        .service_fault(json!({"name": "*", "ready_after": "60s"}));
-    interrupt(&env, &["up"], Signal::SIGTERM, 143, |r| creates(r) == 3);
+    during_wait(Signal::SIGTERM, 143);
 }
 
 #[test]
 fn sighup_during_wait() {
+    during_wait(Signal::SIGHUP, 129);
+}
+
+fn during_wait(sig: Signal, code: i32) {
     let env = Env::new(THREE);
     env.sandbox
         .service_fault(json!({"name": "*", "ready_after": "60s"}));
-    interrupt(&env, &["up"], Signal::SIGHUP, 129, |r| creates(r) == 3);
+    interrupt(&env, &["up"], sig, code, |r| creates(r) == 3);
 }
 
 #[test]
