@@ -296,7 +296,17 @@ pub async fn bring_up(
         },
     )?;
     let ci = naming::ci_tag(&|k| std::env::var(k).ok());
-    let tracker = Tracker::default();
+    let mut live = Live {
+        conn,
+        project,
+        run_id: r.run_id.clone(),
+        store,
+        tracker: Tracker::default(),
+        values: Vec::new(),
+        env_file: r.env_file.clone(),
+        ttl: r.ttl,
+        _lock: lock,
+    };
     let planned: Vec<Planned> = planned
         .into_iter()
         .map(|mut p| {
@@ -307,14 +317,14 @@ pub async fn bring_up(
     reporter.group(&format!("Creating {} service(s)", planned.len()));
     let provision = Provision {
         client: client.with_cancel(signals.token()),
-        project: &project,
+        project: &live.project,
         owner: &owner,
         run_id: &r.run_id,
         expires: &expires,
         ci_tag: ci.as_deref(),
-        store: &store,
+        store: &live.store,
         reporter,
-        tracker: tracker.clone(),
+        tracker: live.tracker.clone(),
         cancel: signals.token(),
         deadline: started + r.timeout,
         poll_cap: r.poll_cap,
@@ -322,137 +332,120 @@ pub async fn bring_up(
     };
     let result = provision.run(&planned).await;
     reporter.end_group();
-    let ready = match result {
-        Ok(ready) => ready,
-        Err(e) => {
-            let e = match signals.received() {
-                Some(sig) => Error::Interrupted(sig),
-                None => e,
-            };
-            reporter.finish();
-            return Err(fail(
-                &conn, &project, &store, &tracker, args, reporter, signals, e,
-            )
-            .await);
-        }
-    };
-    match deliver(
-        &planned,
-        &ready,
-        project_ca.as_deref(),
-        &r,
-        &project,
-        &store,
-        args,
-        reporter,
-        conn.is_sandbox(),
-    ) {
-        Ok(values) => {
-            store.set_status(RunStatus::Up)?;
-            reporter.finish();
-            Ok(Live {
-                conn,
-                project,
-                run_id: r.run_id,
-                store,
-                tracker,
-                values,
-                env_file: r.env_file,
-                ttl: r.ttl,
-                _lock: lock,
-            })
-        }
-        Err(e) => Err(fail(
-            &conn, &project, &store, &tracker, args, reporter, signals, e,
+    let delivered = result.and_then(|ready| {
+        live.deliver(
+            &planned,
+            &ready,
+            project_ca.as_deref(),
+            &r.state_dir,
+            args,
+            reporter,
         )
-        .await),
+    });
+    match delivered {
+        Ok(values) => {
+            live.values = values;
+            live.store.set_status(RunStatus::Up)?;
+            reporter.finish();
+            Ok(live)
+        }
+        Err(e) => {
+            reporter.finish();
+            Err(live.fail(args, reporter, signals, e).await)
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn deliver(
-    planned: &[Planned],
-    ready: &[Ready],
-    project_ca: Option<&str>,
-    r: &Resolved,
-    project: &str,
-    store: &Store,
-    args: &UpArgs,
-    reporter: &Reporter,
-    sandbox: bool,
-) -> Result<Vec<crate::exports::Value>> {
-    let delivered: Vec<Delivered> = ready
-        .iter()
-        .map(|rd| Delivered {
-            spec: &planned[rd.index].spec,
-            service: &rd.service,
-            created: &rd.created,
-        })
-        .collect();
-    let (values, secrets) =
-        outputs::materialise(&delivered, project_ca, &r.state_dir.join("certs"), sandbox)?;
-    let handoff = Handoff {
-        run_id: &r.run_id,
-        project,
-        env_file: &r.env_file,
-        state_file: &settings::absolute(store.path()),
-        github_env: args.github_env,
-        dotenv_report: args
-            .dotenv_report
-            .clone()
-            .map(|p| (p, args.dotenv_max_vars)),
-        summary: ready
+impl Live {
+    /// Writes the certificates, the env file and the CI outputs.
+    fn deliver(
+        &self,
+        planned: &[Planned],
+        ready: &[Ready],
+        project_ca: Option<&str>,
+        state_dir: &std::path::Path,
+        args: &UpArgs,
+        reporter: &Reporter,
+    ) -> Result<Vec<crate::exports::Value>> {
+        let delivered: Vec<Delivered> = ready
             .iter()
-            .map(|rd| {
-                let p = &planned[rd.index];
-                (
-                    p.name.clone(),
-                    p.spec.service_type.clone(),
-                    p.spec.plan.clone(),
-                    rd.service.cloud_name.clone(),
-                    rd.ready_in.as_secs(),
-                )
+            .map(|rd| Delivered {
+                spec: &planned[rd.index].spec,
+                service: &rd.service,
+                created: &rd.created,
             })
-            .collect(),
-    };
-    outputs::deliver(&values, &secrets, &handoff, reporter)?;
-    Ok(values)
-}
-
-/// A failed `up`: tear down (or keep, loudly) and return the error to report.
-#[allow(clippy::too_many_arguments)]
-async fn fail(
-    conn: &Connection,
-    project: &str,
-    store: &Store,
-    tracker: &Tracker,
-    args: &UpArgs,
-    reporter: &Reporter,
-    signals: &Signals,
-    error: Error,
-) -> Error {
-    if args.keep_on_failure && !matches!(error, Error::Interrupted(_)) {
-        let _ = store.set_status(RunStatus::Kept);
-        reporter.warn(format!(
-            "--keep-on-failure: the run's services were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
-            state_flag(store.path())
-        ));
-        return error;
+            .collect();
+        let (values, secrets) = outputs::materialise(
+            &delivered,
+            project_ca,
+            &state_dir.join("certs"),
+            self.conn.is_sandbox(),
+        )?;
+        let handoff = Handoff {
+            run_id: &self.run_id,
+            project: &self.project,
+            env_file: &self.env_file,
+            state_file: &settings::absolute(self.store.path()),
+            github_env: args.github_env,
+            dotenv_report: args
+                .dotenv_report
+                .clone()
+                .map(|p| (p, args.dotenv_max_vars)),
+            summary: ready
+                .iter()
+                .map(|rd| {
+                    let p = &planned[rd.index];
+                    (
+                        p.name.clone(),
+                        p.spec.service_type.clone(),
+                        p.spec.plan.clone(),
+                        rd.service.cloud_name.clone(),
+                        rd.ready_in.as_secs(),
+                    )
+                })
+                .collect(),
+        };
+        outputs::deliver(&values, &secrets, &handoff, reporter)?;
+        Ok(values)
     }
-    reporter.annotate_error(&error.to_string(), None);
-    match tear_down(
-        &conn.client,
-        project,
-        store,
-        tracker.targets(),
-        Force::No,
-        reporter,
-        Some(signals),
-    )
-    .await
-    {
-        Ok(()) => error,
-        Err(incomplete) => incomplete,
+
+    /// A failed `up`: tear down (or keep, loudly) and return the error to report.
+    async fn fail(
+        self,
+        args: &UpArgs,
+        reporter: &Reporter,
+        signals: &Signals,
+        error: Error,
+    ) -> Error {
+        let error = match signals.received() {
+            Some(sig) => Error::Interrupted(sig),
+            None => error,
+        };
+        if args.keep_on_failure && !matches!(error, Error::Interrupted(_)) {
+            let _ = self.store.set_status(RunStatus::Kept);
+            reporter.warn(format!(
+                "--keep-on-failure: the run's services were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
+                state_flag(self.store.path())
+            ));
+            return error;
+        }
+        reporter.annotate_error(&error.to_string(), None);
+        let targets = self.tracker.targets();
+        let torn = tear_down(
+            &self.conn.client,
+            &self.project,
+            &self.store,
+            targets,
+            Force::No,
+            reporter,
+            Some(signals),
+        )
+        .await;
+        self.conn.close().await;
+        match torn {
+            Ok(()) => error,
+            Err(incomplete) => incomplete,
+        }
     }
 }
 
