@@ -33,7 +33,7 @@ pub enum Error {
     #[error("{0}")]
     Timeout(String),
     /// Interrupted by a signal (exit 128 + N); teardown has run.
-    #[error("interrupted by {0}")]
+    #[error("interrupted by {0}; everything this run created was deleted")]
     Interrupted(Signal),
     /// Some services could not be confirmed deleted (exit 5).
     #[error("{}", teardown_message(.names, .command))]

@@ -8,12 +8,12 @@ use aiven_ephemeral::progress::{Mode, Reporter};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
     let reporter = Reporter::new(Mode::detect(
         cli.global.quiet,
         cli.global.verbose > 0,
         cli.global.log_format == LogFormat::Json,
     ));
+    init_logging(&cli, &reporter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; else warnings, `-v` info, `-vv` debug.
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, reporter: &Reporter) {
     use tracing_subscriber::EnvFilter;
     let default = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
@@ -54,7 +54,7 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(reporter.log_writer())
         .with_target(false);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

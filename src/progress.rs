@@ -65,6 +65,13 @@ impl Reporter {
         self.mode
     }
 
+    /// Where logs go: stderr, through the live view when there is one, so that a log
+    /// line does not tear the service lines apart.
+    pub fn log_writer(&self) -> impl Fn() -> LogWriter + Send + Sync + 'static {
+        let multi = self.multi.clone();
+        move || LogWriter(multi.clone())
+    }
+
     fn line(&self, text: &str) {
         match self.mode {
             Mode::Quiet => {}
@@ -181,11 +188,32 @@ impl Reporter {
     /// Stops the live view so that later output is not overdrawn.
     pub fn finish(&self) {
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        // Lines still live belong to a phase that was cut short; what happened to
+        // those services is reported next (teardown).
         for (_, (bar, _)) in bars.drain() {
             if !bar.is_finished() {
-                bar.abandon();
+                bar.finish_and_clear();
+            }
+            if let Some(m) = &self.multi {
+                m.remove(&bar);
             }
         }
         let _ = std::io::stderr().flush();
+    }
+}
+
+/// Writes to stderr, suspending the live view while it does.
+pub struct LogWriter(Option<MultiProgress>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(multi) => multi.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
