@@ -132,10 +132,15 @@ impl ApiError {
         self.status() == Some(403) && self.message().contains("protected against termination")
     }
 
+    /// An untrusted TLS certificate: no retry will change that.
+    fn is_certificate_problem(&self) -> bool {
+        matches!(self, ApiError::Transport { message, .. } if message.to_ascii_lowercase().contains("certificate"))
+    }
+
     /// Worth another attempt: the API or the network may answer differently next time.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Transport { .. } => true,
+            ApiError::Transport { .. } => !self.is_certificate_problem(),
             ApiError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             ApiError::Decode(_) | ApiError::Cancelled => false,
         }
@@ -161,6 +166,9 @@ impl ApiError {
             ),
             ApiError::Status { status: 404, message, .. } if message.contains("Project") => Some(
                 "check the project name (manifest `project`, --project or AIVEN_PROJECT)".into(),
+            ),
+            e if e.is_certificate_problem() => Some(
+                "the API's TLS certificate is not trusted: behind a TLS-inspecting proxy, pass its CA with --ca-cert (AIVEN_CA_CERT)".into(),
             ),
             ApiError::Transport { connect: true, .. } => Some(
                 "check --api-url / AIVEN_API_URL, and HTTPS_PROXY / NO_PROXY if a proxy is needed".into(),

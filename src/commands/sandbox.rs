@@ -21,6 +21,12 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
     println!("AIVEN_API_URL={url}");
     println!("AIVEN_TOKEN={}", sandbox.token());
     println!("AIVEN_PROJECT={project}");
+    if url.starts_with("https://") {
+        let ca = std::env::temp_dir().join(format!("aiven-sandbox-ca-{}.pem", std::process::id()));
+        crate::state::write_private(&ca, sandbox.ca_pem().as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", ca.display()), e))?;
+        println!("AIVEN_CA_CERT={}", ca.display());
+    }
     eprintln!(
         "Aiven API sandbox listening on {url} ({})",
         sandbox.backend_description()

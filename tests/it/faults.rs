@@ -208,3 +208,26 @@ fn pacing_by_rate_limit_headers_avoids_429s() {
     );
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn an_https_api_behind_a_private_ca_needs_ca_cert() {
+    let mut config = fast_config();
+    config.tls = true;
+    let env = Env::with(PG, Sandbox::with(config));
+    assert!(env.sandbox.url.starts_with("https://localhost:"));
+    let untrusted = env.run(&["up"]);
+    untrusted.expect_code(1).expect_stderr("--ca-cert");
+    assert!(
+        env.sandbox.requests().is_empty(),
+        "no request got through the handshake"
+    );
+
+    let ca = env.path("corporate-ca.pem");
+    std::fs::write(&ca, &env.sandbox.ca_pem).unwrap();
+    env.run(&["up", "--ca-cert", ca.to_str().unwrap()])
+        .expect_code(0);
+    let mut down = env.cmd(&["down"]);
+    down.env("AIVEN_CA_CERT", &ca);
+    run(down).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}

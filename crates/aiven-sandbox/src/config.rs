@@ -63,8 +63,8 @@ pub struct Config {
     /// Put real PostgreSQL and Valkey/Redis servers behind pg and valkey services when
     /// their binaries exist: `auto` (default), `simulated` (never) or `required`.
     pub backends: BackendMode,
-    /// Log each request to stderr via tracing at info level.
-    pub log_requests: bool,
+    /// Serve HTTPS with a certificate from the project CA (clients need `--ca-cert`).
+    pub tls: bool,
 }
 
 impl Default for Config {
@@ -87,7 +87,7 @@ impl Default for Config {
             service_faults: Vec::new(),
             state_file: None,
             backends: BackendMode::Auto,
-            log_requests: false,
+            tls: false,
         }
     }
 }

@@ -165,6 +165,7 @@ pub enum StartError {
 pub struct Sandbox {
     url: String,
     token: String,
+    ca_pem: String,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -202,6 +203,18 @@ impl Sandbox {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let token = config.token.clone();
+        let tls = config
+            .tls
+            .then(|| pki.server_config(false))
+            .transpose()
+            .map_err(StartError::Pki)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let host = if local.ip().is_loopback() {
+            format!("localhost:{}", local.port())
+        } else {
+            local.to_string()
+        };
+        let ca_pem = pki.ca_cert_pem.clone();
         let shared = Arc::new(Shared {
             faults: Mutex::new(FaultBook::new(config.faults.clone(), config.seed)),
             world: Mutex::new(World {
@@ -223,6 +236,7 @@ impl Sandbox {
         let mut tasks = vec![tokio::spawn(server::serve(
             listener,
             router,
+            tls,
             cancel.clone(),
         ))];
         let ticker = shared.clone();
@@ -238,8 +252,13 @@ impl Sandbox {
         }));
         resume_endpoints(&shared);
         Ok(Self {
-            url: format!("http://{local}"),
+            url: if scheme == "https" {
+                format!("https://{host}")
+            } else {
+                format!("http://{local}")
+            },
             token,
+            ca_pem,
             shared,
             cancel,
             tasks,
@@ -253,6 +272,11 @@ impl Sandbox {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The project CA (PEM): it signs every certificate the sandbox serves.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// What serves the services' ports (real servers or simulated listeners).

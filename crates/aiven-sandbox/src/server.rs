@@ -23,7 +23,14 @@ impl ConnKill {
     }
 }
 
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
+/// Serves plain HTTP, or HTTPS with `tls` (a certificate from the sandbox's project CA).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cancel: CancellationToken,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -34,7 +41,25 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
         };
         let router = router.clone();
         let cancel = cancel.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => serve_connection(tls, router, cancel).await,
+                    Err(e) => tracing::debug!("sandbox: TLS handshake failed: {e}"),
+                },
+                None => serve_connection(stream, router, cancel).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, router: Router, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
+        {
             let kill = Arc::new(Notify::new());
             let conn_kill = ConnKill(kill.clone());
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -49,6 +74,6 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
                 _ = kill.notified() => {}
                 _ = cancel.cancelled() => {}
             }
-        });
+        }
     }
 }

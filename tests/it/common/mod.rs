@@ -17,6 +17,7 @@ pub struct Sandbox {
     inner: Option<aiven_sandbox::Sandbox>,
     pub url: String,
     pub token: String,
+    pub ca_pem: String,
     http: reqwest::Client,
 }
 
@@ -52,15 +53,18 @@ impl Sandbox {
                 ([127, 0, 0, 1], 0).into(),
             ))
             .expect("sandbox starts");
+        let mut http = reqwest::Client::builder().no_proxy();
+        if inner.url().starts_with("https://") {
+            let ca = reqwest::Certificate::from_pem(inner.ca_pem().as_bytes()).expect("CA is PEM");
+            http = http.tls_certs_merge([ca]);
+        }
         Self {
             url: inner.url().to_string(),
             rt,
-            inner: Some(inner),
             token,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client"),
+            http: http.build().expect("client"),
+            ca_pem: inner.ca_pem().to_string(),
+            inner: Some(inner),
         }
     }
 
