@@ -347,6 +347,11 @@ pub async fn bring_up(
             live.values = values;
             live.store.set_status(RunStatus::Up)?;
             reporter.finish();
+            tracing::info!(
+                "ready after {:.1}s and {} API requests",
+                started.elapsed().as_secs_f64(),
+                live.conn.client.request_count()
+            );
             Ok(live)
         }
         Err(e) => {
