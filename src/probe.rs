@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::manifest::Probe;
@@ -17,6 +18,27 @@ use crate::manifest::Probe;
 pub const PATIENCE: Duration = Duration::from_secs(180);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// How a service's protocol enters TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// TLS from the first byte (HTTPS, Valkey, Kafka).
+    Direct,
+    /// PostgreSQL: an SSLRequest, answered `S`, then TLS.
+    Postgres,
+    /// MySQL: the server's greeting, the client's SSL request, then TLS.
+    Mysql,
+}
+
+impl Handshake {
+    pub fn for_type(service_type: &str) -> Self {
+        match service_type {
+            "pg" | "alloydbomni" => Handshake::Postgres,
+            "mysql" => Handshake::Mysql,
+            _ => Handshake::Direct,
+        }
+    }
+}
 
 /// TLS material for `probe: tls`.
 #[derive(Default, Clone)]
@@ -41,6 +63,7 @@ pub async fn wait_reachable(
     kind: Probe,
     host: &str,
     port: u16,
+    handshake: Handshake,
     tls: &TlsMaterial,
     deadline: Instant,
 ) -> Result<(), String> {
@@ -53,14 +76,16 @@ pub async fn wait_reachable(
         _ => None,
     };
     loop {
-        let last =
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(host, port, connector.as_ref()))
-                .await
-            {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e,
-                Err(_) => format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
-            };
+        let last = match tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            attempt(host, port, handshake, connector.as_ref()),
+        )
+        .await
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+        };
         if Instant::now() + RETRY_EVERY >= give_up {
             return Err(last);
         }
@@ -71,12 +96,19 @@ pub async fn wait_reachable(
 async fn attempt(
     host: &str,
     port: u16,
+    handshake: Handshake,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<(), String> {
-    let stream = TcpStream::connect((host, port))
+    let mut stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("TCP connect to {host}:{port}: {e}"))?;
     if let Some(connector) = tls {
+        match handshake {
+            Handshake::Direct => Ok(()),
+            Handshake::Postgres => postgres_ssl_request(&mut stream).await,
+            Handshake::Mysql => mysql_ssl_request(&mut stream).await,
+        }
+        .map_err(|e| format!("asking {host}:{port} for TLS: {e}"))?;
         let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
         connector
             .connect(name, stream)
@@ -84,6 +116,45 @@ async fn attempt(
             .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
     }
     Ok(())
+}
+
+/// PostgreSQL's SSLRequest (length 8, code 80877103); the server answers `S` to go on.
+async fn postgres_ssl_request(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match &answer {
+        b"S" => Ok(()),
+        _ => Err(std::io::Error::other("the server does not offer TLS")),
+    }
+}
+
+/// MySQL: read the server's greeting, then send the SSL request packet (capabilities
+/// PROTOCOL_41 | SSL | SECURE_CONNECTION, utf8mb4), after which TLS starts.
+async fn mysql_ssl_request(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut greeting = vec![0u8; len];
+    stream.read_exact(&mut greeting).await?;
+    // Protocol 10: version string, connection id, 8 bytes of salt, a filler, then the
+    // lower capability flags.
+    let version_end = greeting.iter().skip(1).position(|b| *b == 0).map(|p| p + 2);
+    let flags_at = version_end.map(|v| v + 4 + 8 + 1);
+    let offers_ssl = greeting.first() == Some(&10)
+        && flags_at.is_some_and(|at| greeting.get(at + 1).is_some_and(|hi| hi & 0x08 != 0));
+    if !offers_ssl {
+        return Err(std::io::Error::other("the server does not offer TLS"));
+    }
+    let capabilities: u32 = 0x0000_0200 | 0x0000_0800 | 0x0000_8000;
+    let mut packet = vec![32, 0, 0, 1];
+    packet.extend_from_slice(&capabilities.to_le_bytes());
+    packet.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    packet.push(255);
+    packet.extend_from_slice(&[0; 23]);
+    stream.write_all(&packet).await
 }
 
 fn connector(tls: &TlsMaterial) -> Result<tokio_rustls::TlsConnector, String> {

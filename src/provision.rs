@@ -431,7 +431,8 @@ impl Provision<'_> {
             let primary = svc
                 .primary_component()
                 .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
-            probe::wait_reachable(spec.probe, &primary.host, primary.port, &tls, deadline)
+            let handshake = probe::Handshake::for_type(&spec.service_type);
+            probe::wait_reachable(spec.probe, &primary.host, primary.port, handshake, &tls, deadline)
                 .await
                 .map_err(|e| {
                     Error::Timeout(format!(

@@ -221,3 +221,12 @@ fn fork_settings_are_checked_offline() {
         .expect_stderr("fork_from.service `Staging`")
         .expect_stderr("not an RFC 3339 time");
 }
+
+#[test]
+fn tls_probes_follow_each_protocols_way_into_tls() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  pg: {type: pg, plan: hobbyist, probe: tls}\n  my: {type: mysql, plan: hobbyist, probe: tls}\n  vk: {type: valkey, plan: hobbyist, probe: tls}\n  os: {type: opensearch, plan: hobbyist, probe: tls}\n",
+    );
+    env.run(&["up", "--timeout", "1m"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+}

@@ -561,3 +561,38 @@ mod reqwest {
         })
     }
 }
+
+#[test]
+fn pg_and_mysql_endpoints_speak_their_protocols_way_into_tls() {
+    let s = Sandbox::start();
+    create(&s, pg("proto-pg"));
+    create(
+        &s,
+        json!({"service_name": "proto-my", "service_type": "mysql", "plan": "hobbyist", "project_vpc_id": null}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &s.ca_pem).unwrap();
+    for (name, starttls) in [("proto-pg", "postgres"), ("proto-my", "mysql")] {
+        let svc = wait_running(&s, name);
+        let port = svc["components"][0]["port"].as_u64().unwrap().to_string();
+        // openssl speaks both preambles (-starttls) and then verifies the certificate.
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-starttls",
+                starttls,
+                "-connect",
+                &format!("localhost:{port}"),
+                "-brief",
+                "-verify_return_error",
+                "-CAfile",
+            ])
+            .arg(&ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("Verification: OK"), "{name}: {text}");
+    }
+}

@@ -106,15 +106,15 @@ pub async fn start(svc: &Service, pki: &Pki, backends: &Backends) -> Result<Star
             backend = Some(b);
             continue;
         }
-        let config = match component.serve {
-            Serve::Tcp | Serve::Backend => None,
-            Serve::Tls => Some(pki.server_config(false)?),
-            Serve::MutualTls => Some(pki.server_config(true)?),
-        };
+        let config = pki.server_config(component.serve == Serve::MutualTls)?;
         let (port, listeners) = bind(component.port).await?;
         ports.push(port);
         for listener in listeners {
-            tasks.push(tokio::spawn(accept_loop(listener, config.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                component.serve,
+                config.clone(),
+            )));
         }
     }
     Ok(Started {
@@ -140,31 +140,77 @@ async fn bind(port: u16) -> Result<(u16, Vec<TcpListener>), String> {
     Ok((port, listeners))
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+async fn accept_loop(listener: TcpListener, serve: Serve, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IDLE, hold(stream, acceptor)).await;
+            let _ = tokio::time::timeout(IDLE, hold(stream, serve, acceptor)).await;
         });
     }
 }
 
-/// Keeps a connection open, discarding what the client sends, until it hangs up.
-async fn hold(stream: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
-    let mut buf = [0u8; 4096];
-    match acceptor {
-        None => {
-            let mut stream = stream;
-            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-        }
-        Some(acceptor) => {
-            if let Ok(mut tls) = acceptor.accept(stream).await {
-                while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
-            }
+/// The protocol's way into TLS, then the connection is kept open (what the client sends
+/// is discarded) until it hangs up.
+async fn hold(mut stream: TcpStream, serve: Serve, acceptor: tokio_rustls::TlsAcceptor) {
+    let ready = match serve {
+        Serve::Tls | Serve::MutualTls => Ok(()),
+        Serve::PgTls => pg_ssl_request(&mut stream).await,
+        Serve::MysqlTls => mysql_ssl_request(&mut stream).await,
+    };
+    if ready.is_err() {
+        return;
+    }
+    if let Ok(mut tls) = acceptor.accept(stream).await {
+        let mut buf = [0u8; 4096];
+        while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+    }
+}
+
+/// PostgreSQL: the client asks for TLS with an SSLRequest (length 8, code 80877103) and
+/// the server answers `S`. A GSSAPI request is declined with `N` first, as servers do.
+async fn pg_ssl_request(stream: &mut TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let mut request = [0u8; 8];
+        stream.read_exact(&mut request).await?;
+        match u32::from_be_bytes([request[4], request[5], request[6], request[7]]) {
+            80_877_103 => return stream.write_all(b"S").await,
+            80_877_104 => stream.write_all(b"N").await?,
+            _ => return Err(std::io::ErrorKind::InvalidData.into()),
         }
     }
+}
+
+/// MySQL: the server greets first (protocol 10, advertising CLIENT_SSL); the client
+/// answers with a 32-byte SSL request, then both switch to TLS.
+async fn mysql_ssl_request(stream: &mut TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const CAPABILITIES: u32 = 0x0000_0200 | 0x0000_0800 | 0x0000_8000 | 0x0008_0000; // PROTOCOL_41 | SSL | SECURE_CONNECTION | PLUGIN_AUTH
+    let mut payload = vec![10u8];
+    payload.extend_from_slice(b"8.0.35\0");
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(b"sandbox1\0");
+    payload.extend_from_slice(&(CAPABILITIES as u16).to_le_bytes());
+    payload.push(255); // utf8mb4_0900_ai_ci
+    payload.extend_from_slice(&2u16.to_le_bytes()); // SERVER_STATUS_AUTOCOMMIT
+    payload.extend_from_slice(&((CAPABILITIES >> 16) as u16).to_le_bytes());
+    payload.push(21);
+    payload.extend_from_slice(&[0; 10]);
+    payload.extend_from_slice(b"sandbox-salt\0");
+    payload.extend_from_slice(b"caching_sha2_password\0");
+    let mut packet = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+    packet.push(0);
+    packet.extend_from_slice(&payload);
+    stream.write_all(&packet).await?;
+    let mut request = [0u8; 36];
+    stream.read_exact(&mut request).await?;
+    let flags = u32::from_le_bytes([request[4], request[5], request[6], request[7]]);
+    if flags & 0x0000_0800 == 0 {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    Ok(())
 }

@@ -130,7 +130,7 @@ fn uris(svc: &Service, include_secrets: bool) -> Uris {
         ssl: Some(true),
         kafka_authentication_method: None,
         kafka_ssl_ca: None,
-        serve: crate::world::Serve::Tcp,
+        serve: crate::world::Serve::Tls,
     });
     let find = |name: &str| svc.components.iter().find(|c| c.component == name);
     let host = primary.host.clone();

@@ -188,18 +188,21 @@ pub struct Component {
     pub ssl: Option<bool>,
     pub kafka_authentication_method: Option<String>,
     pub kafka_ssl_ca: Option<String>,
-    /// How the sandbox serves this port: plain TCP, TLS, TLS with client certificates,
-    /// or a real server (then the sandbox does not listen itself).
+    /// How the simulated endpoint speaks (a real server behind the service replaces it).
     pub serve: Serve,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Serve {
-    Tcp,
+    /// TLS from the first byte: HTTPS, Valkey, Kafka's SASL listener.
     Tls,
+    /// Kafka's certificate listener: TLS with client certificates from the project CA.
     MutualTls,
-    Backend,
+    /// PostgreSQL's protocol: the client's SSLRequest, then TLS.
+    PgTls,
+    /// MySQL's protocol: the server's greeting and the client's SSL request, then TLS.
+    MysqlTls,
 }
 
 /// What the sandbox persists between processes.
@@ -297,8 +300,14 @@ fn component_layout(
 ) -> Vec<(&'static str, Serve, Option<&'static str>)> {
     let flag = |k: &str| user_config.get(k).and_then(Value::as_bool).unwrap_or(false);
     match service_type {
-        "pg" | "alloydbomni" => vec![("pg", Serve::Tls, None), ("pgbouncer", Serve::Tls, None)],
-        "mysql" => vec![("mysql", Serve::Tls, None), ("mysqlx", Serve::Tls, None)],
+        "pg" | "alloydbomni" => vec![
+            ("pg", Serve::PgTls, None),
+            ("pgbouncer", Serve::PgTls, None),
+        ],
+        "mysql" => vec![
+            ("mysql", Serve::MysqlTls, None),
+            ("mysqlx", Serve::Tls, None),
+        ],
         "kafka" => {
             let mut out = vec![("kafka", Serve::MutualTls, Some("certificate"))];
             let sasl = user_config
@@ -335,7 +344,7 @@ fn component_layout(
         "clickhouse" => vec![
             ("clickhouse_https", Serve::Tls, None),
             ("clickhouse", Serve::Tls, None),
-            ("clickhouse_mysql", Serve::Tls, None),
+            ("clickhouse_mysql", Serve::MysqlTls, None),
         ],
         "grafana" => vec![("grafana", Serve::Tls, None)],
         "cassandra" => vec![("cassandra", Serve::Tls, None)],
