@@ -52,8 +52,14 @@ pub enum Fault {
     Drop,
     /// The request is applied, then the connection is closed: the client never learns.
     LostResponse,
-    /// The answer is delayed.
+    /// The answer is delayed; the request is applied after the delay.
     Latency {
+        #[serde(with = "duration")]
+        delay: Duration,
+    },
+    /// The request is applied at once; its answer comes after the delay (a client
+    /// that dies meanwhile never learns of what it did).
+    SlowAnswer {
         #[serde(with = "duration")]
         delay: Duration,
     },

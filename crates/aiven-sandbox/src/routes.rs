@@ -188,6 +188,7 @@ async fn gate(State(shared): S, req: Request, next: Next) -> Response {
     };
 
     let mut lost_response = false;
+    let mut slow_answer = None;
     for fault in faults {
         match fault {
             Fault::Latency { delay } => tokio::time::sleep(delay).await,
@@ -222,6 +223,7 @@ async fn gate(State(shared): S, req: Request, next: Next) -> Response {
                 }
             }
             Fault::LostResponse => lost_response = true,
+            Fault::SlowAnswer { delay } => slow_answer = Some(delay),
         }
     }
 
@@ -265,6 +267,9 @@ async fn gate(State(shared): S, req: Request, next: Next) -> Response {
     }
     if lost_response && let Some(kill) = &kill {
         kill.kill().await;
+    }
+    if let Some(delay) = slow_answer {
+        tokio::time::sleep(delay).await;
     }
     let offset = lock(&shared.world).config.clock_offset_secs;
     let headers = response.headers_mut();
