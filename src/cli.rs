@@ -42,7 +42,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Read the API token from this file (else AIVEN_TOKEN, then AIVEN_AUTH_TOKEN)
     #[arg(long, global = true, value_name = "PATH")]
@@ -166,6 +166,16 @@ pub struct UpArgs {
     /// Most variables allowed in the dotenv report
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub dotenv_max_vars: usize,
+    #[command(flatten)]
+    pub teardown: TeardownArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TeardownArgs {
+    /// Longest teardown may take; past it, exit 5 naming what is left. The default fits
+    /// GitHub's cancel window (SIGINT, 7.5s, SIGTERM, 2.5s, SIGKILL)
+    #[arg(long, default_value = "8s", value_name = "DUR")]
+    pub teardown_timeout: String,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -184,6 +194,8 @@ pub struct DownArgs {
     /// The run is in the in-process sandbox
     #[arg(long)]
     pub sandbox: bool,
+    #[command(flatten)]
+    pub teardown: TeardownArgs,
     /// The manifest, for the project name when there is no state file
     #[arg(
         short = 'f',
@@ -231,6 +243,8 @@ pub struct ReapArgs {
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub teardown: TeardownArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -3,14 +3,16 @@
 //!
 //! Layers, each depending only on those below it:
 //! - `commands`: one module per command (`up`, `down`, `run`, ...);
-//! - orchestration: `provision` (create + wait), `resources` (inside services),
-//!   `probe`, `teardown`, `outputs`, `state`, `signals`, `progress`;
+//! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
+//!   hold, teardown) with the one owner of cancellation;
+//! - services the engine uses: `probe`, `outputs`, `state`, `signals`, `progress`;
 //! - the model: `manifest`, `naming`, `exports`, `settings`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI.
 
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod error;
 pub mod exports;
 pub mod manifest;
@@ -18,10 +20,7 @@ pub mod naming;
 pub mod outputs;
 pub mod probe;
 pub mod progress;
-pub mod provision;
-pub mod resources;
 pub mod secret;
 pub mod settings;
 pub mod signals;
 pub mod state;
-pub mod teardown;

@@ -8,12 +8,13 @@ use aiven_ephemeral::progress::{Mode, Reporter};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let reporter = Reporter::new(Mode::detect(
+    // One per process, shared by every task that reports.
+    let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(Mode::detect(
         cli.global.quiet,
         cli.global.verbose > 0,
         cli.global.log_format == LogFormat::Json,
-    ));
-    init_logging(&cli, &reporter);
+    ))));
+    init_logging(&cli, reporter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(aiven_ephemeral::commands::dispatch(cli, &reporter));
+    let result = runtime.block_on(aiven_ephemeral::commands::dispatch(cli, reporter));
     reporter.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

@@ -126,6 +126,14 @@ pub fn is_ours(tags: &BTreeMap<String, String>) -> bool {
     tags.contains_key(TAG_RUN) && tags.contains_key(TAG_OWNER)
 }
 
+/// RFC 3339 to the second, as tags carry times.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

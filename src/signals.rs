@@ -1,7 +1,8 @@
-//! SIGINT, SIGTERM and SIGHUP. Handlers are installed before the first create; the
-//! first signal cancels the run (teardown follows), every signal is broadcast so that
-//! `run` can forward it to its child and teardown can say what it is still doing. No
-//! signal ever aborts a teardown: tokio keeps the handlers installed for good.
+//! SIGINT, SIGTERM and SIGHUP. Handlers are installed before the first API call; the
+//! first signal cancels the run (the engine tears down and says so), every signal is
+//! broadcast so that `run` can forward it to its child and teardown can say what it is
+//! still doing. No signal ever aborts a teardown: tokio keeps the handlers installed for
+//! good.
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,6 +54,7 @@ impl std::fmt::Display for Signal {
 pub struct Signals {
     cancel: CancellationToken,
     first: Arc<OnceLock<Signal>>,
+    announced: Arc<std::sync::atomic::AtomicBool>,
     events: broadcast::Sender<Signal>,
 }
 
@@ -64,6 +66,7 @@ impl Signals {
         let signals = Self {
             cancel: CancellationToken::new(),
             first: Arc::new(OnceLock::new()),
+            announced: Arc::default(),
             events,
         };
         let s = signals.clone();
@@ -71,7 +74,6 @@ impl Signals {
             loop {
                 let got = listener.recv().await;
                 if s.first.set(got).is_ok() {
-                    tracing::warn!("received {got}: tearing down");
                     s.cancel.cancel();
                 }
                 let _ = s.events.send(got);
@@ -88,6 +90,18 @@ impl Signals {
     /// The first signal received, if any.
     pub fn received(&self) -> Option<Signal> {
         self.first.get().copied()
+    }
+
+    /// The first signal, announced once as acted on: for the one that tears down.
+    pub fn acted_on(&self) -> Option<Signal> {
+        let got = self.received()?;
+        if !self
+            .announced
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!("received {got}: tearing down");
+        }
+        Some(got)
     }
 
     /// Every signal from now on.

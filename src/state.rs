@@ -163,17 +163,23 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An exclusive lock on the state directory, held while a command changes the run.
-/// The OS releases it when the process dies, even by SIGKILL.
-pub struct DirLock {
+/// An exclusive lock on one state file (`<state file>.lock`), held while a command
+/// changes its run. The OS releases it when the process dies, even by SIGKILL.
+pub struct StateLock {
     _file: File,
 }
 
-impl DirLock {
-    /// Waits up to `wait` for the lock.
-    pub fn acquire(dir: &Path, wait: Duration) -> Result<Self> {
+impl StateLock {
+    /// Waits up to `wait` for the lock, without blocking the runtime.
+    pub async fn acquire(state_file: &Path, wait: Duration) -> Result<Self> {
+        let dir = state_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         prepare_dir(dir)?;
-        let path = dir.join("lock");
+        let mut path = state_file.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
         let file = private(OpenOptions::new().create(true).truncate(false).write(true))
             .open(&path)
             .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
@@ -182,11 +188,14 @@ impl DirLock {
             match file.try_lock() {
                 Ok(()) => return Ok(Self { _file: file }),
                 Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(100));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(Error::usage_hint(
-                        format!("another aiven-ephemeral process is using {}", dir.display()),
+                        format!(
+                            "another aiven-ephemeral process is using {}",
+                            state_file.display()
+                        ),
                         "wait for it to finish, or give this run its own --state-file",
                     ));
                 }
@@ -195,6 +204,15 @@ impl DirLock {
                 }
             }
         }
+    }
+}
+
+/// ` --state-file X` when X is not the default: for commands printed to the user.
+pub fn state_flag(path: &Path) -> String {
+    if path == default_state_file() {
+        String::new()
+    } else {
+        format!(" --state-file {}", path.display())
     }
 }
 

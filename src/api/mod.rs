@@ -53,8 +53,11 @@ fn seg(s: &str) -> String {
 pub enum Retry {
     /// Up to 6 attempts, 0.5 s growing to 20 s between them, jittered.
     Standard,
-    /// Teardown: short timeouts, quick attempts, no pacing: it must finish inside a CI
-    /// job's cancellation budget.
+    /// One attempt, paced: for callers that retry on their own terms (creates, which
+    /// must know whether an attempt may have landed).
+    Once,
+    /// Teardown: one attempt with a short timeout and no pacing. Teardown retries on
+    /// its own schedule, inside its own budget.
     Teardown,
 }
 
@@ -167,11 +170,7 @@ impl Client {
                 .with_max_delay(Duration::from_secs(20))
                 .with_max_times(5)
                 .with_jitter(),
-            Retry::Teardown => ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(2))
-                .with_max_times(3)
-                .with_jitter(),
+            Retry::Once | Retry::Teardown => ExponentialBuilder::default().with_max_times(0),
         };
         let cancel = self.cancel.clone();
         let sleep = move |wait: Duration| {
@@ -220,7 +219,7 @@ impl Client {
         if self.cancelled() {
             return Err(ApiError::Cancelled);
         }
-        if retry == Retry::Standard {
+        if retry != Retry::Teardown {
             self.pace().await;
         }
         let url = format!("{}/v1{}", self.inner.base, path);
@@ -436,6 +435,18 @@ impl Client {
             .await
     }
 
+    /// A service without secrets, trying as hard as `retry` says.
+    pub async fn get_service_with(
+        &self,
+        project: &str,
+        name: &str,
+        retry: Retry,
+    ) -> Result<Service, ApiError> {
+        let path = Self::service_path(project, name, "");
+        self.fetch(Method::GET, &path, None, "service", retry).await
+    }
+
+    /// Sends a create once: the caller decides about retries.
     pub async fn create_service(
         &self,
         project: &str,
@@ -443,7 +454,7 @@ impl Client {
     ) -> Result<Service, ApiError> {
         let body = serde_json::to_value(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let path = Self::project_path(project, "/service");
-        self.fetch(Method::POST, &path, Some(&body), "service", Retry::Standard)
+        self.fetch(Method::POST, &path, Some(&body), "service", Retry::Once)
             .await
     }
 

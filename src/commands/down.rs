@@ -7,17 +7,24 @@ use std::time::{Duration, Instant};
 
 use crate::api::REQUEST_TIMEOUT;
 use crate::cli::{DownArgs, GlobalArgs};
-use crate::commands::up::{state_flag, tear_down};
+use crate::engine::record_teardown;
+use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
 use crate::settings::{self, Connection};
 use crate::signals::Signals;
-use crate::state::{self, DirLock, RunStatus, ServiceStatus, Store};
-use crate::teardown::{self, Force, Target};
+use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
 
-pub async fn down(global: &GlobalArgs, args: &DownArgs, reporter: &Reporter) -> Result<Status> {
+pub async fn down(
+    global: &GlobalArgs,
+    args: &DownArgs,
+    reporter: &'static Reporter,
+) -> Result<Status> {
+    // Signals never stop a teardown, but they are owned from here on: each is answered
+    // with what is still being deleted.
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let budget = settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
     let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
     let existing = state::read(&state_file)?;
     if let Some(run_id) = &args.run_id {
@@ -28,8 +35,19 @@ pub async fn down(global: &GlobalArgs, args: &DownArgs, reporter: &Reporter) -> 
             format!("{} holds run {}, not {id}", state_file.display(), s.run_id),
             "pass the matching --state-file, or remove the state file to delete by tag",
         )),
-        (Some(_), _) => from_state(global, args, &state_file, &state_dir, reporter, &signals).await,
-        (None, Some(id)) => by_tag(global, args, id, reporter, &signals).await,
+        (Some(_), _) => {
+            from_state(
+                global,
+                args,
+                &state_file,
+                &state_dir,
+                reporter,
+                &signals,
+                budget,
+            )
+            .await
+        }
+        (None, Some(id)) => by_tag(global, args, id, reporter, &signals, budget).await,
         (None, None) if args.missing_ok => {
             reporter.info(format!(
                 "no state file ({}) and no run id: nothing to delete",
@@ -54,8 +72,9 @@ async fn from_state(
     state_dir: &std::path::Path,
     reporter: &Reporter,
     signals: &Signals,
+    budget: Duration,
 ) -> Result<Status> {
-    let _lock = DirLock::acquire(state_dir, Duration::from_secs(30))?;
+    let _lock = StateLock::acquire(state_file, Duration::from_secs(30)).await?;
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
     let state =
         state::read(state_file)?.ok_or_else(|| Error::usage("the state file disappeared"))?;
@@ -88,7 +107,7 @@ async fn from_state(
     let store = Store::new(state_file.to_path_buf(), state)?;
     let listed = conn
         .client
-        .list_services_with(&project, crate::api::Retry::Teardown)
+        .list_services(&project)
         .await
         .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
     let mut targets = Vec::new();
@@ -143,17 +162,31 @@ async fn from_state(
             targets.push(Target::existing(svc.service_name.clone()));
         }
     }
+    // Asked to finish a run, `down` waits out any create that may still land, however
+    // short the budget: exiting 5 only to be run again would help nobody.
+    let budget = targets
+        .iter()
+        .filter_map(|t| t.recheck_until)
+        .max()
+        .map_or(budget, |until| {
+            budget.max(until.saturating_duration_since(Instant::now()) + Duration::from_secs(3))
+        });
     let force = if args.force {
-        Force::Owner(owner)
+        Force::Owner(owner.clone())
     } else {
         Force::No
     };
-    let result = tear_down(
+    let options = Options {
+        force,
+        owner: Some(owner),
+        budget,
+    };
+    let result = record_teardown(
         &conn.client,
         &project,
         &store,
         targets,
-        force,
+        options,
         reporter,
         Some(signals),
     )
@@ -170,6 +203,7 @@ async fn by_tag(
     run_id: &str,
     reporter: &Reporter,
     signals: &Signals,
+    budget: Duration,
 ) -> Result<Status> {
     let manifest = if args.file.exists() {
         Some(crate::manifest::load(&args.file)?)
@@ -185,7 +219,7 @@ async fn by_tag(
     };
     let listed = conn
         .client
-        .list_services_with(&project, crate::api::Retry::Teardown)
+        .list_services(&project)
         .await
         .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
     let targets: Vec<Target> = listed
@@ -205,11 +239,16 @@ async fn by_tag(
     } else {
         Force::No
     };
+    let options = Options {
+        force,
+        owner: None,
+        budget,
+    };
     let report = teardown::teardown(
         &conn.client,
         &project,
         targets,
-        force,
+        options,
         reporter,
         Some(signals),
     )

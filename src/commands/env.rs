@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use crate::cli::{EnvArgs, GlobalArgs};
 use crate::error::{Error, Result, Status};
 use crate::naming;
+use crate::outputs::Created;
 use crate::outputs::{self, Delivered, env::Format};
-use crate::resources::Created;
 
 pub async fn env(global: &GlobalArgs, args: &EnvArgs) -> Result<Status> {
     let run = super::RunRef::locate(

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use crate::cli::{ExtendArgs, GlobalArgs};
-use crate::commands::up::rfc3339;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
@@ -30,7 +29,7 @@ pub async fn extend(global: &GlobalArgs, args: &ExtendArgs, reporter: &Reporter)
         .client
         .server_time()
         .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let expires = rfc3339(now + ttl);
+    let expires = naming::rfc3339(now + ttl);
     let tags = BTreeMap::from([(naming::TAG_EXPIRES.to_string(), Some(expires.clone()))]);
     for svc in &services {
         run.conn

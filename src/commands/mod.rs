@@ -21,7 +21,7 @@ use crate::progress::Reporter;
 use crate::settings::{self, Connection};
 use crate::state::{self, Store};
 
-pub async fn dispatch(cli: Cli, reporter: &Reporter) -> Result<Status> {
+pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
     let global = &cli.global;
     match &cli.command {
         Command::Validate(args) => validate::validate(args, reporter),

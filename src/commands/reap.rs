@@ -12,11 +12,11 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::api::Service;
 use crate::cli::{GlobalArgs, ReapArgs};
+use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
 use crate::settings::{self, Connection};
-use crate::teardown::{self, Force, Target};
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
@@ -147,7 +147,12 @@ pub async fn reap(global: &GlobalArgs, args: &ReapArgs, reporter: &Reporter) -> 
         .map(|r| Target::existing(r.name.clone()))
         .collect();
     let force = if args.force { Force::Ours } else { Force::No };
-    let report = teardown::teardown(&conn.client, &project, targets, force, reporter, None).await;
+    let options = Options {
+        force,
+        owner: None,
+        budget: settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?,
+    };
+    let report = teardown::teardown(&conn.client, &project, targets, options, reporter, None).await;
     conn.close().await;
     reporter.info(format!(
         "reaped {} service(s); {} protected, {} failed",

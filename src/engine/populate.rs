@@ -15,12 +15,7 @@ use serde_json::json;
 
 use crate::api::{ApiError, Client, ServiceUser};
 use crate::manifest::ServiceSpec;
-
-/// What the service needs to tell its users about the accounts created in it.
-#[derive(Default, Debug)]
-pub struct Created {
-    pub users: BTreeMap<String, ServiceUser>,
-}
+use crate::outputs::Created;
 
 /// The API's answers that mean "not yet" for sub-resources of a new service.
 fn settling(e: &ApiError) -> bool {

@@ -13,15 +13,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::populate;
+use super::teardown::{Create, Target};
 use crate::api::{ApiError, Client, CreateService, Service, ServiceState};
 use crate::error::Error;
 use crate::manifest::ServiceSpec;
 use crate::naming;
+use crate::outputs::Created;
 use crate::probe::{self, TlsMaterial};
 use crate::progress::Reporter;
-use crate::resources;
 use crate::state::{ServiceStatus, Store};
-use crate::teardown::{Create, Target};
 
 /// Creates in flight at once.
 const CREATE_CONCURRENCY: usize = 8;
@@ -50,7 +51,7 @@ pub struct Ready {
     pub index: usize,
     /// With secrets.
     pub service: Service,
-    pub created: resources::Created,
+    pub created: Created,
     pub ready_in: Duration,
 }
 
@@ -377,7 +378,7 @@ impl Provision<'_> {
                 tags: &tags,
                 user_config: &spec.user_config,
             };
-            let result = client.create_service(&project, &body).await;
+            let (result, may_have_landed) = send_create(&client, &project, &body, &stop).await;
             let outcome = match result {
                 Ok(_) => Ok(()),
                 Err(e) if e.is_conflict() => adopt(&client, &project, &name, &owner, &e).await,
@@ -390,12 +391,12 @@ impl Provision<'_> {
                     Ok(())
                 }
                 Err(e) => {
-                    let answered = matches!(e, ApiError::Status { .. }) && !e.is_transient();
-                    if answered {
-                        tracker.finish(&name, Create::Rejected);
-                        store.set_service(&name, ServiceStatus::Rejected)?;
-                    } else {
-                        tracker.finish(&name, Create::Lost(Instant::now()));
+                    match may_have_landed {
+                        Some(at) => tracker.finish(&name, Create::Lost(at)),
+                        None => {
+                            tracker.finish(&name, Create::Rejected);
+                            store.set_service(&name, ServiceStatus::Rejected)?;
+                        }
                     }
                     Err(Error::api(
                         format!("creating {name} (services.{})", spec.key),
@@ -442,7 +443,7 @@ impl Provision<'_> {
                         spec.key, primary.host, primary.port
                     ))
                 })?;
-            let created = resources::populate(&client, &project, &name, &spec, deadline)
+            let created = populate::populate(&client, &project, &name, &spec, deadline)
                 .await
                 .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
             Ok(Ready {
@@ -478,6 +479,60 @@ impl Provision<'_> {
             started.elapsed().as_secs(),
             waiting.join(", ")
         )
+    }
+}
+
+/// Sends a create, retrying transient failures (0.5 s growing to 20 s, five times, the
+/// API's requested wait honoured up to a minute) until `stop`. Also returns when the
+/// last attempt that may have landed without an answer was sent: a dropped connection,
+/// a timeout, or a 500/502/504 may have created the service; a refused connection, a
+/// 429 or a 503 did not.
+async fn send_create(
+    client: &Client,
+    project: &str,
+    body: &CreateService<'_>,
+    stop: &CancellationToken,
+) -> (Result<Service, ApiError>, Option<Instant>) {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(20))
+        .with_max_times(5)
+        .with_jitter()
+        .build();
+    let mut may_have_landed = None;
+    loop {
+        if stop.is_cancelled() {
+            return (Err(ApiError::Cancelled), may_have_landed);
+        }
+        let sent = Instant::now();
+        let e = match client.create_service(project, body).await {
+            Ok(svc) => return (Ok(svc), may_have_landed),
+            Err(e) => e,
+        };
+        let unanswered = match &e {
+            ApiError::Transport { connect, .. } => !connect,
+            ApiError::Status { status, .. } => matches!(status, 500 | 502 | 504),
+            _ => false,
+        };
+        if unanswered {
+            may_have_landed = Some(sent);
+        }
+        let wait = match (e.is_transient(), delays.next()) {
+            (true, Some(planned)) => e
+                .retry_after()
+                .map_or(planned, |asked| asked.min(Duration::from_secs(60))),
+            _ => return (Err(e), may_have_landed),
+        };
+        tracing::warn!(
+            "creating {}: {e}; retrying in {:.1}s",
+            body.service_name,
+            wait.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return (Err(e), may_have_landed),
+        }
     }
 }
 

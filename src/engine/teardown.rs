@@ -1,24 +1,38 @@
-//! Confirmed teardown. Every DELETE goes out at once (no waiting for creates); a 404
-//! counts as deleted only for a service known to exist; a name whose create has not
-//! answered is deleted again once it does, and re-checked until the create's request
-//! timeout has passed; the end is confirmed with a list. A termination-protected
-//! service is listed, not deleted, unless forced. What cannot be confirmed is reported
-//! (exit 5).
+//! Confirmed teardown inside a hard budget. Every service gets its own task at once: a
+//! DELETE, retried with backoff on transient answers (never more than three in ten
+//! seconds per service, a server-requested wait capped to the budget left), then
+//! confirmation by a list shared by all tasks. A name whose create has not answered is
+//! deleted only once a GET shows this run's owner tag on it (a matrix leg sharing the
+//! run id may own that name), and watched until it provably cannot appear. A
+//! termination-protected service is listed, not deleted, unless forced. Whatever is not
+//! confirmed when the budget runs out is reported (exit 5); so is a task that died.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::api::{Client, Retry, Service};
+use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service};
 use crate::naming;
 use crate::progress::Reporter;
 use crate::signals::Signals;
 
-/// How long teardown keeps checking that deleted services are gone from the list.
-const CONFIRM_WINDOW: Duration = Duration::from_secs(60);
-const RECHECK_EVERY: Duration = Duration::from_millis(1000);
+/// The default budget, sized to GitHub's cancel window (SIGINT, 7.5 s, SIGTERM, 2.5 s,
+/// SIGKILL): the report of what is left must be out before the SIGKILL.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(8);
+/// Backoff between DELETEs of one service: 1.5 s doubling to 8 s keeps it to three in
+/// any ten seconds.
+const FIRST_BACKOFF: Duration = Duration::from_millis(1500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// A service whose DELETE was accepted but is still listed this long later is deleted
+/// again.
+const REDELETE_AFTER: Duration = Duration::from_secs(5);
+/// Lists for confirmation are never closer than this.
+const LIST_GAP: Duration = Duration::from_millis(500);
+/// A name whose create may still land is looked up this often.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a create stands, as far as this process knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +51,12 @@ pub enum Create {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
-    /// Known to exist (its create was answered, or it was listed): a 404 means gone.
+    /// Known to exist and to be ours (its create was answered, or it was listed with
+    /// our tags): a 404 means gone.
     pub exists: bool,
-    /// A 404 may be a create the API has not processed yet, until this instant.
+    /// A create may still land until this instant.
     pub recheck_until: Option<Instant>,
-    /// A create of this process that has not answered yet: teardown waits for it.
+    /// A create of this process that has not answered yet.
     pub create: Option<watch::Receiver<Create>>,
 }
 
@@ -79,6 +94,17 @@ impl Force {
     }
 }
 
+/// How a teardown goes: who may be unprotected, whose names may be deleted unseen, and
+/// how long it may take.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub force: Force,
+    /// The run's owner nonce: a name whose create never answered is deleted only if it
+    /// carries it. `None` when every target is known to be ours.
+    pub owner: Option<String>,
+    pub budget: Duration,
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub deleted: Vec<String>,
@@ -102,94 +128,270 @@ impl Report {
 }
 
 enum Outcome {
-    Deleted,
-    NotFound,
+    /// Confirmed gone.
+    Gone,
+    /// Its create was refused, or can no longer land: there was nothing to delete.
+    NeverCreated,
+    /// The name exists with another owner's tags: left alone.
+    NotOurs,
     Protected,
     Failed(String),
 }
 
-async fn delete_one(client: &Client, project: &str, name: &str, force: &Force) -> Outcome {
-    match client.delete_service(project, name, Retry::Teardown).await {
-        Ok(()) => Outcome::Deleted,
-        Err(e) if e.is_not_found() => Outcome::NotFound,
-        Err(e) if e.is_termination_protected() => {
-            unprotect_and_delete(client, project, name, force).await
-        }
-        Err(e) => Outcome::Failed(e.to_string()),
-    }
+/// What one task tells the view while it works.
+enum Event {
+    Deleting(String),
 }
 
-async fn unprotect_and_delete(
-    client: &Client,
-    project: &str,
-    name: &str,
-    force: &Force,
-) -> Outcome {
-    if matches!(force, Force::No) {
-        return Outcome::Protected;
+/// Everything the tasks share.
+struct Ctx {
+    client: Client,
+    project: String,
+    options: Options,
+    deadline: Instant,
+    lister: Lister,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Ctx {
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
-    let svc = match client.get_service(project, name, false).await {
-        Ok(s) => s,
-        Err(e) if e.is_not_found() => return Outcome::NotFound,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
-    if !force.allows(&svc) {
-        return Outcome::Protected;
+
+    /// Sleeps `wait`, or until the budget is spent.
+    async fn pause(&self, wait: Duration) {
+        tokio::time::sleep(wait.min(self.left())).await;
     }
-    tracing::warn!("{name}: clearing termination protection (--force)");
-    if let Err(e) = client
-        .set_termination_protection(project, name, false)
+
+    /// One attempt, cut off when the budget is.
+    async fn once<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.left(), call).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Transport {
+                message: "no answer before the teardown budget ran out".into(),
+                connect: false,
+            }),
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<Service, ApiError> {
+        self.once(
+            self.client
+                .get_service_with(&self.project, name, Retry::Teardown),
+        )
         .await
-    {
-        return Outcome::Failed(format!("clearing termination protection: {e}"));
     }
-    match client.delete_service(project, name, Retry::Teardown).await {
-        Ok(()) => Outcome::Deleted,
-        Err(e) if e.is_not_found() => Outcome::NotFound,
-        Err(e) => Outcome::Failed(e.to_string()),
+
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        self.once(
+            self.client
+                .delete_service(&self.project, name, Retry::Teardown),
+        )
+        .await
+    }
+
+    /// Waits for a list sent after `accepted` to leave the name out. `false`: still
+    /// listed after [`REDELETE_AFTER`] (or the budget ran out).
+    async fn confirm(&self, name: &str, accepted: Instant) -> bool {
+        let until = (accepted + REDELETE_AFTER).min(self.deadline);
+        let mut after = accepted;
+        while Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            let listed = self.lister.since(after, &self.client, &self.project);
+            match tokio::time::timeout(left, listed).await {
+                Ok(Ok((_, names))) if !names.contains(name) => return true,
+                // Still listed: only a later list can say otherwise.
+                Ok(Ok((sent, _))) => after = sent + Duration::from_nanos(1),
+                Ok(Err(e)) => {
+                    tracing::warn!("confirming teardown: {e}; retrying");
+                    tokio::time::sleep(LIST_GAP.min(left)).await;
+                }
+                Err(_) => break,
+            }
+        }
+        false
+    }
+
+    /// Deletes one target and confirms it is gone.
+    async fn settle(&self, mut t: Target) -> Outcome {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last: Option<String> = None;
+        loop {
+            if self.left().is_zero() {
+                return Outcome::Failed(
+                    last.unwrap_or_else(|| "the teardown budget ran out".into()),
+                );
+            }
+            if !t.exists {
+                match self.unseen(&mut t).await {
+                    Ok(Unseen::Ours) => t.exists = true,
+                    Ok(Unseen::NotOurs) => return Outcome::NotOurs,
+                    Ok(Unseen::Never) => return Outcome::NeverCreated,
+                    Ok(Unseen::Maybe(why)) => {
+                        last = Some(why);
+                        self.pause(RECHECK_EVERY).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        last = Some(e.to_string());
+                        self.pause(e.retry_after().unwrap_or(backoff)).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            match self.delete(&t.name).await {
+                Ok(()) => {
+                    let _ = self.events.send(Event::Deleting(t.name.clone()));
+                    if self.confirm(&t.name, Instant::now()).await {
+                        return Outcome::Gone;
+                    }
+                    last = Some("still listed after DELETE".into());
+                }
+                Err(e) if e.is_not_found() => return Outcome::Gone,
+                Err(e) if e.is_termination_protected() => match self.unprotect(&t.name).await {
+                    Ok(true) => {}
+                    Ok(false) => return Outcome::Protected,
+                    Err(e) => {
+                        last = Some(format!("clearing termination protection: {e}"));
+                        self.pause(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                },
+                Err(e) if e.is_transient() => {
+                    last = Some(e.to_string());
+                    self.pause(e.retry_after().unwrap_or(backoff)).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+        }
+    }
+
+    /// A name not known to exist: is it there, and ours?
+    async fn unseen(&self, t: &mut Target) -> Result<Unseen, ApiError> {
+        match self.get(&t.name).await {
+            Ok(svc) => {
+                let ours = match &self.options.owner {
+                    Some(owner) => svc.tag(naming::TAG_OWNER) == Some(owner.as_str()),
+                    None => true,
+                };
+                Ok(if ours { Unseen::Ours } else { Unseen::NotOurs })
+            }
+            Err(e) if e.is_not_found() => Ok(self.absent(t).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The name is not there (yet): can its create still land?
+    async fn absent(&self, t: &mut Target) -> Unseen {
+        if let Some(create) = &mut t.create {
+            let answered = create.wait_for(|c| *c != Create::InFlight);
+            match tokio::time::timeout(self.left(), answered).await {
+                Ok(Ok(state)) => match *state {
+                    Create::Rejected => return Unseen::Never,
+                    // Answered yes: it is there now, and ours (our create made it).
+                    Create::Created => return Unseen::Ours,
+                    Create::Lost(at) => {
+                        t.recheck_until = t.recheck_until.max(Some(at + REQUEST_TIMEOUT))
+                    }
+                    Create::InFlight => {}
+                },
+                // The task that sent it is gone: it may have landed.
+                Ok(Err(_)) => {
+                    t.recheck_until = t.recheck_until.max(Some(Instant::now() + REQUEST_TIMEOUT))
+                }
+                Err(_) => return Unseen::Maybe("its create has not answered".into()),
+            }
+            t.create = None;
+        }
+        match t.recheck_until {
+            Some(until) if Instant::now() < until => Unseen::Maybe(format!(
+                "its create never answered and may still land for {}s",
+                until.saturating_duration_since(Instant::now()).as_secs() + 1
+            )),
+            _ => Unseen::Never,
+        }
+    }
+
+    /// `Ok(true)`: protection cleared, delete again. `Ok(false)`: leave it.
+    async fn unprotect(&self, name: &str) -> Result<bool, ApiError> {
+        if matches!(self.options.force, Force::No) {
+            return Ok(false);
+        }
+        let svc = self.get(name).await?;
+        if !self.options.force.allows(&svc) {
+            return Ok(false);
+        }
+        tracing::warn!("{name}: clearing termination protection (--force)");
+        self.once(
+            self.client
+                .set_termination_protection(&self.project, name, false),
+        )
+        .await?;
+        Ok(true)
     }
 }
 
-/// Resolves a target whose first DELETE found nothing: waits for its create to answer,
-/// then deletes until it is gone or can no longer appear. `None`: never created.
-async fn settle(client: &Client, project: &str, t: &Target, force: &Force) -> Option<Outcome> {
-    let mut until = t.recheck_until.unwrap_or_else(Instant::now);
-    if let Some(mut create) = t.create.clone() {
-        let answered = create.wait_for(|c| *c != Create::InFlight);
-        let state = match tokio::time::timeout(crate::api::REQUEST_TIMEOUT * 2, answered).await {
-            Ok(Ok(state)) => *state,
-            _ => Create::Lost(Instant::now()),
-        };
-        match state {
-            Create::Rejected => return None,
-            Create::Lost(at) => until = until.max(at + crate::api::REQUEST_TIMEOUT),
-            Create::Created | Create::InFlight => {}
+enum Unseen {
+    Ours,
+    NotOurs,
+    Never,
+    /// Not there now, but may still appear: look again.
+    Maybe(String),
+}
+
+/// One list at a time for every task waiting for confirmation.
+#[derive(Default)]
+struct Lister {
+    listing: tokio::sync::Mutex<Option<(Instant, Arc<BTreeSet<String>>)>>,
+}
+
+impl Lister {
+    /// The names listed by a list sent at or after `at`, and when it was sent.
+    async fn since(
+        &self,
+        at: Instant,
+        client: &Client,
+        project: &str,
+    ) -> Result<(Instant, Arc<BTreeSet<String>>), ApiError> {
+        let mut last = self.listing.lock().await;
+        if let Some((sent, names)) = &*last {
+            if *sent >= at {
+                return Ok((*sent, names.clone()));
+            }
+            tokio::time::sleep_until((*sent + LIST_GAP).into()).await;
         }
-    }
-    loop {
-        match delete_one(client, project, &t.name, force).await {
-            Outcome::NotFound if Instant::now() < until => tokio::time::sleep(RECHECK_EVERY).await,
-            outcome => return Some(outcome),
-        }
+        let sent = Instant::now();
+        let list = client.list_services_with(project, Retry::Teardown).await?;
+        let names: Arc<BTreeSet<String>> =
+            Arc::new(list.into_iter().map(|s| s.service_name).collect());
+        *last = Some((sent, names.clone()));
+        Ok((sent, names))
     }
 }
 
-/// Deletes every target and confirms it is gone.
+/// Deletes every target and confirms it is gone, within the budget.
 pub async fn teardown(
     client: &Client,
     project: &str,
     targets: Vec<Target>,
-    force: Force,
+    options: Options,
     reporter: &Reporter,
     signals: Option<&Signals>,
 ) -> Report {
     if targets.is_empty() {
         return Report::default();
     }
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     reporter.group(&format!("Deleting {} service(s)", targets.len()));
-    let still = std::sync::Arc::new(std::sync::Mutex::new(
-        names.iter().cloned().collect::<BTreeSet<String>>(),
+    let still = Arc::new(Mutex::new(
+        targets
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<BTreeSet<String>>(),
     ));
     // Later signals never stop teardown; they are told what it is still doing.
     let watcher = signals.map(|s| {
@@ -197,7 +399,12 @@ pub async fn teardown(
         let still = still.clone();
         tokio::spawn(async move {
             while let Ok(sig) = rx.recv().await {
-                let pending: Vec<String> = still.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+                let pending: Vec<String> = still
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
                 eprintln!(
                     "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
                     pending.join(", ")
@@ -206,135 +413,57 @@ pub async fn teardown(
         })
     });
 
-    let mut report = Report::default();
-    let mut pending: Vec<Target> = Vec::new();
-    let mut to_confirm: BTreeSet<String> = BTreeSet::new();
-    let mut wave = JoinSet::new();
+    let (events, mut event_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        project: project.to_string(),
+        deadline: Instant::now() + options.budget,
+        options,
+        lister: Lister::default(),
+        events,
+    });
+    let mut tasks = JoinSet::new();
+    let mut names = BTreeMap::new();
     for t in targets {
-        let client = client.clone();
-        let project = project.to_string();
-        let force = force.clone();
-        wave.spawn(async move {
-            let outcome = delete_one(&client, &project, &t.name, &force).await;
-            (t, outcome)
-        });
+        let name = t.name.clone();
+        let ctx = ctx.clone();
+        let handle = tasks.spawn(async move { ctx.settle(t).await });
+        names.insert(handle.id(), name);
     }
-    while let Some(joined) = wave.join_next().await {
-        let Ok((t, outcome)) = joined else { continue };
-        match outcome {
-            Outcome::Deleted => {
-                reporter.service(&t.name, "deleting");
-                to_confirm.insert(t.name.clone());
-            }
-            Outcome::NotFound if t.exists && t.create.is_none() => {
-                to_confirm.insert(t.name.clone());
-            }
-            Outcome::NotFound => pending.push(t),
-            Outcome::Protected => {
-                reporter.warn(format!(
-                    "{}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)",
-                    t.name
-                ));
-                report.protected.push(t.name.clone());
-            }
-            Outcome::Failed(e) => {
-                to_confirm.insert(t.name.clone());
-                report.failed.push((t.name.clone(), e));
-            }
-        }
-    }
+    drop(ctx);
 
-    // Creates still in flight: wait for their answer, then delete again. Names whose
-    // create never answered: re-check until the request could no longer land.
-    let mut rechecks = JoinSet::new();
-    for t in pending {
-        let client = client.clone();
-        let project = project.to_string();
-        let force = force.clone();
-        rechecks.spawn(async move {
-            let outcome = settle(&client, &project, &t, &force).await;
-            (t.name, outcome)
-        });
-    }
-    while let Some(joined) = rechecks.join_next().await {
-        let Ok((name, outcome)) = joined else {
-            continue;
-        };
-        match outcome {
-            Some(Outcome::Protected) => report.protected.push(name),
-            Some(Outcome::Failed(e)) => {
-                to_confirm.insert(name.clone());
-                report.failed.push((name, e));
-            }
-            Some(_) => {
-                to_confirm.insert(name);
-            }
-            // The create was refused: there is nothing to delete.
-            None => {
-                report.deleted.push(name.clone());
-                still
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
-            }
-        }
-    }
-
-    // Confirm with a list; delete again whatever is still there.
-    let confirm_until = Instant::now() + CONFIRM_WINDOW;
+    let mut report = Report::default();
     loop {
-        match client.list_services_with(project, Retry::Teardown).await {
-            Ok(list) => {
-                let present: BTreeSet<&str> =
-                    list.iter().map(|s| s.service_name.as_str()).collect();
-                let remaining: Vec<String> = to_confirm
-                    .iter()
-                    .filter(|n| present.contains(n.as_str()))
-                    .cloned()
-                    .collect();
-                for gone in to_confirm.iter().filter(|n| !present.contains(n.as_str())) {
-                    report.failed.retain(|(n, _)| n != gone);
-                    if !report.deleted.contains(gone) {
-                        report.deleted.push(gone.clone());
-                        reporter.service_done(gone, "deleted");
+        tokio::select! {
+            Some(Event::Deleting(name)) = event_rx.recv() => reporter.service(&name, "deleting"),
+            joined = tasks.join_next_with_id() => {
+                let Some(joined) = joined else { break };
+                let (name, outcome) = match joined {
+                    Ok((id, outcome)) => (names.remove(&id).unwrap_or_default(), outcome),
+                    // A task that died proves nothing: its service is not confirmed.
+                    Err(e) => (
+                        names.remove(&e.id()).unwrap_or_default(),
+                        Outcome::Failed(format!("its teardown task failed: {e}")),
+                    ),
+                };
+                still.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                match outcome {
+                    Outcome::Gone => {
+                        reporter.service_done(&name, "deleted");
+                        report.deleted.push(name);
                     }
-                    still.lock().unwrap_or_else(|e| e.into_inner()).remove(gone);
-                }
-                if remaining.is_empty() {
-                    break;
-                }
-                if Instant::now() >= confirm_until {
-                    for name in remaining {
-                        if !report.failed.iter().any(|(n, _)| *n == name) {
-                            report
-                                .failed
-                                .push((name, "still listed after DELETE".into()));
-                        }
+                    Outcome::NeverCreated => report.deleted.push(name),
+                    Outcome::NotOurs => reporter.warn(format!(
+                        "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
+                    )),
+                    Outcome::Protected => {
+                        reporter.warn(format!(
+                            "{name}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)"
+                        ));
+                        report.protected.push(name);
                     }
-                    break;
+                    Outcome::Failed(why) => report.failed.push((name, why)),
                 }
-                for name in &remaining {
-                    if let Outcome::Failed(e) = delete_one(client, project, name, &force).await {
-                        report.failed.retain(|(n, _)| n != name);
-                        report.failed.push((name.clone(), e));
-                    }
-                }
-                to_confirm = remaining.into_iter().collect();
-                tokio::time::sleep(RECHECK_EVERY).await;
-            }
-            Err(e) if Instant::now() < confirm_until => {
-                tracing::warn!("confirming teardown: {e}; retrying");
-                tokio::time::sleep(RECHECK_EVERY).await;
-            }
-            Err(e) => {
-                for name in &to_confirm {
-                    if !report.failed.iter().any(|(n, _)| n == name) {
-                        report
-                            .failed
-                            .push((name.clone(), format!("could not confirm: {e}")));
-                    }
-                }
-                break;
             }
         }
     }
@@ -343,5 +472,6 @@ pub async fn teardown(
     }
     reporter.end_group();
     report.deleted.sort();
+    report.failed.sort();
     report
 }

@@ -12,10 +12,16 @@ use crate::api::Service;
 use crate::error::{Error, Result};
 use crate::exports::{self, Files, UserPasswords, Value};
 use crate::manifest::ServiceSpec;
-use crate::resources::Created;
 use crate::secret::Secret;
 
 /// One ready service, as the outputs need it.
+/// The accounts created in a service, which its users need to know about.
+#[derive(Default, Debug)]
+pub struct Created {
+    pub users: std::collections::BTreeMap<String, crate::api::ServiceUser>,
+}
+
+/// A ready service, as outputs need it.
 pub struct Delivered<'a> {
     pub spec: &'a ServiceSpec,
     /// With secrets.
@@ -186,17 +192,22 @@ fn summary_table(h: &Handoff) -> String {
 }
 
 /// The step summary's teardown section.
-pub fn summary_teardown(run_id: &str, report: &crate::teardown::Report) -> String {
+pub fn summary_teardown(
+    run_id: &str,
+    deleted: &[String],
+    protected: &[String],
+    failed: &[(String, String)],
+) -> String {
     let mut md = format!("### aiven-ephemeral: run `{run_id}` teardown\n\n");
-    for name in &report.deleted {
+    for name in deleted {
         md.push_str(&format!("- `{name}`: deleted\n"));
     }
-    for name in &report.protected {
+    for name in protected {
         md.push_str(&format!(
             "- `{name}`: **not deleted** (termination protection)\n"
         ));
     }
-    for (name, why) in &report.failed {
+    for (name, why) in failed {
         md.push_str(&format!("- `{name}`: **not confirmed deleted**: {why}\n"));
     }
     md.push('\n');

@@ -4,6 +4,7 @@
 mod action;
 mod avn;
 mod backends;
+mod cancel;
 mod chaos;
 mod commands;
 mod common;

@@ -83,23 +83,50 @@ fn during_wait(sig: Signal, code: i32) {
 
 #[test]
 fn sigint_during_create_deletes_creates_still_in_flight() {
-    signal_during_create(Signal::SIGINT, 130);
+    signal_during_create(Signal::SIGINT, 130, "latency");
 }
 
 #[test]
 fn sigterm_during_create_deletes_creates_still_in_flight() {
-    signal_during_create(Signal::SIGTERM, 143);
+    signal_during_create(Signal::SIGTERM, 143, "latency");
 }
 
-fn signal_during_create(sig: Signal, code: i32) {
+#[test]
+fn sigint_during_create_deletes_applied_creates_before_they_answer() {
+    signal_during_create(Signal::SIGINT, 130, "slow_answer");
+}
+
+/// Creates take 1.5 s to answer, and the signal comes while they are in flight. With
+/// `latency` the API applies them only then: teardown finds no service yet (404), waits
+/// for each answer and deletes. With `slow_answer` they are applied at once: teardown
+/// finds them with this run's owner tag and deletes them before they answer.
+fn signal_during_create(sig: Signal, code: i32, kind: &str) {
     let env = Env::new(THREE);
-    // Creates take 1.5s to answer: the signal arrives while they are in flight.
-    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "latency", "delay": "1500ms"}}));
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": kind, "delay": "1500ms"}}));
     let child = env.spawn(&["up"]);
-    env.sandbox
-        .wait_for("creates in flight", Duration::from_secs(30), |r| {
-            r.iter().filter(|r| r["method"] == "POST").count() == 3
-        });
+    // Every create is recorded as sent before it goes out.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(env.path(".aiven-ephemeral/state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|s| {
+            s["services"]
+                .as_array()
+                .is_some_and(|v| v.iter().all(|r| r["create_sent_at"].is_string()))
+        })
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "creates never sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if kind == "slow_answer" {
+        env.sandbox
+            .wait_for("creates applied", Duration::from_secs(30), |r| {
+                r.iter().filter(|r| r["method"] == "POST").count() == 3
+            });
+    }
     signal(&child, sig);
     let out = wait(child, Duration::from_secs(120));
     out.expect_code(code);
@@ -109,20 +136,42 @@ fn signal_during_create(sig: Signal, code: i32) {
         env.sandbox.live_names(),
         out.stderr
     );
-    // The first DELETEs came before the creates answered (404), then again after.
     let requests = env.sandbox.requests();
-    assert!(
+    let service_calls = |method: &str, status: u64| {
         requests
             .iter()
-            .any(|r| r["method"] == "DELETE" && r["status"] == 404),
-        "{requests:#?}"
-    );
-    assert!(
-        requests
+            .filter(|r| {
+                r["method"] == method
+                    && r["status"] == status
+                    && r["path"].as_str().is_some_and(|p| p.contains("/service/"))
+            })
+            .count()
+    };
+    // No DELETE ever went to a name not yet seen as this run's.
+    assert_eq!(service_calls("DELETE", 200), 3, "{requests:#?}");
+    assert_eq!(service_calls("DELETE", 404), 0, "{requests:#?}");
+    if kind == "slow_answer" {
+        assert_eq!(service_calls("GET", 200), 3, "{requests:#?}");
+        let answered = requests
             .iter()
-            .any(|r| r["method"] == "DELETE" && r["status"] == 200),
-        "{requests:#?}"
-    );
+            .filter(|r| r["method"] == "POST")
+            .map(time_of)
+            .max()
+            .unwrap()
+            + time::Duration::milliseconds(1500);
+        let deleted = requests
+            .iter()
+            .filter(|r| r["method"] == "DELETE")
+            .map(time_of)
+            .max()
+            .unwrap();
+        assert!(
+            deleted < answered,
+            "deleted only after the creates answered"
+        );
+    } else {
+        assert!(service_calls("GET", 404) >= 1, "{requests:#?}");
+    }
 }
 
 #[test]
@@ -204,8 +253,8 @@ fn sigkill_then_down_by_run_id_without_the_state_file() {
 #[test]
 fn sigkill_mid_create_then_down_rechecks_unanswered_creates() {
     let env = Env::new(PG);
-    // The create is applied but its answer takes 2s: the process dies before it.
-    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "latency", "delay": "2s"}}));
+    // The create is applied at once but its answer takes 5s: the process dies before it.
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "slow_answer", "delay": "5s"}}));
     let child = env.spawn(&["up"]);
     env.sandbox
         .wait_for("the create request", Duration::from_secs(30), |r| {
@@ -213,7 +262,9 @@ fn sigkill_mid_create_then_down_rechecks_unanswered_creates() {
         });
     signal(&child, Signal::SIGKILL);
     wait(child, Duration::from_secs(10));
-    // The state file knows the name although the create never answered.
+    // The service exists, and the state file knows its name although the create never
+    // answered.
+    assert_eq!(env.sandbox.live_names().len(), 1);
     assert_eq!(env.state()["services"][0]["status"], "creating");
     env.run(&["down"]).expect_code(0);
     assert!(

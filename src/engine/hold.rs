@@ -1,0 +1,285 @@
+//! Hold: `run`'s command, with the services' environment, while the run is live. The
+//! command runs in its own process group; signals are forwarded to the group, teardown
+//! starts at the first one (its DELETEs within a second), and the group is killed 5 s
+//! later if still alive. The run's expiry tags move forward every ttl/3 in a task of
+//! their own, which a signal abandons.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use super::teardown::{Force, Options};
+use super::{Engine, Live, record_teardown};
+use crate::cli::RunArgs;
+use crate::error::{Error, Result, Status};
+use crate::naming;
+use crate::signals::Signal;
+
+/// How long the command may outlive the start of teardown.
+const KILL_AFTER: Duration = Duration::from_secs(5);
+/// One expiry update may take this long; the next round tries again.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
+/// For tests only: how often the expiry is pushed forward, instead of ttl/3.
+const REFRESH_ENV: &str = "AIVEN_EPHEMERAL_REFRESH_EVERY";
+
+/// Variables the command does not get (unless `--pass-token`): it gets the services,
+/// not the keys to the project.
+fn withheld(name: &str) -> bool {
+    name == "AIVEN_TOKEN" || name == "AIVEN_AUTH_TOKEN" || name.starts_with("AIVEN_EPHEMERAL_")
+}
+
+/// Runs the command against a live run, then tears the run down, whatever happens.
+/// `events` was subscribed before `up` began, so no signal is missed.
+pub async fn hold(
+    engine: &Engine,
+    live: Live,
+    args: &RunArgs,
+    mut events: broadcast::Receiver<Signal>,
+) -> Result<Status> {
+    // A signal during delivery, or just after: the command never starts.
+    if let Some(e) = engine.interrupted() {
+        return finish(engine, live, Err(e)).await;
+    }
+    let mut command = std::process::Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    Group::prepare(&mut command);
+    if !args.pass_token {
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(withheld) {
+                command.env_remove(&name);
+            }
+        }
+    }
+    for v in &live.values {
+        command.env(&v.name, &v.value);
+    }
+    command.env("AIVEN_EPHEMERAL_ENV_FILE", &live.env_file);
+    engine
+        .reporter
+        .info(format!("running: {}", shell_words(&args.command)));
+    let mut child = match tokio::process::Command::from(command).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // As shells do: 127 when there is no such command, 126 when it cannot run.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            engine
+                .reporter
+                .warn(format!("cannot start `{}`: {e}", args.command[0]));
+            return finish(engine, live, Ok(Status::Code(code))).await;
+        }
+    };
+    let group = Group { pid: child.id() };
+    let refresh = tokio::spawn(refresh_expiry(
+        live.conn.client.clone(),
+        live.project.clone(),
+        live.store.clone(),
+        live.ttl,
+    ));
+
+    let mut teardown = None;
+    let mut kill_at: Option<Instant> = None;
+    let exit = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Ok(sig) = events.recv() => {
+                group.forward(sig);
+                if teardown.is_none() {
+                    let _ = engine.interrupted();
+                    refresh.abort();
+                    kill_at = Some(Instant::now() + KILL_AFTER);
+                    teardown = Some(start_teardown(engine, &live));
+                }
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now).into()), if kill_at.is_some() => {
+                engine.reporter.warn("the command is still running 5s after teardown started; killing it");
+                group.kill();
+                kill_at = None;
+            }
+        }
+    };
+    refresh.abort();
+    let outcome = match exit {
+        Ok(status) => Ok(Status::Code(exit_code(status))),
+        Err(e) => Err(Error::io("waiting for the command", e)),
+    };
+    match teardown {
+        Some(task) => {
+            let torn = task.await.unwrap_or_else(|e| {
+                Err(Error::TeardownIncomplete {
+                    names: live
+                        .store
+                        .snapshot()
+                        .services
+                        .into_iter()
+                        .map(|s| s.name)
+                        .collect(),
+                    command: format!("aiven-ephemeral down (the teardown task failed: {e})"),
+                })
+            });
+            live.conn.close().await;
+            torn?;
+            Err(engine
+                .interrupted()
+                .unwrap_or(Error::Interrupted(Signal::Term)))
+        }
+        None => {
+            if let Ok(Status::Code(code)) = &outcome {
+                engine
+                    .reporter
+                    .info(format!("the command exited with {code}; tearing down"));
+            }
+            finish(engine, live, outcome).await
+        }
+    }
+}
+
+/// Teardown in the background while the command gets its 5 seconds.
+fn start_teardown(engine: &Engine, live: &Live) -> tokio::task::JoinHandle<Result<()>> {
+    let store = live.store.clone();
+    let targets = live.tracker.targets();
+    let project = live.project.clone();
+    let client = live.conn.client.clone();
+    let signals = engine.signals.clone();
+    let reporter = engine.reporter;
+    let options = Options {
+        force: Force::No,
+        owner: Some(live.owner.clone()),
+        budget: live.teardown_budget,
+    };
+    tokio::spawn(async move {
+        record_teardown(
+            &client,
+            &project,
+            &store,
+            targets,
+            options,
+            reporter,
+            Some(&signals),
+        )
+        .await
+    })
+}
+
+/// Tears down; teardown's failure (exit 5) overrides the outcome, a signal follows it.
+async fn finish(engine: &Engine, live: Live, outcome: Result<Status>) -> Result<Status> {
+    engine.tear_down(live).await?;
+    if let Some(e) = engine.interrupted() {
+        return Err(e);
+    }
+    outcome
+}
+
+/// Pushes the expiry of every service of the run forward (the API's clock), every
+/// ttl/3, all services at once, each update with a short timeout.
+async fn refresh_expiry(
+    client: crate::api::Client,
+    project: String,
+    store: crate::state::Store,
+    ttl: Duration,
+) {
+    let every = std::env::var(REFRESH_ENV)
+        .ok()
+        .and_then(|v| crate::manifest::parse_duration(&v).ok())
+        .unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = client
+            .server_time()
+            .unwrap_or_else(time::OffsetDateTime::now_utc);
+        let expires = naming::rfc3339(now + ttl);
+        let tags = std::collections::BTreeMap::from([(
+            naming::TAG_EXPIRES.to_string(),
+            Some(expires.clone()),
+        )]);
+        let mut updates = JoinSet::new();
+        for record in store.snapshot().services {
+            let (client, project, tags) = (client.clone(), project.clone(), tags.clone());
+            updates.spawn(async move {
+                let update = client.update_tags(&project, &record.name, &tags);
+                match tokio::time::timeout(REFRESH_TIMEOUT, update).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{}: cannot move the expiry: {e}", record.name),
+                    Err(_) => tracing::warn!(
+                        "{}: cannot move the expiry: no answer in {}s",
+                        record.name,
+                        REFRESH_TIMEOUT.as_secs()
+                    ),
+                }
+            });
+        }
+        while updates.join_next().await.is_some() {}
+        let _ = store.update(|s| s.expires_at = Some(expires));
+    }
+}
+
+/// The command's own code, or 128 + N when signal N killed it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return (128 + sig).clamp(0, 255) as u8;
+    }
+    status.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)
+}
+
+/// The command's process group: signals go to all of it.
+struct Group {
+    pid: Option<u32>,
+}
+
+impl Group {
+    /// Starts the command in its own group, so that a signal meant for it reaches every
+    /// process it starts, and a terminal's Ctrl-C reaches this tool first.
+    fn prepare(command: &mut std::process::Command) {
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(command, 0);
+        #[cfg(windows)]
+        std::os::windows::process::CommandExt::creation_flags(command, 0x0000_0200); // CREATE_NEW_PROCESS_GROUP
+    }
+
+    fn forward(&self, sig: Signal) {
+        #[cfg(unix)]
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig.nix());
+        }
+        // Windows cannot deliver a console signal to another group: end it instead.
+        #[cfg(windows)]
+        {
+            let _ = sig;
+            self.kill();
+        }
+    }
+
+    fn kill(&self) {
+        let Some(pid) = self.pid else { return };
+        #[cfg(unix)]
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        #[cfg(windows)]
+        let _ = std::process::Command::new("taskkill")
+            .args(["/PID", &pid.to_string(), "/T", "/F"])
+            .output();
+    }
+}
+
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

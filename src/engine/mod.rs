@@ -1,0 +1,551 @@
+//! A run's lifecycle, in named phases, with one owner of cancellation.
+//!
+//! resolve → guard (lock, previous run, owner, project, cost) → provision (create, wait,
+//! populate, probe) → deliver → hold (`run`'s command) → teardown.
+//!
+//! [`Engine`] installs the signal handlers before the first API call and is the only
+//! thing that acts on them: each phase runs inside a `select!` against the first signal,
+//! so whatever is in flight (a create, a poll, a credentials GET, a sub-resource call,
+//! an expiry refresh, delivery of outputs) is abandoned, never awaited, and teardown
+//! starts at once. Every stop reason cancels the run's `stop` token, which stops every
+//! create from starting or retrying.
+
+pub mod cost;
+mod hold;
+pub mod populate;
+pub mod provision;
+mod resolve;
+pub mod teardown;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Client;
+use crate::cli::{GlobalArgs, UpArgs};
+use crate::error::{Error, Result};
+use crate::naming;
+use crate::outputs::{self, Delivered, Handoff};
+use crate::progress::Reporter;
+use crate::settings::{self, Connection};
+use crate::signals::Signals;
+use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLock, Store};
+use provision::{Planned, Provision, Ready, Tracker};
+use teardown::{Force, Options, Target};
+
+pub use hold::hold;
+
+/// One command's engine: the settings it was given, where it reports, and the one
+/// owner of its signals.
+pub struct Engine {
+    pub global: GlobalArgs,
+    pub reporter: &'static Reporter,
+    pub signals: Signals,
+}
+
+/// A run that is up.
+pub struct Live {
+    pub conn: Connection,
+    pub project: String,
+    pub run_id: String,
+    pub owner: String,
+    pub store: Store,
+    pub tracker: Tracker,
+    pub values: Vec<crate::exports::Value>,
+    pub env_file: PathBuf,
+    pub ttl: Duration,
+    pub teardown_budget: Duration,
+    _lock: StateLock,
+}
+
+/// What the guard phase hands to provisioning.
+struct Guarded {
+    live: Live,
+    planned: Vec<Planned>,
+    expires: String,
+    project_ca: Option<String>,
+}
+
+impl Engine {
+    /// Installs the signal handlers: call before the first API call.
+    pub fn new(global: &GlobalArgs, reporter: &'static Reporter) -> Result<Self> {
+        let signals =
+            Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+        Ok(Self {
+            global: global.clone(),
+            reporter,
+            signals,
+        })
+    }
+
+    /// The error for the first signal, if one came (announcing it the first time).
+    pub fn interrupted(&self) -> Option<Error> {
+        self.signals.acted_on().map(Error::Interrupted)
+    }
+
+    /// Runs `work` unless a signal comes first; then it is dropped unfinished.
+    pub async fn or_signal<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let token = self.signals.token();
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(self.interrupted().unwrap_or(Error::Provision("cancelled".into()))),
+            r = work => r,
+        }
+    }
+
+    /// `up`: every phase to a delivered run. On any failure, and on a signal at any
+    /// moment, everything created is torn down before the error is returned (unless
+    /// `--keep-on-failure`).
+    pub async fn up(&self, args: &UpArgs) -> Result<Live> {
+        let started = Instant::now();
+        let r = resolve::resolve(args)?;
+        // Nothing exists before the state file does: a signal simply ends the command.
+        let Guarded {
+            mut live,
+            planned,
+            expires,
+            project_ca,
+        } = self.or_signal(self.guard(&r, args)).await?;
+
+        let stop = self.signals.token().child_token();
+        let work = async {
+            let ready = self
+                .provision(&live, &planned, &expires, &project_ca, &stop, &r, started)
+                .await?;
+            let delivery = Delivery::new(&live, &planned, ready, project_ca.clone(), &r, args);
+            let reporter = self.reporter;
+            // Delivery writes files: off the runtime, so that a stuck write (a full disk,
+            // a pipe nobody reads) cannot hold teardown back.
+            tokio::task::spawn_blocking(move || delivery.write(reporter))
+                .await
+                .map_err(|e| Error::Provision(format!("delivering the outputs failed: {e}")))?
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.cancelled() => Err(Error::Provision("cancelled".into())),
+            r = work => r,
+        };
+        // Whatever ended provisioning, no create of this run starts or retries now.
+        stop.cancel();
+        self.reporter.finish();
+        // A signal that came while the last step finished still wins.
+        let outcome = match self.interrupted() {
+            Some(e) => Err(e),
+            None => outcome,
+        };
+        match outcome {
+            Ok(values) => {
+                live.values = values;
+                live.store.set_status(RunStatus::Up)?;
+                tracing::info!(
+                    "ready after {:.1}s and {} API requests",
+                    started.elapsed().as_secs_f64(),
+                    live.conn.client.request_count()
+                );
+                Ok(live)
+            }
+            Err(e) => Err(self.fail(live, args.keep_on_failure, e).await),
+        }
+    }
+
+    /// Lock, previous run, connection, project, owner, cost; then the state file.
+    async fn guard(&self, r: &resolve::Resolved, args: &UpArgs) -> Result<Guarded> {
+        let global = &self.global;
+        let reporter = self.reporter;
+        let project = settings::project(global, Some(&r.manifest))?;
+        if !args.sandbox {
+            settings::require_token(global)?;
+        }
+        let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
+        let previous = state::read(&r.state_file)?.filter(State::live);
+        if let Some(prev) = &previous {
+            if prev.run_id != r.run_id || args.run_id.is_none() {
+                return Err(Error::usage_hint(
+                    format!(
+                        "{} holds live run {} (project {}); one state file holds one live run",
+                        r.state_file.display(),
+                        prev.run_id,
+                        prev.project
+                    ),
+                    format!(
+                        "tear it down with `aiven-ephemeral down{}`, resume it with --run-id {}, or give this run its own --state-file",
+                        state::state_flag(&r.state_file),
+                        prev.run_id
+                    ),
+                ));
+            }
+            if prev.project != project || prev.sandbox != args.sandbox {
+                return Err(Error::usage(format!(
+                    "run {} in {} was started in project {}{}; it cannot resume elsewhere",
+                    prev.run_id,
+                    r.state_file.display(),
+                    prev.project,
+                    if prev.sandbox { " (sandbox)" } else { "" }
+                )));
+            }
+        }
+        let conn = if args.sandbox {
+            Connection::sandbox(global, &r.state_dir, &project).await?
+        } else {
+            Connection::real(global, None)?
+        };
+        if let Some(prev) = &previous
+            && prev.api_url != conn.api_url
+        {
+            return Err(Error::usage(format!(
+                "run {} was started against {}, not {}",
+                prev.run_id, prev.api_url, conn.api_url
+            )));
+        }
+        if let Some(backends) = conn.sandbox_backends() {
+            reporter.info(format!("sandbox: {backends}"));
+        }
+        let owner = previous
+            .as_ref()
+            .map(|p| p.owner.clone())
+            .unwrap_or_else(naming::new_owner);
+        let client = conn.client.clone();
+        reporter.info(format!(
+            "run {} in project {project} ({} service(s))",
+            r.run_id,
+            r.manifest.services.len()
+        ));
+
+        // The token, the project, its CA and the clock: before anything is created.
+        let (project_info, ca, existing) = tokio::join!(
+            client.project(&project),
+            client.project_ca(&project),
+            client.list_services(&project)
+        );
+        let project_info =
+            project_info.map_err(|e| Error::api(format!("reading project {project}"), e))?;
+        let existing = existing
+            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+        let foreign: Vec<&str> = existing
+            .iter()
+            .filter(|s| {
+                s.tag(naming::TAG_RUN) == Some(r.run_id.as_str())
+                    && s.tag(naming::TAG_OWNER) != Some(owner.as_str())
+            })
+            .map(|s| s.service_name.as_str())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::usage_hint(
+                format!(
+                    "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
+                    r.run_id,
+                    foreign.join(", ")
+                ),
+                "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
+            ));
+        }
+        let project_ca = match ca {
+            Ok(c) => Some(c),
+            Err(e) if e.is_auth_or_permission() => {
+                return Err(Error::api("reading the project CA", e));
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the project CA: {e}");
+                None
+            }
+        };
+        cost::cost_guard(
+            &client,
+            &project,
+            &r.manifest,
+            args.max_hourly_usd,
+            &project_info.default_cloud,
+            reporter,
+        )
+        .await?;
+
+        let now = client
+            .server_time()
+            .unwrap_or_else(time::OffsetDateTime::now_utc);
+        let expires = naming::rfc3339(now + r.ttl);
+        let ours_existing: Vec<&str> = existing
+            .iter()
+            .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner.as_str()))
+            .map(|s| s.service_name.as_str())
+            .collect();
+        let planned: Vec<Planned> = r
+            .manifest
+            .services
+            .iter()
+            .map(|spec| {
+                let name = naming::service_name(&r.manifest.name_prefix, &spec.key, &r.run_id)
+                    .map_err(Error::usage)?;
+                let exists = ours_existing.contains(&name.as_str());
+                let mut spec = spec.clone();
+                spec.cloud = spec.cloud.or_else(|| r.manifest.cloud.clone());
+                Ok(Planned { spec, name, exists })
+            })
+            .collect::<Result<_>>()?;
+        let store = Store::new(
+            r.state_file.clone(),
+            State {
+                version: state::STATE_VERSION,
+                run_id: r.run_id.clone(),
+                owner: owner.clone(),
+                project: project.clone(),
+                api_url: conn.api_url.clone(),
+                sandbox: conn.is_sandbox(),
+                status: RunStatus::Creating,
+                started_at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+                expires_at: Some(expires.clone()),
+                manifest: Some(settings::absolute(&args.manifest.file)),
+                env_file: Some(r.env_file.clone()),
+                services: planned
+                    .iter()
+                    .map(|p| ServiceRecord {
+                        key: p.spec.key.clone(),
+                        name: p.name.clone(),
+                        service_type: p.spec.service_type.clone(),
+                        plan: p.spec.plan.clone(),
+                        cloud: p.spec.cloud.clone(),
+                        status: if p.exists {
+                            ServiceStatus::Created
+                        } else {
+                            ServiceStatus::Creating
+                        },
+                        create_sent_at: None,
+                    })
+                    .collect(),
+            },
+        )?;
+        Ok(Guarded {
+            live: Live {
+                conn,
+                project,
+                run_id: r.run_id.clone(),
+                owner,
+                store,
+                tracker: Tracker::default(),
+                values: Vec::new(),
+                env_file: r.env_file.clone(),
+                ttl: r.ttl,
+                teardown_budget: r.teardown_budget,
+                _lock: lock,
+            },
+            planned,
+            expires,
+            project_ca,
+        })
+    }
+
+    /// Create, wait, populate, probe.
+    #[allow(clippy::too_many_arguments)]
+    async fn provision(
+        &self,
+        live: &Live,
+        planned: &[Planned],
+        expires: &str,
+        project_ca: &Option<String>,
+        stop: &CancellationToken,
+        r: &resolve::Resolved,
+        started: Instant,
+    ) -> Result<Vec<Ready>> {
+        let ci = naming::ci_tag(&|k| std::env::var(k).ok());
+        self.reporter
+            .group(&format!("Creating {} service(s)", planned.len()));
+        let provision = Provision {
+            client: live.conn.client.with_cancel(stop.clone()),
+            project: &live.project,
+            owner: &live.owner,
+            run_id: &live.run_id,
+            expires,
+            ci_tag: ci.as_deref(),
+            store: &live.store,
+            reporter: self.reporter,
+            tracker: live.tracker.clone(),
+            cancel: stop.clone(),
+            deadline: started + r.timeout,
+            poll_cap: r.poll_cap,
+            project_ca: project_ca.clone(),
+        };
+        let result = provision.run(planned).await;
+        self.reporter.end_group();
+        result
+    }
+
+    /// A failed `up`: tear down (or keep, loudly) and return the error to report.
+    async fn fail(&self, live: Live, keep_on_failure: bool, error: Error) -> Error {
+        let error = self.interrupted().unwrap_or(error);
+        if keep_on_failure && !matches!(error, Error::Interrupted(_)) {
+            let _ = live.store.set_status(RunStatus::Kept);
+            self.reporter.warn(format!(
+                "--keep-on-failure: the run's services were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
+                state::state_flag(live.store.path())
+            ));
+            return error;
+        }
+        self.reporter.annotate_error(&error.to_string(), None);
+        match self.tear_down(live).await {
+            // A signal during teardown still decides the exit code.
+            Ok(()) => self.interrupted().unwrap_or(error),
+            Err(incomplete) => incomplete,
+        }
+    }
+
+    /// Tears a live run down; `Err` is exit 5.
+    pub async fn tear_down(&self, live: Live) -> Result<()> {
+        let targets = live.tracker.targets();
+        let options = Options {
+            force: Force::No,
+            owner: Some(live.owner.clone()),
+            budget: live.teardown_budget,
+        };
+        let torn = record_teardown(
+            &live.conn.client,
+            &live.project,
+            &live.store,
+            targets,
+            options,
+            self.reporter,
+            Some(&self.signals),
+        )
+        .await;
+        live.conn.close().await;
+        torn
+    }
+}
+
+/// Runs teardown and records the result in the state file. `Err` is exit 5.
+pub async fn record_teardown(
+    client: &Client,
+    project: &str,
+    store: &Store,
+    targets: Vec<Target>,
+    options: Options,
+    reporter: &Reporter,
+    signals: Option<&Signals>,
+) -> Result<()> {
+    let _ = store.set_status(RunStatus::TearingDown);
+    let force_flag = !matches!(options.force, Force::No);
+    let report = teardown::teardown(client, project, targets, options, reporter, signals).await;
+    let run_id = store.snapshot().run_id;
+    if outputs::github::active() {
+        let _ = outputs::github::write_summary(&outputs::summary_teardown(
+            &run_id,
+            &report.deleted,
+            &report.protected,
+            &report.failed,
+        ));
+    }
+    store.update(|s| {
+        for name in &report.deleted {
+            if let Some(r) = s.record(name) {
+                r.status = ServiceStatus::Deleted;
+            }
+        }
+    })?;
+    if report.complete() {
+        store.set_status(RunStatus::TornDown)?;
+        return Ok(());
+    }
+    for (name, why) in &report.failed {
+        reporter.warn(format!("{name}: not confirmed deleted: {why}"));
+    }
+    Err(Error::TeardownIncomplete {
+        names: report.unconfirmed(),
+        command: format!(
+            "aiven-ephemeral down{}{} (or `aiven-ephemeral reap --project {project}` once they expire)",
+            state::state_flag(store.path()),
+            if report.protected.is_empty() || force_flag {
+                ""
+            } else {
+                " --force"
+            }
+        ),
+    })
+}
+
+/// Everything delivery needs, owned, so that it can run off the runtime.
+struct Delivery {
+    services: Vec<(crate::manifest::ServiceSpec, String, Ready)>,
+    project_ca: Option<String>,
+    certs_dir: PathBuf,
+    sandbox: bool,
+    run_id: String,
+    project: String,
+    env_file: PathBuf,
+    state_file: PathBuf,
+    github_env: outputs::github::GithubEnv,
+    dotenv_report: Option<(PathBuf, usize)>,
+}
+
+impl Delivery {
+    fn new(
+        live: &Live,
+        planned: &[Planned],
+        ready: Vec<Ready>,
+        project_ca: Option<String>,
+        r: &resolve::Resolved,
+        args: &UpArgs,
+    ) -> Self {
+        Self {
+            services: ready
+                .into_iter()
+                .map(|rd| {
+                    let p = &planned[rd.index];
+                    (p.spec.clone(), p.name.clone(), rd)
+                })
+                .collect(),
+            project_ca,
+            certs_dir: r.state_dir.join("certs"),
+            sandbox: live.conn.is_sandbox(),
+            run_id: live.run_id.clone(),
+            project: live.project.clone(),
+            env_file: live.env_file.clone(),
+            state_file: settings::absolute(live.store.path()),
+            github_env: args.github_env,
+            dotenv_report: args
+                .dotenv_report
+                .clone()
+                .map(|p| (p, args.dotenv_max_vars)),
+        }
+    }
+
+    /// Writes the certificates, the env file and the CI outputs.
+    fn write(self, reporter: &Reporter) -> Result<Vec<crate::exports::Value>> {
+        let delivered: Vec<Delivered> = self
+            .services
+            .iter()
+            .map(|(spec, _, rd)| Delivered {
+                spec,
+                service: &rd.service,
+                created: &rd.created,
+            })
+            .collect();
+        let (values, secrets) = outputs::materialise(
+            &delivered,
+            self.project_ca.as_deref(),
+            &self.certs_dir,
+            self.sandbox,
+        )?;
+        let handoff = Handoff {
+            run_id: &self.run_id,
+            project: &self.project,
+            env_file: &self.env_file,
+            state_file: &self.state_file,
+            github_env: self.github_env,
+            dotenv_report: self.dotenv_report.clone(),
+            summary: self
+                .services
+                .iter()
+                .map(|(spec, name, rd)| {
+                    (
+                        name.clone(),
+                        spec.service_type.clone(),
+                        spec.plan.clone(),
+                        rd.service.cloud_name.clone(),
+                        rd.ready_in.as_secs(),
+                    )
+                })
+                .collect(),
+        };
+        outputs::deliver(&values, &secrets, &handoff, reporter)?;
+        Ok(values)
+    }
+}

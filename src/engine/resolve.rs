@@ -1,0 +1,114 @@
+//! The first phase: everything a run is, worked out from the manifest and the flags
+//! before anything is sent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::UpArgs;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::naming;
+use crate::settings;
+
+/// The TTL must leave at least this much beyond the timeout.
+const TTL_MARGIN: Duration = Duration::from_secs(600);
+
+pub struct Resolved {
+    pub manifest: Manifest,
+    pub run_id: String,
+    pub timeout: Duration,
+    pub poll_cap: Duration,
+    pub ttl: Duration,
+    pub teardown_budget: Duration,
+    pub state_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub env_file: PathBuf,
+}
+
+pub fn resolve(args: &UpArgs) -> Result<Resolved> {
+    let manifest = crate::manifest::load(&args.manifest.file)?;
+    let source = std::fs::read_to_string(&args.manifest.file).unwrap_or_default();
+    crate::exports::check_names(&manifest, &source)?;
+    let run_id = match &args.run_id {
+        Some(id) => {
+            naming::check_run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?;
+            id.clone()
+        }
+        None => naming::new_run_id(),
+    };
+    for spec in &manifest.services {
+        naming::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
+    }
+    let timeout = settings::duration(&args.timeout, "--timeout")?;
+    let poll_cap = settings::duration(&args.poll_interval, "--poll-interval")?;
+    let teardown_budget =
+        settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
+    let ttl = manifest.ttl.unwrap_or(timeout + Duration::from_secs(3600));
+    if ttl < timeout + TTL_MARGIN {
+        let message = format!(
+            "ttl {} is shorter than --timeout {} plus 10m: services could be reaped while `up` still waits for them",
+            humantime::format_duration(ttl),
+            humantime::format_duration(timeout)
+        );
+        return Err(crate::manifest::ManifestError::new(
+            &manifest.path,
+            &source,
+            vec![crate::manifest::Problem {
+                at: manifest.ttl_at,
+                message,
+                hint: Some("raise ttl, or lower --timeout".into()),
+            }],
+        )
+        .into());
+    }
+    if let Some(path) = &args.dotenv_report {
+        check_report_size(&manifest, path, args.dotenv_max_vars)?;
+    }
+    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
+    let env_file = settings::absolute(
+        &args
+            .env_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("env")),
+    );
+    Ok(Resolved {
+        manifest,
+        run_id,
+        timeout,
+        poll_cap,
+        ttl,
+        teardown_budget,
+        state_file,
+        state_dir,
+        env_file,
+    })
+}
+
+/// The dotenv report's variables are known before anything is created: too many is a
+/// usage error then, not a failure after the services exist.
+fn check_report_size(manifest: &Manifest, path: &std::path::Path, max: usize) -> Result<()> {
+    let names: Vec<String> = [
+        "AIVEN_EPHEMERAL_RUN_ID".to_string(),
+        "AIVEN_PROJECT".to_string(),
+    ]
+    .into_iter()
+    .chain(manifest.services.iter().flat_map(|spec| {
+        crate::exports::exports(spec, false)
+            .into_iter()
+            .filter(|e| !e.field.is_secret() && !e.field.is_file())
+            .map(|e| e.name)
+    }))
+    .collect();
+    if names.len() > max {
+        return Err(Error::usage_hint(
+            format!(
+                "the dotenv report {} would hold {} variables, more than --dotenv-max-vars {max}; these do not fit: {}",
+                path.display(),
+                names.len(),
+                names[max..].join(", ")
+            ),
+            "raise --dotenv-max-vars (GitLab's own limit allowing), or use `aiven-ephemeral env` in later jobs",
+        ));
+    }
+    Ok(())
+}
