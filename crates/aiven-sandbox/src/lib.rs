@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{BackendMode, Config, ConfigError, ProjectConfig, VpcConfig};
 pub use faults::{Fault, FaultRule, ServiceFault};
+pub use routes::api_paths;
 
 use backends::Backends;
 use endpoints::Endpoints;
