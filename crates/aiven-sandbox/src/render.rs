@@ -252,6 +252,8 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
                 "name": n.name,
                 "state": svc.node_state(n, now),
                 "availability_zone": n.availability_zone,
+                // Restore/sync phases; none while nodes are built from scratch or run.
+                "progress_updates": [],
             });
             if matches!(svc.service_type.as_str(), "pg" | "mysql" | "alloydbomni") {
                 node["role"] = json!(if i == 0 { "master" } else { "standby" });

@@ -358,6 +358,25 @@ fn component_layout(
     }
 }
 
+/// Key-value stores show every user's ACL, by default everything (avn's `user-list`
+/// reads these fields).
+fn default_access_control(service_type: &str) -> Option<Value> {
+    let prefix = match service_type {
+        "valkey" | "redis" | "dragonfly" => service_type,
+        _ => return None,
+    };
+    let mut acl = json!({
+        format!("{prefix}_acl_categories"): ["+@all"],
+        format!("{prefix}_acl_commands"): [],
+        format!("{prefix}_acl_keys"): ["*"],
+    });
+    // Dragonfly has no pub/sub channel rules.
+    if prefix != "dragonfly" {
+        acl[format!("{prefix}_acl_channels")] = json!(["*"]);
+    }
+    Some(acl)
+}
+
 fn has_databases(service_type: &str) -> bool {
     matches!(service_type, "pg" | "mysql" | "alloydbomni")
 }
@@ -670,7 +689,7 @@ impl World {
             authentication: (service_type == "mysql").then(|| "caching_sha2_password".into()),
             access_cert: None,
             access_key: None,
-            access_control: None,
+            access_control: default_access_control(&service_type),
             password_updated_time: now,
         };
         if service_type == "kafka" {
@@ -974,7 +993,10 @@ impl World {
             }),
             access_cert: issued.as_ref().map(|i| i.cert_pem.clone()),
             access_key: issued.map(|i| i.key_pem),
-            access_control: body.get("access_control").cloned(),
+            access_control: body
+                .get("access_control")
+                .cloned()
+                .or_else(|| default_access_control(&svc.service_type)),
             password_updated_time: now,
         };
         svc.users.push(user.clone());
