@@ -111,6 +111,9 @@ pub struct Service {
     pub poweroff_after: Option<Duration>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub poweroff_at: Option<OffsetDateTime>,
+    /// Why the real server behind the service could not start (it is then `POWEROFF`).
+    #[serde(default)]
+    pub failure: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub deleted_at: Option<OffsetDateTime>,
     pub unreachable: bool,
@@ -755,6 +758,7 @@ impl World {
             update_time: now,
             ready_at,
             starting: false,
+            failure: None,
             poweroff_after: fault.poweroff_after,
             poweroff_at: None,
             deleted_at: None,
@@ -874,6 +878,7 @@ impl World {
             svc.ready_at = Some(now + delay);
             svc.starting = false;
             svc.poweroff_at = None;
+            svc.failure = None;
             for node in &mut svc.nodes {
                 node.running_at = Some(now + delay);
             }
@@ -1258,6 +1263,24 @@ impl World {
                     "storage_location": "sandbox",
                 })];
             }
+        }
+    }
+
+    /// A service whose server could not start stops, as the API's only terminal state
+    /// (`POWEROFF`) says, and keeps the cause for its notifications.
+    pub fn mark_failed(&mut self, project: &str, name: &str, cause: &str) {
+        let now = self.now();
+        if let Some(svc) = self
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.services.get_mut(name))
+            && svc.starting
+        {
+            svc.state = ServiceState::Poweroff;
+            svc.starting = false;
+            svc.ready_at = None;
+            svc.update_time = now;
+            svc.failure = Some(cause.to_string());
         }
     }
 
