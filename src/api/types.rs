@@ -54,6 +54,13 @@ pub struct NodeState {
     pub state: String,
 }
 
+/// What the API says about a service beyond its state (end of life; the sandbox's
+/// cause of a server that could not start).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Notification {
+    pub message: String,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Component {
     pub component: String,
@@ -123,6 +130,8 @@ pub struct Service {
     /// Holds URIs with passwords and private keys: never logged.
     #[serde(default)]
     pub connection_info: Value,
+    #[serde(default)]
+    pub service_notifications: Vec<Notification>,
 }
 
 impl std::fmt::Debug for Service {

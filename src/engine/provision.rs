@@ -265,8 +265,13 @@ impl Provision<'_> {
                 },
             };
             if svc.state == ServiceState::Poweroff {
+                let why: String = svc
+                    .service_notifications
+                    .iter()
+                    .map(|n| format!(": {}", n.message))
+                    .collect();
                 return Err(Error::Provision(format!(
-                    "{name} ({}) is powered off (state POWEROFF)",
+                    "{name} ({}) is powered off (state POWEROFF){why}",
                     planned[i].spec.key
                 )));
             }

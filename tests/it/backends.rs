@@ -88,3 +88,217 @@ echo ALL-GOOD
         .collect();
     assert!(left.is_empty(), "data left on disk: {left:?}");
 }
+
+/// Live (not zombie) processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            fields.first() != Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str())
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// The data directories a sandbox process made (their name carries its pid).
+fn dirs_of(pid: u32, tmpdir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    [tmpdir, std::path::Path::new("/tmp")]
+        .iter()
+        .flat_map(|base| std::fs::read_dir(base).into_iter().flatten())
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("aiven-sandbox-{pid}-")))
+        })
+        .collect()
+}
+
+/// `aiven-ephemeral sandbox` as its own process, with real servers required.
+struct SandboxProcess {
+    child: std::process::Child,
+    url: String,
+    token: String,
+    /// Held open: the sandbox must not write into a closed pipe.
+    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl SandboxProcess {
+    fn start(work: &std::path::Path, tmpdir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let config = work.join("sandbox.yaml");
+        std::fs::write(
+            &config,
+            "projects: [{name: test-project}]\nprovisioning_delay: 300ms\nbackends: required\n",
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(BIN)
+            .args(["sandbox", "--config"])
+            .arg(&config)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", work)
+            .env("TMPDIR", tmpdir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(work.join("sandbox.log")).unwrap())
+            .spawn()
+            .expect("sandbox starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut value = |key: &str| {
+            let line = lines.next().expect("sandbox prints its settings").unwrap();
+            line.strip_prefix(&format!("{key}="))
+                .unwrap_or_else(|| panic!("expected {key}=, got {line}"))
+                .to_string()
+        };
+        let (url, token) = (value("AIVEN_API_URL"), value("AIVEN_TOKEN"));
+        Self {
+            child,
+            url,
+            token,
+            _stdout: lines,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `up` of a pg and a valkey service against it; both are real servers once ready.
+    fn up(&self, work: &std::path::Path) -> Vec<u32> {
+        std::fs::write(
+            work.join("aiven-ephemeral.yaml"),
+            "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n  cache: {type: valkey, plan: hobbyist}\n",
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("up")
+            .current_dir(work)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", work)
+            .env("AIVEN_API_URL", &self.url)
+            .env("AIVEN_TOKEN", &self.token)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        run(cmd).expect_code(0);
+        let servers = children_of(self.pid());
+        assert!(
+            servers.len() >= 2,
+            "a postgres and a redis-server run under the sandbox: {servers:?}"
+        );
+        servers
+    }
+}
+
+fn wait_gone(pids: &[u32]) {
+    let start = std::time::Instant::now();
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "servers outlived the sandbox: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn real_servers_die_with_a_killed_sandbox_and_the_next_start_removes_their_data() {
+    for tool in ["psql", "redis-cli", "redis-server"] {
+        require(tool);
+    }
+    let work = tempfile::tempdir().unwrap();
+    // A private TMPDIR: as root PostgreSQL runs as `postgres`, which cannot enter it,
+    // so its data must go elsewhere (this once hung the service until the timeout).
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+
+    let killed = SandboxProcess::start(work.path(), tmp.path());
+    let servers = killed.up(work.path());
+    let left = dirs_of(killed.pid(), tmp.path());
+    assert_eq!(left.len(), 2, "one data directory per server: {left:?}");
+    signal(&killed.child, nix::sys::signal::Signal::SIGKILL);
+    wait(killed.child, std::time::Duration::from_secs(5));
+    wait_gone(&servers);
+
+    // The next sandbox removes what the killed one could not.
+    let next = SandboxProcess::start(work.path(), tmp.path());
+    let stale: Vec<_> = left.iter().filter(|d| d.exists()).collect();
+    assert!(stale.is_empty(), "stale data directories remain: {stale:?}");
+
+    // A normal stop leaves nothing.
+    std::fs::remove_dir_all(work.path().join(".aiven-ephemeral")).unwrap();
+    let servers = next.up(work.path());
+    assert_eq!(dirs_of(next.pid(), tmp.path()).len(), 2);
+    signal(&next.child, nix::sys::signal::Signal::SIGTERM);
+    let pid = next.pid();
+    wait(next.child, std::time::Duration::from_secs(15)).expect_code(0);
+    wait_gone(&servers);
+    assert_eq!(dirs_of(pid, tmp.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_backend_that_cannot_start_fails_fast_with_its_cause() {
+    require("psql");
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/postgres")))
+        .find(|p| p.is_file())
+        .expect("PostgreSQL's server is needed: apt-get install postgresql");
+    // An `initdb` on PATH wins over the installed one for its version; this one fails.
+    let shim = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&postgres, shim.path().join("postgres")).unwrap();
+    let initdb = shim.path().join("initdb");
+    std::fs::write(
+        &initdb,
+        "#!/bin/sh\necho 'initdb: error: the disk is on fire' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&initdb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    let path = std::env::join_paths(std::iter::once(shim.path().to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["up", "--sandbox", "--timeout", "5m"])
+        .current_dir(work.path())
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let out = run(cmd);
+    let took = started.elapsed();
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("POWEROFF") && out.stderr.contains("the disk is on fire"),
+        "the failure names its cause: {}",
+        out.stderr
+    );
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    eprintln!("a failing backend was reported after {took:?}");
+}

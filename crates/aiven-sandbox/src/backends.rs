@@ -6,8 +6,13 @@
 //! its data removed; so are all of them at sandbox shutdown.
 //!
 //! Without the binaries (or with `backends: simulated`) services keep the simulated
-//! listeners of `endpoints`, and the sandbox says so once.
+//! listeners of `endpoints`, and the sandbox says so once. A server that cannot start
+//! is an error with its cause (the service then shows it), never a silent wait.
+//!
+//! A `pg` service gets the PostgreSQL major version of its `user_config.pg_version`
+//! where that version is installed, else the newest installed, with a warning.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -16,18 +21,23 @@ use std::time::{Duration, Instant};
 
 use crate::config::BackendMode;
 use crate::pki::Pki;
+use crate::procs;
 use crate::world::{ApiError, ApiResult, Service, User};
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[derive(Clone)]
 struct PgTools {
+    major: u32,
+    /// `15.18`
+    version: String,
     initdb: PathBuf,
     postgres: PathBuf,
     psql: PathBuf,
-    version: String,
 }
 
+#[derive(Clone)]
 struct RedisTools {
     server: PathBuf,
     cli: PathBuf,
@@ -35,7 +45,8 @@ struct RedisTools {
 
 /// Which real servers this machine can run, decided once at start.
 pub struct Backends {
-    pg: Option<PgTools>,
+    /// Installed PostgreSQL versions, oldest first.
+    pg: Vec<PgTools>,
     redis: Option<RedisTools>,
     /// A Redis/Valkey without TLS support is found out at its first start.
     redis_tls_broken: AtomicBool,
@@ -75,23 +86,55 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// PostgreSQL's server binaries are often off PATH (Debian: /usr/lib/postgresql/N/bin).
-fn pg_bin(name: &str) -> Option<PathBuf> {
-    which(name).or_else(|| {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .collect();
-        dirs.sort();
-        dirs.into_iter()
-            .rev()
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
+/// Installed PostgreSQL servers, one per major version: Debian's
+/// `/usr/lib/postgresql/N/bin`, and the directory of an `initdb` on PATH (which wins for
+/// its version).
+fn detect_pg() -> Vec<PgTools> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.extend(which("initdb").and_then(|p| p.parent().map(Path::to_path_buf)));
+    let mut found = BTreeMap::new();
+    for dir in dirs {
+        let (initdb, postgres) = (dir.join("initdb"), dir.join("postgres"));
+        let psql = Some(dir.join("psql"))
+            .filter(|p| p.is_file())
+            .or_else(|| which("psql"));
+        let (true, true, Some(psql)) = (initdb.is_file(), postgres.is_file(), psql) else {
+            continue;
+        };
+        // `postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`
+        let Some(version) = output(Command::new(&postgres).arg("--version"))
+            .ok()
+            .and_then(|v| v.split_whitespace().nth(2).map(str::to_string))
+        else {
+            continue;
+        };
+        let Some(major) = version.split('.').next().and_then(|m| m.parse().ok()) else {
+            continue;
+        };
+        found.insert(
+            major,
+            PgTools {
+                major,
+                version,
+                initdb,
+                postgres,
+                psql,
+            },
+        );
+    }
+    found.into_values().collect()
 }
 
 fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| e.to_string())?;
+    let out = procs::die_with_parent(cmd)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -106,25 +149,8 @@ fn output(cmd: &mut Command) -> Result<String, String> {
 impl Backends {
     pub fn detect(mode: BackendMode) -> Result<Self, String> {
         let (pg, redis) = if mode == BackendMode::Simulated {
-            (None, None)
+            (Vec::new(), None)
         } else {
-            let pg = match (
-                pg_bin("initdb"),
-                pg_bin("postgres"),
-                pg_bin("psql").or_else(|| which("psql")),
-            ) {
-                (Some(initdb), Some(postgres), Some(psql)) => {
-                    let version =
-                        output(Command::new(&postgres).arg("--version")).unwrap_or_default();
-                    Some(PgTools {
-                        initdb,
-                        postgres,
-                        psql,
-                        version,
-                    })
-                }
-                _ => None,
-            };
             let redis = match (
                 which("valkey-server").or_else(|| which("redis-server")),
                 which("valkey-cli").or_else(|| which("redis-cli")),
@@ -132,13 +158,16 @@ impl Backends {
                 (Some(server), Some(cli)) => Some(RedisTools { server, cli }),
                 _ => None,
             };
-            (pg, redis)
+            (detect_pg(), redis)
         };
-        if mode == BackendMode::Required && (pg.is_none() || redis.is_none()) {
+        if mode == BackendMode::Required && (pg.is_empty() || redis.is_none()) {
             return Err(
                 "`backends: required`, but PostgreSQL (initdb, postgres, psql) or Valkey/Redis (server and cli) is missing"
                     .into(),
             );
+        }
+        if !pg.is_empty() || redis.is_some() {
+            procs::remove_stale(&data_bases());
         }
         Ok(Self {
             pg,
@@ -149,16 +178,11 @@ impl Backends {
 
     /// One line saying what serves the services' ports.
     pub fn describe(&self) -> String {
-        let pg = match &self.pg {
-            // `postgres (PostgreSQL) 15.18 (Debian ...)`
-            Some(t) => format!(
-                "pg: real PostgreSQL {}",
-                t.version
-                    .split_whitespace()
-                    .nth(2)
-                    .unwrap_or("(unknown version)")
-            ),
-            None => "pg: simulated (no PostgreSQL server binaries found)".into(),
+        let pg = if self.pg.is_empty() {
+            "pg: simulated (no PostgreSQL server binaries found)".to_string()
+        } else {
+            let versions: Vec<&str> = self.pg.iter().map(|t| t.version.as_str()).collect();
+            format!("pg: real PostgreSQL {}", versions.join(", "))
         };
         let valkey = match &self.redis {
             Some(t) if !self.redis_tls_broken.load(Ordering::Relaxed) => format!(
@@ -180,34 +204,32 @@ impl Backends {
         port: u16,
         pki: &Pki,
     ) -> Result<Option<Backend>, String> {
-        let kind = match service.service_type.as_str() {
-            "pg" if self.pg.is_some() => Kind::Pg,
+        let tools = match service.service_type.as_str() {
+            "pg" if !self.pg.is_empty() => Tools::Pg(self.pg_for(service).clone(), pg_owner()?),
             "valkey" | "redis"
-                if self.redis.is_some() && !self.redis_tls_broken.load(Ordering::Relaxed) =>
+                if !self.redis_tls_broken.load(Ordering::Relaxed) && self.redis.is_some() =>
             {
-                Kind::Redis
+                Tools::Redis(self.redis.clone().expect("checked"))
             }
             _ => return Ok(None),
         };
-        let dir = std::env::temp_dir().join(format!(
-            "aiven-sandbox-{}-{}",
-            service.name,
-            rand::random::<u32>()
-        ));
+        let owner = match &tools {
+            Tools::Pg(_, owner) => *owner,
+            Tools::Redis(_) => None,
+        };
+        let base = data_bases()
+            .into_iter()
+            .find(|b| reachable(b, owner))
+            .ok_or("no temporary directory the server's user can reach (set TMPDIR)")?;
+        let dir = procs::new_dir(&base)
+            .map_err(|e| format!("cannot create a data directory in {}: {e}", base.display()))?;
         let svc = service.clone();
         let pki = pki.clone();
-        let tools = match kind {
-            Kind::Pg => Tools::Pg(self.pg.as_ref().map(PgTools::clone_paths).expect("checked")),
-            Kind::Redis => Tools::Redis(
-                self.redis
-                    .as_ref()
-                    .map(RedisTools::clone_paths)
-                    .expect("checked"),
-            ),
-        };
+        let is_redis = matches!(tools, Tools::Redis(_));
         let started = tokio::task::spawn_blocking(move || {
+            let port = usable_port(port);
             let result = match &tools {
-                Tools::Pg(t) => start_pg(t, &svc, port, &pki, &dir),
+                Tools::Pg(t, owner) => start_pg(t, *owner, &svc, port, &pki, &dir),
                 Tools::Redis(t) => start_redis(t, &svc, port, &pki, &dir),
             };
             if result.is_err() {
@@ -219,7 +241,7 @@ impl Backends {
         .map_err(|e| e.to_string())?;
         match started {
             Ok(b) => Ok(Some(b)),
-            Err(e) if kind == Kind::Redis && e.contains("TLS") => {
+            Err(e) if is_redis && e.contains("TLS") => {
                 self.redis_tls_broken.store(true, Ordering::Relaxed);
                 tracing::warn!("sandbox: {e}; valkey services fall back to simulated endpoints");
                 Ok(None)
@@ -229,34 +251,65 @@ impl Backends {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Pg,
-    Redis,
-}
-
-enum Tools {
-    Pg(PgTools),
-    Redis(RedisTools),
-}
-
-impl PgTools {
-    fn clone_paths(&self) -> Self {
-        Self {
-            initdb: self.initdb.clone(),
-            postgres: self.postgres.clone(),
-            psql: self.psql.clone(),
-            version: self.version.clone(),
+impl Backends {
+    /// The requested major version where installed, else the newest (with a warning).
+    fn pg_for(&self, service: &Service) -> &PgTools {
+        let newest = self.pg.last().expect("checked");
+        let Some(wanted) = service.user_config.get("pg_version").map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }) else {
+            return newest;
+        };
+        match self.pg.iter().find(|t| t.major.to_string() == wanted) {
+            Some(t) => t,
+            None => {
+                tracing::warn!(
+                    "sandbox: {} asks for PostgreSQL {wanted}, which is not installed here (/usr/lib/postgresql/{wanted}/bin); it runs PostgreSQL {}",
+                    service.name,
+                    newest.version
+                );
+                newest
+            }
         }
     }
 }
 
-impl RedisTools {
-    fn clone_paths(&self) -> Self {
-        Self {
-            server: self.server.clone(),
-            cli: self.cli.clone(),
-        }
+enum Tools {
+    /// With the user PostgreSQL runs as, when not this process's.
+    Pg(PgTools, Option<(u32, u32)>),
+    Redis(RedisTools),
+}
+
+/// Where data directories may go, in order of preference: the temporary directory, then
+/// `/tmp` (a `TMPDIR` inside a private directory is out of reach of the `postgres` user).
+fn data_bases() -> Vec<PathBuf> {
+    let mut bases = vec![std::env::temp_dir()];
+    #[cfg(unix)]
+    bases.push(PathBuf::from("/tmp"));
+    bases.dedup();
+    bases
+}
+
+fn reachable(base: &Path, owner: Option<(u32, u32)>) -> bool {
+    match owner {
+        #[cfg(unix)]
+        Some((uid, gid)) => procs::reachable_by(base, uid, gid),
+        _ => base.is_dir(),
+    }
+}
+
+/// The port if nobody listens on it, else a free one: a server left on the old port
+/// must never answer for this service.
+fn usable_port(port: u16) -> u16 {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && (!has_ipv6_loopback() || std::net::TcpListener::bind(("::1", p)).is_ok())
+    };
+    if port != 0 && free(port) {
+        port
+    } else {
+        crate::world::free_port()
     }
 }
 
@@ -319,14 +372,13 @@ fn has_ipv6_loopback() -> bool {
 
 fn start_pg(
     t: &PgTools,
+    owner: Option<(u32, u32)>,
     svc: &Service,
     port: u16,
     pki: &Pki,
     dir: &Path,
 ) -> Result<Backend, String> {
-    let owner = pg_owner()?;
     let admin = svc.admin().ok_or("service has no admin user")?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     give_to(dir, owner)?;
     let data = dir.join("data");
     let pwfile = dir.join("pw");
@@ -373,14 +425,14 @@ fn start_pg(
     std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     give_to(&dir.join("server.log"), owner)?;
-    let child = as_owner(&mut Command::new(&t.postgres), owner)
+    let mut cmd = Command::new(&t.postgres);
+    as_owner(&mut cmd, owner)
         .arg("-D")
         .arg(&data)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
+        .stderr(log);
+    let child = procs::spawn_server(cmd).map_err(|e| format!("cannot start postgres: {e}"))?;
     let backend = Backend {
         port,
         admin: Admin::Pg {
@@ -412,7 +464,6 @@ fn start_redis(
     dir: &Path,
 ) -> Result<Backend, String> {
     let admin = svc.admin().ok_or("service has no admin user")?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let (cert, key, ca) = (
         dir.join("server.crt"),
         dir.join("server.key"),
@@ -454,8 +505,7 @@ fn start_redis(
     .stdin(Stdio::null())
     .stdout(log.try_clone().map_err(|e| e.to_string())?)
     .stderr(log);
-    let child = cmd
-        .spawn()
+    let child = procs::spawn_server(cmd)
         .map_err(|e| format!("cannot start {}: {e}", t.server.display()))?;
     let backend = Backend {
         port,
@@ -620,7 +670,7 @@ impl Backend {
         let started = Instant::now();
         loop {
             let last = match self.admin.ping() {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.check_log(),
                 Err(e) => e,
             };
             let exited = self
@@ -641,9 +691,22 @@ impl Backend {
         }
     }
 
+    /// A server that came up without one of its ports (PostgreSQL carries on with the
+    /// addresses it could bind) must not be reported ready.
+    fn check_log(&self) -> Result<(), String> {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        match log.lines().find(|l| l.contains("Address already in use")) {
+            Some(line) => {
+                self.stop_now();
+                Err(format!("port {} is taken: {line}", self.port))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Stops the server and removes its data, on a thread; join the handle to wait.
     pub fn stop(self) -> std::thread::JoinHandle<()> {
-        std::thread::spawn(move || self.stop_now())
+        std::thread::spawn(move || drop(self))
     }
 
     fn stop_now(&self) {
@@ -665,6 +728,13 @@ impl Backend {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Also when a start is abandoned (the sandbox stopping meanwhile).
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop_now();
     }
 }
 

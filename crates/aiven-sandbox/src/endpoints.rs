@@ -24,6 +24,8 @@ pub struct Endpoints {
     running: HashMap<(String, String), Running>,
     /// Real servers still shutting down.
     stopping: Vec<std::thread::JoinHandle<()>>,
+    /// The sandbox is stopping: what finishes starting now is stopped at once.
+    closed: bool,
 }
 
 struct Running {
@@ -39,6 +41,16 @@ pub struct Started {
 
 impl Endpoints {
     pub fn insert(&mut self, project: &str, service: &str, started: Started) {
+        if self.closed {
+            let late = Running {
+                tasks: started.tasks,
+                backend: started.backend,
+            };
+            if let Some(handle) = late.stop() {
+                let _ = handle.join();
+            }
+            return;
+        }
         let old = self.running.insert(
             (project.to_string(), service.to_string()),
             Running {
@@ -62,6 +74,7 @@ impl Endpoints {
 
     /// Stops everything and waits until every real server is gone with its data.
     pub fn stop_all(&mut self) {
+        self.closed = true;
         for (_, r) in self.running.drain() {
             self.stopping.extend(r.stop());
         }

@@ -12,6 +12,7 @@ pub mod config;
 mod endpoints;
 pub mod faults;
 mod pki;
+mod procs;
 mod render;
 mod routes;
 mod server;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{BackendMode, Config, ConfigError, ProjectConfig, VpcConfig};
 pub use faults::{Fault, FaultRule, ServiceFault};
+pub use routes::api_paths;
 
 use backends::Backends;
 use endpoints::Endpoints;
@@ -124,7 +126,11 @@ impl Shared {
                 drop(endpoints);
                 self.persist();
             }
-            Err(e) => tracing::error!("sandbox: cannot start endpoints of {}: {e}", svc.name),
+            Err(e) => {
+                tracing::error!("sandbox: cannot start {}: {e}", svc.name);
+                lock(&self.world).mark_failed(project, &svc.name, &e);
+                self.persist();
+            }
         }
     }
 }

@@ -252,6 +252,8 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
                 "name": n.name,
                 "state": svc.node_state(n, now),
                 "availability_zone": n.availability_zone,
+                // Restore/sync phases; none while nodes are built from scratch or run.
+                "progress_updates": [],
             });
             if matches!(svc.service_type.as_str(), "pg" | "mysql" | "alloydbomni") {
                 node["role"] = json!(if i == 0 { "master" } else { "standby" });
@@ -290,7 +292,7 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
         "user_config": svc.user_config,
         "tags": svc.tags,
         "service_integrations": [],
-        "service_notifications": [],
+        "service_notifications": svc.failure.as_deref().map(failure_notification).into_iter().collect::<Vec<_>>(),
         "maintenance": svc.maintenance,
         "metadata": {},
         "features": {},
@@ -317,6 +319,18 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
         ]);
     }
     out
+}
+
+/// The spec's notification shape; its types are end-of-life and the removal of
+/// powered-off services, the nearer of which this is.
+fn failure_notification(cause: &str) -> Value {
+    let message = format!("The sandbox could not start this service's server: {cause}");
+    json!({
+        "level": "warning",
+        "message": message.chars().take(1024).collect::<String>(),
+        "metadata": {},
+        "type": "service_powered_off_removal",
+    })
 }
 
 fn state_name(svc: &Service) -> &'static str {

@@ -111,6 +111,9 @@ pub struct Service {
     pub poweroff_after: Option<Duration>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub poweroff_at: Option<OffsetDateTime>,
+    /// Why the real server behind the service could not start (it is then `POWEROFF`).
+    #[serde(default)]
+    pub failure: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub deleted_at: Option<OffsetDateTime>,
     pub unreachable: bool,
@@ -356,6 +359,25 @@ fn component_layout(
         ],
         _ => vec![("main", Serve::Tls, None)],
     }
+}
+
+/// Key-value stores show every user's ACL, by default everything (avn's `user-list`
+/// reads these fields).
+fn default_access_control(service_type: &str) -> Option<Value> {
+    let prefix = match service_type {
+        "valkey" | "redis" | "dragonfly" => service_type,
+        _ => return None,
+    };
+    let mut acl = json!({
+        format!("{prefix}_acl_categories"): ["+@all"],
+        format!("{prefix}_acl_commands"): [],
+        format!("{prefix}_acl_keys"): ["*"],
+    });
+    // Dragonfly has no pub/sub channel rules.
+    if prefix != "dragonfly" {
+        acl[format!("{prefix}_acl_channels")] = json!(["*"]);
+    }
+    Some(acl)
 }
 
 fn has_databases(service_type: &str) -> bool {
@@ -670,7 +692,7 @@ impl World {
             authentication: (service_type == "mysql").then(|| "caching_sha2_password".into()),
             access_cert: None,
             access_key: None,
-            access_control: None,
+            access_control: default_access_control(&service_type),
             password_updated_time: now,
         };
         if service_type == "kafka" {
@@ -736,6 +758,7 @@ impl World {
             update_time: now,
             ready_at,
             starting: false,
+            failure: None,
             poweroff_after: fault.poweroff_after,
             poweroff_at: None,
             deleted_at: None,
@@ -855,6 +878,7 @@ impl World {
             svc.ready_at = Some(now + delay);
             svc.starting = false;
             svc.poweroff_at = None;
+            svc.failure = None;
             for node in &mut svc.nodes {
                 node.running_at = Some(now + delay);
             }
@@ -974,7 +998,10 @@ impl World {
             }),
             access_cert: issued.as_ref().map(|i| i.cert_pem.clone()),
             access_key: issued.map(|i| i.key_pem),
-            access_control: body.get("access_control").cloned(),
+            access_control: body
+                .get("access_control")
+                .cloned()
+                .or_else(|| default_access_control(&svc.service_type)),
             password_updated_time: now,
         };
         svc.users.push(user.clone());
@@ -1236,6 +1263,24 @@ impl World {
                     "storage_location": "sandbox",
                 })];
             }
+        }
+    }
+
+    /// A service whose server could not start stops, as the API's only terminal state
+    /// (`POWEROFF`) says, and keeps the cause for its notifications.
+    pub fn mark_failed(&mut self, project: &str, name: &str, cause: &str) {
+        let now = self.now();
+        if let Some(svc) = self
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.services.get_mut(name))
+            && svc.starting
+        {
+            svc.state = ServiceState::Poweroff;
+            svc.starting = false;
+            svc.ready_at = None;
+            svc.update_time = now;
+            svc.failure = Some(cause.to_string());
         }
     }
 
