@@ -4,6 +4,7 @@
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const http = require('node:http');
 const https = require('node:https');
 const os = require('node:os');
 const path = require('node:path');
@@ -11,10 +12,25 @@ const { spawn } = require('node:child_process');
 
 const REPO = 'aiven-ephemeral/aiven-ephemeral';
 
-/** An input as the runner passes it: INPUT_<NAME>, upper case, hyphens kept. */
+/**
+ * What the release workflow commits into the action: the release this revision of the
+ * action runs, and the SHA-256 of every asset of every release up to it. Whatever ref the
+ * action is used at (v1, v1.2.3, a commit, a branch), the binary is checked against this.
+ */
+const RELEASE_FILE = path.join(__dirname, 'release.json');
+
+/** An input as the runner passes it: INPUT_<NAME>, spaces to `_`, upper case, hyphens kept. */
 function input(name) {
   const value = process.env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] || '';
   return value.trim();
+}
+
+/** A boolean input, as the Actions toolkit's getBooleanInput reads it. */
+function booleanInput(name) {
+  const value = input(name);
+  if (['true', 'True', 'TRUE'].includes(value)) return true;
+  if (['false', 'False', 'FALSE'].includes(value)) return false;
+  throw new Error(`input ${name}: ${JSON.stringify(value)} is not a boolean; use true | True | TRUE | false | False | FALSE`);
 }
 
 /** Workflow-command escaping, as the runner expects it. */
@@ -38,6 +54,10 @@ function saveState(name, value) {
   appendKeyValue(process.env.GITHUB_STATE, name, value);
 }
 
+function setOutput(name, value) {
+  appendKeyValue(process.env.GITHUB_OUTPUT, name, value);
+}
+
 /** What main saved, as the runner hands it to post: STATE_<name>. */
 function getState(name) {
   return (process.env[`STATE_${name}`] || '').trim();
@@ -56,8 +76,9 @@ function target() {
 }
 
 function download(url, redirects = 5) {
+  const client = new URL(url).protocol === 'http:' ? http : https;
   return new Promise((resolve, reject) => {
-    https.get(url, { headers: { 'user-agent': 'aiven-ephemeral-action' } }, (res) => {
+    client.get(url, { headers: { 'user-agent': 'aiven-ephemeral-action' } }, (res) => {
       if ([301, 302, 303, 307, 308].includes(res.statusCode) && res.headers.location && redirects > 0) {
         res.resume();
         resolve(download(new URL(res.headers.location, url).toString(), redirects - 1));
@@ -76,17 +97,23 @@ function download(url, redirects = 5) {
   });
 }
 
-/** Checksums pinned in the action at release time, when present. */
-function pinnedChecksum(version, asset) {
-  try {
-    const pinned = JSON.parse(fs.readFileSync(path.join(__dirname, 'checksums.json'), 'utf8'));
-    return (pinned[version] || {})[asset];
-  } catch {
-    return undefined;
-  }
+function sha256(bytes) {
+  return crypto.createHash('sha256').update(bytes).digest('hex');
 }
 
-/** The binary: input `binary`, else the release `version` (default: this action's). */
+function releaseFile() {
+  let text;
+  try {
+    text = fs.readFileSync(RELEASE_FILE, 'utf8');
+  } catch {
+    const ref = process.env.GITHUB_ACTION_REF || 'this revision';
+    throw new Error(`the action at ${ref} has no action/release.json (it predates the first release): `
+      + 'use it at a release tag such as @v1, or set input `binary`');
+  }
+  return JSON.parse(text);
+}
+
+/** The binary: input `binary`, else the release `version` (default: the action's own). */
 async function resolveBinary() {
   const local = input('binary');
   if (local) {
@@ -94,24 +121,32 @@ async function resolveBinary() {
     if (!fs.existsSync(resolved)) throw new Error(`input binary: ${resolved} does not exist`);
     return resolved;
   }
-  let version = input('version');
-  if (!version && /^v\d/.test(process.env.GITHUB_ACTION_REF || '')) version = process.env.GITHUB_ACTION_REF;
-  if (!version) throw new Error('set input `version` (a release such as v1.0.0) or `binary`');
+  const release = releaseFile();
+  const version = input('version') || release.version;
+  const checksums = (release.releases || {})[version];
+  if (!checksums) {
+    throw new Error(`release ${version} is not among those this action knows (${Object.keys(release.releases || {}).join(', ')}): `
+      + 'use the action at a ref that includes it');
+  }
   const exe = process.platform === 'win32' ? '.exe' : '';
   const asset = `aiven-ephemeral-${target()}${exe}`;
+  const expected = checksums[asset];
+  if (!expected) throw new Error(`release ${version} has no ${asset}: set input \`binary\``);
   const dir = path.join(process.env.RUNNER_TOOL_CACHE || os.tmpdir(), 'aiven-ephemeral', version, target());
   const binary = path.join(dir, `aiven-ephemeral${exe}`);
-  if (fs.existsSync(binary)) return binary;
-  const base = `https://github.com/${REPO}/releases/download/${version}`;
-  const [body, published] = await Promise.all([
-    download(`${base}/${asset}`),
-    pinnedChecksum(version, asset) ? Promise.resolve(null) : download(`${base}/${asset}.sha256`),
-  ]);
-  const expected = (pinnedChecksum(version, asset) || published.toString('utf8').trim().split(/\s+/)[0]).toLowerCase();
-  const actual = crypto.createHash('sha256').update(body).digest('hex');
-  if (actual !== expected) throw new Error(`checksum mismatch for ${asset}: expected ${expected}, got ${actual}`);
+  if (fs.existsSync(binary) && sha256(fs.readFileSync(binary)) === expected) return binary;
+  // GitHub, or a server laid out like its releases (a mirror, or the tests' own).
+  const server = (process.env.AIVEN_EPHEMERAL_DOWNLOAD_URL || 'https://github.com').replace(/\/+$/, '');
+  const body = await download(`${server}/${REPO}/releases/download/${version}/${asset}`);
+  const actual = sha256(body);
+  if (actual !== expected) {
+    throw new Error(`checksum mismatch for ${asset} of ${version}: the action's release.json says ${expected}, the download is ${actual}; not running it`);
+  }
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(binary, body, { mode: 0o755 });
+  // Written aside and renamed, so that a concurrent step never runs a half-written file.
+  const partial = `${binary}.${process.pid}`;
+  fs.writeFileSync(partial, body, { mode: 0o755 });
+  fs.renameSync(partial, binary);
   return binary;
 }
 
@@ -156,5 +191,5 @@ function randomRunId() {
 }
 
 module.exports = {
-  appendKeyValue, binaryEnv, escapeData, fail, getState, input, randomRunId, resolveBinary, run, saveState,
+  binaryEnv, booleanInput, fail, getState, input, randomRunId, resolveBinary, run, saveState, setOutput,
 };

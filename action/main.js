@@ -6,28 +6,48 @@ const fs = require('node:fs');
 const path = require('node:path');
 const lib = require('./lib');
 
+/** Whether `up` recorded a service of this run: only then can something exist. */
+function recordedServices(stateFile, runId) {
+  try {
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+    return state.run_id === runId && Array.isArray(state.services) && state.services.length > 0;
+  } catch {
+    return false;
+  }
+}
+
 async function main() {
-  const binary = await lib.resolveBinary();
   const runId = lib.input('run-id') || lib.randomRunId();
-  const stateFile = path.resolve(lib.input('state-file') || '.aiven-ephemeral/state.json');
+  // Each use of the action gets its own directory by default, so that two uses in one job
+  // do not share a state file.
+  const stateFile = path.resolve(lib.input('state-file') || path.join('.aiven-ephemeral', runId, 'state.json'));
+  const envFile = path.resolve(lib.input('env-file') || path.join(path.dirname(stateFile), 'env'));
+  // Known before anything runs: later steps (and `if: failure()` ones) can use them.
+  lib.setOutput('run-id', runId);
+  lib.setOutput('state-file', stateFile);
+  lib.setOutput('env-file', envFile);
+
+  const keepOnFailure = lib.booleanInput('keep-on-failure');
+  const binary = await lib.resolveBinary();
   const manifest = path.resolve(lib.input('manifest') || 'aiven-ephemeral.yaml');
   let project = lib.input('project');
   if (!project && fs.existsSync(manifest)) {
     const m = fs.readFileSync(manifest, 'utf8').match(/^project:\s*["']?([a-z][-a-z0-9]*)["']?\s*(#.*)?$/m);
     if (m) project = m[1];
   }
+  // Saved before `up` starts: if this step is killed mid-create, post still has the run.
   lib.saveState('binary', binary);
   lib.saveState('run-id', runId);
   lib.saveState('state-file', stateFile);
   lib.saveState('project', project || '');
   lib.saveState('api-url', lib.input('api-url'));
-  lib.saveState('keep-on-failure', lib.input('keep-on-failure'));
+  lib.saveState('keep-on-failure', String(keepOnFailure));
 
-  const args = ['up', '-f', manifest, '--run-id', runId, '--state-file', stateFile,
+  const args = ['up', '-f', manifest, '--run-id', runId, '--state-file', stateFile, '--env-file', envFile,
     '--timeout', lib.input('timeout') || '20m', '--github-env', lib.input('github-env') || 'all'];
-  if (lib.input('env-file')) args.push('--env-file', path.resolve(lib.input('env-file')));
-  if (lib.input('keep-on-failure') === 'true') args.push('--keep-on-failure');
+  if (keepOnFailure) args.push('--keep-on-failure');
   const code = await lib.run(binary, args, lib.binaryEnv());
+  if (!recordedServices(stateFile, runId)) lib.saveState('created', 'nothing');
   if (code !== 0) lib.fail(`aiven-ephemeral up failed with exit code ${code}`);
   process.exitCode = code;
 }

@@ -8,14 +8,20 @@ const lib = require('./lib');
 async function post() {
   const binary = lib.getState('binary');
   const runId = lib.getState('run-id');
-  if (!binary || !runId) {
-    console.log('aiven-ephemeral: main did not start a run; nothing to tear down');
+  if (!binary || !runId || lib.getState('created') === 'nothing') {
+    console.log('aiven-ephemeral: main created no service; nothing to tear down');
     return;
   }
-  if (lib.getState('keep-on-failure') === 'true') {
-    console.log('aiven-ephemeral: keep-on-failure is set; a kept run is only deleted by `down --force` or `reap`');
+  // job-status defaults to ${{ job.status }}, which the runner evaluates again for post.
+  if (lib.getState('keep-on-failure') === 'true' && lib.input('job-status') === 'failure') {
+    console.log(`::warning::aiven-ephemeral: the job failed and keep-on-failure is set: run ${runId} is kept for debugging. `
+      + `It is deleted by \`aiven-ephemeral down --force --run-id ${runId}\`, or by \`reap\` once its ttl passes.`);
+    return;
   }
   const args = ['down', '--run-id', runId, '--missing-ok', '--state-file', lib.getState('state-file')];
+  // `up` marked the run kept when it failed, yet the job did not fail (continue-on-error):
+  // keep-on-failure is about the job, so the run goes.
+  if (lib.getState('keep-on-failure') === 'true') args.push('--force');
   if (lib.getState('project')) args.push('--project', lib.getState('project'));
   const env = lib.binaryEnv();
   if (lib.getState('api-url')) env.AIVEN_API_URL = lib.getState('api-url');

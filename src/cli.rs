@@ -273,9 +273,12 @@ pub struct EnvArgs {
     pub run_id: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Dotenv)]
     pub format: Format,
-    /// Write `env` (or env.sh / env.json) and `certs/` here instead of printing
+    /// Write `env` (or env.sh / env.json) and `certs/` here (default: the state directory)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Print the values, secrets included, on stdout instead (CI logs are not masked)
+    #[arg(long, conflicts_with = "out")]
+    pub stdout: bool,
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     #[command(flatten)]

@@ -1,5 +1,6 @@
 //! `env`: rebuild a live run's env file and certificates from the API, for CI jobs after
-//! the one that ran `up` (credentials travel by API, not by artifact).
+//! the one that ran `up` (credentials travel by API, not by artifact). It writes files:
+//! secrets reach stdout only with `--stdout`, since CI logs are not masked for us.
 
 use std::collections::BTreeMap;
 
@@ -74,23 +75,25 @@ pub async fn env(global: &GlobalArgs, args: &EnvArgs) -> Result<Status> {
     if outputs::github::active() {
         outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
     }
-    match &args.out {
-        Some(dir) => {
-            let name = match args.format {
-                Format::Dotenv => "env",
-                Format::Shell => "env.sh",
-                Format::Json => "env.json",
-            };
-            let path = dir.join(name);
-            outputs::env::write(&path, &values, args.format)
-                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-            eprintln!(
-                "wrote {} and {}",
-                path.display(),
-                dir.join("certs").display()
-            );
-        }
-        None => print!("{}", outputs::env::render(&values, args.format)),
+    if args.stdout {
+        eprintln!(
+            "warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text"
+        );
+        print!("{}", outputs::env::render(&values, args.format));
+    } else {
+        let name = match args.format {
+            Format::Dotenv => "env",
+            Format::Shell => "env.sh",
+            Format::Json => "env.json",
+        };
+        let path = out_dir.join(name);
+        outputs::env::write(&path, &values, args.format)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        eprintln!(
+            "wrote {} and {}",
+            path.display(),
+            out_dir.join("certs").display()
+        );
     }
     run.conn.close().await;
     Ok(Status::Success)

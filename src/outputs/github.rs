@@ -80,10 +80,28 @@ pub fn mask_words(secrets: &Secrets, values: &[Value]) -> Vec<String> {
             }
         }
     }
-    for v in values.iter().filter(|v| v.secret && !v.value.is_empty()) {
+    for v in values
+        .iter()
+        .filter(|v| v.secret && !v.value.is_empty() && !is_address(&v.value))
+    {
         words.insert(v.value.clone());
     }
     words.into_iter().collect()
+}
+
+/// `host:port[,host:port...]`, such as Kafka's URI field: an address, not a secret.
+/// Masking it would blank every host and port in the log and drop job outputs holding it.
+fn is_address(value: &str) -> bool {
+    value.split(',').all(|part| {
+        part.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+        })
+    })
 }
 
 /// Prints `::add-mask::` commands on stdout, where the runner reads them first.

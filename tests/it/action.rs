@@ -3,8 +3,11 @@
 //! $GITHUB_STEP_SUMMARY and INPUT_* variables.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -36,6 +39,42 @@ fn key_values(path: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// An action checkout's `action/` directory: the repository's own by default.
+fn action_dir() -> PathBuf {
+    repo().join("action")
+}
+
+/// The inputs the runner passes when the workflow gives none: every default in
+/// action.yml, with `${{ job.status }}` evaluated to the job's status.
+fn default_inputs(job_status: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo().join("action.yml")).unwrap();
+    let action: Value = serde_saphyr::from_str(&text).unwrap();
+    action["inputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, spec)| {
+            let default = spec["default"].as_str()?;
+            Some((
+                runner_input(name),
+                default.replace("${{ job.status }}", job_status),
+            ))
+        })
+        .collect()
+}
+
+/// The runner's environment name for an input: spaces to `_`, upper case, hyphens kept.
+fn runner_input(name: &str) -> String {
+    format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
+}
+
+fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (runner_input(k), v.to_string()))
+        .collect()
+}
+
 struct Runner {
     env: Env,
     files: tempfile::TempDir,
@@ -58,9 +97,22 @@ impl Runner {
         self.files.path().join(name)
     }
 
+    /// The first use of the action in the job, from the repository's `action/`.
     fn node(&self, script: &str, extra: &BTreeMap<String, String>) -> Run {
+        self.step("1", &action_dir(), script, extra)
+    }
+
+    /// One step of the job: each step has its own $GITHUB_STATE and $GITHUB_OUTPUT, as on
+    /// the runner; $GITHUB_ENV, the workspace and the tool cache are the job's.
+    fn step(
+        &self,
+        step: &str,
+        action: &Path,
+        script: &str,
+        extra: &BTreeMap<String, String>,
+    ) -> Run {
         let mut cmd = Command::new("node");
-        cmd.arg(repo().join("action").join(script))
+        cmd.arg(action.join(script))
             .current_dir(self.env.dir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -70,12 +122,13 @@ impl Runner {
             .env("GITHUB_REPOSITORY", "acme/shop")
             .env("GITHUB_RUN_ID", "4242")
             .env("GITHUB_ENV", self.file("env"))
-            .env("GITHUB_OUTPUT", self.file("output"))
-            .env("GITHUB_STATE", self.file("state"))
+            .env("GITHUB_OUTPUT", self.file(&format!("output-{step}")))
+            .env("GITHUB_STATE", self.file(&format!("state-{step}")))
             .env("GITHUB_STEP_SUMMARY", self.file("summary"))
             .env("RUNNER_TEMP", self.files.path())
+            .env("RUNNER_TOOL_CACHE", self.file("tool-cache"))
+            .envs(default_inputs("success"))
             .env("INPUT_BINARY", BIN)
-            .env("INPUT_MANIFEST", "aiven-ephemeral.yaml")
             .env("INPUT_TOKEN", &self.env.sandbox.token)
             .env("INPUT_API-URL", &self.env.sandbox.url)
             .env("INPUT_TIMEOUT", "2m")
@@ -86,12 +139,20 @@ impl Runner {
         run(cmd)
     }
 
-    /// The runner hands what main saved to post as STATE_<name>.
+    /// The runner hands what a step's main saved to its post as STATE_<name>.
     fn post_env(&self) -> BTreeMap<String, String> {
-        key_values(&self.file("state"))
+        self.post_env_of("1")
+    }
+
+    fn post_env_of(&self, step: &str) -> BTreeMap<String, String> {
+        key_values(&self.file(&format!("state-{step}")))
             .into_iter()
             .map(|(k, v)| (format!("STATE_{k}"), v))
             .collect()
+    }
+
+    fn outputs(&self, step: &str) -> BTreeMap<String, String> {
+        key_values(&self.file(&format!("output-{step}")))
     }
 
     fn issued_secrets(&self) -> Vec<String> {
@@ -111,6 +172,7 @@ impl Runner {
 }
 
 const MANIFEST: &str = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, users: [app_user]}\n  cache: {type: valkey, plan: hobbyist}\n";
+const ONE: &str = "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n";
 
 fn masked(log: &str) -> Vec<String> {
     log.lines()
@@ -125,7 +187,9 @@ fn masked(log: &str) -> Vec<String> {
 
 #[test]
 fn main_and_post_against_the_sandbox() {
-    let runner = Runner::new(MANIFEST);
+    let runner = Runner::new(&format!(
+        "{MANIFEST}  events: {{type: kafka, plan: startup-2}}\n"
+    ));
     let main = runner.node("main.js", &BTreeMap::new());
     main.expect_code(0);
     let log = main.all();
@@ -144,8 +208,24 @@ fn main_and_post_against_the_sandbox() {
             );
         }
     }
-    let env_file = std::fs::read_to_string(runner.file("env")).unwrap();
+    // Addresses are not secrets: masking them would blank every host in the log and
+    // drop the job outputs holding them.
     let github_env = key_values(&runner.file("env"));
+    let addresses: Vec<&String> = github_env
+        .iter()
+        .filter(|(k, _)| {
+            k.ends_with("_HOST")
+                || k.ends_with("_PORT")
+                || *k == "EVENTS_BOOTSTRAP_SERVERS"
+                || *k == "EVENTS_URI"
+        })
+        .map(|(_, v)| v)
+        .collect();
+    assert!(addresses.len() >= 8, "{github_env:?}");
+    for address in addresses {
+        assert!(!masks.contains(address), "an address is masked: {address}");
+    }
+    let env_file = std::fs::read_to_string(runner.file("env")).unwrap();
     assert!(
         github_env["DB_URI"].starts_with("postgres://avnadmin:"),
         "{env_file}"
@@ -161,7 +241,7 @@ fn main_and_post_against_the_sandbox() {
     }
 
     // Outputs.
-    let outputs = key_values(&runner.file("output"));
+    let outputs = runner.outputs("1");
     let run_id = outputs["run-id"].clone();
     assert_eq!(run_id.len(), 8);
     assert!(
@@ -169,7 +249,7 @@ fn main_and_post_against_the_sandbox() {
     );
     assert!(Path::new(&outputs["state-file"]).exists());
     let services: Value = serde_json::from_str(&outputs["services"]).unwrap();
-    assert_eq!(services.as_array().unwrap().len(), 2);
+    assert_eq!(services.as_array().unwrap().len(), 3);
     for s in &secrets {
         assert!(!outputs["services"].contains(s.as_str()));
     }
@@ -196,6 +276,14 @@ fn post_cleans_up_after_the_workspace_was_cleaned() {
     let runner = Runner::new(MANIFEST);
     runner.node("main.js", &BTreeMap::new()).expect_code(0);
     assert_eq!(runner.env.sandbox.live_names().len(), 2);
+    // Each use of the action has its own state directory, named after the run.
+    let run_id = runner.outputs("1")["run-id"].clone();
+    assert_eq!(
+        Path::new(&runner.outputs("1")["state-file"]),
+        runner
+            .env
+            .path(&format!(".aiven-ephemeral/{run_id}/state.json"))
+    );
     // A later actions/checkout removed the state directory and the manifest.
     std::fs::remove_dir_all(runner.env.path(".aiven-ephemeral")).unwrap();
     std::fs::remove_file(runner.env.path("aiven-ephemeral.yaml")).unwrap();
@@ -240,7 +328,7 @@ fn action_yml_parses_and_declares_every_input_it_uses() {
     let mut used = Vec::new();
     for file in ["lib.js", "main.js", "post.js"] {
         let js = std::fs::read_to_string(repo().join("action").join(file)).unwrap();
-        for part in js.split("input('").skip(1) {
+        for part in js.split("nput('").skip(1) {
             used.push(part.split('\'').next().unwrap().to_string());
         }
     }
@@ -253,5 +341,409 @@ fn action_yml_parses_and_declares_every_input_it_uses() {
     }
     for output in ["run-id", "env-file", "state-file", "services"] {
         assert!(action["outputs"].get(output).is_some(), "output {output}");
+    }
+}
+
+/// A server laid out like GitHub's release downloads, on 127.0.0.1:0: an asset answers
+/// with a redirect to its storage, as github.com does. Records the paths asked for.
+struct Releases {
+    url: String,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Releases {
+    fn serve(assets: BTreeMap<String, Vec<u8>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = asked.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request.split(' ').nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(path.clone());
+                let answer = if let Some(body) =
+                    path.strip_prefix("/storage/").and_then(|n| assets.get(n))
+                {
+                    let mut a = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    a.extend_from_slice(body);
+                    a
+                } else if let Some(name) = path
+                    .strip_prefix("/aiven-ephemeral/aiven-ephemeral/releases/download/")
+                    .filter(|rest| assets.contains_key(*rest))
+                {
+                    format!("HTTP/1.1 302 Found\r\nlocation: /storage/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes()
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_vec()
+                };
+                let _ = stream.write_all(&answer);
+            }
+        });
+        Self { url, asked }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+const VERSION: &str = "v1.2.3";
+const ASSET: &str = "aiven-ephemeral-x86_64-unknown-linux-musl";
+
+/// A checkout of the action as the release workflow leaves it: action.yml, action/, and
+/// action/release.json written by the workflow's own script for these assets.
+fn released_checkout(assets: &Path) -> tempfile::TempDir {
+    let checkout = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(checkout.path().join("action")).unwrap();
+    std::fs::create_dir_all(checkout.path().join(".github/scripts")).unwrap();
+    std::fs::copy(
+        repo().join("action.yml"),
+        checkout.path().join("action.yml"),
+    )
+    .unwrap();
+    for js in ["lib.js", "main.js", "post.js"] {
+        std::fs::copy(
+            action_dir().join(js),
+            checkout.path().join("action").join(js),
+        )
+        .unwrap();
+    }
+    let script = checkout.path().join(".github/scripts/release-file.js");
+    std::fs::copy(repo().join(".github/scripts/release-file.js"), &script).unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(VERSION)
+        .arg(assets)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    checkout
+}
+
+/// The release's assets: this build's binary under the runner's asset name, and the
+/// `.sha256` files the release also publishes.
+fn release_assets(binary: &[u8]) -> (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
+    assert_eq!(
+        (std::env::consts::OS, std::env::consts::ARCH),
+        ("linux", "x86_64"),
+        "the asset name below is this runner's"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(ASSET), binary).unwrap();
+    let mut served = BTreeMap::new();
+    served.insert(format!("{VERSION}/{ASSET}"), binary.to_vec());
+    (dir, served)
+}
+
+/// Main and post of one use from a checkout, without input `binary`, against a release
+/// server.
+fn from_release(
+    runner: &Runner,
+    checkout: &Path,
+    server: &Releases,
+    reference: &str,
+) -> (Run, Run) {
+    let mut extra = inputs(&[("binary", "")]);
+    extra.insert("GITHUB_ACTION_REF".into(), reference.into());
+    extra.insert(
+        "GITHUB_ACTION_REPOSITORY".into(),
+        "aiven-ephemeral/aiven-ephemeral".into(),
+    );
+    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), server.url.clone());
+    let main = runner.step("1", &checkout.join("action"), "main.js", &extra);
+    let mut post_extra = extra.clone();
+    post_extra.extend(runner.post_env());
+    let post = runner.step("1", &checkout.join("action"), "post.js", &post_extra);
+    (main, post)
+}
+
+#[test]
+fn the_binary_resolves_at_every_kind_of_ref() {
+    let binary = std::fs::read(BIN).unwrap();
+    let (dir, served) = release_assets(&binary);
+    let server = Releases::serve(served);
+    let checkout = released_checkout(dir.path());
+    let release: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkout.path().join("action/release.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(release["version"], VERSION);
+    // A major tag, a full tag, a commit and a branch: the release workflow commits the
+    // same release.json to each, and the action trusts only it.
+    for reference in [
+        "v1",
+        VERSION,
+        "0123456789abcdef0123456789abcdef01234567",
+        "main",
+    ] {
+        let runner = Runner::new(ONE);
+        let (main, post) = from_release(&runner, checkout.path(), &server, reference);
+        main.expect_code(0);
+        post.expect_code(0);
+        assert!(runner.env.sandbox.live_names().is_empty(), "{reference}");
+        let cached = runner.file(&format!(
+            "tool-cache/aiven-ephemeral/{VERSION}/x86_64-unknown-linux-musl/aiven-ephemeral"
+        ));
+        assert_eq!(std::fs::read(&cached).unwrap(), binary, "{reference}");
+        assert_eq!(mode(&cached) & 0o111, 0o111);
+    }
+    let asset_path =
+        format!("/aiven-ephemeral/aiven-ephemeral/releases/download/{VERSION}/{ASSET}");
+    let asked = server.asked();
+    assert_eq!(
+        asked.iter().filter(|p| **p == asset_path).count(),
+        4,
+        "{asked:?}"
+    );
+    // The published .sha256 beside the asset is never what the action relies on.
+    assert!(!asked.iter().any(|p| p.ends_with(".sha256")), "{asked:?}");
+}
+
+#[test]
+fn a_download_that_does_not_match_the_committed_checksum_is_refused() {
+    let binary = std::fs::read(BIN).unwrap();
+    let (dir, _) = release_assets(&binary);
+    let checkout = released_checkout(dir.path());
+    // The server hands out something else than what was released.
+    let mut tampered = binary.clone();
+    tampered.extend_from_slice(b"tampered");
+    let mut served = BTreeMap::new();
+    served.insert(format!("{VERSION}/{ASSET}"), tampered);
+    let server = Releases::serve(served);
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(1);
+    assert!(
+        main.stdout.contains("::error::checksum mismatch"),
+        "{}",
+        main.stdout
+    );
+    assert!(
+        !runner
+            .file("tool-cache/aiven-ephemeral")
+            .join(VERSION)
+            .join("x86_64-unknown-linux-musl/aiven-ephemeral")
+            .exists()
+    );
+    assert!(
+        runner.env.sandbox.requests().is_empty(),
+        "nothing may have run"
+    );
+    post.expect_code(0);
+    assert!(
+        post.stdout.contains("main created no service"),
+        "{}",
+        post.stdout
+    );
+
+    // A revision of the action from before any release has no release.json.
+    std::fs::remove_file(checkout.path().join("action/release.json")).unwrap();
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(
+        &runner,
+        checkout.path(),
+        &server,
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    main.expect_code(1);
+    assert!(
+        main.stdout.contains("has no action/release.json"),
+        "{}",
+        main.stdout
+    );
+    post.expect_code(0);
+}
+
+#[test]
+fn post_succeeds_calmly_when_main_created_nothing() {
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        ("a bad manifest", &[("manifest", "broken.yaml")]),
+        (
+            "a too-long run id",
+            &[("run-id", "this-run-id-is-far-too-long")],
+        ),
+        (
+            "a missing token (a pull request from a fork)",
+            &[("token", "")],
+        ),
+        (
+            "a manifest that does not exist",
+            &[("manifest", "missing.yaml")],
+        ),
+        ("a boolean that is not one", &[("keep-on-failure", "yes")]),
+    ];
+    for (what, given) in cases {
+        let runner = Runner::new(ONE);
+        std::fs::write(
+            runner.env.path("broken.yaml"),
+            "project: test-project\nservices: [\n",
+        )
+        .unwrap();
+        let main = runner.node("main.js", &inputs(given));
+        assert_ne!(main.code, Some(0), "{what}");
+        assert!(main.stdout.contains("::error::"), "{what}: {}", main.stdout);
+        // Outputs are known before `up`.
+        let outputs = runner.outputs("1");
+        assert!(!outputs["run-id"].is_empty(), "{what}");
+        assert!(outputs["state-file"].ends_with("state.json"), "{what}");
+        let post = runner.node("post.js", &runner.post_env());
+        post.expect_code(0);
+        assert!(
+            post.stdout.contains("main created no service"),
+            "{what}: {}",
+            post.stdout
+        );
+        assert!(
+            !post.stdout.contains("::error::"),
+            "{what}: {}",
+            post.stdout
+        );
+        assert_eq!(runner.env.sandbox.count("POST", "/v1/project"), 0, "{what}");
+        assert_eq!(
+            runner.env.sandbox.count("DELETE", "/v1/project"),
+            0,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn two_uses_in_one_job_work_side_by_side() {
+    let runner = Runner::new(ONE);
+    std::fs::write(runner.env.path("db.yaml"), PG).unwrap();
+    let first = runner.step("1", &action_dir(), "main.js", &BTreeMap::new());
+    first.expect_code(0);
+    let second = runner.step(
+        "2",
+        &action_dir(),
+        "main.js",
+        &inputs(&[("manifest", "db.yaml")]),
+    );
+    second.expect_code(0);
+    assert_eq!(runner.env.sandbox.live_names().len(), 2);
+    assert_ne!(
+        runner.outputs("1")["state-file"],
+        runner.outputs("2")["state-file"]
+    );
+    let github_env = key_values(&runner.file("env"));
+    assert!(github_env.contains_key("CACHE_URI") && github_env.contains_key("DB_URI"));
+    // Posts run in reverse order; each tears down its own run only.
+    let post = runner.step("2", &action_dir(), "post.js", &runner.post_env_of("2"));
+    post.expect_code(0);
+    let left = runner.env.sandbox.live_names();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].starts_with("ae-cache-"), "{left:?}");
+    runner
+        .step("1", &action_dir(), "post.js", &runner.post_env_of("1"))
+        .expect_code(0);
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn keep_on_failure_keeps_the_services_of_a_failed_job() {
+    let runner = Runner::new(ONE);
+    runner
+        .node("main.js", &inputs(&[("keep-on-failure", "TRUE")]))
+        .expect_code(0);
+    // A later step failed: the runner evaluates job.status to `failure` for post.
+    let mut failed = runner.post_env();
+    failed.extend(default_inputs("failure"));
+    let post = runner.node("post.js", &failed);
+    post.expect_code(0);
+    assert!(
+        post.stdout.contains("::warning::") && post.stdout.contains("kept"),
+        "{}",
+        post.stdout
+    );
+    assert_eq!(runner.env.sandbox.live_names().len(), 1);
+    runner
+        .env
+        .run(&[
+            "down",
+            "--force",
+            "--missing-ok",
+            "--state-file",
+            &runner.outputs("1")["state-file"],
+        ])
+        .expect_code(0);
+    assert!(runner.env.sandbox.live_names().is_empty());
+
+    // The same setting in a job that succeeded: post deletes.
+    let runner = Runner::new(ONE);
+    runner
+        .node("main.js", &inputs(&[("keep-on-failure", "True")]))
+        .expect_code(0);
+    runner.node("post.js", &runner.post_env()).expect_code(0);
+    assert!(runner.env.sandbox.live_names().is_empty());
+
+    // Without it, a failed job's services are deleted.
+    let runner = Runner::new(ONE);
+    runner.node("main.js", &BTreeMap::new()).expect_code(0);
+    let mut failed = runner.post_env();
+    failed.extend(default_inputs("failure"));
+    runner.node("post.js", &failed).expect_code(0);
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn booleans_follow_the_actions_toolkit() {
+    let runner = Runner::new(ONE);
+    // A stand-in binary that records the arguments main gives `up`.
+    let fake = runner.file("fake-binary");
+    let args_file = runner.file("args");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" > '{}'\n", args_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    for (value, keep) in [
+        ("true", true),
+        ("True", true),
+        ("TRUE", true),
+        ("false", false),
+        ("False", false),
+        ("FALSE", false),
+    ] {
+        let _ = std::fs::remove_file(&args_file);
+        runner
+            .node(
+                "main.js",
+                &inputs(&[("binary", &fake), ("keep-on-failure", value)]),
+            )
+            .expect_code(0);
+        let args = std::fs::read_to_string(&args_file).unwrap();
+        assert!(args.starts_with("up "), "{args}");
+        assert_eq!(args.contains("--keep-on-failure"), keep, "{value}: {args}");
+    }
+    for value in ["yes", "1", "tRUE", "on", ""] {
+        let _ = std::fs::remove_file(&args_file);
+        let main = runner.node(
+            "main.js",
+            &inputs(&[("binary", &fake), ("keep-on-failure", value)]),
+        );
+        main.expect_code(1);
+        assert!(
+            main.stdout.contains("is not a boolean"),
+            "{value}: {}",
+            main.stdout
+        );
+        assert!(!args_file.exists(), "{value}: up must not run");
     }
 }

@@ -182,10 +182,25 @@ fn env_rebuilds_a_live_runs_env_from_the_api() {
     assert_eq!(strip_paths(&rebuilt), strip_paths(&original));
     assert_eq!(mode(&out_dir.join("env")), 0o600);
     assert!(out_dir.join("certs/events-svc-access.key").exists());
-    let json_out = env.run(&["env", "--run-id", "envr1", "--format", "json"]);
-    json_out.expect_code(0);
-    let parsed: Value = serde_json::from_str(&json_out.stdout).unwrap();
+    // Without --out it writes into the state directory and prints no secret.
+    let written = env.run(&["env", "--run-id", "envr1", "--format", "json"]);
+    written.expect_code(0);
+    assert!(written.stdout.is_empty(), "{}", written.stdout);
+    let parsed: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path(".aiven-ephemeral/env.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(parsed["DB_SERVICE_NAME"], "ae-db-envr1");
+    assert_eq!(mode(&env.path(".aiven-ephemeral/env.json")), 0o600);
+    let password = parsed["DB_PASSWORD"].as_str().unwrap();
+    assert!(!written.all().contains(password));
+    // Printing is explicit, and warned about.
+    let printed = env.run(&["env", "--run-id", "envr1", "--format", "json", "--stdout"]);
+    printed
+        .expect_code(0)
+        .expect_stderr("warning: --stdout prints passwords");
+    let parsed: Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(parsed["DB_PASSWORD"], password);
     env.run(&["down", "--run-id", "envr1"]).expect_code(0);
 }
 

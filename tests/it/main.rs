@@ -10,6 +10,7 @@ mod commands;
 mod common;
 mod conformance;
 mod faults;
+mod gitlab;
 mod inside;
 mod lifecycle;
 mod sandbox;
