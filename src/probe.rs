@@ -31,6 +31,16 @@ pub enum Handshake {
 }
 
 impl Handshake {
+    /// What a successful check of this handshake proved, for people.
+    pub fn describe(self, client_cert: bool) -> &'static str {
+        match (self, client_cert) {
+            (Handshake::Postgres, _) => "PostgreSQL SSLRequest, TLS verified",
+            (Handshake::Mysql, _) => "MySQL SSL request, TLS verified",
+            (Handshake::Direct, true) => "TLS verified, client certificate accepted",
+            (Handshake::Direct, false) => "TLS verified",
+        }
+    }
+
     pub fn for_type(service_type: &str) -> Self {
         match service_type {
             "pg" | "alloydbomni" => Handshake::Postgres,
