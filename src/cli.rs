@@ -93,6 +93,8 @@ pub enum Command {
     Extend(ExtendArgs),
     /// Rebuild a live run's env file and certificates from the API
     Env(EnvArgs),
+    /// Connect to every endpoint of a live run with its protocol's TLS handshake
+    Check(CheckArgs),
     /// Serve a local imitation of the Aiven API
     Sandbox(SandboxArgs),
     /// Print shell completions
@@ -286,6 +288,16 @@ pub struct EnvArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// The run's env file (default: $AIVEN_EPHEMERAL_ENV_FILE, else the state file's)
+    #[arg(long, env = "AIVEN_EPHEMERAL_ENV_FILE", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// The run's state file (default: $AIVEN_EPHEMERAL_STATE_FILE, else .aiven-ephemeral/state.json)
+    #[arg(long, env = "AIVEN_EPHEMERAL_STATE_FILE", value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct SandboxArgs {
     /// Port to listen on (0: any free port)
     #[arg(long, default_value_t = 0)]
@@ -296,4 +308,7 @@ pub struct SandboxArgs {
     /// Sandbox configuration (YAML): token, projects, delays, faults
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve a state directory's sandbox as its detached process (what `--sandbox` starts)
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub detach_for: Option<PathBuf>,
 }

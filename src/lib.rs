@@ -10,6 +10,7 @@
 //! - `api`: the Aiven client, which knows nothing of manifests or CI.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod naming;
 pub mod outputs;
 pub mod probe;
 pub mod progress;
+pub mod sandbox_process;
 pub mod secret;
 pub mod settings;
 pub mod signals;

@@ -79,7 +79,8 @@ pub struct Connection {
     pub client: Client,
     /// What the state file records: the URL, or `sandbox`.
     pub api_url: String,
-    sandbox: Option<aiven_sandbox::Sandbox>,
+    /// The sandbox process and the state directory it serves.
+    sandbox: Option<(crate::sandbox_process::Server, PathBuf)>,
 }
 
 impl Connection {
@@ -108,47 +109,31 @@ impl Connection {
         })
     }
 
-    /// Starts the sandbox in this process; its world persists in `state_dir/sandbox.json`
-    /// so that a later `down --sandbox` continues it.
-    pub async fn sandbox(global: &GlobalArgs, state_dir: &Path, project: &str) -> Result<Self> {
+    /// Connects to the sandbox process of `state_dir`, starting it if need be; its
+    /// world persists in `state_dir/sandbox.json` and it lives until `down`.
+    pub async fn sandbox(global: &GlobalArgs, state_dir: &Path) -> Result<Self> {
         if global.api_url.is_some() {
             return Err(Error::usage(
                 "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
             ));
         }
-        crate::state::prepare_dir(state_dir)?;
-        let mut config = match std::env::var_os("AIVEN_EPHEMERAL_SANDBOX_CONFIG") {
-            Some(path) => aiven_sandbox::Config::load(Path::new(&path))
-                .map_err(|e| Error::usage(e.to_string()))?,
-            None => aiven_sandbox::Config::default(),
-        };
-        config.token = crate::naming::new_owner();
-        config.accept_any_project = true;
-        if !config.projects.iter().any(|p| p.name == project) {
-            config
-                .projects
-                .push(aiven_sandbox::ProjectConfig::named(project));
-        }
-        config.state_file = Some(state_dir.join("sandbox.json"));
-        let token = Secret::new(config.token.clone());
-        let sandbox = aiven_sandbox::Sandbox::start(config, ([127, 0, 0, 1], 0).into())
-            .await
-            .map_err(|e| Error::usage(format!("cannot start the sandbox: {e}")))?;
+        let server = crate::sandbox_process::ensure(state_dir).await?;
         let client = Client::new(ClientConfig {
-            api_url: sandbox.url().to_string(),
-            token,
+            api_url: server.url.clone(),
+            token: Secret::new(server.token.clone()),
             ca_cert: None,
         })
         .map_err(Error::usage)?;
         tracing::info!(
-            "sandbox API at {} ({})",
-            sandbox.url(),
-            sandbox.backend_description()
+            "sandbox API at {} (process {}; {})",
+            server.url,
+            server.pid,
+            server.backends
         );
         Ok(Self {
             client,
             api_url: SANDBOX_API_URL.to_string(),
-            sandbox: Some(sandbox),
+            sandbox: Some((server, state_dir.to_path_buf())),
         })
     }
 
@@ -165,7 +150,7 @@ impl Connection {
                     "the state file's run is in the sandbox; --api-url (or AIVEN_API_URL) conflicts with it",
                 ));
             }
-            return Self::sandbox(global, state_dir, &state.project).await;
+            return Self::sandbox(global, state_dir).await;
         }
         if sandbox_flag {
             return Err(Error::usage(format!(
@@ -188,17 +173,24 @@ impl Connection {
         self.sandbox.is_some()
     }
 
-    /// For the in-process sandbox: what serves its services' ports.
+    /// For the sandbox: what serves its services' ports.
     pub fn sandbox_backends(&self) -> Option<String> {
-        self.sandbox
-            .as_ref()
-            .map(aiven_sandbox::Sandbox::backend_description)
+        self.sandbox.as_ref().map(|(s, _)| s.backends.clone())
     }
 
-    /// Stops the in-process sandbox (saving its world), if any.
+    /// The sandbox process, if this is the sandbox.
+    pub fn sandbox_server(&self) -> Option<&crate::sandbox_process::Server> {
+        self.sandbox.as_ref().map(|(s, _)| s)
+    }
+
+    /// Done with the API. The sandbox process stays while a run in its directory is
+    /// live (its URIs must keep working) and stops with the last one.
     pub async fn close(self) {
-        if let Some(s) = self.sandbox {
-            s.shutdown().await;
+        if let Some((_, dir)) = self.sandbox
+            && !crate::state::any_live(&dir)
+            && let Err(e) = crate::sandbox_process::stop(&dir).await
+        {
+            tracing::warn!("stopping the sandbox process: {e}");
         }
     }
 }

@@ -128,6 +128,21 @@ fn private(options: &mut OpenOptions) -> &mut OpenOptions {
     options
 }
 
+/// Opens a file for appending, created with mode 0600 (logs that may name secrets).
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    private(OpenOptions::new().create(true).append(true)).open(path)
+}
+
+/// Whether any state file in `dir` holds a live run.
+pub fn any_live(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .any(|e| read(&e.path()).ok().flatten().is_some_and(|s| s.live()))
+}
+
 /// Writes a file atomically (temp file + rename) with mode 0600.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path

@@ -48,6 +48,15 @@ pub async fn down(
             .await
         }
         (None, Some(id)) => by_tag(global, args, id, reporter, &signals, budget).await,
+        // A damaged state directory: its sandbox process is still found and stopped.
+        (None, None) if args.sandbox && crate::sandbox_process::stop(&state_dir).await? => {
+            reporter.info(format!(
+                "no state file ({}): nothing to delete; stopped the sandbox process of {}",
+                state_file.display(),
+                state_dir.display()
+            ));
+            Ok(Status::Success)
+        }
         (None, None) if args.missing_ok => {
             reporter.info(format!(
                 "no state file ({}) and no run id: nothing to delete",
@@ -213,7 +222,7 @@ async fn by_tag(
     let project = settings::project(global, manifest.as_ref())?;
     let conn = if args.sandbox {
         let (_, state_dir) = settings::state_paths(args.state_file.as_deref());
-        Connection::sandbox(global, &state_dir, &project).await?
+        Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None)?
     };

@@ -1,5 +1,6 @@
 //! One module per command. `dispatch` maps the parsed command line to them.
 
+pub mod check;
 pub mod down;
 pub mod env;
 pub mod extend;
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
         Command::Reap(args) => reap::reap(global, args, reporter).await,
         Command::Extend(args) => extend::extend(global, args, reporter).await,
         Command::Env(args) => env::env(global, args).await,
+        Command::Check(args) => check::check(args).await,
         Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

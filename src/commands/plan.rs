@@ -78,7 +78,7 @@ pub async fn plan(global: &GlobalArgs, args: &PlanArgs) -> Result<Status> {
     if online && let Some(project) = &project {
         let (_, state_dir) = settings::state_paths(None);
         let conn = if args.sandbox {
-            Connection::sandbox(global, &state_dir, project).await?
+            Connection::sandbox(global, &state_dir).await?
         } else {
             Connection::real(global, None)?
         };

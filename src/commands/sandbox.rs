@@ -4,6 +4,10 @@ use crate::cli::SandboxArgs;
 use crate::error::{Error, Result, Status};
 
 pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
+    if let Some(dir) = &args.detach_for {
+        crate::sandbox_process::serve(dir).await?;
+        return Ok(Status::Success);
+    }
     let config = match &args.config {
         Some(path) => aiven_sandbox::Config::load(path).map_err(|e| Error::usage(e.to_string()))?,
         None => aiven_sandbox::Config::default(),

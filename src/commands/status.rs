@@ -28,6 +28,9 @@ struct Output {
     status: state::RunStatus,
     expires_at: Option<String>,
     sandbox: bool,
+    /// The sandbox process serving the run, when it is in the sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox_process: Option<String>,
     /// Whether `state` comes from the API (a token was available).
     live: bool,
     services: Vec<Row>,
@@ -42,8 +45,12 @@ pub async fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Status> {
         )
     })?;
     let can_ask = run.sandbox || settings::token(global)?.is_some();
+    let mut sandbox_process = None;
     let listed = if can_ask && run.live() {
         let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
+        sandbox_process = conn
+            .sandbox_server()
+            .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));
         let list = conn.client.list_services(&run.project).await.map_err(|e| {
             Error::api(
                 format!("listing the services of project {}", run.project),
@@ -89,6 +96,7 @@ pub async fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Status> {
         status: run.status,
         expires_at: run.expires_at.clone(),
         sandbox: run.sandbox,
+        sandbox_process,
         live: listed.is_some(),
         services: rows,
     };
@@ -110,6 +118,9 @@ pub async fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Status> {
             .unwrap_or_default(),
         out.expires_at.as_deref().unwrap_or("-")
     );
+    if let Some(p) = &out.sandbox_process {
+        println!("sandbox {p}");
+    }
     let rows: Vec<Vec<String>> = out
         .services
         .iter()

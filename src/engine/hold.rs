@@ -55,6 +55,10 @@ pub async fn hold(
         command.env(&v.name, &v.value);
     }
     command.env("AIVEN_EPHEMERAL_ENV_FILE", &live.env_file);
+    command.env(
+        "AIVEN_EPHEMERAL_STATE_FILE",
+        crate::settings::absolute(live.store.path()),
+    );
     engine
         .reporter
         .info(format!("running: {}", shell_words(&args.command)));

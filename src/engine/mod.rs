@@ -186,7 +186,7 @@ impl Engine {
             }
         }
         let conn = if args.sandbox {
-            Connection::sandbox(global, &r.state_dir, &project).await?
+            Connection::sandbox(global, &r.state_dir).await?
         } else {
             Connection::real(global, None)?
         };

@@ -435,9 +435,14 @@ pub async fn teardown(
     let mut report = Report::default();
     loop {
         tokio::select! {
+            biased;
             Some(Event::Deleting(name)) = event_rx.recv() => reporter.service(&name, "deleting"),
             joined = tasks.join_next_with_id() => {
                 let Some(joined) = joined else { break };
+                // What a task said before it ended is shown before its end.
+                while let Ok(Event::Deleting(name)) = event_rx.try_recv() {
+                    reporter.service(&name, "deleting");
+                }
                 let (name, outcome) = match joined {
                     Ok((id, outcome)) => (names.remove(&id).unwrap_or_default(), outcome),
                     // A task that died proves nothing: its service is not confirmed.

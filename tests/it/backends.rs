@@ -302,3 +302,187 @@ fn a_backend_that_cannot_start_fails_fast_with_its_cause() {
     assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
     eprintln!("a failing backend was reported after {took:?}");
 }
+
+/// A working directory for `--sandbox` commands with the quickstart manifest, and a
+/// TMPDIR of its own for the servers' data.
+struct Detached {
+    work: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+}
+
+impl Detached {
+    fn new() -> Self {
+        for tool in ["psql", "redis-cli", "redis-server"] {
+            require(tool);
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml"),
+            work.path().join("aiven-ephemeral.yaml"),
+        )
+        .unwrap();
+        Self { work, tmp }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.work.path())
+            .env("TMPDIR", self.tmp.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.work.path().join(".aiven-ephemeral").join(rel)
+    }
+
+    /// The sandbox process's pid and its servers.
+    fn sandbox(&self) -> (u32, Vec<u32>) {
+        let server: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path("sandbox-server.json")).unwrap())
+                .unwrap();
+        let pid = server["pid"].as_u64().unwrap() as u32;
+        assert_eq!(mode(&self.path("sandbox-server.json")), 0o600);
+        let servers = children_of(pid);
+        assert!(servers.len() >= 2, "postgres and redis-server: {servers:?}");
+        (pid, servers)
+    }
+
+    /// The env file's value of `name`.
+    fn env(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path("env"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("{name} in the env file"))
+    }
+
+    /// Nothing of the sandbox process is left: not it, not its servers, not their data,
+    /// not its files.
+    fn assert_gone(&self, pid: u32, servers: &[u32]) {
+        let start = std::time::Instant::now();
+        while alive(pid) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the sandbox process {pid} is still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        wait_gone(servers);
+        assert_eq!(
+            dirs_of(pid, self.tmp.path()),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(!self.path("sandbox-server.json").exists());
+        let registry = self.tmp.path().join("aiven-ephemeral-sandboxes");
+        assert!(!registry.join(format!("{pid}.json")).exists());
+    }
+}
+
+#[test]
+fn up_sandbox_leaves_working_uris_until_down_and_then_nothing() {
+    let d = Detached::new();
+    run(d.cmd(&["up", "--sandbox"])).expect_code(0);
+    let (pid, servers) = d.sandbox();
+    // After `up` returned, the URIs work with real clients.
+    let psql = std::process::Command::new("psql")
+        .arg(d.env("DB_URI_VERIFY"))
+        .args(["-tA", "-c", "select 40 + 2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "42",
+        "{psql:?}"
+    );
+    let redis = std::process::Command::new("redis-cli")
+        .args(["-u", &d.env("CACHE_URI"), "--tls", "--cacert"])
+        .arg(d.env("CACHE_CA_CERT"))
+        .args(["--no-auth-warning", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&redis.stdout).trim(),
+        "PONG",
+        "{redis:?}"
+    );
+    // `status` shows the process; `check` reaches every endpoint.
+    let status = run(d.cmd(&["status"]));
+    status.expect_code(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("sandbox process {pid} at http://127.0.0.1:")),
+        "{}",
+        status.stdout
+    );
+    run(d.cmd(&["check"])).expect_code(0);
+    run(d.cmd(&["down"])).expect_code(0);
+    d.assert_gone(pid, &servers);
+}
+
+#[test]
+fn down_after_a_sigkilled_up_sandbox_leaves_nothing() {
+    let d = Detached::new();
+    let child = d.cmd(&["up", "--sandbox"]).spawn().unwrap();
+    // Kill it once every create is out.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(d.path("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|s| {
+            s["services"]
+                .as_array()
+                .is_some_and(|v| v.iter().all(|r| r["create_sent_at"].is_string()))
+        })
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    wait(child, std::time::Duration::from_secs(5));
+    let pid: u32 = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(d.path("sandbox-server.json")).unwrap(),
+    )
+    .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let servers = children_of(pid);
+    run(d.cmd(&["down"])).expect_code(0);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("state.json")).unwrap()).unwrap();
+    assert_eq!(state["status"], "torn_down");
+    d.assert_gone(pid, &servers);
+}
+
+#[test]
+fn a_damaged_state_directory_does_not_strand_the_sandbox_process() {
+    // The state file is gone: `down --sandbox` still finds the process and stops it.
+    let d = Detached::new();
+    run(d.cmd(&["up", "--sandbox"])).expect_code(0);
+    let (pid, servers) = d.sandbox();
+    std::fs::remove_file(d.path("state.json")).unwrap();
+    run(d.cmd(&["down", "--sandbox"]))
+        .expect_code(0)
+        .expect_stderr("stopped the sandbox process");
+    d.assert_gone(pid, &servers);
+
+    // The whole directory is gone: the process notices and stops by itself.
+    let d = Detached::new();
+    run(d.cmd(&["up", "--sandbox"])).expect_code(0);
+    let (pid, servers) = d.sandbox();
+    std::fs::remove_dir_all(d.work.path().join(".aiven-ephemeral")).unwrap();
+    d.assert_gone(pid, &servers);
+}

@@ -1,0 +1,278 @@
+//! The sandbox behind `--sandbox`: one detached process per state directory, like
+//! `docker compose up -d`, so that the URIs `up --sandbox` wrote keep working until
+//! `down`. Its world persists in `<dir>/sandbox.json`; its address and token are in
+//! `<dir>/sandbox-server.json` (0600); a registry entry in the temp directory, keyed by
+//! its pid, lets `down` find and stop it even when the state directory is damaged. It
+//! stops itself when its state directory disappears, and its real servers die with it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const SERVER_FILE: &str = "sandbox-server.json";
+/// How long a new sandbox process may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopped sandbox process may take to stop its servers and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a sandbox process looks for its state directory.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a running sandbox process is.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Server {
+    pub pid: u32,
+    pub url: String,
+    pub token: String,
+    pub backends: String,
+    /// The state directory it serves (absolute).
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("pid", &self.pid)
+            .field("url", &self.url)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry of sandbox processes on this machine, one file per pid.
+fn registry() -> PathBuf {
+    std::env::temp_dir().join("aiven-ephemeral-sandboxes")
+}
+
+fn absolute_dir(dir: &Path) -> PathBuf {
+    let dir = crate::settings::absolute(dir);
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+fn read_server(path: &Path) -> Option<Server> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The sandbox process serving `dir`, if one is alive: from the directory's server file,
+/// else from the registry.
+pub fn find(dir: &Path) -> Option<Server> {
+    let dir = absolute_dir(dir);
+    let from_dir = read_server(&dir.join(SERVER_FILE));
+    let from_registry = || {
+        std::fs::read_dir(registry())
+            .ok()?
+            .filter_map(|e| read_server(&e.ok()?.path()))
+            .find(|s| s.dir == dir && alive(s.pid))
+    };
+    from_dir.filter(|s| alive(s.pid)).or_else(from_registry)
+}
+
+/// The sandbox process for `dir`: the running one, or a new one.
+pub async fn ensure(dir: &Path) -> Result<Server> {
+    crate::state::prepare_dir(dir)?;
+    if let Some(server) = find(dir)
+        && healthy(&server).await
+    {
+        return Ok(server);
+    }
+    let dir = absolute_dir(dir);
+    let _ = std::fs::remove_file(dir.join(SERVER_FILE));
+    let log_path = dir.join("sandbox.log");
+    let log = crate::state::private_file(&log_path)
+        .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this program", e))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("sandbox")
+        .arg("--detach-for")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // Its own process group: a terminal's Ctrl-C meant for a command does not stop it.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io("cannot start the sandbox process", e))?;
+    let started = Instant::now();
+    loop {
+        if let Some(server) = read_server(&dir.join(SERVER_FILE))
+            && server.pid == child.id()
+            && healthy(&server).await
+        {
+            return Ok(server);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(Error::usage(format!(
+                "the sandbox process exited ({status}) before it answered: {}",
+                log.trim()
+            )));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            let _ = child.kill();
+            return Err(Error::usage(format!(
+                "the sandbox process did not answer within {}s (its log: {})",
+                START_TIMEOUT.as_secs(),
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn healthy(server: &Server) -> bool {
+    let url = format!("{}/_sandbox/health", server.url);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build();
+    match client {
+        Ok(c) => c
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    }
+}
+
+/// Stops the sandbox process serving `dir`, if any, and waits until it has gone (its
+/// real servers and their data with it). Returns whether one was running.
+pub async fn stop(dir: &Path) -> Result<bool> {
+    let Some(server) = find(dir) else {
+        let _ = std::fs::remove_file(absolute_dir(dir).join(SERVER_FILE));
+        return Ok(false);
+    };
+    terminate(server.pid);
+    let started = Instant::now();
+    while alive(server.pid) {
+        if started.elapsed() > STOP_TIMEOUT {
+            kill(server.pid);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    forget(&server);
+    Ok(true)
+}
+
+fn forget(server: &Server) {
+    let _ = std::fs::remove_file(server.dir.join(SERVER_FILE));
+    let _ = std::fs::remove_file(registry().join(format!("{}.json", server.pid)));
+    // The last one out removes the registry (it fails while others are in it).
+    let _ = std::fs::remove_dir(registry());
+}
+
+#[cfg(unix)]
+fn alive(pid: u32) -> bool {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    // A zombie is not alive; only Linux tells the two apart cheaply.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        return !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    }
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[cfg(unix)]
+fn terminate(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+#[cfg(unix)]
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[cfg(windows)]
+fn alive(pid: u32) -> bool {
+    std::process::Command::new("tasklist")
+        .args(["/FI", &format!("PID eq {pid}"), "/NH"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&pid.to_string()))
+}
+
+#[cfg(windows)]
+fn terminate(pid: u32) {
+    kill(pid);
+}
+
+#[cfg(windows)]
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("taskkill")
+        .args(["/PID", &pid.to_string(), "/T", "/F"])
+        .output();
+}
+
+/// The sandbox's configuration for a state directory: its world in `sandbox.json`, any
+/// project accepted, a fresh token; `AIVEN_EPHEMERAL_SANDBOX_CONFIG` for the rest.
+fn config(dir: &Path) -> Result<aiven_sandbox::Config> {
+    let mut config = match std::env::var_os("AIVEN_EPHEMERAL_SANDBOX_CONFIG") {
+        Some(path) => aiven_sandbox::Config::load(Path::new(&path))
+            .map_err(|e| Error::usage(e.to_string()))?,
+        None => aiven_sandbox::Config::default(),
+    };
+    config.token = crate::naming::new_owner();
+    config.accept_any_project = true;
+    config.state_file = Some(dir.join("sandbox.json"));
+    Ok(config)
+}
+
+/// The sandbox process itself: serves until a signal, or until its state directory is
+/// gone; then stops its servers and removes its files.
+pub async fn serve(dir: &Path) -> Result<()> {
+    let dir = absolute_dir(dir);
+    let signals = crate::signals::Signals::install()
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let sandbox = aiven_sandbox::Sandbox::start(config(&dir)?, ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| Error::usage(format!("cannot start the sandbox: {e}")))?;
+    let server = Server {
+        pid: std::process::id(),
+        url: sandbox.url().to_string(),
+        token: sandbox.token().to_string(),
+        backends: sandbox.backend_description(),
+        dir: dir.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&server).unwrap_or_default();
+    std::fs::create_dir_all(registry())
+        .map_err(|e| Error::io(format!("cannot create {}", registry().display()), e))?;
+    for path in [
+        registry().join(format!("{}.json", server.pid)),
+        dir.join(SERVER_FILE),
+    ] {
+        crate::state::write_private(&path, &json)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    eprintln!(
+        "sandbox {} serving {} ({})",
+        server.pid, server.url, server.backends
+    );
+    let token = signals.token();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep(WATCH_EVERY) => {
+                if !dir.join(SERVER_FILE).exists() {
+                    eprintln!("{} is gone; stopping", dir.join(SERVER_FILE).display());
+                    break;
+                }
+            }
+        }
+    }
+    sandbox.shutdown().await;
+    forget(&server);
+    Ok(())
+}
