@@ -52,6 +52,10 @@ fn interrupt(env: &Env, args: &[&str], sig: Signal, code: i32, ready: impl Fn(&[
         .collect();
     assert!(!deletes.is_empty());
     let first_wave = deletes.iter().map(time_of).min().unwrap();
+    eprintln!(
+        "signal to first DELETE: {} ms",
+        (first_wave - sent).whole_milliseconds()
+    );
     assert!(
         first_wave - sent < time::Duration::seconds(1),
         "first DELETE {first_wave} more than 1s after the signal {sent}"
@@ -127,6 +131,7 @@ fn signal_during_create(sig: Signal, code: i32, kind: &str) {
                 r.iter().filter(|r| r["method"] == "POST").count() == 3
             });
     }
+    let sent = time::OffsetDateTime::now_utc();
     signal(&child, sig);
     let out = wait(child, Duration::from_secs(120));
     out.expect_code(code);
@@ -137,6 +142,21 @@ fn signal_during_create(sig: Signal, code: i32, kind: &str) {
         out.stderr
     );
     let requests = env.sandbox.requests();
+    // Teardown's first request: the GET that checks a name, or a DELETE.
+    let first = requests
+        .iter()
+        .filter(|r| {
+            (r["method"] == "GET" || r["method"] == "DELETE")
+                && r["path"].as_str().is_some_and(|p| p.contains("/service/"))
+        })
+        .map(time_of)
+        .min()
+        .expect("teardown sent requests");
+    eprintln!(
+        "signal to first teardown request: {} ms",
+        (first - sent).whole_milliseconds()
+    );
+    assert!(first - sent < time::Duration::seconds(1));
     let service_calls = |method: &str, status: u64| {
         requests
             .iter()
