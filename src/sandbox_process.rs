@@ -140,12 +140,20 @@ async fn healthy(server: &Server) -> bool {
     }
 }
 
+/// Asks the sandbox process serving `dir`, if any, to stop, without waiting: it stops
+/// its servers and removes its files itself.
+pub fn stop_soon(dir: &Path) {
+    if let Some(server) = find(dir) {
+        terminate(server.pid);
+    }
+}
+
 /// Stops the sandbox process serving `dir`, if any, and waits until it has gone (its
 /// real servers and their data with it). Returns whether one was running.
-pub async fn stop(dir: &Path) -> Result<bool> {
+pub async fn stop(dir: &Path) -> bool {
     let Some(server) = find(dir) else {
         let _ = std::fs::remove_file(absolute_dir(dir).join(SERVER_FILE));
-        return Ok(false);
+        return false;
     };
     terminate(server.pid);
     let started = Instant::now();
@@ -157,7 +165,7 @@ pub async fn stop(dir: &Path) -> Result<bool> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     forget(&server);
-    Ok(true)
+    true
 }
 
 fn forget(server: &Server) {

@@ -185,12 +185,23 @@ impl Connection {
 
     /// Done with the API. The sandbox process stays while a run in its directory is
     /// live (its URIs must keep working) and stops with the last one.
-    pub async fn close(self) {
-        if let Some((_, dir)) = self.sandbox
+    pub async fn close(mut self) {
+        if let Some((_, dir)) = self.sandbox.take()
             && !crate::state::any_live(&dir)
-            && let Err(e) = crate::sandbox_process::stop(&dir).await
         {
-            tracing::warn!("stopping the sandbox process: {e}");
+            crate::sandbox_process::stop(&dir).await;
+        }
+    }
+}
+
+/// A command that ends without `close` (an error, a signal before anything existed)
+/// must not strand a sandbox process that serves no live run.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some((_, dir)) = self.sandbox.take()
+            && !crate::state::any_live(&dir)
+        {
+            crate::sandbox_process::stop_soon(&dir);
         }
     }
 }

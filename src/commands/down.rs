@@ -49,7 +49,7 @@ pub async fn down(
         }
         (None, Some(id)) => by_tag(global, args, id, reporter, &signals, budget).await,
         // A damaged state directory: its sandbox process is still found and stopped.
-        (None, None) if args.sandbox && crate::sandbox_process::stop(&state_dir).await? => {
+        (None, None) if args.sandbox && crate::sandbox_process::stop(&state_dir).await => {
             reporter.info(format!(
                 "no state file ({}): nothing to delete; stopped the sandbox process of {}",
                 state_file.display(),

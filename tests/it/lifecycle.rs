@@ -322,6 +322,36 @@ fn sandbox_mode_needs_no_account_and_persists_between_commands() {
     cmd(&["down"]).expect_code(0);
     let status = cmd(&["status", "--json"]);
     assert!(status.stdout.contains("torn_down"));
+    assert_no_sandbox_process(dir.path());
+
+    // A run that fails before anything exists (the cost guard) leaves no process either.
+    cmd(&["up", "--sandbox", "--max-hourly-usd", "0.0001"])
+        .expect_code(2)
+        .expect_stderr("over the limit");
+    assert_no_sandbox_process(dir.path());
+}
+
+/// No sandbox process serves `dir` (it may take a moment to stop after a failure).
+fn assert_no_sandbox_process(dir: &std::path::Path) {
+    let state_dir = dir.join(".aiven-ephemeral");
+    let start = std::time::Instant::now();
+    loop {
+        let serving: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
+            .collect();
+        if serving.is_empty() && !state_dir.join("sandbox-server.json").exists() {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "a sandbox process still serves {}: {serving:?}",
+            state_dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn write_fast_sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
