@@ -200,7 +200,7 @@ impl Config {
             return Err("no `projects` and `accept_any_project: false`: nothing to serve".into());
         }
         for project in &self.projects {
-            if !crate::rules::valid_name(&project.name) {
+            if !crate::rules::valid_project_name(&project.name) {
                 return Err(format!(
                     "project name `{}` must match ^[a-z][-a-z0-9]{{0,62}}$",
                     project.name

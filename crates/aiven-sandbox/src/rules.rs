@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 
 use crate::error::{ApiError, ApiResult};
 
-/// Service and project names: lowercase letters, digits and `-`, starting with a letter.
-pub fn valid_name(name: &str) -> bool {
+/// Service names: lowercase letters, digits and `-`, starting with a letter.
+pub fn valid_service_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 64
@@ -17,6 +17,11 @@ pub fn valid_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Project names: as service names, one character shorter.
+pub fn valid_project_name(name: &str) -> bool {
+    valid_service_name(name) && name.len() <= 63
 }
 
 /// Tag keys: letters, digits, `_` and `-`, starting with a letter.

@@ -12,7 +12,7 @@ use super::{World, ids, shape};
 use crate::catalogue::{self, Plan, ServiceType, catalogue};
 use crate::error::{ApiError, ApiResult};
 use crate::faults::ServiceFault;
-use crate::rules::{check_tags, parse_recovery_time, valid_name};
+use crate::rules::{check_tags, parse_recovery_time, valid_service_name};
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(400, message).code("bad_request")
@@ -37,7 +37,7 @@ impl Kind {
         let name = required("service_name")?;
         let service_type = required("service_type")?;
         let plan_name = required("plan")?;
-        if !valid_name(&name) {
+        if !valid_service_name(&name) {
             return Err(bad_request(
                 "Service name must consist of 1-64 alphanumerical characters (lowercase letters, digits and '-'), starting with a letter",
             ));

@@ -18,7 +18,7 @@ use crate::catalogue::{self, catalogue};
 use crate::config::{Config, ProjectConfig};
 use crate::error::{ApiError, ApiResult};
 use crate::pki::Pki;
-use crate::rules::{check_tags, rfc3339, valid_name};
+use crate::rules::{check_tags, rfc3339, valid_project_name};
 
 pub use model::{
     Acl, Component, Persisted, Project, Serve, Service, ServiceState, Topic, User, Vpc,
@@ -40,7 +40,10 @@ impl World {
     }
 
     pub fn project(&mut self, name: &str) -> ApiResult<&mut Project> {
-        if !self.projects.contains_key(name) && self.config.accept_any_project && valid_name(name) {
+        if !self.projects.contains_key(name)
+            && self.config.accept_any_project
+            && valid_project_name(name)
+        {
             let now = self.now();
             let project = new_project(&ProjectConfig::named(name), &mut self.rng, now);
             self.projects.insert(name.to_string(), project);

@@ -259,6 +259,14 @@ impl World {
                 format!("Invalid permission '{permission}'"),
             ));
         }
+        for (what, value, max) in [("username", &username, 64), ("topic", &topic, 249)] {
+            if !(1..=max).contains(&value.chars().count()) {
+                return Err(
+                    ApiError::new(400, format!("Invalid {what}: 1-{max} characters"))
+                        .code("bad_request"),
+                );
+            }
+        }
         let id = format!("acl{}", random_hex(&mut self.rng, 12));
         let svc = self.running_service(project, name)?;
         if svc.service_type != "kafka" {
