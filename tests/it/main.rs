@@ -2,6 +2,7 @@
 //! against a sandbox started on 127.0.0.1:0.
 
 mod action;
+mod api_rules;
 mod avn;
 mod backends;
 mod cancel;

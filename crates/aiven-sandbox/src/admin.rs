@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::faults::{FaultRule, ServiceFault};
-use crate::world::rfc3339;
+use crate::rules::rfc3339;
 use crate::{Shared, lock};
 
 type S = State<Arc<Shared>>;

@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::BackendMode;
+use crate::error::{ApiError, ApiResult};
 use crate::pki::Pki;
 use crate::procs;
-use crate::world::{ApiError, ApiResult, Service, User};
+use crate::world::{Service, User};
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -309,7 +310,7 @@ fn usable_port(port: u16) -> u16 {
     if port != 0 && free(port) {
         port
     } else {
-        crate::world::free_port()
+        crate::ports::free_port()
     }
 }
 

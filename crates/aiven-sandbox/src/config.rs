@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
+use crate::durations::{duration, duration_map};
 use crate::faults::{FaultRule, ServiceFault};
 
 /// Everything the sandbox can be told. `Default` is a usable sandbox: one project,
@@ -199,7 +200,7 @@ impl Config {
             return Err("no `projects` and `accept_any_project: false`: nothing to serve".into());
         }
         for project in &self.projects {
-            if !crate::world::valid_name(&project.name) {
+            if !crate::rules::valid_project_name(&project.name) {
                 return Err(format!(
                     "project name `{}` must match ^[a-z][-a-z0-9]{{0,62}}$",
                     project.name
@@ -244,75 +245,5 @@ impl Config {
             .get(service_type)
             .copied()
             .unwrap_or(self.provisioning_delay)
-    }
-}
-
-/// Durations as humantime strings (`2s`, `500ms`, `1m`).
-pub mod duration {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration `{text}` ({e}); write e.g. `500ms`, `2s`, `1m`"
-            ))
-        })
-    }
-}
-
-pub mod opt_duration {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| {
-                humantime::parse_duration(&text).map_err(|e| {
-                    serde::de::Error::custom(format!(
-                        "invalid duration `{text}` ({e}); write e.g. `500ms`, `2s`, `1m`"
-                    ))
-                })
-            })
-            .transpose()
-    }
-}
-
-mod duration_map {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(
-        map: &BTreeMap<String, Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut out = s.serialize_map(Some(map.len()))?;
-        for (k, v) in map {
-            out.serialize_entry(k, &humantime::format_duration(*v).to_string())?;
-        }
-        out.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Duration>, D::Error> {
-        let raw = BTreeMap::<String, String>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                humantime::parse_duration(&v)
-                    .map(|d| (k, d))
-                    .map_err(|e| serde::de::Error::custom(format!("invalid duration `{v}` ({e})")))
-            })
-            .collect()
     }
 }

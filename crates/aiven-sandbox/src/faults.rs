@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration, opt_duration};
+use crate::durations::{duration, opt_duration};
 
 /// One request-level rule. A request matches when its method (if given) and path glob
 /// match; the rule then fires on the listed occurrences (`nth`, 1-based), or with

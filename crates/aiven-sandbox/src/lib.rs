@@ -8,13 +8,19 @@
 mod admin;
 mod backends;
 pub mod catalogue;
+mod clock;
 pub mod config;
+mod durations;
 mod endpoints;
+mod error;
 pub mod faults;
+mod layers;
 mod pki;
+mod ports;
 mod procs;
 mod render;
 mod routes;
+mod rules;
 mod server;
 mod world;
 
@@ -31,43 +37,24 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{BackendMode, Config, ConfigError, ProjectConfig, VpcConfig};
 pub use faults::{Fault, FaultRule, ServiceFault};
+pub use layers::log::LoggedRequest;
 pub use routes::api_paths;
 
 use backends::Backends;
 use endpoints::Endpoints;
 use faults::FaultBook;
+use layers::log::RequestLog;
 use world::{Persisted, World};
 
 /// How often time-driven transitions are applied.
 const TICK: Duration = Duration::from_millis(50);
 
-/// One entry of the request log (`GET /_sandbox/requests`). Bodies are kept with
-/// secret-looking fields redacted; the `Authorization` header is never kept.
-#[derive(Clone, Debug, Serialize)]
-pub struct LoggedRequest {
-    pub seq: u64,
-    pub time: String,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub status: u16,
-    pub body: Option<serde_json::Value>,
-    pub fault: Option<String>,
-}
-
 pub(crate) struct Shared {
     world: Mutex<World>,
-    faults: Mutex<FaultBook>,
-    log: Mutex<Vec<LoggedRequest>>,
-    rate: Mutex<RateWindow>,
+    faults: Arc<Mutex<FaultBook>>,
+    log: RequestLog,
     endpoints: Mutex<Endpoints>,
     backends: Backends,
-}
-
-#[derive(Debug)]
-pub(crate) struct RateWindow {
-    started: std::time::Instant,
-    count: u32,
 }
 
 /// Locks a mutex, recovering from poisoning: a panicked handler must not take the
@@ -195,8 +182,7 @@ impl Sandbox {
                 Default::default(),
             ),
         };
-        let now =
-            time::OffsetDateTime::now_utc() + time::Duration::seconds(config.clock_offset_secs);
+        let now = clock::now(config.clock_offset_secs);
         for p in &config.projects {
             projects
                 .entry(p.name.clone())
@@ -222,18 +208,17 @@ impl Sandbox {
         };
         let ca_pem = pki.ca_cert_pem.clone();
         let shared = Arc::new(Shared {
-            faults: Mutex::new(FaultBook::new(config.faults.clone(), config.seed)),
+            faults: Arc::new(Mutex::new(FaultBook::new(
+                config.faults.clone(),
+                config.seed,
+            ))),
             world: Mutex::new(World {
                 config,
                 pki,
                 projects,
                 rng,
             }),
-            log: Mutex::new(Vec::new()),
-            rate: Mutex::new(RateWindow {
-                started: std::time::Instant::now(),
-                count: 0,
-            }),
+            log: RequestLog::default(),
             endpoints: Mutex::new(Endpoints::default()),
             backends,
         });

@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::catalogue::catalogue;
-use crate::world::{Acl, Component, Service, Topic, User, rfc3339};
+use crate::rules::rfc3339;
+use crate::world::{Acl, Component, Service, Topic, User};
 
 pub const REDACTED: &str = "<redacted>";
 

@@ -1,16 +1,13 @@
 //! The HTTP surface: `/v1/...` as the real API, plus `/_sandbox/...` admin endpoints.
 //!
-//! Every `/v1` request passes one gate, in this order: request log, injected faults,
-//! authentication, rate limit; then the handler; then `Date`, `X-RateLimit-*` and
-//! persistence.
+//! Every `/v1` request passes the middleware in `layers` (request log, injected faults,
+//! authentication, rate limit, persistence, `Date`) before its handler.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
@@ -18,11 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::catalogue::catalogue;
-use crate::faults::Fault;
-use crate::render::{self, acl_json, service_json, topic_json, user_json};
-use crate::server::ConnKill;
-use crate::world::{ApiError, ApiResult, rfc3339};
-use crate::{LoggedRequest, Shared, lock};
+use crate::error::{ApiError, ApiResult};
+use crate::render::{acl_json, service_json, topic_json, user_json};
+use crate::rules::rfc3339;
+use crate::{Shared, lock};
 
 type S = State<Arc<Shared>>;
 
@@ -98,8 +94,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let v1 = api_routes()
         .into_iter()
         .fold(Router::new(), |r, (path, route)| r.route(path, route))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), gate));
+        .fallback(not_found);
+    let v1 = crate::layers::wrap(v1, &shared);
     Router::new()
         .nest("/v1", v1)
         .nest("/_sandbox", crate::admin::router())
@@ -114,20 +110,15 @@ fn ok(value: Value) -> Response {
     Json(value).into_response()
 }
 
-fn api_error(e: &ApiError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e.body())).into_response()
-}
-
 fn respond(result: ApiResult<Value>) -> Response {
     match result {
         Ok(v) => ok(v),
-        Err(e) => api_error(&e),
+        Err(e) => e.into_response(),
     }
 }
 
 async fn not_found() -> Response {
-    api_error(&ApiError::new(404, "Not Found"))
+    ApiError::new(404, "Not Found").into_response()
 }
 
 fn parse_body(bytes: &Bytes) -> ApiResult<Value> {
@@ -137,213 +128,6 @@ fn parse_body(bytes: &Bytes) -> ApiResult<Value> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(400, format!("Invalid JSON in request body: {e}")).code("bad_request")
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// The gate
-
-const PUBLIC: &[&str] = &["/v1/clouds", "/v1/service_types", "/v1/service_versions"];
-
-fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                let k = k.to_ascii_lowercase();
-                if ["password", "token", "access_key", "secret", "private_key"]
-                    .iter()
-                    .any(|s| k.contains(s))
-                {
-                    *v = json!(render::REDACTED);
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
-async fn gate(State(shared): S, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_string();
-    // Nesting strips `/v1`; faults and the log match the path the client sent.
-    let uri = req
-        .extensions()
-        .get::<axum::extract::OriginalUri>()
-        .map(|u| u.0.clone())
-        .unwrap_or_else(|| req.uri().clone());
-    let path = uri.path().to_string();
-    let query = uri.query().unwrap_or("").to_string();
-    let kill = req.extensions().get::<ConnKill>().cloned();
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
-        return api_error(&ApiError::new(400, "Request body too large or unreadable"));
-    };
-    let faults = lock(&shared.faults).on_request(&method, &path);
-    let mut logged_body = (!bytes.is_empty())
-        .then(|| serde_json::from_slice::<Value>(&bytes).ok())
-        .flatten();
-    if let Some(b) = &mut logged_body {
-        redact(b);
-    }
-    let seq = {
-        let mut log = lock(&shared.log);
-        let seq = log.len() as u64 + 1;
-        log.push(LoggedRequest {
-            seq,
-            time: rfc3339(lock(&shared.world).now()),
-            method: method.clone(),
-            path: path.clone(),
-            query,
-            status: 0,
-            body: logged_body,
-            fault: None,
-        });
-        seq
-    };
-    let note = |status: u16, fault: Option<String>| {
-        let mut log = lock(&shared.log);
-        if let Some(entry) = log.iter_mut().rev().find(|e| e.seq == seq) {
-            entry.status = status;
-            entry.fault = fault;
-        }
-    };
-
-    let mut lost_response = false;
-    let mut slow_answer = None;
-    for fault in faults {
-        match fault {
-            Fault::Latency { delay } => tokio::time::sleep(delay).await,
-            Fault::RateLimit {
-                seconds,
-                retry_after_header,
-            } => {
-                note(429, Some("rate_limit".into()));
-                return rate_limited(120, seconds, retry_after_header);
-            }
-            Fault::Status {
-                status,
-                message,
-                error_code,
-                retry_after,
-            } => {
-                note(status, Some(format!("status {status}")));
-                let message = message.unwrap_or_else(|| default_message(status).to_string());
-                let mut e = ApiError::new(status, message);
-                e.error_code = error_code;
-                let mut resp = api_error(&e);
-                if let Some(secs) = retry_after {
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                return resp;
-            }
-            Fault::Drop => {
-                note(0, Some("drop".into()));
-                if let Some(kill) = &kill {
-                    kill.kill().await;
-                }
-            }
-            Fault::LostResponse => lost_response = true,
-            Fault::SlowAnswer { delay } => slow_answer = Some(delay),
-        }
-    }
-
-    if !PUBLIC.contains(&path.as_str()) && !authorized(&shared, &parts.headers) {
-        note(403, None);
-        return api_error(
-            &ApiError::new(403, "Authentication failed").code("authentication_failed"),
-        );
-    }
-
-    let limit = lock(&shared.world).config.rate_limit.clone();
-    let mut rate_headers = None;
-    if let Some(limit) = &limit {
-        let mut window = lock(&shared.rate);
-        if window.started.elapsed() >= limit.per {
-            window.started = std::time::Instant::now();
-            window.count = 0;
-        }
-        window.count += 1;
-        let reset = limit
-            .per
-            .saturating_sub(window.started.elapsed())
-            .as_secs()
-            .max(1);
-        if window.count > limit.requests {
-            drop(window);
-            note(429, Some("rate_limit".into()));
-            return rate_limited(limit.requests, reset, limit.retry_after_header);
-        }
-        rate_headers = Some((limit.requests, limit.requests - window.count, reset));
-    }
-
-    let mutation = parts.method != Method::GET;
-    let mut response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let status = response.status().as_u16();
-    note(status, lost_response.then(|| "lost_response".into()));
-    if mutation && response.status().is_success() {
-        shared.persist();
-    }
-    if lost_response && let Some(kill) = &kill {
-        kill.kill().await;
-    }
-    if let Some(delay) = slow_answer {
-        tokio::time::sleep(delay).await;
-    }
-    let offset = lock(&shared.world).config.clock_offset_secs;
-    let headers = response.headers_mut();
-    let now = std::time::SystemTime::now();
-    let skew = std::time::Duration::from_secs(offset.unsigned_abs());
-    let now = if offset >= 0 { now + skew } else { now - skew };
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-        headers.insert(header::DATE, v);
-    }
-    if let Some((limit, remaining, reset)) = rate_headers {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
-    }
-    response
-}
-
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let token = &lock(&shared.world).config.token;
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, value)| {
-            (scheme.eq_ignore_ascii_case("aivenv1") || scheme.eq_ignore_ascii_case("bearer"))
-                && value == token
-        })
-}
-
-fn rate_limited(limit: u32, seconds: u64, header: bool) -> Response {
-    let message = format!(
-        "Too many requests in a given amount of time: Rate limit {limit} exceeded - try again in {seconds}s"
-    );
-    let mut resp = api_error(&ApiError::new(429, message));
-    if header {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    resp
-}
-
-fn default_message(status: u16) -> &'static str {
-    match status {
-        408 => "Request Timeout",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not ready, retry",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -674,7 +458,7 @@ async fn service_get(
 async fn service_create(State(s): S, Path(p): Path<String>, body: Bytes) -> Response {
     let mut world = lock(&s.world);
     let result = parse_body(&body).and_then(|body| {
-        let name = world.create_service(&p, &body)?;
+        let name = world.create_service(&p, &body, crate::ports::free_port)?;
         let now = world.now();
         // The create answer carries the secrets, as the real one does.
         world

@@ -1,0 +1,313 @@
+//! Sub-resources of running services: databases, users, topics and ACLs.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::World;
+use super::ids::{generate_password, random_hex};
+use super::model::{Acl, Topic, User};
+use super::shape::{default_access_control, has_databases};
+use crate::error::{ApiError, ApiResult};
+
+impl World {
+    pub fn create_database(&mut self, project: &str, name: &str, database: &str) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        if !has_databases(&svc.service_type) {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "Service type '{}' does not support databases",
+                    svc.service_type
+                ),
+            ));
+        }
+        if database.is_empty() || database.chars().count() > 40 {
+            return Err(
+                ApiError::new(400, "Invalid database name: 1-40 characters").code("bad_request")
+            );
+        }
+        if svc.databases.iter().any(|d| d == database) {
+            return Err(ApiError::new(
+                409,
+                format!("Database '{database}' already exists"),
+            ));
+        }
+        svc.databases.push(database.to_string());
+        Ok(())
+    }
+
+    pub fn delete_database(&mut self, project: &str, name: &str, database: &str) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        let before = svc.databases.len();
+        svc.databases.retain(|d| d != database);
+        if svc.databases.len() == before {
+            return Err(ApiError::new(
+                404,
+                format!("Database '{database}' does not exist"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn list_databases(&mut self, project: &str, name: &str) -> ApiResult<Vec<String>> {
+        Ok(self.live_service(project, name)?.databases.clone())
+    }
+
+    pub fn create_user(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<User> {
+        let now = self.now();
+        let username = body
+            .get("username")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::new(400, "Missing required field 'username'"))?
+            .to_string();
+        if username.is_empty() || username.chars().count() > 64 {
+            return Err(ApiError::new(400, "Invalid username: 1-64 characters").code("bad_request"));
+        }
+        let password = generate_password(&mut self.rng);
+        let issued = {
+            let svc = self.running_service(project, name)?;
+            if svc.users.iter().any(|u| u.username == username) {
+                return Err(ApiError::new(
+                    409,
+                    format!("User '{username}' already exists"),
+                ));
+            }
+            svc.service_type == "kafka"
+        }
+        .then(|| self.pki.issue_client(&username))
+        .transpose()
+        .map_err(|e| ApiError::new(500, format!("certificate issue failed: {e}")))?;
+        let svc = self.running_service(project, name)?;
+        let user = User {
+            username,
+            password,
+            r#type: "regular".into(),
+            authentication: (svc.service_type == "mysql").then(|| {
+                body.get("authentication")
+                    .and_then(Value::as_str)
+                    .unwrap_or("caching_sha2_password")
+                    .to_string()
+            }),
+            access_cert: issued.as_ref().map(|i| i.cert_pem.clone()),
+            access_key: issued.map(|i| i.key_pem),
+            access_control: body
+                .get("access_control")
+                .cloned()
+                .or_else(|| default_access_control(&svc.service_type)),
+            password_updated_time: now,
+        };
+        svc.users.push(user.clone());
+        Ok(user)
+    }
+
+    pub fn get_user(&mut self, project: &str, name: &str, username: &str) -> ApiResult<User> {
+        self.live_service(project, name)?
+            .users
+            .iter()
+            .find(|u| u.username == username)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(404, format!("Service user '{username}' does not exist"))
+                    .code("user_not_found")
+            })
+    }
+
+    pub fn delete_user(&mut self, project: &str, name: &str, username: &str) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        if svc
+            .users
+            .iter()
+            .any(|u| u.username == username && u.r#type == "primary")
+        {
+            return Err(ApiError::new(400, "Cannot delete the primary service user"));
+        }
+        let before = svc.users.len();
+        svc.users.retain(|u| u.username != username);
+        if svc.users.len() == before {
+            return Err(
+                ApiError::new(404, format!("Service user '{username}' does not exist"))
+                    .code("user_not_found"),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn reset_user_password(
+        &mut self,
+        project: &str,
+        name: &str,
+        username: &str,
+        new_password: Option<String>,
+    ) -> ApiResult<()> {
+        if let Some(p) = &new_password
+            && !(8..=256).contains(&p.chars().count())
+        {
+            return Err(ApiError::new(400, "Invalid new_password: 8-256 characters"));
+        }
+        let now = self.now();
+        let password = new_password.unwrap_or_else(|| generate_password(&mut self.rng));
+        let svc = self.running_service(project, name)?;
+        let user = svc
+            .users
+            .iter_mut()
+            .find(|u| u.username == username)
+            .ok_or_else(|| {
+                ApiError::new(404, format!("Service user '{username}' does not exist"))
+                    .code("user_not_found")
+            })?;
+        user.password = password;
+        user.password_updated_time = now;
+        Ok(())
+    }
+
+    pub fn create_topic(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<()> {
+        let now = self.now();
+        let activation = self.config.topic_activation;
+        let topic_name = body
+            .get("topic_name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::new(400, "Missing required field 'topic_name'"))?
+            .to_string();
+        if topic_name.is_empty()
+            || topic_name.len() > 249
+            || !topic_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(
+                ApiError::new(400, format!("Invalid topic name '{topic_name}'"))
+                    .code("bad_request"),
+            );
+        }
+        let int =
+            |key: &str, default: i64| body.get(key).and_then(Value::as_i64).unwrap_or(default);
+        let svc = self.running_service(project, name)?;
+        if svc.service_type != "kafka" {
+            return Err(ApiError::new(
+                400,
+                "Topics are only supported by Kafka services",
+            ));
+        }
+        let replication = int("replication", 2.min(svc.nodes.len() as i64)).max(1) as u64;
+        let running = svc.running_nodes(now);
+        if replication as usize > running {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "Cluster only has {running} broker(s), cannot set replication factor to {replication}"
+                ),
+            ));
+        }
+        if svc.topics.iter().any(|t| t.topic_name == topic_name) {
+            return Err(
+                ApiError::new(409, format!("Topic '{topic_name}' already exists"))
+                    .code("kafka_topic_already_exists"),
+            );
+        }
+        svc.topics.push(Topic {
+            topic_name,
+            partitions: int("partitions", 1).max(1) as u64,
+            replication,
+            min_insync_replicas: int("min_insync_replicas", 1).max(1) as u64,
+            retention_bytes: int("retention_bytes", -1),
+            retention_hours: int("retention_hours", 168),
+            cleanup_policy: body
+                .get("cleanup_policy")
+                .and_then(Value::as_str)
+                .unwrap_or("delete")
+                .to_string(),
+            active_at: now + activation,
+        });
+        Ok(())
+    }
+
+    pub fn list_topics(
+        &mut self,
+        project: &str,
+        name: &str,
+    ) -> ApiResult<(Vec<Topic>, OffsetDateTime)> {
+        let now = self.now();
+        let svc = self.running_service(project, name)?;
+        Ok((svc.topics.clone(), now))
+    }
+
+    pub fn delete_topic(&mut self, project: &str, name: &str, topic: &str) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        let before = svc.topics.len();
+        svc.topics.retain(|t| t.topic_name != topic);
+        if before == svc.topics.len() {
+            return Err(
+                ApiError::new(404, format!("Topic '{topic}' does not exist"))
+                    .code("kafka_topic_not_found"),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn add_acl(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<Vec<Acl>> {
+        let field = |k: &str| -> ApiResult<String> {
+            body.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::new(400, format!("Missing required field '{k}'")))
+        };
+        let (permission, topic, username) =
+            (field("permission")?, field("topic")?, field("username")?);
+        if !["admin", "read", "readwrite", "write"].contains(&permission.as_str()) {
+            return Err(ApiError::new(
+                400,
+                format!("Invalid permission '{permission}'"),
+            ));
+        }
+        for (what, value, max) in [("username", &username, 64), ("topic", &topic, 249)] {
+            if !(1..=max).contains(&value.chars().count()) {
+                return Err(
+                    ApiError::new(400, format!("Invalid {what}: 1-{max} characters"))
+                        .code("bad_request"),
+                );
+            }
+        }
+        let id = format!("acl{}", random_hex(&mut self.rng, 12));
+        let svc = self.running_service(project, name)?;
+        if svc.service_type != "kafka" {
+            return Err(
+                ApiError::new(400, "ACLs are only supported by Kafka services")
+                    .code("kafka_acl_not_supported"),
+            );
+        }
+        if let Some(existing) = svc
+            .acls
+            .iter()
+            .find(|a| a.permission == permission && a.topic == topic && a.username == username)
+        {
+            return Err(ApiError::new(
+                409,
+                format!("Identical ACL entry already exists: {}", existing.id),
+            ));
+        }
+        svc.acls.push(Acl {
+            id,
+            permission,
+            topic,
+            username,
+        });
+        Ok(svc.acls.clone())
+    }
+
+    pub fn list_acls(&mut self, project: &str, name: &str) -> ApiResult<Vec<Acl>> {
+        Ok(self.running_service(project, name)?.acls.clone())
+    }
+
+    pub fn delete_acl(&mut self, project: &str, name: &str, id: &str) -> ApiResult<Vec<Acl>> {
+        let svc = self.running_service(project, name)?;
+        let before = svc.acls.len();
+        svc.acls.retain(|a| a.id != id);
+        if before == svc.acls.len() {
+            return Err(
+                ApiError::new(404, format!("ACL entry '{id}' does not exist"))
+                    .code("service_acl_not_found"),
+            );
+        }
+        Ok(svc.acls.clone())
+    }
+}
