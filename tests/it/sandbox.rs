@@ -225,7 +225,8 @@ fn the_vpc_trap_an_absent_project_vpc_id_lands_in_the_vpc() {
 #[test]
 fn lifecycle_secrets_and_nodes() {
     let mut config = fast_config();
-    config.node_lag = Duration::from_millis(400);
+    // Wide enough that a loaded machine's GET-then-POST lands inside it.
+    config.node_lag = Duration::from_millis(2000);
     let s = Sandbox::with(config);
     let (_, created) = create(
         &s,
@@ -252,7 +253,7 @@ fn lifecycle_secrets_and_nodes() {
         if running == nodes.len() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(start.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(30));
     }
     assert!(saw_partial);
