@@ -437,7 +437,7 @@ impl Provision<'_> {
             let primary = svc
                 .primary_component()
                 .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
-            let handshake = probe::Handshake::for_type(&spec.service_type);
+            let handshake = spec.kind.handshake;
             probe::wait_reachable(spec.probe, &primary.host, primary.port, handshake, &tls, deadline)
                 .await
                 .map_err(|e| {
