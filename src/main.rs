@@ -55,10 +55,11 @@ fn init_logging(cli: &Cli, reporter: &Reporter) {
         .with_env_filter(filter)
         .with_writer(reporter.log_writer())
         .with_target(false);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
     match cli.output.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .event_format(reporter.log_format())
+            .init(),
     }
 }

@@ -43,7 +43,16 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
             use clap::CommandFactory;
             let mut command = Cli::command();
             let name = command.get_name().to_string();
-            clap_complete::generate(*shell, &mut command, name, &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, name, &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete mangles the `-` of the name one way where it tracks the
+                // subcommand and another in the labels it matches that against, so
+                // nothing past the subcommand's name would complete.
+                script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
+            }
+            print!("{script}");
             Ok(Status::Success)
         }
     }

@@ -349,6 +349,8 @@ impl Engine {
         let ci = naming::ci_tag(&|k| std::env::var(k).ok());
         self.reporter
             .group(&format!("Creating {} service(s)", planned.len()));
+        let names: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
+        self.reporter.begin(&names, started + r.timeout);
         let provision = Provision {
             client: live.conn.client.with_cancel(stop.clone()),
             project: &live.project,
