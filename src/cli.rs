@@ -151,14 +151,18 @@ The command's exit code is passed through (127: not found, 126: cannot be run)."
     $ aiven-ephemeral check")]
     Check(CheckArgs),
     /// Serve a local imitation of the Aiven API
-    #[command(after_help = "Examples:
-    $ aiven-ephemeral sandbox --port 8080
-    $ eval \"$(aiven-ephemeral sandbox)\"   # in the background: see the README")]
+    #[command(
+        after_help = "It prints AIVEN_API_URL, AIVEN_TOKEN and AIVEN_PROJECT for other programs, and
+serves until Ctrl-C. `--sandbox` on the other commands needs none of this.
+
+Examples:
+    $ aiven-ephemeral sandbox"
+    )]
     Sandbox(SandboxArgs),
     /// Print shell completions
     #[command(after_help = "Examples:
     $ source <(aiven-ephemeral completions bash)
-    $ aiven-ephemeral completions fish > ~/.config/fish/completions/aiven-ephemeral.fish")]
+    $ aiven-ephemeral completions zsh > _aiven-ephemeral   # into a directory on $fpath")]
     Completions {
         /// The shell to complete in
         #[arg(value_enum)]

@@ -13,6 +13,7 @@ mod faults;
 mod gitlab;
 mod inside;
 mod lifecycle;
+mod manual;
 mod sandbox;
 mod secrets;
 mod signals;
