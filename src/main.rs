@@ -55,8 +55,15 @@ fn init_logging(cli: &Cli, reporter: &Reporter) {
         .with_env_filter(filter)
         .with_writer(reporter.log_writer())
         .with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     match cli.output.log_format {
         LogFormat::Json => builder.json().init(),
+        // Asked-for logs (-v, RUST_LOG) keep their timestamps and levels; the few
+        // lines otherwise logged take the shape of the reporter's own.
+        LogFormat::Text if cli.output.verbose > 0 || std::env::var_os("RUST_LOG").is_some() => {
+            builder.with_ansi(ansi).init()
+        }
         LogFormat::Text => builder
             .with_ansi(false)
             .event_format(reporter.log_format())
