@@ -478,10 +478,10 @@ fn the_manifest_that_init_writes_is_valid_and_is_never_overwritten() {
     );
     out.expect_code(0);
     pinned!(out.stderr, @r"
-        [15:21:44] wrote aiven-ephemeral.yaml
-        [15:21:44] wrote aiven-ephemeral.gitlab-ci.yml
-        [15:21:44] next: edit aiven-ephemeral.yaml, then `aiven-ephemeral validate -f aiven-ephemeral.yaml`, and try it without an account with `aiven-ephemeral run --sandbox -f aiven-ephemeral.yaml -- aiven-ephemeral check`
-        [15:21:44] aiven-ephemeral.yaml: valid, 1 service(s): db
+        [HH:MM:SS] wrote aiven-ephemeral.yaml
+        [HH:MM:SS] wrote aiven-ephemeral.gitlab-ci.yml
+        [HH:MM:SS] next: edit aiven-ephemeral.yaml, then `aiven-ephemeral validate -f aiven-ephemeral.yaml`, and try it without an account with `aiven-ephemeral run --sandbox -f aiven-ephemeral.yaml -- aiven-ephemeral check`
+        [HH:MM:SS] aiven-ephemeral.yaml: valid, 1 service(s): db
     ");
     let gitlab = std::fs::read_to_string(dir.path().join("aiven-ephemeral.gitlab-ci.yml")).unwrap();
     assert!(
