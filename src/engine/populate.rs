@@ -157,7 +157,9 @@ impl Inside<'_> {
         .await?;
         let (there, missing): (Vec<&String>, Vec<&String>) =
             spec.databases.iter().partition(|d| existing.contains(d));
-        progress.databases_and_users(spec, there.len(), 0);
+        if !there.is_empty() {
+            progress.databases_and_users(spec, there.len(), 0);
+        }
         for db in missing {
             let what = format!("creating database `{db}` in {name}");
             patiently(deadline, &what, || async {
@@ -248,6 +250,7 @@ impl Inside<'_> {
             .await?;
         }
         // The topic list is cached and lags; wait until every topic shows ACTIVE.
+        let mut shown = 0;
         loop {
             let listed = patiently(deadline, &format!("listing topics of {name}"), || {
                 client.list_topics(project, name)
@@ -263,7 +266,12 @@ impl Inside<'_> {
                 })
                 .map(|t| t.name.as_str())
                 .collect();
-            waiting(spec.topics.len() - pending.len());
+            // Told when the count moves, not on every look.
+            let active = spec.topics.len() - pending.len();
+            if active != shown {
+                waiting(active);
+                shown = active;
+            }
             if pending.is_empty() {
                 return Ok(());
             }
