@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::probe::{self, Handshake, TlsMaterial};
+use crate::catalogue::Handshake;
+use crate::probe::{self, TlsMaterial};
 use crate::state::State;
 
 /// How long one endpoint may take, retries included.
@@ -94,7 +95,8 @@ pub fn endpoints(state: &State, env: &BTreeMap<String, String>) -> Vec<Endpoint>
         };
         if let (Some(host), Some(port)) = (get("HOST"), get("PORT").and_then(|p| p.parse().ok())) {
             let handshake = Handshake::for_type(&record.service_type);
-            let kafka_certs = record.service_type == "kafka" && get("ACCESS_CERT").is_some();
+            let kafka = crate::catalogue::get(&record.service_type).is_some_and(|t| t.kafka);
+            let kafka_certs = kafka && get("ACCESS_CERT").is_some();
             add(
                 format!("{prefix}HOST"),
                 (host.clone(), port),

@@ -1,4 +1,7 @@
 //! The command line. Parsed once; `settings` turns it into validated settings.
+//!
+//! Every example in the help is a line starting with `$ `: `tests/it/manual.rs` runs
+//! each one in bash against the sandbox, so they stay true.
 
 use std::path::PathBuf;
 
@@ -7,101 +10,181 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::outputs::env::Format;
 use crate::outputs::github::GithubEnv;
 
+/// `up`'s default `--timeout`; `validate` checks the ttl against the same.
+pub const DEFAULT_TIMEOUT: &str = "20m";
+
 const EXAMPLES: &str = "\
 Examples:
-  Try a manifest without an Aiven account (a local imitation of the API):
-    aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI\" -c \"select 1\"'
+  Start: a commented manifest, then a try without an Aiven account (a local imitation
+  of the API, with real PostgreSQL behind it where it is installed):
+    $ aiven-ephemeral init
+    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI_VERIFY\" -c \"select 1\"'
 
-  In CI, services for the length of the test command, deleted afterwards:
-    export AIVEN_TOKEN=...
-    aiven-ephemeral run -- make integration-test
+  Separate steps, the services' values in the shell (a CI post step runs `down` even
+  when the job failed):
+    $ aiven-ephemeral up --sandbox
+    $ aiven-ephemeral env --format shell && . .aiven-ephemeral/env.sh
+    $ psql \"$DB_URI_VERIFY\" -c 'select 1'
+    $ aiven-ephemeral down
 
-  Separate steps (a CI post step runs `down` even when the job failed):
-    aiven-ephemeral up && . .aiven-ephemeral/env && make test
-    aiven-ephemeral down
-
-  Sweep services that outlived their ttl (a scheduled job):
-    aiven-ephemeral reap --project my-ci-project
+  In CI, with AIVEN_TOKEN set, the same without --sandbox.
 
 Exit codes: 0 ok, 1 provisioning failed, 2 usage or manifest error, 3 authentication,
 4 timeout, 5 teardown incomplete, 129/130/143 SIGHUP/SIGINT/SIGTERM; `run` passes the
-command's own code through.";
+command's own code through (127: not found, 126: cannot be run).";
+
+const GLOBAL: &str = "Global options";
+const API: &str = "API options";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "aiven-ephemeral",
+    bin_name = "aiven-ephemeral",
     version,
     about = "Real Aiven services for every CI run and laptop, guaranteed to be deleted afterwards",
     after_long_help = EXAMPLES,
-    propagate_version = true
+    propagate_version = true,
+    next_help_heading = GLOBAL
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub output: OutputArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How much is said, and how: every command takes these.
 #[derive(Debug, Args, Clone)]
-pub struct GlobalArgs {
-    /// Read the API token from this file (else AIVEN_TOKEN, then AIVEN_AUTH_TOKEN)
-    #[arg(long, global = true, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-    /// Aiven API base URL (paths are /v1/...)
-    #[arg(long, global = true, env = "AIVEN_API_URL", value_name = "URL")]
-    pub api_url: Option<String>,
-    /// Aiven project (default: the manifest's `project`)
-    #[arg(long, global = true, env = "AIVEN_PROJECT", value_name = "NAME")]
-    pub project: Option<String>,
-    /// Extra CA bundle (PEM) to trust for the API connection
-    #[arg(long, global = true, env = "AIVEN_CA_CERT", value_name = "PATH")]
-    pub ca_cert: Option<PathBuf>,
+pub struct OutputArgs {
     /// More output (-v info about requests, -vv debug)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet", help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only warnings and errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Log format on stderr
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines for people
     Text,
+    /// One JSON object per line
     Json,
+}
+
+/// Where the API is and who calls it: the commands that talk to it take these.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = API)]
+pub struct ApiArgs {
+    /// Read the API token from this file (else AIVEN_TOKEN, then AIVEN_AUTH_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Aiven API base URL (paths are /v1/...)
+    #[arg(long, env = "AIVEN_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Aiven project (default: the manifest's `project`)
+    #[arg(long, env = "AIVEN_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+    /// Extra CA bundle (PEM) to trust for the API connection
+    #[arg(long, env = "AIVEN_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the manifest offline; nothing is sent
-    Validate(ManifestArgs),
+    /// Write a commented starter manifest (and a CI snippet)
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral init
+    $ aiven-ephemeral init -f ci/services.yaml --ci github")]
+    Init(InitArgs),
+    /// Check the manifest offline, as `up` would; nothing is sent
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral validate
+    $ aiven-ephemeral validate -f aiven-ephemeral.yaml --timeout 30m")]
+    Validate(ValidateArgs),
     /// Show what `up` would create: names, plans, clouds, env keys, and with a token the prices
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral plan
+    $ aiven-ephemeral plan --sandbox --json")]
     Plan(PlanArgs),
     /// Create the manifest's services, wait until usable, write the env file
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral up --sandbox && aiven-ephemeral down
+    $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env && aiven-ephemeral down")]
     Up(UpArgs),
     /// Delete a run's services (idempotent)
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral down
+    $ aiven-ephemeral down --missing-ok --teardown-timeout 30s")]
     Down(DownArgs),
     /// `up`, run COMMAND with the services' env, then `down`
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral run --sandbox -- aiven-ephemeral check
+    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI_VERIFY\" -c \"select 1\"'
+
+The command's exit code is passed through (127: not found, 126: cannot be run).")]
     Run(RunArgs),
     /// Show a run's services and their states
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral status
+    $ aiven-ephemeral status --json")]
     Status(StatusArgs),
     /// Delete this tool's services whose ttl has passed
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral reap --sandbox --dry-run
+    $ aiven-ephemeral reap --sandbox --older-than 6h")]
     Reap(ReapArgs),
     /// Move a run's expiry
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral extend --ttl 2h")]
     Extend(ExtendArgs),
     /// Rebuild a live run's env file and certificates from the API
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral env --format shell && . .aiven-ephemeral/env.sh
+    $ aiven-ephemeral env --out services --format json")]
     Env(EnvArgs),
     /// Connect to every endpoint of a live run with its protocol's TLS handshake
+    #[command(after_help = "Examples:
+    $ aiven-ephemeral check")]
     Check(CheckArgs),
     /// Serve a local imitation of the Aiven API
+    #[command(
+        after_help = "It prints AIVEN_API_URL, AIVEN_TOKEN and AIVEN_PROJECT for other programs, and
+serves until Ctrl-C. `--sandbox` on the other commands needs none of this.
+
+Examples:
+    $ aiven-ephemeral sandbox"
+    )]
     Sandbox(SandboxArgs),
     /// Print shell completions
+    #[command(after_help = "Examples:
+    $ source <(aiven-ephemeral completions bash)
+    $ aiven-ephemeral completions zsh > _aiven-ephemeral   # into a directory on $fpath")]
     Completions {
+        /// The shell to complete in
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+impl Command {
+    /// The API options of a command that talks to the API.
+    pub fn api(&self) -> Option<&ApiArgs> {
+        match self {
+            Command::Plan(a) => Some(&a.api),
+            Command::Up(a) => Some(&a.api),
+            Command::Run(a) => Some(&a.up.api),
+            Command::Down(a) => Some(&a.api),
+            Command::Status(a) => Some(&a.api),
+            Command::Reap(a) => Some(&a.api),
+            Command::Extend(a) => Some(&a.api),
+            Command::Env(a) => Some(&a.api),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -116,6 +199,32 @@ pub struct ManifestArgs {
     pub file: PathBuf,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ci {
+    /// A GitHub Actions workflow: .github/workflows/aiven-ephemeral.yml
+    Github,
+    /// A GitLab CI job: aiven-ephemeral.gitlab-ci.yml, to include
+    Gitlab,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Also write a CI snippet that runs the tests with the manifest's services
+    #[arg(long, value_enum, value_name = "CI")]
+    pub ci: Option<Ci>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// The `--timeout` `up` will be given: the ttl must exceed it by 10m
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR")]
+    pub timeout: String,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
     #[command(flatten)]
@@ -126,9 +235,11 @@ pub struct PlanArgs {
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
-    /// Price against the in-process sandbox
+    /// Price against the sandbox: no account needed
     #[arg(long)]
     pub sandbox: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -138,14 +249,14 @@ pub struct UpArgs {
     /// Run id (default: AIVEN_EPHEMERAL_RUN_ID, else a fresh random one)
     #[arg(long, env = "AIVEN_EPHEMERAL_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
-    /// Where to write the env file
+    /// Where to write the env file (default: env in the state file's directory)
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
-    /// Where to keep the run's state
+    /// Where to keep the run's state (default: .aiven-ephemeral/state.json)
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// Give up waiting after this long, counted from the start (e.g. 20m)
-    #[arg(long, default_value = "20m", value_name = "DUR")]
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR")]
     pub timeout: String,
     /// Longest wait between polls (the interval grows to it)
     #[arg(long, default_value = "10s", value_name = "DUR")]
@@ -156,7 +267,7 @@ pub struct UpArgs {
     /// On failure, keep the services for debugging (and say so loudly)
     #[arg(long)]
     pub keep_on_failure: bool,
-    /// Run against an in-process sandbox API: no account needed
+    /// Run against the sandbox, a local imitation of the API: no account needed
     #[arg(long)]
     pub sandbox: bool,
     /// What goes to $GITHUB_ENV in GitHub Actions
@@ -170,6 +281,8 @@ pub struct UpArgs {
     pub dotenv_max_vars: usize,
     #[command(flatten)]
     pub teardown: TeardownArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -180,10 +293,18 @@ pub struct TeardownArgs {
     pub teardown_timeout: String,
 }
 
+/// The run's state file, for the commands that act on a run.
 #[derive(Debug, Args, Clone)]
-pub struct DownArgs {
+pub struct StateArgs {
+    /// The run's state file (default: .aiven-ephemeral/state.json)
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Delete every service tagged with this run id (when there is no state file)
     #[arg(long, env = "AIVEN_EPHEMERAL_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
@@ -193,7 +314,7 @@ pub struct DownArgs {
     /// Also delete a kept run, and clear termination protection on this run's services
     #[arg(long)]
     pub force: bool,
-    /// The run is in the in-process sandbox
+    /// The run is in the sandbox (needed only with --run-id and no state file)
     #[arg(long)]
     pub sandbox: bool,
     #[command(flatten)]
@@ -206,6 +327,8 @@ pub struct DownArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -215,20 +338,23 @@ pub struct RunArgs {
     /// Leave AIVEN_TOKEN and friends in the command's environment
     #[arg(long)]
     pub pass_token: bool,
-    /// The command and its arguments
+    /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct StatusArgs {
-    #[arg(long, value_name = "PATH")]
-    pub state_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
+    /// The run is in the sandbox (the state file says so already; this only checks it)
     #[arg(long)]
     pub sandbox: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -245,20 +371,29 @@ pub struct ReapArgs {
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
+    /// Sweep the sandbox of the state file's directory (project: its run's, unless --project)
+    #[arg(long)]
+    pub sandbox: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
     #[command(flatten)]
     pub teardown: TeardownArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
+/// A live run: from its state file, or by its run id (later CI jobs).
 #[derive(Debug, Args, Clone)]
-pub struct ExtendArgs {
+pub struct RunRefArgs {
     /// The run (default: the state file's)
     #[arg(long, env = "AIVEN_EPHEMERAL_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
-    /// New time to live, from now (the API's clock)
-    #[arg(long, value_name = "DUR")]
-    pub ttl: String,
-    #[arg(long, value_name = "PATH")]
-    pub state_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The run is in the sandbox (needed only with --run-id and no state file)
+    #[arg(long)]
+    pub sandbox: bool,
+    /// The manifest (for the project and the services, when there is no state file)
     #[arg(
         short = 'f',
         long = "file",
@@ -269,22 +404,31 @@ pub struct ExtendArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct ExtendArgs {
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// New time to live, from now (the API's clock)
+    #[arg(long, value_name = "DUR")]
+    pub ttl: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct EnvArgs {
-    /// The run (default: the state file's)
-    #[arg(long, env = "AIVEN_EPHEMERAL_RUN_ID", value_name = "ID")]
-    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub run: RunRefArgs,
+    /// What to write: dotenv (`env`), shell (`env.sh`, to source) or JSON (`env.json`)
     #[arg(long, value_enum, default_value_t = Format::Dotenv)]
     pub format: Format,
-    /// Write `env` (or env.sh / env.json) and `certs/` here (default: the state directory)
+    /// Write the file and `certs/` here (default: the state directory)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the values, secrets included, on stdout instead (CI logs are not masked)
     #[arg(long, conflicts_with = "out")]
     pub stdout: bool,
-    #[arg(long, value_name = "PATH")]
-    pub state_file: Option<PathBuf>,
     #[command(flatten)]
-    pub manifest: ManifestArgs,
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -311,4 +455,55 @@ pub struct SandboxArgs {
     /// Serve a state directory's sandbox as its detached process (what `--sandbox` starts)
     #[arg(long, value_name = "DIR", hide = true)]
     pub detach_for: Option<PathBuf>,
+}
+
+/// Parses the command line, adding the advice clap cannot know to its errors.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let e = with_tip(e, std::env::args().skip(1));
+        e.exit()
+    })
+}
+
+/// `run --sandbox echo hi`: the command goes after `--`.
+fn with_tip(mut e: clap::Error, args: impl Iterator<Item = String>) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let args: Vec<String> = args.collect();
+    let is_run = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        == Some("run");
+    if e.kind() == ErrorKind::UnknownArgument
+        && is_run
+        && !args.iter().any(|a| a == "--")
+        && let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidArg).cloned()
+        && !word.starts_with('-')
+    {
+        let at = args.iter().position(|a| *a == word).unwrap_or(args.len());
+        let (before, command) = args.split_at(at);
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!(
+                    "the command goes after `--`: aiven-ephemeral {} -- {}",
+                    before.join(" "),
+                    command.join(" ")
+                )
+                .into(),
+            ]),
+        );
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::api::{Component, Service};
-use crate::manifest::{DATABASE_TYPES, Manifest, ManifestError, Problem, ServiceSpec, env_name};
+use crate::catalogue::Scheme;
+use crate::manifest::{ServiceSpec, env_name};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Field {
@@ -108,31 +109,19 @@ pub struct Export {
     pub alias: bool,
 }
 
-fn has_uri_user(service_type: &str) -> bool {
-    !matches!(
-        service_type,
-        "kafka" | "kafka_connect" | "kafka_mirrormaker" | "flink" | "thanos"
-    )
-}
-
-/// Whether the type's certificates come from the project CA (pg, mysql, cassandra,
-/// Kafka's certificate listener); others use publicly trusted certificates. In the
-/// sandbox every endpoint is signed by the sandbox's project CA.
-pub fn uses_project_ca(service_type: &str, sandbox: bool) -> bool {
-    sandbox
-        || matches!(
-            service_type,
-            "pg" | "mysql" | "alloydbomni" | "cassandra" | "kafka"
-        )
+/// Whether the type's certificates come from the project CA; others use publicly
+/// trusted certificates. In the sandbox every endpoint is signed by the sandbox's
+/// project CA.
+pub fn uses_project_ca(spec: &ServiceSpec, sandbox: bool) -> bool {
+    sandbox || spec.kind.project_ca
 }
 
 /// The fields a service exports, in order. `all_ca` includes `CA_CERT` for every type
 /// (used by the offline name check, which must hold in sandbox mode too).
 pub fn fields(spec: &ServiceSpec, all_ca: bool) -> Vec<Field> {
-    let ty = spec.service_type.as_str();
+    let kind = spec.kind;
     let mut f = vec![Field::ServiceName, Field::Uri, Field::Host, Field::Port];
-    let db_type = DATABASE_TYPES.contains(&ty);
-    if ty == "kafka" {
+    if kind.kafka {
         f.push(Field::BootstrapServers);
         f.push(Field::AccessCert);
         f.push(Field::AccessKey);
@@ -155,23 +144,23 @@ pub fn fields(spec: &ServiceSpec, all_ca: bool) -> Vec<Field> {
     } else {
         f.push(Field::User);
         f.push(Field::Password);
-        if db_type {
+        if kind.databases {
             f.push(Field::Database);
             f.push(Field::Sslmode);
         }
-        if uses_project_ca(ty, all_ca) {
+        if uses_project_ca(spec, all_ca) {
             f.push(Field::CaCert);
         }
-        if ty == "pg" || ty == "alloydbomni" {
+        if kind.scheme == Scheme::Postgres {
             f.push(Field::UriVerify);
         }
     }
     for user in &spec.users {
         f.push(Field::UserPassword(user.clone()));
-        if ty == "kafka" {
+        if kind.kafka {
             f.push(Field::UserAccessCert(user.clone()));
             f.push(Field::UserAccessKey(user.clone()));
-        } else if has_uri_user(ty) {
+        } else if kind.scheme != Scheme::Api {
             f.push(Field::UserUri(user.clone()));
         }
     }
@@ -217,79 +206,6 @@ pub fn is_reserved(name: &str) -> bool {
         "LD_", "DYLD_", "GITHUB_", "RUNNER_", "ACTIONS_", "CI_", "GITLAB_", "AIVEN_",
     ];
     EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
-/// Checks the whole manifest's names offline: unknown alias fields, two sources of one
-/// name, names that would override the environment.
-pub fn check_names(manifest: &Manifest, source: &str) -> Result<(), ManifestError> {
-    let mut problems = Vec::new();
-    let mut seen: BTreeMap<String, (String, crate::manifest::Loc)> = BTreeMap::new();
-    for spec in &manifest.services {
-        let all = fields(spec, true);
-        for (_, alias, at) in &spec.aliases {
-            if !all.iter().any(|f| f.alias() == *alias) {
-                let valid: Vec<String> = all.iter().map(Field::alias).collect();
-                problems.push(Problem {
-                    at: *at,
-                    message: format!(
-                        "`{alias}` is not a value a {} service exports",
-                        spec.service_type
-                    ),
-                    hint: Some(format!(
-                        "valid values for `{}`: {}",
-                        spec.key,
-                        valid.join(", ")
-                    )),
-                });
-            }
-        }
-        let prefix_at = spec.env_prefix_at.unwrap_or(spec.at);
-        let mut names: Vec<(String, String, crate::manifest::Loc)> = all
-            .iter()
-            .map(|f| {
-                (
-                    format!("{}_{}", spec.env_prefix, f.suffix()),
-                    format!("services.{} ({})", spec.key, f.alias()),
-                    prefix_at,
-                )
-            })
-            .collect();
-        names.extend(spec.aliases.iter().map(|(name, alias, at)| {
-            (
-                name.clone(),
-                format!("services.{}.env.{name} ({alias})", spec.key),
-                *at,
-            )
-        }));
-        for (name, source_desc, at) in names {
-            if is_reserved(&name) {
-                problems.push(Problem {
-                    at,
-                    message: format!(
-                        "{source_desc} would set `{name}`, which must not be overridden"
-                    ),
-                    hint: Some("choose another key, env_prefix or alias name".into()),
-                });
-                continue;
-            }
-            if let Some((other, _)) = seen.get(&name) {
-                problems.push(Problem {
-                    at,
-                    message: format!("`{name}` comes from both {other} and {source_desc}"),
-                    hint: Some(
-                        "give one of the services an env_prefix, or rename the alias".into(),
-                    ),
-                });
-            } else {
-                seen.insert(name, (source_desc, at));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ManifestError::new(&manifest.path, source, problems))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,7 +263,7 @@ impl std::fmt::Debug for Value {
 }
 
 fn uri(
-    service_type: &str,
+    scheme: Scheme,
     user: &str,
     password: &str,
     c: &Component,
@@ -355,14 +271,16 @@ fn uri(
 ) -> Option<String> {
     let (user, password) = (enc(user), enc(password));
     let (host, port) = (&c.host, c.port);
-    Some(match service_type {
-        "pg" | "alloydbomni" => {
+    Some(match scheme {
+        Scheme::Postgres => {
             format!("postgres://{user}:{password}@{host}:{port}/{database}?sslmode=require")
         }
-        "mysql" => format!("mysql://{user}:{password}@{host}:{port}/{database}?ssl-mode=REQUIRED"),
-        "valkey" | "redis" | "dragonfly" => format!("rediss://{user}:{password}@{host}:{port}"),
-        "kafka" | "kafka_connect" | "kafka_mirrormaker" | "flink" | "thanos" => return None,
-        _ => format!("https://{user}:{password}@{host}:{port}"),
+        Scheme::Mysql => {
+            format!("mysql://{user}:{password}@{host}:{port}/{database}?ssl-mode=REQUIRED")
+        }
+        Scheme::Rediss => format!("rediss://{user}:{password}@{host}:{port}"),
+        Scheme::Https => format!("https://{user}:{password}@{host}:{port}"),
+        Scheme::Api => return None,
     })
 }
 
@@ -374,7 +292,7 @@ pub fn values(
     users: &UserPasswords,
     sandbox: bool,
 ) -> Result<Vec<Value>, String> {
-    let ty = spec.service_type.as_str();
+    let kind = spec.kind;
     let primary = svc
         .primary_component()
         .ok_or_else(|| format!("service {} has no primary component", svc.service_name))?;
@@ -391,14 +309,21 @@ pub fn values(
         .unwrap_or_else(|| "defaultdb".into());
     let kafka_bootstrap = |c: &Component| format!("{}:{}", c.host, c.port);
     let sasl = svc.sasl_component();
-    let cert_listener = ty == "kafka"
+    let cert_listener = kind.kafka
         && spec
             .user_config
             .pointer("/kafka_authentication_methods/certificate")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(true);
-    let main_uri = uri(ty, &admin_name, &admin_password, primary, &database).or_else(|| {
-        if ty == "kafka" {
+    let main_uri = uri(
+        kind.scheme,
+        &admin_name,
+        &admin_password,
+        primary,
+        &database,
+    )
+    .or_else(|| {
+        if kind.kafka {
             Some(kafka_bootstrap(if cert_listener {
                 primary
             } else {
@@ -434,7 +359,11 @@ pub fn values(
             Field::User => admin_name.clone(),
             Field::Password => admin_password.clone(),
             Field::Database => database.clone(),
-            Field::Sslmode => if ty == "mysql" { "REQUIRED" } else { "require" }.to_string(),
+            Field::Sslmode => match kind.scheme {
+                Scheme::Mysql => "REQUIRED",
+                _ => "require",
+            }
+            .to_string(),
             Field::CaCert => path_str(&files.ca, "CA certificate")?,
             Field::UriVerify => {
                 let ca = path_str(&files.ca, "CA certificate")?;
@@ -469,7 +398,7 @@ pub fn values(
                 .ok_or_else(|| format!("no credentials for user {u} of {}", svc.service_name))?,
             Field::UserUri(u) => {
                 let password = users.get(u).map(|p| p.expose()).unwrap_or_default();
-                uri(ty, u, password, primary, &database).unwrap_or_default()
+                uri(kind.scheme, u, password, primary, &database).unwrap_or_default()
             }
             Field::UserAccessCert(u) => files
                 .users
@@ -519,16 +448,13 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn manifest(text: &str) -> (Manifest, String) {
-        (
-            crate::manifest::parse(text, Path::new("m.yaml")).unwrap_or_else(|e| panic!("{e}")),
-            text.to_string(),
-        )
+    fn manifest(text: &str) -> crate::manifest::Manifest {
+        crate::manifest::parse(text, Path::new("m.yaml")).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn pg_exports_as_designed() {
-        let (m, _) = manifest(
+        let m = manifest(
             "services:\n  db: {type: pg, plan: hobbyist, users: [app_user], env: {DATABASE_URL: uri}}\n",
         );
         let names: Vec<String> = exports(&m.services[0], false)
@@ -559,7 +485,7 @@ mod tests {
 
     #[test]
     fn kafka_exports_as_designed() {
-        let (m, _) = manifest(
+        let m = manifest(
             "services:\n  events:\n    type: kafka\n    plan: startup-2\n    users: [app]\n    user_config: {kafka_authentication_methods: {sasl: true}, schema_registry: true}\n",
         );
         let names: Vec<String> = exports(&m.services[0], false)
@@ -584,39 +510,5 @@ mod tests {
             );
         }
         assert!(!names.contains(&"EVENTS_REST_URI".to_string()));
-    }
-
-    #[test]
-    fn collisions_name_both_sources() {
-        let (m, src) = manifest(
-            "services:\n  a-b: {type: pg, plan: hobbyist}\n  other: {type: pg, plan: hobbyist, env_prefix: A_B}\n",
-        );
-        let e = check_names(&m, &src).unwrap_err().to_string();
-        assert!(
-            e.contains("services.a-b") && e.contains("services.other"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn reserved_names_are_refused() {
-        let (m, src) = manifest("services:\n  db: {type: pg, plan: hobbyist, env: {PATH: uri}}\n");
-        assert!(
-            check_names(&m, &src)
-                .unwrap_err()
-                .to_string()
-                .contains("`PATH`")
-        );
-        let (m, src) = manifest("services:\n  github: {type: pg, plan: hobbyist}\n");
-        assert!(check_names(&m, &src).is_err());
-    }
-
-    #[test]
-    fn unknown_alias_lists_the_valid_ones() {
-        let (m, src) =
-            manifest("services:\n  db: {type: valkey, plan: hobbyist, env: {X: database}}\n");
-        let e = check_names(&m, &src).unwrap_err().to_string();
-        assert!(e.contains("valid values for `db`"), "{e}");
-        assert!(e.contains("password"), "{e}");
     }
 }

@@ -6,10 +6,12 @@
 //! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
 //!   hold, teardown) with the one owner of cancellation;
 //! - services the engine uses: `probe`, `outputs`, `state`, `signals`, `progress`;
-//! - the model: `manifest`, `naming`, `exports`, `settings`;
+//! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
+//!   `settings`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI.
 
 pub mod api;
+pub mod catalogue;
 pub mod check;
 pub mod cli;
 pub mod commands;

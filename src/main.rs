@@ -1,18 +1,16 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use aiven_ephemeral::cli::{Cli, LogFormat};
+use aiven_ephemeral::cli::{self, Cli, LogFormat};
 use aiven_ephemeral::error::Report;
 use aiven_ephemeral::progress::{Mode, Reporter};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     // One per process, shared by every task that reports.
     let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(Mode::detect(
-        cli.global.quiet,
-        cli.global.verbose > 0,
-        cli.global.log_format == LogFormat::Json,
+        cli.output.quiet,
+        cli.output.verbose > 0,
+        cli.output.log_format == LogFormat::Json,
     ))));
     init_logging(&cli, reporter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -41,15 +39,15 @@ fn main() -> ExitCode {
 /// Logs go to stderr. `RUST_LOG` wins; else warnings, `-v` info, `-vv` debug.
 fn init_logging(cli: &Cli, reporter: &Reporter) {
     use tracing_subscriber::EnvFilter;
-    let default = match (cli.global.quiet, cli.global.verbose) {
+    let default = match (cli.output.quiet, cli.output.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info,aiven_sandbox=warn",
         (false, _) => "debug,hyper=info,reqwest=info,rustls=info,h2=info",
     };
     // In JSON mode progress events are log events too.
-    let default = match cli.global.log_format {
-        LogFormat::Json if !cli.global.quiet => format!("{default},progress=info"),
+    let default = match cli.output.log_format {
+        LogFormat::Json if !cli.output.quiet => format!("{default},progress=info"),
         _ => default.to_string(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -59,8 +57,16 @@ fn init_logging(cli: &Cli, reporter: &Reporter) {
         .with_target(false);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    match cli.global.log_format {
+    match cli.output.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(ansi).init(),
+        // Asked-for logs (-v, RUST_LOG) keep their timestamps and levels; the few
+        // lines otherwise logged take the shape of the reporter's own.
+        LogFormat::Text if cli.output.verbose > 0 || std::env::var_os("RUST_LOG").is_some() => {
+            builder.with_ansi(ansi).init()
+        }
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .event_format(reporter.log_format())
+            .init(),
     }
 }

@@ -34,9 +34,12 @@ pub fn new_owner() -> String {
     random_string(20)
 }
 
+/// The longest run id.
+pub const MAX_RUN_ID: usize = 20;
+
 /// Run ids are `[a-z0-9-]{1,20}`; a trailing `-` would end service names with one.
 pub fn check_run_id(id: &str) -> Result<(), String> {
-    let ok = (1..=20).contains(&id.len())
+    let ok = (1..=MAX_RUN_ID).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -12,43 +12,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::catalogue::Handshake;
 use crate::manifest::Probe;
 
 /// A probe failing this long after the API reported ready is a failure (exit 4).
 pub const PATIENCE: Duration = Duration::from_secs(180);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
-
-/// How a service's protocol enters TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handshake {
-    /// TLS from the first byte (HTTPS, Valkey, Kafka).
-    Direct,
-    /// PostgreSQL: an SSLRequest, answered `S`, then TLS.
-    Postgres,
-    /// MySQL: the server's greeting, the client's SSL request, then TLS.
-    Mysql,
-}
-
-impl Handshake {
-    /// What a successful check of this handshake proved, for people.
-    pub fn describe(self, client_cert: bool) -> &'static str {
-        match (self, client_cert) {
-            (Handshake::Postgres, _) => "PostgreSQL SSLRequest, TLS verified",
-            (Handshake::Mysql, _) => "MySQL SSL request, TLS verified",
-            (Handshake::Direct, true) => "TLS verified, client certificate accepted",
-            (Handshake::Direct, false) => "TLS verified",
-        }
-    }
-
-    pub fn for_type(service_type: &str) -> Self {
-        match service_type {
-            "pg" | "alloydbomni" => Handshake::Postgres,
-            "mysql" => Handshake::Mysql,
-            _ => Handshake::Direct,
-        }
-    }
-}
 
 /// TLS material for `probe: tls`.
 #[derive(Default, Clone)]

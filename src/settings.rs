@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::{Client, ClientConfig};
-use crate::cli::GlobalArgs;
+use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -15,7 +15,7 @@ pub const SANDBOX_API_URL: &str = "sandbox";
 
 /// The token: `--token-file`, else `AIVEN_TOKEN`, else `AIVEN_AUTH_TOKEN`. Never taken
 /// as a plain command-line value.
-pub fn token(global: &GlobalArgs) -> Result<Option<Secret>> {
+pub fn token(global: &ApiArgs) -> Result<Option<Secret>> {
     if let Some(path) = &global.token_file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::usage(format!("cannot read --token-file {}: {e}", path.display()))
@@ -37,7 +37,7 @@ pub fn token(global: &GlobalArgs) -> Result<Option<Secret>> {
         .map(Secret::new))
 }
 
-pub fn require_token(global: &GlobalArgs) -> Result<Secret> {
+pub fn require_token(global: &ApiArgs) -> Result<Secret> {
     token(global)?.ok_or_else(|| {
         Error::usage_hint(
             "no Aiven API token: set AIVEN_TOKEN (or AIVEN_AUTH_TOKEN, or pass --token-file)",
@@ -85,7 +85,7 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
-    pub fn real(global: &GlobalArgs, api_url: Option<&str>) -> Result<Self> {
+    pub fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
         let token = require_token(global)?;
         let api_url = api_url
             .map(str::to_string)
@@ -111,7 +111,7 @@ impl Connection {
 
     /// Connects to the sandbox process of `state_dir`, starting it if need be; its
     /// world persists in `state_dir/sandbox.json` and it lives until `down`.
-    pub async fn sandbox(global: &GlobalArgs, state_dir: &Path) -> Result<Self> {
+    pub async fn sandbox(global: &ApiArgs, state_dir: &Path) -> Result<Self> {
         if global.api_url.is_some() {
             return Err(Error::usage(
                 "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
@@ -139,7 +139,7 @@ impl Connection {
 
     /// Opens what a run recorded (`sandbox` or a URL), refusing a conflicting flag.
     pub async fn for_state(
-        global: &GlobalArgs,
+        global: &ApiArgs,
         state: &crate::state::State,
         sandbox_flag: bool,
         state_dir: &Path,
@@ -207,10 +207,7 @@ impl Drop for Connection {
 }
 
 /// The project: `--project`/`AIVEN_PROJECT`, else the manifest's.
-pub fn project(
-    global: &GlobalArgs,
-    manifest: Option<&crate::manifest::Manifest>,
-) -> Result<String> {
+pub fn project(global: &ApiArgs, manifest: Option<&crate::manifest::Manifest>) -> Result<String> {
     global
         .project
         .clone()

@@ -10,10 +10,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    // Parsing includes every offline check, the env names' too.
     let Ok(m) = manifest::parse(text, Path::new("fuzz.yaml")) else { return };
-    if exports::check_names(&m, text).is_err() {
-        return;
-    }
     let mut names = BTreeSet::new();
     for spec in &m.services {
         let Ok(name) = naming::service_name(&m.name_prefix, &spec.key, "fuzz1234") else { continue };

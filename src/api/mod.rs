@@ -10,7 +10,7 @@ mod types;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,9 @@ struct Inner {
     pacer: Mutex<Pacer>,
     server_time: Mutex<Option<(OffsetDateTime, Instant)>>,
     requests: AtomicU64,
+    /// Whether the API has answered this client at all: until it has, a connection
+    /// that cannot be made means a wrong address, not a blip, and is not retried.
+    answered: AtomicBool,
 }
 
 #[derive(Default)]
@@ -121,6 +124,7 @@ impl Client {
                 pacer: Mutex::new(Pacer::default()),
                 server_time: Mutex::new(None),
                 requests: AtomicU64::new(0),
+                answered: AtomicBool::new(false),
             }),
             cancel: None,
         })
@@ -188,7 +192,7 @@ impl Client {
         let bytes = attempt
             .retry(backoff)
             .sleep(sleep)
-            .when(|e| e.is_transient() && !self.cancelled())
+            .when(|e| e.is_transient() && !self.cancelled() && !self.unreachable(e))
             .adjust(|e, planned| match e.retry_after() {
                 Some(asked) => Some(asked.min(MAX_SERVER_WAIT)),
                 None => planned,
@@ -207,6 +211,12 @@ impl Client {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
+    }
+
+    /// A connection refused (or unresolvable) before the API ever answered.
+    fn unreachable(&self, e: &ApiError) -> bool {
+        matches!(e, ApiError::Transport { connect: true, .. })
+            && !self.inner.answered.load(Ordering::Relaxed)
     }
 
     async fn send_once(
@@ -236,6 +246,7 @@ impl Client {
         let started = Instant::now();
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let response = request.send().await.map_err(transport)?;
+        self.inner.answered.store(true, Ordering::Relaxed);
         let status = response.status().as_u16();
         self.observe(response.headers());
         let retry_after = response

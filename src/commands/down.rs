@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::api::REQUEST_TIMEOUT;
-use crate::cli::{DownArgs, GlobalArgs};
+use crate::cli::{ApiArgs, DownArgs};
 use crate::engine::record_teardown;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
@@ -17,7 +17,7 @@ use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
 
 pub async fn down(
-    global: &GlobalArgs,
+    global: &ApiArgs,
     args: &DownArgs,
     reporter: &'static Reporter,
 ) -> Result<Status> {
@@ -25,7 +25,7 @@ pub async fn down(
     // with what is still being deleted.
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     let budget = settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
-    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
+    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     if let Some(run_id) = &args.run_id {
         naming::check_run_id(run_id).map_err(Error::usage)?;
@@ -75,7 +75,7 @@ pub async fn down(
 }
 
 async fn from_state(
-    global: &GlobalArgs,
+    global: &ApiArgs,
     args: &DownArgs,
     state_file: &std::path::Path,
     state_dir: &std::path::Path,
@@ -207,7 +207,7 @@ async fn from_state(
 }
 
 async fn by_tag(
-    global: &GlobalArgs,
+    global: &ApiArgs,
     args: &DownArgs,
     run_id: &str,
     reporter: &Reporter,
@@ -221,7 +221,7 @@ async fn by_tag(
     };
     let project = settings::project(global, manifest.as_ref())?;
     let conn = if args.sandbox {
-        let (_, state_dir) = settings::state_paths(args.state_file.as_deref());
+        let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None)?

@@ -4,24 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{EnvArgs, GlobalArgs};
+use crate::cli::{ApiArgs, EnvArgs};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::outputs::Created;
 use crate::outputs::{self, Delivered, env::Format};
 
-pub async fn env(global: &GlobalArgs, args: &EnvArgs) -> Result<Status> {
-    let run = super::RunRef::locate(
-        global,
-        args.run_id.as_deref(),
-        args.state_file.as_deref(),
-        &args.manifest.file,
-    )
-    .await?;
+pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
+    let run = super::RunRef::locate(global, &args.run).await?;
     let manifest_path = run
         .manifest
         .clone()
-        .unwrap_or_else(|| args.manifest.file.clone());
+        .unwrap_or_else(|| args.run.file.clone());
     let manifest = crate::manifest::load(&manifest_path)?;
     let client = &run.conn.client;
     let project = &run.project;

@@ -3,20 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{ExtendArgs, GlobalArgs};
+use crate::cli::{ApiArgs, ExtendArgs};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
 
-pub async fn extend(global: &GlobalArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
+/// Shorter than this, a live run is warned about: the margin `up` demands over its
+/// timeout.
+const SHORT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
     let ttl = crate::settings::duration(&args.ttl, "--ttl")?;
-    let run = super::RunRef::locate(
-        global,
-        args.run_id.as_deref(),
-        args.state_file.as_deref(),
-        &args.file,
-    )
-    .await?;
+    let run = super::RunRef::locate(global, &args.run).await?;
     let services = run.services().await?;
     if services.is_empty() {
         return Err(Error::usage(format!(
@@ -38,6 +36,13 @@ pub async fn extend(global: &GlobalArgs, args: &ExtendArgs, reporter: &Reporter)
             .await
             .map_err(|e| Error::api(format!("moving the expiry of {}", svc.service_name), e))?;
         reporter.info(format!("{}: expires {expires}", svc.service_name));
+    }
+    if ttl < SHORT_TTL {
+        reporter.warn(format!(
+            "run {} now expires in {}, at {expires}: from then on `reap` may delete its services while they are in use",
+            run.run_id,
+            humantime::format_duration(ttl)
+        ));
     }
     if let Some(store) = &run.store {
         store.update(|s| s.expires_at = Some(expires.clone()))?;

@@ -4,6 +4,7 @@ pub mod check;
 pub mod down;
 pub mod env;
 pub mod extend;
+pub mod init;
 pub mod plan;
 pub mod reap;
 pub mod run;
@@ -12,10 +13,10 @@ pub mod status;
 pub mod up;
 pub mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::api::Service;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunRefArgs};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
@@ -23,8 +24,10 @@ use crate::settings::{self, Connection};
 use crate::state::{self, Store};
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
-    let global = &cli.global;
+    let api = cli.command.api().cloned().unwrap_or_default();
+    let global = &api;
     match &cli.command {
+        Command::Init(args) => init::init(args, reporter),
         Command::Validate(args) => validate::validate(args, reporter),
         Command::Plan(args) => plan::plan(global, args).await,
         Command::Up(args) => up::up(global, args, reporter).await,
@@ -38,12 +41,18 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
         Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "aiven-ephemeral",
-                &mut std::io::stdout(),
-            );
+            let mut command = Cli::command();
+            let name = command.get_name().to_string();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, name, &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete mangles the `-` of the name one way where it tracks the
+                // subcommand and another in the labels it matches that against, so
+                // nothing past the subcommand's name would complete.
+                script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
+            }
+            print!("{script}");
             Ok(Status::Success)
         }
     }
@@ -85,17 +94,13 @@ pub struct RunRef {
 }
 
 impl RunRef {
-    pub async fn locate(
-        global: &crate::cli::GlobalArgs,
-        run_id: Option<&str>,
-        state_file: Option<&Path>,
-        manifest: &Path,
-    ) -> Result<Self> {
-        let (state_file, state_dir) = settings::state_paths(state_file);
+    pub async fn locate(global: &crate::cli::ApiArgs, args: &RunRefArgs) -> Result<Self> {
+        let manifest = args.file.as_path();
+        let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
-        match (recorded, run_id) {
+        match (recorded, args.run_id.as_deref()) {
             (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
-                let conn = Connection::for_state(global, &s, false, &state_dir).await?;
+                let conn = Connection::for_state(global, &s, args.sandbox, &state_dir).await?;
                 Ok(Self {
                     project: s.project.clone(),
                     run_id: s.run_id.clone(),
@@ -119,7 +124,11 @@ impl RunRef {
                     owner: None,
                     store: None,
                     manifest: None,
-                    conn: Connection::real(global, None)?,
+                    conn: if args.sandbox {
+                        Connection::sandbox(global, &state_dir).await?
+                    } else {
+                        Connection::real(global, None)?
+                    },
                     state_dir,
                 })
             }

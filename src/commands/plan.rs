@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, PlanArgs};
+use crate::cli::{ApiArgs, PlanArgs};
 use crate::engine::cost::prices;
 use crate::error::{Error, Result, Status};
 use crate::exports;
@@ -41,10 +41,8 @@ pub struct Limits {
     pub allowed_plans: Option<Vec<String>>,
 }
 
-pub async fn plan(global: &GlobalArgs, args: &PlanArgs) -> Result<Status> {
+pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
-    let source = std::fs::read_to_string(&args.manifest.file).unwrap_or_default();
-    exports::check_names(&manifest, &source)?;
     let run_id = match &args.run_id {
         Some(id) => {
             naming::check_run_id(id).map_err(Error::usage)?;

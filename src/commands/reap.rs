@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::Service;
-use crate::cli::{GlobalArgs, ReapArgs};
+use crate::cli::{ApiArgs, ReapArgs};
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
@@ -70,14 +70,36 @@ pub fn judge(
     }
 }
 
-pub async fn reap(global: &GlobalArgs, args: &ReapArgs, reporter: &Reporter) -> Result<Status> {
+pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Result<Status> {
     let older_than = args
         .older_than
         .as_deref()
         .map(|d| settings::duration(d, "--older-than"))
         .transpose()?;
-    let project = settings::project(global, None)?;
-    let conn = Connection::real(global, None)?;
+    let (project, conn) = if args.sandbox {
+        let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+        // The sandbox of a state directory serves the project its run was made in.
+        let recorded = crate::state::read(&state_file)?;
+        let project = global
+            .project
+            .clone()
+            .or_else(|| recorded.map(|s| s.project))
+            .ok_or_else(|| {
+                Error::usage_hint(
+                    format!(
+                        "no Aiven project given, and no run in {}",
+                        state_file.display()
+                    ),
+                    "pass --project / AIVEN_PROJECT",
+                )
+            })?;
+        (project, Connection::sandbox(global, &state_dir).await?)
+    } else {
+        (
+            settings::project(global, None)?,
+            Connection::real(global, None)?,
+        )
+    };
     let listed = conn
         .client
         .list_services(&project)

@@ -1,16 +1,12 @@
 //! `run -- COMMAND`: `up`, the command with the services' environment, then teardown,
 //! whatever happens (the engine's hold phase).
 
-use crate::cli::{GlobalArgs, RunArgs};
+use crate::cli::{ApiArgs, RunArgs};
 use crate::engine::{self, Engine};
 use crate::error::{Result, Status};
 use crate::progress::Reporter;
 
-pub async fn run(
-    global: &GlobalArgs,
-    args: &RunArgs,
-    reporter: &'static Reporter,
-) -> Result<Status> {
+pub async fn run(global: &ApiArgs, args: &RunArgs, reporter: &'static Reporter) -> Result<Status> {
     let engine = Engine::new(global, reporter)?;
     // Subscribed before anything starts: a signal at any moment reaches the command.
     let events = engine.signals.subscribe();

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, StatusArgs};
+use crate::cli::{ApiArgs, StatusArgs};
 use crate::error::{Error, Result, Status};
 use crate::settings::{self, Connection};
 use crate::state;
@@ -36,8 +36,8 @@ struct Output {
     services: Vec<Row>,
 }
 
-pub async fn status(global: &GlobalArgs, args: &StatusArgs) -> Result<Status> {
-    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
+pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
+    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let run = state::read(&state_file)?.ok_or_else(|| {
         Error::usage_hint(
             format!("no state file at {}", state_file.display()),

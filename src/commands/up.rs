@@ -1,12 +1,12 @@
 //! `up`: the engine's phases up to a delivered run, then exit; `down` ends it.
 
-use crate::cli::{GlobalArgs, UpArgs};
+use crate::cli::{ApiArgs, UpArgs};
 use crate::engine::Engine;
 use crate::error::{Result, Status};
 use crate::progress::Reporter;
 use crate::state;
 
-pub async fn up(global: &GlobalArgs, args: &UpArgs, reporter: &'static Reporter) -> Result<Status> {
+pub async fn up(global: &ApiArgs, args: &UpArgs, reporter: &'static Reporter) -> Result<Status> {
     let engine = Engine::new(global, reporter)?;
     let live = engine.up(args).await?;
     // A signal that came as the run became ready still tears it down.

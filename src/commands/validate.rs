@@ -1,25 +1,18 @@
-//! `validate`: the manifest checked offline. Nothing is sent.
+//! `validate`: the manifest checked offline with the same checks, and words, as `up`.
+//! Nothing is sent.
 
-use crate::cli::ManifestArgs;
+use crate::cli::ValidateArgs;
 use crate::error::{Error, Result, Status};
+use crate::manifest::ManifestError;
 use crate::progress::Reporter;
 
-pub fn validate(args: &ManifestArgs, reporter: &Reporter) -> Result<Status> {
-    let checked = crate::manifest::load(&args.file).and_then(|m| {
-        let source = std::fs::read_to_string(&args.file).unwrap_or_default();
-        crate::exports::check_names(&m, &source).map(|()| m)
-    });
-    let manifest = match checked {
-        Ok(m) => m,
-        Err(e) => {
-            let file = args.file.display().to_string();
-            for p in &e.problems {
-                reporter.annotate_error(&p.message, Some((&file, p.at.line, p.at.column)));
-            }
-            return Err(Error::Manifest(e));
-        }
-    };
-    let run_id = "x".repeat(20);
+pub fn validate(args: &ValidateArgs, reporter: &Reporter) -> Result<Status> {
+    let timeout = crate::settings::duration(&args.timeout, "--timeout")?;
+    let checked =
+        crate::manifest::load(&args.manifest.file).and_then(|m| m.ttl_for(timeout).map(|_| m));
+    let manifest = checked.map_err(|e| annotated(e, reporter))?;
+    // The longest run id `up` accepts, so that a name fitting here fits there.
+    let run_id = "x".repeat(crate::naming::MAX_RUN_ID);
     for spec in &manifest.services {
         crate::naming::service_name(&manifest.name_prefix, &spec.key, &run_id)
             .map_err(Error::usage)?;
@@ -27,9 +20,18 @@ pub fn validate(args: &ManifestArgs, reporter: &Reporter) -> Result<Status> {
     let keys: Vec<&str> = manifest.services.iter().map(|s| s.key.as_str()).collect();
     reporter.info(format!(
         "{}: valid, {} service(s): {}",
-        args.file.display(),
+        args.manifest.file.display(),
         keys.len(),
         keys.join(", ")
     ));
     Ok(Status::Success)
+}
+
+/// In GitHub Actions each problem also becomes an annotation on its line.
+fn annotated(e: ManifestError, reporter: &Reporter) -> Error {
+    let file = e.path.display().to_string();
+    for p in &e.problems {
+        reporter.annotate_error(&p.message, Some((&file, p.at.line, p.at.column)));
+    }
+    Error::Manifest(e)
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::cli::{GlobalArgs, UpArgs};
+use crate::cli::{ApiArgs, UpArgs};
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::outputs::{self, Delivered, Handoff};
@@ -39,7 +39,7 @@ pub use hold::hold;
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
 pub struct Engine {
-    pub global: GlobalArgs,
+    pub global: ApiArgs,
     pub reporter: &'static Reporter,
     pub signals: Signals,
 }
@@ -69,7 +69,7 @@ struct Guarded {
 
 impl Engine {
     /// Installs the signal handlers: call before the first API call.
-    pub fn new(global: &GlobalArgs, reporter: &'static Reporter) -> Result<Self> {
+    pub fn new(global: &ApiArgs, reporter: &'static Reporter) -> Result<Self> {
         let signals =
             Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
         Ok(Self {
@@ -349,6 +349,8 @@ impl Engine {
         let ci = naming::ci_tag(&|k| std::env::var(k).ok());
         self.reporter
             .group(&format!("Creating {} service(s)", planned.len()));
+        let names: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
+        self.reporter.begin(&names, started + r.timeout);
         let provision = Provision {
             client: live.conn.client.with_cancel(stop.clone()),
             project: &live.project,

@@ -4,10 +4,12 @@
 //! after a service is new: 404 "Service X does not exist", 409 "not running yet", 409
 //! "Cluster only has N broker(s)", 501 and 503. A 409 "already exists" (our own create
 //! whose answer was lost, retried) counts as success. Topics are waited for until
-//! `ACTIVE`.
+//! `ACTIVE`. What each step waits on is reported as it goes (`databases 1/2`, `topics
+//! 0/3 ACTIVE`, `ACLs`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -72,19 +74,29 @@ pub async fn populate(
     name: &str,
     spec: &ServiceSpec,
     deadline: Instant,
+    step: &(dyn Fn(String) + Sync),
 ) -> Result<Created, String> {
+    let progress = Progress {
+        step,
+        done: Mutex::new((0, 0)),
+    };
     let inside = Inside {
         client,
         project,
         name,
         spec,
         deadline,
+        progress: &progress,
     };
+    inside.progress.databases_and_users(spec, 0, 0);
     let (dbs, users) = tokio::join!(inside.databases(), inside.users());
     dbs?;
     let users = users?;
-    inside.topics().await?;
-    inside.acls().await?;
+    // What the type has inside, as the catalogue says (the manifest checks agree).
+    if spec.kind.kafka {
+        inside.topics().await?;
+        inside.acls().await?;
+    }
     Ok(Created { users })
 }
 
@@ -96,6 +108,34 @@ struct Inside<'a> {
     name: &'a str,
     spec: &'a ServiceSpec,
     deadline: Instant,
+    progress: &'a Progress<'a>,
+}
+
+/// What a service's contents wait on, told as they go. Databases and users are made at
+/// the same time, so their counts share one line.
+struct Progress<'a> {
+    step: &'a (dyn Fn(String) + Sync),
+    /// Databases and users done.
+    done: Mutex<(usize, usize)>,
+}
+
+impl Progress<'_> {
+    fn databases_and_users(&self, spec: &ServiceSpec, databases: usize, users: usize) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.0 += databases;
+        done.1 += users;
+        let parts: Vec<String> = [
+            ("databases", done.0, spec.databases.len()),
+            ("users", done.1, spec.users.len()),
+        ]
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(what, k, n)| format!("{what} {k}/{n}"))
+        .collect();
+        if !parts.is_empty() {
+            (self.step)(parts.join(", "));
+        }
+    }
 }
 
 impl Inside<'_> {
@@ -106,20 +146,27 @@ impl Inside<'_> {
             name,
             spec,
             deadline,
+            progress,
         } = *self;
-        if spec.databases.is_empty() {
+        if spec.databases.is_empty() || !spec.kind.databases {
             return Ok(());
         }
         let existing = patiently(deadline, &format!("listing databases of {name}"), || {
             client.list_databases(project, name)
         })
         .await?;
-        for db in spec.databases.iter().filter(|d| !existing.contains(d)) {
+        let (there, missing): (Vec<&String>, Vec<&String>) =
+            spec.databases.iter().partition(|d| existing.contains(d));
+        if !there.is_empty() {
+            progress.databases_and_users(spec, there.len(), 0);
+        }
+        for db in missing {
             let what = format!("creating database `{db}` in {name}");
             patiently(deadline, &what, || async {
                 done_if_exists(client.create_database(project, name, db).await)
             })
             .await?;
+            progress.databases_and_users(spec, 1, 0);
         }
         let now = patiently(deadline, &format!("listing databases of {name}"), || {
             client.list_databases(project, name)
@@ -140,6 +187,7 @@ impl Inside<'_> {
             name,
             spec,
             deadline,
+            progress,
         } = *self;
         let mut out = BTreeMap::new();
         for user in &spec.users {
@@ -156,6 +204,7 @@ impl Inside<'_> {
                 return Err(format!("{what}: the API returned no credentials"));
             }
             out.insert(user.clone(), created);
+            progress.databases_and_users(spec, 0, 1);
         }
         Ok(out)
     }
@@ -167,10 +216,15 @@ impl Inside<'_> {
             name,
             spec,
             deadline,
+            progress,
         } = *self;
         if spec.topics.is_empty() {
             return Ok(());
         }
+        let waiting = |active: usize| {
+            (progress.step)(format!("topics {active}/{} ACTIVE", spec.topics.len()));
+        };
+        waiting(0);
         for topic in &spec.topics {
             let mut body = json!({
                 "topic_name": topic.name,
@@ -196,6 +250,7 @@ impl Inside<'_> {
             .await?;
         }
         // The topic list is cached and lags; wait until every topic shows ACTIVE.
+        let mut shown = 0;
         loop {
             let listed = patiently(deadline, &format!("listing topics of {name}"), || {
                 client.list_topics(project, name)
@@ -211,6 +266,12 @@ impl Inside<'_> {
                 })
                 .map(|t| t.name.as_str())
                 .collect();
+            // Told when the count moves, not on every look.
+            let active = spec.topics.len() - pending.len();
+            if active != shown {
+                waiting(active);
+                shown = active;
+            }
             if pending.is_empty() {
                 return Ok(());
             }
@@ -231,10 +292,12 @@ impl Inside<'_> {
             name,
             spec,
             deadline,
+            progress,
         } = *self;
         if spec.acls.is_empty() && spec.default_acl {
             return Ok(());
         }
+        (progress.step)("ACLs".to_string());
         let existing = patiently(deadline, &format!("listing ACLs of {name}"), || {
             client.list_acls(project, name)
         })

@@ -129,7 +129,7 @@ pub struct Provision<'a> {
     pub expires: &'a str,
     pub ci_tag: Option<&'a str>,
     pub store: &'a Store,
-    pub reporter: &'a Reporter,
+    pub reporter: &'static Reporter,
     pub tracker: Tracker,
     pub cancel: CancellationToken,
     pub deadline: Instant,
@@ -290,11 +290,7 @@ impl Provision<'_> {
                 && svc.state == ServiceState::Running
                 && !svc.nodes_running()
             {
-                format!(
-                    "{} {running_nodes}/{} nodes",
-                    svc.state,
-                    svc.node_states.len()
-                )
+                format!("nodes {running_nodes}/{}", svc.node_states.len())
             } else {
                 svc.state.to_string()
             };
@@ -423,6 +419,7 @@ impl Provision<'_> {
         let project = self.project.to_string();
         let spec = planned.spec.clone();
         let deadline = self.deadline;
+        let reporter = self.reporter;
         let tls = TlsMaterial {
             ca_pem: self.project_ca.clone(),
             client: svc.admin().and_then(|u| {
@@ -437,7 +434,7 @@ impl Provision<'_> {
             let primary = svc
                 .primary_component()
                 .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
-            let handshake = probe::Handshake::for_type(&spec.service_type);
+            let handshake = spec.kind.handshake;
             probe::wait_reachable(spec.probe, &primary.host, primary.port, handshake, &tls, deadline)
                 .await
                 .map_err(|e| {
@@ -448,7 +445,8 @@ impl Provision<'_> {
                         spec.key, primary.host, primary.port
                     ))
                 })?;
-            let created = populate::populate(&client, &project, &name, &spec, deadline)
+            let step = |what: String| reporter.service(&name, &what);
+            let created = populate::populate(&client, &project, &name, &spec, deadline, &step)
                 .await
                 .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
             Ok(Ready {

@@ -10,9 +10,6 @@ use crate::manifest::Manifest;
 use crate::naming;
 use crate::settings;
 
-/// The TTL must leave at least this much beyond the timeout.
-const TTL_MARGIN: Duration = Duration::from_secs(600);
-
 pub struct Resolved {
     pub manifest: Manifest,
     pub run_id: String,
@@ -27,8 +24,6 @@ pub struct Resolved {
 
 pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
-    let source = std::fs::read_to_string(&args.manifest.file).unwrap_or_default();
-    crate::exports::check_names(&manifest, &source)?;
     let run_id = match &args.run_id {
         Some(id) => {
             naming::check_run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?;
@@ -43,24 +38,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let poll_cap = settings::duration(&args.poll_interval, "--poll-interval")?;
     let teardown_budget =
         settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
-    let ttl = manifest.ttl.unwrap_or(timeout + Duration::from_secs(3600));
-    if ttl < timeout + TTL_MARGIN {
-        let message = format!(
-            "ttl {} is shorter than --timeout {} plus 10m: services could be reaped while `up` still waits for them",
-            humantime::format_duration(ttl),
-            humantime::format_duration(timeout)
-        );
-        return Err(crate::manifest::ManifestError::new(
-            &manifest.path,
-            &source,
-            vec![crate::manifest::Problem {
-                at: manifest.ttl_at,
-                message,
-                hint: Some("raise ttl, or lower --timeout".into()),
-            }],
-        )
-        .into());
-    }
+    let ttl = manifest.ttl_for(timeout)?;
     if let Some(path) = &args.dotenv_report {
         check_report_size(&manifest, path, args.dotenv_max_vars)?;
     }

@@ -8,8 +8,11 @@ use crate::exports::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// NAME=value lines (also a GitLab dotenv report)
     Dotenv,
+    /// export NAME='value' lines, to source
     Shell,
+    /// One JSON object
     Json,
 }
 

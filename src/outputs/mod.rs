@@ -47,7 +47,7 @@ pub fn materialise(
     let mut secrets = github::Secrets::default();
     for d in services {
         let mut files = Files::default();
-        if exports::uses_project_ca(&d.spec.service_type, sandbox) {
+        if exports::uses_project_ca(d.spec, sandbox) {
             let ca = project_ca
                 .ok_or_else(|| Error::Provision("the project CA could not be read".into()))?;
             if !ca_written {

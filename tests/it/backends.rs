@@ -4,17 +4,6 @@
 
 use crate::common::*;
 
-fn require(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is needed: apt-get install postgresql redis-server redis-tools (.ci/run does)"
-    );
-}
-
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")

@@ -11,8 +11,8 @@ fn validate_points_at_file_line_and_column_and_sends_nothing() {
     let out = env.run(&["validate"]);
     out.expect_code(2)
         .expect_stderr("aiven-ephemeral.yaml:5:5")
-        .expect_stderr("unknown field `plna`")
-        .expect_stderr("hint:");
+        .expect_stderr("unknown key `plna`")
+        .expect_stderr("hint: did you mean `plan`?");
     assert!(env.sandbox.requests().is_empty());
 }
 

@@ -14,6 +14,7 @@ mod faults;
 mod gitlab;
 mod inside;
 mod lifecycle;
+mod manual;
 mod sandbox;
 mod secrets;
 mod signals;

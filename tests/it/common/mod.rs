@@ -380,3 +380,17 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// Fails the test, naming the package, when a program it drives is missing
+/// (`scripts/run-tests` installs them).
+#[track_caller]
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is needed: scripts/run-tests installs it (apt-get install postgresql redis-server redis-tools zsh fish tmux)"
+    );
+}
