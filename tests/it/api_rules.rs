@@ -222,7 +222,8 @@ fn the_sandbox_tells_times_as_described() {
     // The description's times are ISO 8601 strings of at most 36 characters; the
     // sandbox's are RFC 3339 (a profile of it), whatever its clock says.
     let create_time = Rule::of("ServiceGetResponse", "service/create_time");
-    let offsets = -2_000_000_000i64..2_000_000_000;
+    // About 30 years either way: the clock stays after the Unix epoch.
+    let offsets = -1_000_000_000i64..1_000_000_000;
     TestRunner::new(Config {
         cases: 8,
         ..Config::default()
