@@ -94,18 +94,23 @@ pub async fn ensure(dir: &Path) -> Result<Server> {
     // Its own process group: a terminal's Ctrl-C meant for a command does not stop it.
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command
+    let child = command
         .spawn()
         .map_err(|e| Error::io("cannot start the sandbox process", e))?;
+    // Until it answers, a signal that drops this future stops the process too.
+    let mut starting = Starting(Some(child));
     let started = Instant::now();
     loop {
+        let child = starting.0.as_mut().expect("held until it answers");
         if let Some(server) = read_server(&dir.join(SERVER_FILE))
             && server.pid == child.id()
             && healthy(&server).await
         {
+            starting.0 = None;
             return Ok(server);
         }
         if let Ok(Some(status)) = child.try_wait() {
+            starting.0 = None;
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(Error::usage(format!(
                 "the sandbox process exited ({status}) before it answered: {}",
@@ -113,7 +118,6 @@ pub async fn ensure(dir: &Path) -> Result<Server> {
             )));
         }
         if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
             return Err(Error::usage(format!(
                 "the sandbox process did not answer within {}s (its log: {})",
                 START_TIMEOUT.as_secs(),
@@ -121,6 +125,18 @@ pub async fn ensure(dir: &Path) -> Result<Server> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A sandbox process that has not answered yet: stopped if it is dropped so.
+struct Starting(Option<std::process::Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            terminate(child.id());
+            let _ = child.wait();
+        }
     }
 }
 

@@ -123,7 +123,12 @@ impl Connection {
             token: Secret::new(server.token.clone()),
             ca_cert: None,
         })
-        .map_err(Error::usage)?;
+        .map_err(|e| {
+            if !crate::state::any_live(state_dir) {
+                crate::sandbox_process::stop_soon(state_dir);
+            }
+            Error::usage(e)
+        })?;
         tracing::info!(
             "sandbox API at {} (process {}; {})",
             server.url,

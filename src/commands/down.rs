@@ -92,6 +92,16 @@ async fn from_state(
             "run {} is already torn down: nothing to do",
             state.run_id
         ));
+        // A sandbox process left by a command that died early is stopped all the same.
+        if state.sandbox
+            && !state::any_live(state_dir)
+            && crate::sandbox_process::stop(state_dir).await
+        {
+            reporter.info(format!(
+                "stopped the sandbox process of {}",
+                state_dir.display()
+            ));
+        }
         return Ok(Status::Success);
     }
     if state.status == RunStatus::Kept && !args.force {

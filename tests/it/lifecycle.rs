@@ -407,3 +407,32 @@ fn json_log_format_gives_one_json_event_per_line() {
     }));
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["up", "--sandbox"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env(
+            "AIVEN_EPHEMERAL_SANDBOX_CONFIG",
+            write_fast_sandbox_config(dir.path()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The moment the sandbox process has been started, before it answers.
+    let log = dir.path().join(".aiven-ephemeral/sandbox.log");
+    let start = std::time::Instant::now();
+    while !log.exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    wait(child, std::time::Duration::from_secs(30)).expect_code(130);
+    assert_no_sandbox_process(dir.path());
+}
