@@ -35,6 +35,10 @@ pub enum Error {
     /// Interrupted by a signal (exit 128 + N); teardown has run.
     #[error("interrupted by {0}; everything this run created was deleted")]
     Interrupted(Signal),
+    /// `run`'s command cannot be started (127 not found, 126 not executable, as shells
+    /// say). Found before anything is created.
+    #[error("{message}")]
+    Command { message: String, code: u8 },
     /// Some services could not be confirmed deleted (exit 5).
     #[error("{}", teardown_message(.names, .command))]
     TeardownIncomplete { names: Vec<String>, command: String },
@@ -94,6 +98,7 @@ impl Error {
             Error::Timeout(_) => 4,
             Error::Interrupted(signal) => signal.exit_code(),
             Error::TeardownIncomplete { .. } => 5,
+            Error::Command { code, .. } => *code,
         }
     }
 
@@ -107,6 +112,12 @@ impl Error {
                 "raise --timeout, or check the service in the Aiven console; everything created was deleted"
                     .into(),
             ),
+            Error::Command { code: 127, .. } => Some(
+                "nothing was created; check the name, give its path, or install it".into(),
+            ),
+            Error::Command { .. } => {
+                Some("nothing was created; make it executable (chmod +x)".into())
+            }
             _ => None,
         }
     }

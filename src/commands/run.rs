@@ -7,6 +7,8 @@ use crate::error::{Result, Status};
 use crate::progress::Reporter;
 
 pub async fn run(global: &ApiArgs, args: &RunArgs, reporter: &'static Reporter) -> Result<Status> {
+    // A command that cannot start would only be found after minutes of provisioning.
+    engine::locate(&args.command[0])?;
     let engine = Engine::new(global, reporter)?;
     // Subscribed before anything starts: a signal at any moment reaches the command.
     let events = engine.signals.subscribe();

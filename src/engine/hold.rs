@@ -29,6 +29,42 @@ fn withheld(name: &str) -> bool {
     name == "AIVEN_TOKEN" || name == "AIVEN_AUTH_TOKEN" || name.starts_with("AIVEN_EPHEMERAL_")
 }
 
+/// Finds `run`'s command before anything is created: a path must be an executable file,
+/// a name must be one on PATH.
+pub fn locate(command: &str) -> Result<()> {
+    let path = std::path::Path::new(command);
+    let found: Vec<std::path::PathBuf> = if command.contains(std::path::MAIN_SEPARATOR) {
+        vec![path.to_path_buf()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(command)).collect())
+            .unwrap_or_default()
+    };
+    let Some(file) = found.iter().find(|p| p.is_file()) else {
+        return Err(Error::Command {
+            message: format!("`{command}`: command not found"),
+            code: 127,
+        });
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = found
+            .iter()
+            .filter(|p| p.is_file())
+            .any(|p| p.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0));
+        if !executable {
+            return Err(Error::Command {
+                message: format!("`{}`: permission denied (not executable)", file.display()),
+                code: 126,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
 /// Runs the command against a live run, then tears the run down, whatever happens.
 /// `events` was subscribed before `up` began, so no signal is missed.
 pub async fn hold(

@@ -34,7 +34,7 @@ use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLo
 use provision::{Planned, Provision, Ready, Tracker};
 use teardown::{Force, Options, Target};
 
-pub use hold::hold;
+pub use hold::{hold, locate};
 
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
