@@ -114,6 +114,8 @@ pub async fn hold(
         }
     };
     let group = Group { pid: child.id() };
+    #[cfg(unix)]
+    let terminal = child.id().and_then(Terminal::hand_to);
     let refresh = tokio::spawn(refresh_expiry(
         live.conn.client.clone(),
         live.project.clone(),
@@ -143,6 +145,8 @@ pub async fn hold(
         }
     };
     refresh.abort();
+    #[cfg(unix)]
+    drop(terminal);
     let outcome = match exit {
         Ok(status) => Ok(Status::Code(exit_code(status))),
         Err(e) => Err(Error::io("waiting for the command", e)),
@@ -305,6 +309,43 @@ impl Group {
         let _ = std::process::Command::new("taskkill")
             .args(["/PID", &pid.to_string(), "/T", "/F"])
             .output();
+    }
+}
+
+/// When this tool holds the terminal, the command gets it (its group in the foreground)
+/// as a shell gives it to a job: it can read from it, and Ctrl-C goes to it. This tool
+/// takes it back when the command ends; SIGTERM and SIGHUP still reach it.
+#[cfg(unix)]
+struct Terminal {
+    ours: nix::unistd::Pid,
+}
+
+#[cfg(unix)]
+impl Terminal {
+    fn hand_to(pgid: u32) -> Option<Self> {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        use std::io::IsTerminal;
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let ours = nix::unistd::getpgrp();
+        if nix::unistd::tcgetpgrp(&stdin).ok()? != ours {
+            return None;
+        }
+        // Taking the terminal back from the background would stop this process
+        // (SIGTTOU). Set after the command started, so that it keeps the default.
+        // SAFETY: ignoring a signal installs no handler code.
+        unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) }.ok()?;
+        nix::unistd::tcsetpgrp(&stdin, nix::unistd::Pid::from_raw(pgid as i32)).ok()?;
+        Some(Self { ours })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), self.ours);
     }
 }
 

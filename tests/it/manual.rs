@@ -819,3 +819,24 @@ fn sorted_deleted(screen: &str) -> String {
     out.append(&mut deleted);
     out.join("\n")
 }
+
+#[test]
+fn run_gives_an_interactive_command_the_terminal() {
+    let env = Env::new(PG);
+    let command = format!(
+        "cd {} && env -i PATH={}:/usr/bin:/bin HOME={} TERM=xterm-256color AIVEN_API_URL={} AIVEN_TOKEN={} NO_PROXY=127.0.0.1 aiven-ephemeral -q run -- sh -c 'printf \"name? \"; read name; echo \"hello $name from $DB_HOST\"'; echo EXIT=$?; sleep 60",
+        env.dir.path().display(),
+        bin_dir().display(),
+        env.dir.path().display(),
+        env.sandbox.url,
+        env.sandbox.token,
+    );
+    let term = Tmux::start(100, &command);
+    // A command in a background group would be stopped by its first read.
+    term.wait_for("the prompt", |p| p.contains("name?"));
+    term.keys(&["world", "Enter"]);
+    let done = term.wait_for("the exit", |p| p.contains("EXIT="));
+    assert!(done.contains("hello world from localhost"), "{done}");
+    assert!(done.contains("EXIT=0"), "{done}");
+    assert!(env.sandbox.live_names().is_empty());
+}
