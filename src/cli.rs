@@ -171,6 +171,23 @@ Examples:
 }
 
 impl Command {
+    /// Commands that only print or write what they read: like any Unix filter they may
+    /// end quietly when their reader goes away (`status | head`). The others must never
+    /// die of a closed pipe halfway through creating or deleting.
+    pub fn only_reports(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate(_)
+                | Command::Plan(_)
+                | Command::Status(_)
+                | Command::Check(_)
+                | Command::Env(_)
+                | Command::Completions { .. }
+        )
+    }
+}
+
+impl Command {
     /// The API options of a command that talks to the API.
     pub fn api(&self) -> Option<&ApiArgs> {
         match self {

@@ -10,6 +10,20 @@
 //!   `settings`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI.
 
+/// `eprintln!` (or, with `out`, `println!`) that never panics: a reader that went away
+/// must not stop a run halfway through creating or deleting.
+#[macro_export]
+macro_rules! say {
+    (out $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod catalogue;
 pub mod check;

@@ -6,6 +6,16 @@ use aiven_ephemeral::progress::{Mode, Reporter};
 
 fn main() -> ExitCode {
     let cli = cli::parse();
+    #[cfg(unix)]
+    if cli.command.only_reports() {
+        // SAFETY: the default disposition installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     // One per process, shared by every task that reports.
     let reporter: &'static Reporter = Box::leak(Box::new(Reporter::new(Mode::detect(
         cli.output.quiet,
@@ -30,7 +40,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(e) => {
-            eprintln!("{}", Report(&e));
+            aiven_ephemeral::say!("{}", Report(&e));
             ExitCode::from(e.exit_code())
         }
     }

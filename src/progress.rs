@@ -166,10 +166,10 @@ impl Reporter {
                     let _ = m.println(text);
                 }
             }
-            Mode::Github => eprintln!("{text}"),
+            Mode::Github => say!("{text}"),
             Mode::Plain => {
                 let now = time::OffsetDateTime::now_utc();
-                eprintln!(
+                say!(
                     "[{:02}:{:02}:{:02}] {text}",
                     now.hour(),
                     now.minute(),
@@ -186,8 +186,8 @@ impl Reporter {
     pub fn warn(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
         match self.mode {
-            Mode::Github => eprintln!("::warning::{}", crate::outputs::github::escape(text)),
-            Mode::Quiet => eprintln!("warning: {text}"),
+            Mode::Github => say!("::warning::{}", crate::outputs::github::escape(text)),
+            Mode::Quiet => say!("warning: {text}"),
             Mode::Json => tracing::warn!(target: "progress", "{text}"),
             _ => self.line(&format!("warning: {text}")),
         }
@@ -199,13 +199,13 @@ impl Reporter {
             let place = file
                 .map(|(f, l, c)| format!(" file={f},line={l},col={c}"))
                 .unwrap_or_default();
-            println!("::error{place}::{}", crate::outputs::github::escape(text));
+            say!(out "::error{place}::{}", crate::outputs::github::escape(text));
         }
     }
 
     pub fn group(&self, title: &str) {
         if self.mode == Mode::Github {
-            eprintln!("::group::{title}");
+            say!("::group::{title}");
         } else {
             self.line(title);
         }
@@ -213,7 +213,7 @@ impl Reporter {
 
     pub fn end_group(&self) {
         if self.mode == Mode::Github {
-            eprintln!("::endgroup::");
+            say!("::endgroup::");
         }
     }
 

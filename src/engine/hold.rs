@@ -49,10 +49,10 @@ pub fn locate(command: &str) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let executable = found
-            .iter()
-            .filter(|p| p.is_file())
-            .any(|p| p.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0));
+        let executable = found.iter().filter(|p| p.is_file()).any(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+        });
         if !executable {
             return Err(Error::Command {
                 message: format!("`{}`: permission denied (not executable)", file.display()),

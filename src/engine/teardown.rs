@@ -405,7 +405,7 @@ pub async fn teardown(
                     .iter()
                     .cloned()
                     .collect();
-                eprintln!(
+                say!(
                     "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
                     pending.join(", ")
                 );

@@ -383,3 +383,16 @@ fn the_dotenv_report_holds_only_non_secrets_within_gitlabs_limits() {
         .expect_stderr("these do not fit: DB_PORT");
     assert_eq!(env.sandbox.requests().len(), before, "no API call at all");
 }
+
+#[test]
+fn a_reader_that_goes_away_never_stops_a_run() {
+    let env = Env::new(PG);
+    // Both output pipes closed before the run writes anything: every write fails.
+    let mut child = env.spawn(&["run", "--", "true"]);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(env.sandbox.live_names().is_empty());
+    assert_eq!(env.state()["status"], "torn_down");
+}
