@@ -22,8 +22,7 @@ Examples:
 
   Separate steps, the services' values in the shell (a CI post step runs `down` even
   when the job failed):
-    $ aiven-ephemeral up --sandbox
-    $ aiven-ephemeral env --format shell && . .aiven-ephemeral/env.sh
+    $ aiven-ephemeral up --sandbox && . .aiven-ephemeral/env.sh
     $ psql \"$DB_URI_VERIFY\" -c 'select 1'
     $ aiven-ephemeral down
 

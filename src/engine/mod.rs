@@ -444,6 +444,10 @@ pub async fn record_teardown(
     })?;
     if report.complete() {
         store.set_status(RunStatus::TornDown)?;
+        if let Some(env_file) = store.snapshot().env_file {
+            let (_, state_dir) = settings::state_paths(Some(store.path()));
+            outputs::remove(&env_file, &state_dir.join("certs"));
+        }
         return Ok(());
     }
     for (name, why) in &report.failed {

@@ -114,6 +114,21 @@ pub struct Handoff<'a> {
     pub summary: Vec<(String, String, String, String, u64)>,
 }
 
+/// The shell version of an env file: `<env file>.sh`.
+pub fn shell_env_file(env_file: &Path) -> PathBuf {
+    let mut name = env_file.as_os_str().to_owned();
+    name.push(".sh");
+    PathBuf::from(name)
+}
+
+/// Removes what delivery wrote for a run that is gone: its env files and certificates
+/// name credentials of deleted services.
+pub fn remove(env_file: &Path, certs_dir: &Path) {
+    let _ = std::fs::remove_file(env_file);
+    let _ = std::fs::remove_file(shell_env_file(env_file));
+    let _ = std::fs::remove_dir_all(certs_dir);
+}
+
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.
 pub fn deliver(
     values: &[Value],
@@ -124,12 +139,15 @@ pub fn deliver(
     if github::active() {
         github::print_masks(&github::mask_words(secrets, values));
     }
-    env::write(handoff.env_file, values, env::Format::Dotenv).map_err(|e| {
-        Error::io(
-            format!("cannot write env file {}", handoff.env_file.display()),
-            e,
-        )
-    })?;
+    // The dotenv file for tools that read one; beside it the same, quoted and exported,
+    // for shells (a dotenv value with `&` in it cannot be sourced).
+    for (path, format) in [
+        (handoff.env_file.to_path_buf(), env::Format::Dotenv),
+        (shell_env_file(handoff.env_file), env::Format::Shell),
+    ] {
+        env::write(&path, values, format)
+            .map_err(|e| Error::io(format!("cannot write env file {}", path.display()), e))?;
+    }
     if gitlab::active() {
         let rendered = env::render(values, env::Format::Dotenv);
         for w in gitlab::limit_warnings(&rendered, values.len()) {

@@ -436,3 +436,43 @@ fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     wait(child, std::time::Duration::from_secs(30)).expect_code(130);
     assert_no_sandbox_process(dir.path());
 }
+
+#[test]
+fn the_shell_env_file_sources_in_bash_and_teardown_removes_the_env_files() {
+    let env = Env::new(PG);
+    env.run(&["up"]).expect_code(0);
+    let shell = env.path(".aiven-ephemeral/env.sh");
+    assert_eq!(mode(&shell), 0o600);
+    // Every value arrives whole (a URI with `&` in it too) and exported to children.
+    let dotenv: Vec<(String, String)> = env
+        .env_file()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let script = format!(". {} && env", shell.display());
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    for (k, v) in &dotenv {
+        assert!(
+            seen.lines().any(|l| l == format!("{k}={v}")),
+            "{k} in a child: {seen}"
+        );
+    }
+    assert!(
+        dotenv.iter().any(|(_, v)| v.contains('&')),
+        "a value with & was tried"
+    );
+    env.run(&["down"]).expect_code(0);
+    for left in [
+        ".aiven-ephemeral/env",
+        ".aiven-ephemeral/env.sh",
+        ".aiven-ephemeral/certs",
+    ] {
+        assert!(!env.path(left).exists(), "{left} outlived the run");
+    }
+}
