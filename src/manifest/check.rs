@@ -61,13 +61,14 @@ pub(super) fn manifest(raw: &Raw) -> Vec<Problem> {
 }
 
 fn top(c: &mut Checks, raw: &Raw) {
-    for (value, what) in [(&raw.project, "project"), (&raw.cloud, "cloud")] {
+    // The API's description allows project names of at most 63 characters.
+    for (value, what, max) in [(&raw.project, "project", 63), (&raw.cloud, "cloud", 64)] {
         if let Some(v) = value {
             c.pattern(
                 v,
                 what,
-                is_service_name(&v.value),
-                "lowercase letters, digits and `-`, starting with a letter",
+                is_service_name(&v.value) && v.value.len() <= max,
+                &format!("1-{max} lowercase letters, digits and `-`, starting with a letter"),
             );
         }
     }
@@ -342,18 +343,19 @@ fn topic(c: &mut Checks, t: &RawTopic) {
 }
 
 fn acl(c: &mut Checks, a: &RawAcl) {
-    let pattern_ok = |s: &str| is_ident(&s.replace(['*', '?'], "x"), 249);
+    let pattern_ok = |s: &str, max| is_ident(&s.replace(['*', '?'], "x"), max);
+    // The description: usernames 1-64 characters, topics 1-249.
     c.pattern(
         &a.username,
         "acl username",
-        pattern_ok(&a.username.value),
-        "a user name or pattern (`*` and `?` match)",
+        pattern_ok(&a.username.value, 64),
+        "a user name or pattern of 1-64 characters (`*` and `?` match)",
     );
     c.pattern(
         &a.topic,
         "acl topic",
-        pattern_ok(&a.topic.value),
-        "a topic name or pattern (`*` and `?` match)",
+        pattern_ok(&a.topic.value, 249),
+        "a topic name or pattern of 1-249 characters (`*` and `?` match)",
     );
     if !["admin", "read", "readwrite", "write"].contains(&a.permission.value.as_str()) {
         c.fail(

@@ -306,6 +306,24 @@ fn the_clients_manifest_accepts_what_the_description_allows() {
             Ok(())
         },
     );
+    let acl_username = Rule::of("ServiceKafkaAclAddRequestBody", "username");
+    check("[a-z][a-z0-9_]{0,80}", |name| {
+        let service = format!(
+            "    type: kafka\n    plan: startup-2\n    acls: [{{username: \"{name}\", topic: t, permission: read}}]\n"
+        );
+        prop_assert_eq!(
+            manifest_accepts(&service),
+            acl_username.allows_length(&name)
+        );
+        Ok(())
+    });
+    let project_name = Rule::of("ProjectGetResponse", "project/project_name");
+    check("[a-z][a-z0-9-]{0,80}", |name| {
+        let text = format!("project: {name}\nservices:\n  s: {{type: pg, plan: hobbyist}}\n");
+        let accepted = aiven_ephemeral::manifest::parse(&text, Path::new("m.yaml")).is_ok();
+        prop_assert_eq!(accepted, project_name.allows_length(&name));
+        Ok(())
+    });
     let permission = Rule::of("ServiceKafkaAclAddRequestBody", "permission");
     check(permission.value_or_other(), |value| {
         let service = format!(
