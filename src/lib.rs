@@ -1,14 +1,15 @@
 //! aiven-ephemeral: real Aiven services for every CI run and laptop, guaranteed to be
 //! deleted afterwards.
 //!
-//! Layers, each depending only on those below it:
-//! - `commands`: one module per command (`up`, `down`, `run`, ...);
+//! Layers, each depending on those below it:
+//! - `cli` (the command line) and `commands`: one module per command, thin;
 //! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
 //!   hold, teardown) with the one owner of cancellation;
-//! - services the engine uses: `probe`, `outputs`, `state`, `signals`, `progress`;
+//! - what the engine uses: `connection` (the API, or the sandbox process of
+//!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`;
 //! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
-//!   `settings`;
-//! - `api`: the Aiven client, which knows nothing of manifests or CI.
+//!   `settings`, `error`;
+//! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
 
 /// `eprintln!` (or, with `out`, `println!`) that never panics: a reader that went away
 /// must not stop a run halfway through creating or deleting.
@@ -29,6 +30,7 @@ pub mod catalogue;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod exports;

@@ -1,10 +1,9 @@
-//! Settings resolved once, before any work: the token, the API connection (real or the
-//! in-process sandbox), durations, paths. Commands take these, not raw arguments.
+//! Settings resolved once, before any work: the token, the API URL, durations, paths,
+//! the project.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::{Client, ClientConfig};
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -71,143 +70,6 @@ pub fn absolute(path: &Path) -> PathBuf {
         std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
-    }
-}
-
-/// The API as a command talks to it: the real one, or a sandbox in this process.
-pub struct Connection {
-    pub client: Client,
-    /// What the state file records: the URL, or `sandbox`.
-    pub api_url: String,
-    /// The sandbox process and the state directory it serves.
-    sandbox: Option<(crate::sandbox_process::Server, PathBuf)>,
-}
-
-impl Connection {
-    /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
-    pub fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
-        let token = require_token(global)?;
-        let api_url = api_url
-            .map(str::to_string)
-            .or_else(|| global.api_url.clone())
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(Error::usage(format!(
-                "--api-url `{api_url}` must start with https:// or http://"
-            )));
-        }
-        let client = Client::new(ClientConfig {
-            api_url: api_url.clone(),
-            token,
-            ca_cert: global.ca_cert.clone(),
-        })
-        .map_err(Error::usage)?;
-        Ok(Self {
-            client,
-            api_url,
-            sandbox: None,
-        })
-    }
-
-    /// Connects to the sandbox process of `state_dir`, starting it if need be; its
-    /// world persists in `state_dir/sandbox.json` and it lives until `down`.
-    pub async fn sandbox(global: &ApiArgs, state_dir: &Path) -> Result<Self> {
-        if global.api_url.is_some() {
-            return Err(Error::usage(
-                "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
-            ));
-        }
-        let server = crate::sandbox_process::ensure(state_dir).await?;
-        let client = Client::new(ClientConfig {
-            api_url: server.url.clone(),
-            token: Secret::new(server.token.clone()),
-            ca_cert: None,
-        })
-        .map_err(|e| {
-            if !crate::state::any_live(state_dir) {
-                crate::sandbox_process::stop_soon(state_dir);
-            }
-            Error::usage(e)
-        })?;
-        tracing::info!(
-            "sandbox API at {} (process {}; {})",
-            server.url,
-            server.pid,
-            server.backends
-        );
-        Ok(Self {
-            client,
-            api_url: SANDBOX_API_URL.to_string(),
-            sandbox: Some((server, state_dir.to_path_buf())),
-        })
-    }
-
-    /// Opens what a run recorded (`sandbox` or a URL), refusing a conflicting flag.
-    pub async fn for_state(
-        global: &ApiArgs,
-        state: &crate::state::State,
-        sandbox_flag: bool,
-        state_dir: &Path,
-    ) -> Result<Self> {
-        if state.sandbox {
-            if global.api_url.is_some() {
-                return Err(Error::usage(
-                    "the state file's run is in the sandbox; --api-url (or AIVEN_API_URL) conflicts with it",
-                ));
-            }
-            return Self::sandbox(global, state_dir).await;
-        }
-        if sandbox_flag {
-            return Err(Error::usage(format!(
-                "--sandbox conflicts with the state file, whose run is at {}",
-                state.api_url
-            )));
-        }
-        if let Some(url) = &global.api_url
-            && url.trim_end_matches('/') != state.api_url.trim_end_matches('/')
-        {
-            return Err(Error::usage(format!(
-                "--api-url {url} conflicts with the state file's API URL {}",
-                state.api_url
-            )));
-        }
-        Self::real(global, Some(&state.api_url))
-    }
-
-    pub fn is_sandbox(&self) -> bool {
-        self.sandbox.is_some()
-    }
-
-    /// For the sandbox: what serves its services' ports.
-    pub fn sandbox_backends(&self) -> Option<String> {
-        self.sandbox.as_ref().map(|(s, _)| s.backends.clone())
-    }
-
-    /// The sandbox process, if this is the sandbox.
-    pub fn sandbox_server(&self) -> Option<&crate::sandbox_process::Server> {
-        self.sandbox.as_ref().map(|(s, _)| s)
-    }
-
-    /// Done with the API. The sandbox process stays while a run in its directory is
-    /// live (its URIs must keep working) and stops with the last one.
-    pub async fn close(mut self) {
-        if let Some((_, dir)) = self.sandbox.take()
-            && !crate::state::any_live(&dir)
-        {
-            crate::sandbox_process::stop(&dir).await;
-        }
-    }
-}
-
-/// A command that ends without `close` (an error, a signal before anything existed)
-/// must not strand a sandbox process that serves no live run.
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if let Some((_, dir)) = self.sandbox.take()
-            && !crate::state::any_live(&dir)
-        {
-            crate::sandbox_process::stop_soon(&dir);
-        }
     }
 }
 

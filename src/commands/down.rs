@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::api::REQUEST_TIMEOUT;
 use crate::cli::{ApiArgs, DownArgs};
+use crate::connection::Connection;
 use crate::engine::record_teardown;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
-use crate::settings::{self, Connection};
+use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
 

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 
 use crate::api::Service;
 use crate::cli::{Cli, Command, RunRefArgs};
+use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
-use crate::settings::{self, Connection};
+use crate::settings;
 use crate::state::{self, Store};
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {

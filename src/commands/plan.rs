@@ -4,11 +4,12 @@
 use serde::Serialize;
 
 use crate::cli::{ApiArgs, PlanArgs};
+use crate::connection::Connection;
 use crate::engine::cost::prices;
 use crate::error::{Error, Result, Status};
 use crate::exports;
 use crate::naming;
-use crate::settings::{self, Connection};
+use crate::settings;
 
 #[derive(Debug, Serialize)]
 pub struct PlannedService {

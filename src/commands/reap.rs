@@ -12,11 +12,12 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::api::Service;
 use crate::cli::{ApiArgs, ReapArgs};
+use crate::connection::Connection;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
-use crate::settings::{self, Connection};
+use crate::settings;
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "snake_case")]

@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use crate::cli::{ApiArgs, StatusArgs};
+use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
-use crate::settings::{self, Connection};
+use crate::settings;
 use crate::state;
 
 #[derive(Serialize)]

@@ -1,7 +1,7 @@
 //! A run's lifecycle, in named phases, with one owner of cancellation.
 //!
 //! resolve → guard (lock, previous run, owner, project, cost) → provision (create, wait,
-//! populate, probe) → deliver → hold (`run`'s command) → teardown.
+//! probe, populate) → deliver → hold (`run`'s command) → teardown.
 //!
 //! [`Engine`] installs the signal handlers before the first API call and is the only
 //! thing that acts on them: each phase runs inside a `select!` against the first signal,
@@ -24,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::cli::{ApiArgs, UpArgs};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::outputs::{self, Delivered, Handoff};
 use crate::progress::Reporter;
-use crate::settings::{self, Connection};
+use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLock, Store};
 use provision::{Planned, Provision, Ready, Tracker};
@@ -114,10 +115,10 @@ impl Engine {
                 .provision(&live, &planned, &expires, &project_ca, &stop, &r, started)
                 .await?;
             let delivery = Delivery::new(&live, &planned, ready, project_ca.clone(), &r, args);
-            let reporter = self.reporter;
+            let (reporter, stop) = (self.reporter, stop.clone());
             // Delivery writes files: off the runtime, so that a stuck write (a full disk,
             // a pipe nobody reads) cannot hold teardown back.
-            tokio::task::spawn_blocking(move || delivery.write(reporter))
+            tokio::task::spawn_blocking(move || delivery.write(reporter, &stop))
                 .await
                 .map_err(|e| Error::Provision(format!("delivering the outputs failed: {e}")))?
         };
@@ -334,7 +335,7 @@ impl Engine {
         })
     }
 
-    /// Create, wait, populate, probe.
+    /// Create, wait, probe, populate.
     #[allow(clippy::too_many_arguments)]
     async fn provision(
         &self,
@@ -514,7 +515,17 @@ impl Delivery {
     }
 
     /// Writes the certificates, the env file and the CI outputs.
-    fn write(self, reporter: &Reporter) -> Result<Vec<crate::exports::Value>> {
+    /// Stops between steps once the run has stopped: an abandoned delivery must not
+    /// write credentials after teardown removed them.
+    fn write(
+        self,
+        reporter: &Reporter,
+        stop: &CancellationToken,
+    ) -> Result<Vec<crate::exports::Value>> {
+        let stopped = || Error::Provision("cancelled".into());
+        if stop.is_cancelled() {
+            return Err(stopped());
+        }
         let delivered: Vec<Delivered> = self
             .services
             .iter()
@@ -530,6 +541,9 @@ impl Delivery {
             &self.certs_dir,
             self.sandbox,
         )?;
+        if stop.is_cancelled() {
+            return Err(stopped());
+        }
         let handoff = Handoff {
             run_id: &self.run_id,
             project: &self.project,

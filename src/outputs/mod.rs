@@ -14,7 +14,6 @@ use crate::exports::{self, Files, UserPasswords, Value};
 use crate::manifest::ServiceSpec;
 use crate::secret::Secret;
 
-/// One ready service, as the outputs need it.
 /// The accounts created in a service, which its users need to know about.
 #[derive(Default, Debug)]
 pub struct Created {
