@@ -11,6 +11,7 @@
 //! create from starting or retrying.
 
 pub mod cost;
+mod down;
 mod hold;
 pub mod populate;
 pub mod provision;

@@ -1,0 +1,302 @@
+//! Down: the teardown phase for a run this process did not bring up. Driven by the state
+//! file when there is one (only services carrying the run's owner tag are deleted), else
+//! by `--run-id` through the tags (every service tagged with that run). Idempotent: a
+//! torn-down state file stays, and a second `down` is a no-op.
+
+use std::time::{Duration, Instant};
+
+use crate::api::REQUEST_TIMEOUT;
+use crate::cli::{ApiArgs, DownArgs};
+use crate::connection::Connection;
+use super::teardown::{self, Force, Options, Target};
+use super::{Engine, record_teardown};
+use crate::error::{Error, Result, Status};
+use crate::naming;
+use crate::progress::Reporter;
+use crate::settings;
+use crate::signals::Signals;
+use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
+
+impl Engine {
+    /// Deletes a run's services. Signals never stop it; each is answered with what is
+    /// still being deleted.
+    pub async fn down(&self, args: &DownArgs) -> Result<Status> {
+        down(&self.global, args, self.reporter, &self.signals).await
+    }
+}
+
+async fn down(
+    global: &ApiArgs,
+    args: &DownArgs,
+    reporter: &Reporter,
+    signals: &Signals,
+) -> Result<Status> {
+    let budget = settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
+    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let existing = state::read(&state_file)?;
+    if let Some(run_id) = &args.run_id {
+        naming::check_run_id(run_id).map_err(Error::usage)?;
+    }
+    match (existing, &args.run_id) {
+        (Some(s), Some(id)) if &s.run_id != id => Err(Error::usage_hint(
+            format!("{} holds run {}, not {id}", state_file.display(), s.run_id),
+            "pass the matching --state-file, or remove the state file to delete by tag",
+        )),
+        (Some(_), _) => {
+            from_state(
+                global,
+                args,
+                &state_file,
+                &state_dir,
+                reporter,
+                signals,
+                budget,
+            )
+            .await
+        }
+        (None, Some(id)) => by_tag(global, args, id, reporter, signals, budget).await,
+        // A damaged state directory: its sandbox process is still found and stopped.
+        (None, None) if args.sandbox && crate::sandbox_process::stop(&state_dir).await => {
+            reporter.info(format!(
+                "no state file ({}): nothing to delete; stopped the sandbox process of {}",
+                state_file.display(),
+                state_dir.display()
+            ));
+            Ok(Status::Success)
+        }
+        (None, None) if args.missing_ok => {
+            reporter.info(format!(
+                "no state file ({}) and no run id: nothing to delete",
+                state_file.display()
+            ));
+            Ok(Status::Success)
+        }
+        (None, None) => Err(Error::usage_hint(
+            format!(
+                "no state file at {} and no --run-id: nothing says what to delete",
+                state_file.display()
+            ),
+            "pass --state-file, or --run-id to delete a run's services by tag (--missing-ok makes this a no-op)",
+        )),
+    }
+}
+
+async fn from_state(
+    global: &ApiArgs,
+    args: &DownArgs,
+    state_file: &std::path::Path,
+    state_dir: &std::path::Path,
+    reporter: &Reporter,
+    signals: &Signals,
+    budget: Duration,
+) -> Result<Status> {
+    let _lock = StateLock::acquire(state_file, Duration::from_secs(30)).await?;
+    // Re-read under the lock: a concurrent `down` may have finished meanwhile.
+    let state =
+        state::read(state_file)?.ok_or_else(|| Error::usage("the state file disappeared"))?;
+    if state.status == RunStatus::TornDown {
+        reporter.info(format!(
+            "run {} is already torn down: nothing to do",
+            state.run_id
+        ));
+        // A sandbox process left by a command that died early is stopped all the same.
+        if state.sandbox
+            && !state::any_live(state_dir)
+            && crate::sandbox_process::stop(state_dir).await
+        {
+            reporter.info(format!(
+                "stopped the sandbox process of {}",
+                state_dir.display()
+            ));
+        }
+        return Ok(Status::Success);
+    }
+    if state.status == RunStatus::Kept && !args.force {
+        reporter.warn(format!(
+            "run {} was kept on failure (--keep-on-failure); not deleting it. `aiven-ephemeral down --force{}` deletes it",
+            state.run_id,
+            state_flag(state_file)
+        ));
+        return Ok(Status::Success);
+    }
+    let conn = Connection::for_state(global, &state, args.sandbox, state_dir).await?;
+    if let Some(p) = &global.project
+        && p != &state.project
+    {
+        return Err(Error::usage(format!(
+            "--project {p} conflicts with the state file's project {}",
+            state.project
+        )));
+    }
+    let project = state.project.clone();
+    let owner = state.owner.clone();
+    let store = Store::new(state_file.to_path_buf(), state)?;
+    let listed = conn
+        .client
+        .list_services(&project)
+        .await
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let mut targets = Vec::new();
+    for record in store.snapshot().services {
+        if matches!(
+            record.status,
+            ServiceStatus::Rejected | ServiceStatus::Deleted
+        ) {
+            continue;
+        }
+        match listed.iter().find(|s| s.service_name == record.name) {
+            Some(svc) if svc.tag(naming::TAG_OWNER) == Some(owner.as_str()) => {
+                targets.push(Target::existing(record.name.clone()));
+            }
+            Some(_) => reporter.warn(format!(
+                "{}: exists but does not carry this run's owner tag; it is not this run's and is left alone",
+                record.name
+            )),
+            None => match record.status {
+                // A create that may not have answered: re-check until it could no longer land.
+                ServiceStatus::Creating if record.create_sent_at.is_some() => {
+                    let sent = record
+                        .create_sent_at
+                        .as_deref()
+                        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+                    let remaining = sent
+                        .map(|t| (t + REQUEST_TIMEOUT - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO))
+                        .map(|d| Duration::from_secs_f64(d.as_seconds_f64()))
+                        .unwrap_or(REQUEST_TIMEOUT);
+                    targets.push(Target {
+                        name: record.name.clone(),
+                        exists: false,
+                        recheck_until: Some(Instant::now() + remaining),
+                        create: None,
+                    });
+                }
+                // Never sent: nothing to delete.
+                ServiceStatus::Creating => {
+                    store.set_service(&record.name, ServiceStatus::Deleted)?;
+                }
+                // Created but not listed: the list may lag a fresh create. A DELETE is
+                // cheap, and its 404 confirms.
+                _ => targets.push(Target::existing(record.name.clone())),
+            },
+        }
+    }
+    // Anything else tagged with this run's owner (belt and braces).
+    for svc in &listed {
+        if svc.tag(naming::TAG_OWNER) == Some(owner.as_str())
+            && !targets.iter().any(|t| t.name == svc.service_name)
+        {
+            targets.push(Target::existing(svc.service_name.clone()));
+        }
+    }
+    // Asked to finish a run, `down` waits out any create that may still land, however
+    // short the budget: exiting 5 only to be run again would help nobody.
+    let budget = targets
+        .iter()
+        .filter_map(|t| t.recheck_until)
+        .max()
+        .map_or(budget, |until| {
+            budget.max(until.saturating_duration_since(Instant::now()) + Duration::from_secs(3))
+        });
+    let force = if args.force {
+        Force::Owner(owner.clone())
+    } else {
+        Force::No
+    };
+    let options = Options {
+        force,
+        owner: Some(owner),
+        budget,
+    };
+    let result = record_teardown(
+        &conn.client,
+        &project,
+        &store,
+        targets,
+        options,
+        reporter,
+        Some(signals),
+    )
+    .await;
+    conn.close().await;
+    result?;
+    reporter.info(format!("run {} torn down", store.snapshot().run_id));
+    Ok(Status::Success)
+}
+
+async fn by_tag(
+    global: &ApiArgs,
+    args: &DownArgs,
+    run_id: &str,
+    reporter: &Reporter,
+    signals: &Signals,
+    budget: Duration,
+) -> Result<Status> {
+    let manifest = if args.file.exists() {
+        Some(crate::manifest::load(&args.file)?)
+    } else {
+        None
+    };
+    let project = settings::project(global, manifest.as_ref())?;
+    let conn = if args.sandbox {
+        let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+        Connection::sandbox(global, &state_dir).await?
+    } else {
+        Connection::real(global, None)?
+    };
+    let listed = conn
+        .client
+        .list_services(&project)
+        .await
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let targets: Vec<Target> = listed
+        .iter()
+        .filter(|s| naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(run_id))
+        .map(|s| Target::existing(s.service_name.clone()))
+        .collect();
+    if targets.is_empty() {
+        reporter.info(format!(
+            "no service tagged with run {run_id} in project {project}: nothing to delete"
+        ));
+        conn.close().await;
+        return Ok(Status::Success);
+    }
+    let force = if args.force {
+        Force::Run(run_id.to_string())
+    } else {
+        Force::No
+    };
+    let options = Options {
+        force,
+        owner: None,
+        budget,
+    };
+    let report = teardown::teardown(
+        &conn.client,
+        &project,
+        targets,
+        options,
+        reporter,
+        Some(signals),
+    )
+    .await;
+    conn.close().await;
+    if report.complete() {
+        reporter.info(format!(
+            "run {run_id}: {} service(s) deleted",
+            report.deleted.len()
+        ));
+        Ok(Status::Success)
+    } else {
+        Err(Error::TeardownIncomplete {
+            names: report.unconfirmed(),
+            command: format!(
+                "aiven-ephemeral down --run-id {run_id} --project {project}{}",
+                if report.protected.is_empty() {
+                    ""
+                } else {
+                    " --force"
+                }
+            ),
+        })
+    }
+}
