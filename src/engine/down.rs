@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::teardown::{self, Force, Options, Target};
+use super::{Engine, record_teardown};
 use crate::api::REQUEST_TIMEOUT;
 use crate::cli::{ApiArgs, DownArgs};
 use crate::connection::Connection;
-use super::teardown::{self, Force, Options, Target};
-use super::{Engine, record_teardown};
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;

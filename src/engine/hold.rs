@@ -146,8 +146,18 @@ pub async fn hold(
     };
     refresh.abort();
     #[cfg(unix)]
+    let had_terminal = terminal.is_some();
+    #[cfg(not(unix))]
+    let had_terminal = false;
+    #[cfg(unix)]
     drop(terminal);
     let outcome = match exit {
+        // The command had the terminal and a terminal signal ended it: the user
+        // interrupted the run (the terminal echoed ^C: go on from a fresh line).
+        Ok(status) if had_terminal && let Some(sig) = terminal_signal(status) => {
+            crate::say!();
+            Err(Error::Interrupted(sig))
+        }
         Ok(status) => Ok(Status::Code(exit_code(status))),
         Err(e) => Err(Error::io("waiting for the command", e)),
     };
@@ -172,10 +182,14 @@ pub async fn hold(
                 .unwrap_or(Error::Interrupted(Signal::Term)))
         }
         None => {
-            if let Ok(Status::Code(code)) = &outcome {
-                engine
+            match &outcome {
+                Ok(Status::Code(code)) => engine
                     .reporter
-                    .info(format!("the command exited with {code}; tearing down"));
+                    .info(format!("the command exited with {code}; tearing down")),
+                Err(Error::Interrupted(sig)) => engine
+                    .reporter
+                    .info(format!("the command ended on {sig}; tearing down")),
+                _ => {}
             }
             finish(engine, live, outcome).await
         }
@@ -259,6 +273,19 @@ async fn refresh_expiry(
         while updates.join_next().await.is_some() {}
         let _ = store.update(|s| s.expires_at = Some(expires));
     }
+}
+
+/// The signal that ended the command, if it is one a terminal or a CI runner sends.
+fn terminal_signal(status: std::process::ExitStatus) -> Option<Signal> {
+    #[cfg(unix)]
+    match std::os::unix::process::ExitStatusExt::signal(&status) {
+        Some(2) => return Some(Signal::Int),
+        Some(15) => return Some(Signal::Term),
+        Some(1) => return Some(Signal::Hup),
+        _ => {}
+    }
+    let _ = status;
+    None
 }
 
 /// The command's own code, or 128 + N when signal N killed it.

@@ -840,3 +840,32 @@ fn run_gives_an_interactive_command_the_terminal() {
     assert!(done.contains("EXIT=0"), "{done}");
     assert!(env.sandbox.live_names().is_empty());
 }
+
+#[test]
+fn ctrl_c_in_a_command_that_has_the_terminal_interrupts_the_run_cleanly() {
+    let env = Env::new(PG);
+    let command = format!(
+        "cd {} && env -i PATH={}:/usr/bin:/bin HOME={} TERM=xterm-256color AIVEN_API_URL={} AIVEN_TOKEN={} NO_PROXY=127.0.0.1 aiven-ephemeral run -- sh -c 'echo started; sleep 30'; echo EXIT=$?; sleep 60",
+        env.dir.path().display(),
+        bin_dir().display(),
+        env.dir.path().display(),
+        env.sandbox.url,
+        env.sandbox.token,
+    );
+    let term = Tmux::start(100, &command);
+    term.wait_for("the command", |p| p.contains("started"));
+    term.keys(&["C-c"]);
+    let done = term.wait_for("the exit", |p| p.contains("EXIT="));
+    assert!(done.contains("EXIT=130"), "{done}");
+    assert!(
+        done.contains("error: interrupted by SIGINT; everything this run created was deleted"),
+        "{done}"
+    );
+    // What follows the terminal's ^C starts on a line of its own.
+    assert!(
+        done.lines()
+            .all(|l| l.trim_start() == "^C" || !l.contains("^C")),
+        "{done}"
+    );
+    assert!(env.sandbox.live_names().is_empty());
+}
