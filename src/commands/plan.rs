@@ -89,9 +89,9 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         let result = match info {
             Ok(info) => {
                 let prices = prices(&conn.client, project, &manifest, &info.default_cloud).await;
-                for (svc, (price, problem)) in services.iter_mut().zip(prices) {
-                    svc.hourly_usd = price;
-                    svc.problem = problem;
+                for (svc, price) in services.iter_mut().zip(prices) {
+                    svc.hourly_usd = price.usd;
+                    svc.problem = price.problem;
                     if svc.cloud.is_none() {
                         svc.cloud = Some(info.default_cloud.clone());
                     }

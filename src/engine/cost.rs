@@ -1,17 +1,29 @@
-//! What a run costs per hour, and the guard `up` runs before creating anything.
+//! What a run costs per hour, and the guard `up` runs before creating anything: every
+//! plan must exist in its cloud, and the total must stay under the limit if one is set.
 
 use crate::api::Client;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::progress::Reporter;
 
-/// Prices every service: `(hourly, problem)` per service, in manifest order.
+/// What the API says a service costs.
+#[derive(Debug, Clone, Default)]
+pub struct Price {
+    /// Hourly, in USD, when known.
+    pub usd: Option<f64>,
+    /// Why it is not known.
+    pub problem: Option<String>,
+    /// The plan does not exist in that cloud (the API's 404): a create would be refused.
+    pub unavailable: bool,
+}
+
+/// Prices every service, in manifest order.
 pub async fn prices(
     client: &Client,
     project: &str,
     manifest: &Manifest,
     default_cloud: &str,
-) -> Vec<(Option<f64>, Option<String>)> {
+) -> Vec<Price> {
     let mut jobs = tokio::task::JoinSet::new();
     for (i, spec) in manifest.services.iter().enumerate() {
         let client = client.clone();
@@ -24,35 +36,40 @@ pub async fn prices(
             .or_else(|| manifest.cloud.clone())
             .unwrap_or_else(|| default_cloud.to_string());
         jobs.spawn(async move {
+            let problem = |text: String| Price {
+                problem: Some(text),
+                ..Price::default()
+            };
             let result = match client.price(&project, &ty, &plan, &cloud).await {
                 Ok(p) => match p.base_price_usd.trim().parse::<f64>() {
-                    Ok(v) => (Some(v), None),
-                    Err(_) => (
-                        None,
-                        Some(format!("unreadable price `{}`", p.base_price_usd)),
-                    ),
+                    Ok(v) => Price {
+                        usd: Some(v),
+                        ..Price::default()
+                    },
+                    Err(_) => problem(format!("unreadable price `{}`", p.base_price_usd)),
                 },
-                Err(e) if e.is_not_found() => (
-                    None,
-                    Some(format!(
+                Err(e) if e.is_not_found() => Price {
+                    unavailable: true,
+                    ..problem(format!(
                         "plan {plan} of {ty} is not available in {cloud}: {}",
                         e.message()
-                    )),
-                ),
-                Err(e) => (None, Some(e.to_string())),
+                    ))
+                },
+                Err(e) => problem(e.to_string()),
             };
             (i, result)
         });
     }
-    let mut out = vec![(None, None); manifest.services.len()];
+    let mut out = vec![Price::default(); manifest.services.len()];
     while let Some(Ok((i, r))) = jobs.join_next().await {
         out[i] = r;
     }
     out
 }
 
-/// Refuses (exit 2, zero writes) a run whose hourly price exceeds the manifest's
-/// `limits.max_hourly_usd` or `--max-hourly-usd`, whichever is lower.
+/// Refuses (exit 2, zero writes) a run with a plan that does not exist in its cloud,
+/// or whose hourly price exceeds the manifest's `limits.max_hourly_usd` or
+/// `--max-hourly-usd`, whichever is lower.
 pub async fn cost_guard(
     client: &Client,
     project: &str,
@@ -62,35 +79,52 @@ pub async fn cost_guard(
     reporter: &Reporter,
 ) -> Result<()> {
     let limit = match (manifest.limits.max_hourly_usd, flag) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => match a.or(b) {
-            Some(l) => l,
-            None => return Ok(()),
-        },
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
     let prices = prices(client, project, manifest, default_cloud).await;
-    let mut lines = Vec::new();
-    let mut total = 0.0;
-    for (spec, (price, problem)) in manifest.services.iter().zip(&prices) {
-        match (price, problem) {
-            (Some(p), _) => {
-                total += p;
-                lines.push(format!(
-                    "  {:<24} {:<12} {:<14} {p:>8.3} USD/h",
-                    spec.key, spec.service_type, spec.plan
-                ));
-            }
-            (None, problem) => {
-                return Err(Error::usage_hint(
-                    format!(
-                        "cannot check the cost limit: no price for services.{} ({})",
-                        spec.key,
-                        problem.as_deref().unwrap_or("unknown")
-                    ),
-                    "check the plan and cloud, or remove the cost limit",
-                ));
+    // A plan that does not exist would be refused after its siblings were created.
+    if let Some((spec, price)) = manifest
+        .services
+        .iter()
+        .zip(&prices)
+        .find(|(_, p)| p.unavailable)
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "services.{}: {}",
+                spec.key,
+                price.problem.as_deref().unwrap_or_default()
+            ),
+            "choose a plan of that type that exists in that cloud (`aiven-ephemeral plan` shows each service's plan, cloud and price)",
+        ));
+    }
+    let Some(limit) = limit else {
+        for (spec, price) in manifest.services.iter().zip(&prices) {
+            if let Some(problem) = &price.problem {
+                tracing::warn!("services.{}: cannot read its price: {problem}", spec.key);
             }
         }
+        return Ok(());
+    };
+    let mut lines = Vec::new();
+    let mut total = 0.0;
+    for (spec, price) in manifest.services.iter().zip(&prices) {
+        let Some(p) = price.usd else {
+            return Err(Error::usage_hint(
+                format!(
+                    "cannot check the cost limit: no price for services.{} ({})",
+                    spec.key,
+                    price.problem.as_deref().unwrap_or("unknown")
+                ),
+                "try again: without prices the limit cannot be checked, and nothing was created",
+            ));
+        };
+        total += p;
+        lines.push(format!(
+            "  {:<24} {:<12} {:<14} {p:>8.3} USD/h",
+            spec.key, spec.service_type, spec.plan
+        ));
     }
     if total > limit {
         return Err(Error::usage_hint(

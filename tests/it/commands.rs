@@ -396,3 +396,21 @@ fn a_reader_that_goes_away_never_stops_a_run() {
     assert!(env.sandbox.live_names().is_empty());
     assert_eq!(env.state()["status"], "torn_down");
 }
+
+#[test]
+fn a_plan_that_does_not_exist_is_refused_before_any_create() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n  db: {type: pg, plan: startup-3}\n",
+    );
+    let out = env.run(&["up"]);
+    out.expect_code(2)
+        .expect_stderr("error: services.db: plan startup-3 of pg is not available in")
+        .expect_stderr("hint: choose a plan of that type that exists in that cloud");
+    // The good sibling was not created (and billed) first.
+    assert_eq!(
+        env.sandbox
+            .count("POST", "/v1/project/test-project/service"),
+        0
+    );
+    assert!(env.sandbox.live_names().is_empty());
+}
