@@ -52,6 +52,8 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         .await
         .map_err(|e| Error::api("reading the project CA", e))?;
     let out_dir = args.out.clone().unwrap_or_else(|| run.state_dir.clone());
+    // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
+    crate::state::prepare_dir(&out_dir)?;
     let delivered: Vec<Delivered> = fetched
         .iter()
         .map(|(spec, svc, created)| Delivered {

@@ -448,7 +448,7 @@ pub async fn record_teardown(
         store.set_status(RunStatus::TornDown)?;
         if let Some(env_file) = store.snapshot().env_file {
             let (_, state_dir) = settings::state_paths(Some(store.path()));
-            outputs::remove(&env_file, &state_dir.join("certs"));
+            outputs::remove(&env_file, &state_dir);
         }
         return Ok(());
     }

@@ -120,12 +120,16 @@ pub fn shell_env_file(env_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Removes what delivery wrote for a run that is gone: its env files and certificates
-/// name credentials of deleted services.
-pub fn remove(env_file: &Path, certs_dir: &Path) {
+/// Removes what was written for a run that is gone: its env files (also those `env`
+/// wrote into the state directory) and certificates name credentials of deleted
+/// services.
+pub fn remove(env_file: &Path, state_dir: &Path) {
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
-    let _ = std::fs::remove_dir_all(certs_dir);
+    for name in ["env", "env.sh", "env.json"] {
+        let _ = std::fs::remove_file(state_dir.join(name));
+    }
+    let _ = std::fs::remove_dir_all(state_dir.join("certs"));
 }
 
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.
