@@ -1,6 +1,6 @@
-//! `init`: a commented starter manifest and, on request, a CI snippet that uses it.
-//! Nothing is overwritten: a file already there is an error, and then nothing is
-//! written at all.
+//! `init`: a commented starter manifest and, on request, a CI snippet that uses it (for
+//! a manifest already there, only the snippet). Nothing is overwritten: a file already
+//! there is an error, and then nothing is written at all.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,12 @@ const GITLAB: &str = include_str!("init/gitlab.yml");
 
 pub fn init(args: &InitArgs, reporter: &Reporter) -> Result<Status> {
     let manifest = &args.manifest.file;
-    let mut files: Vec<(PathBuf, String)> = vec![(manifest.clone(), MANIFEST.to_string())];
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    if args.ci.is_some() && manifest.exists() {
+        reporter.info(format!("keeping {}: adding the CI snippet only", manifest.display()));
+    } else {
+        files.push((manifest.clone(), MANIFEST.to_string()));
+    }
     if let Some(ci) = args.ci {
         let (path, template) = match ci {
             Ci::Github => (".github/workflows/aiven-ephemeral.yml", GITHUB),

@@ -489,20 +489,32 @@ fn the_manifest_that_init_writes_is_valid_and_is_never_overwritten() {
         "{gitlab}"
     );
     let before = std::fs::read(dir.path().join("aiven-ephemeral.yaml")).unwrap();
-    let again = bash(dir.path(), "aiven-ephemeral init --ci github");
+    let again = bash(dir.path(), "aiven-ephemeral init");
     again.expect_code(2);
     pinned!(again.stderr, @r"
         error: aiven-ephemeral.yaml exists; init does not overwrite it
           hint: remove or rename it first, or pass another manifest path with -f
     ");
+    // A snippet for the manifest that is there: the manifest is kept as it is.
+    let snippet = bash(dir.path(), "aiven-ephemeral init --ci github");
+    snippet.expect_code(0);
+    pinned!(snippet.stderr, @r"
+        [HH:MM:SS] keeping aiven-ephemeral.yaml: adding the CI snippet only
+        [HH:MM:SS] wrote .github/workflows/aiven-ephemeral.yml
+        [HH:MM:SS] next: edit aiven-ephemeral.yaml, then `aiven-ephemeral validate -f aiven-ephemeral.yaml`, and try it without an account with `aiven-ephemeral run --sandbox -f aiven-ephemeral.yaml -- aiven-ephemeral check`
+    ");
     assert_eq!(
         std::fs::read(dir.path().join("aiven-ephemeral.yaml")).unwrap(),
         before
     );
-    assert!(
-        !dir.path().join(".github").exists(),
-        "nothing is written when one file is refused"
-    );
+    // Neither file of a snippet already there is touched.
+    let twice = bash(dir.path(), "aiven-ephemeral init --ci gitlab");
+    twice.expect_code(2);
+    pinned!(twice.stderr, @r"
+        [HH:MM:SS] keeping aiven-ephemeral.yaml: adding the CI snippet only
+        error: aiven-ephemeral.gitlab-ci.yml exists; init does not overwrite it
+          hint: remove or rename it first, or pass another manifest path with -f
+    ");
 }
 
 #[test]
