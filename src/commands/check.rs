@@ -47,6 +47,7 @@ pub async fn check(args: &CheckArgs) -> Result<Status> {
             vec![
                 e.service.clone(),
                 e.service_type.clone(),
+                e.variable.clone(),
                 format!("{}:{}", e.host, e.port),
                 match &c.result {
                     Ok(took) => format!(
@@ -59,7 +60,7 @@ pub async fn check(args: &CheckArgs) -> Result<Status> {
             ]
         })
         .collect();
-    super::print_table(&["SERVICE", "TYPE", "ENDPOINT", "RESULT"], &rows);
+    super::print_table(&["SERVICE", "TYPE", "FROM", "ENDPOINT", "RESULT"], &rows);
     let failed = checked.iter().filter(|c| c.result.is_err()).count();
     if failed > 0 {
         return Err(Error::Provision(format!(

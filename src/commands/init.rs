@@ -16,7 +16,10 @@ pub fn init(args: &InitArgs, reporter: &Reporter) -> Result<Status> {
     let manifest = &args.manifest.file;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     if args.ci.is_some() && manifest.exists() {
-        reporter.info(format!("keeping {}: adding the CI snippet only", manifest.display()));
+        reporter.info(format!(
+            "keeping {}: adding the CI snippet only",
+            manifest.display()
+        ));
     } else {
         files.push((manifest.clone(), MANIFEST.to_string()));
     }

@@ -38,6 +38,10 @@ async fn down(
         naming::check_run_id(run_id).map_err(Error::usage)?;
     }
     match (existing, &args.run_id) {
+        // A finished run's state file says nothing about another run: go by its tags.
+        (Some(s), Some(id)) if &s.run_id != id && s.status == RunStatus::TornDown => {
+            by_tag(global, args, id, reporter, signals, budget).await
+        }
         (Some(s), Some(id)) if &s.run_id != id => Err(Error::usage_hint(
             format!("{} holds run {}, not {id}", state_file.display(), s.run_id),
             "pass the matching --state-file, or remove the state file to delete by tag",

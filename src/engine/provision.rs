@@ -478,8 +478,8 @@ impl Provision<'_> {
             })
             .collect();
         format!(
-            "timed out after {}s waiting for: {}",
-            started.elapsed().as_secs(),
+            "timed out after {:.1}s waiting for: {}",
+            started.elapsed().as_secs_f64(),
             waiting.join(", ")
         )
     }

@@ -476,3 +476,27 @@ fn the_shell_env_file_sources_in_bash_and_teardown_removes_the_env_files() {
         assert!(!env.path(left).exists(), "{left} outlived the run");
     }
 }
+
+#[test]
+fn a_finished_runs_state_file_does_not_stand_in_the_way_of_down_by_run_id() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "old1"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    // Another run, whose state file is elsewhere (another job's, say).
+    env.run(&[
+        "up",
+        "--run-id",
+        "new2",
+        "--state-file",
+        "elsewhere/state.json",
+    ])
+    .expect_code(0);
+    env.run(&["down", "--run-id", "new2"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+    // A live run in the state file is another matter.
+    env.run(&["up", "--run-id", "old3"]).expect_code(0);
+    env.run(&["down", "--run-id", "new4"])
+        .expect_code(2)
+        .expect_stderr("holds run old3, not new4");
+    env.run(&["down"]).expect_code(0);
+}
