@@ -15,10 +15,11 @@ pub async fn up(global: &ApiArgs, args: &UpArgs, reporter: &'static Reporter) ->
         return Err(e);
     }
     reporter.info(format!(
-        "run {} is up: {} service(s); env file {}",
+        "run {} is up: {} service(s); env file {} (in a shell: . {})",
         live.run_id,
         live.store.snapshot().services.len(),
-        live.env_file.display()
+        live.env_file.display(),
+        crate::outputs::shell_env_file(&live.env_file).display()
     ));
     reporter.info(format!(
         "tear down with: aiven-ephemeral down{}",
