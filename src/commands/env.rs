@@ -72,7 +72,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
     }
     if args.stdout {
-        eprintln!(
+        crate::say!(
             "warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text"
         );
         print!("{}", outputs::env::render(&values, args.format));
@@ -85,7 +85,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         let path = out_dir.join(name);
         outputs::env::write(&path, &values, args.format)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        eprintln!(
+        crate::say!(
             "wrote {} and {}",
             path.display(),
             out_dir.join("certs").display()

@@ -31,7 +31,7 @@ fn withheld(name: &str) -> bool {
 
 /// Finds `run`'s command before anything is created: a path must be an executable file,
 /// a name must be one on PATH.
-pub fn locate(command: &str) -> Result<()> {
+fn locate(command: &str) -> Result<()> {
     let path = std::path::Path::new(command);
     let found: Vec<std::path::PathBuf> = if command.contains(std::path::MAIN_SEPARATOR) {
         vec![path.to_path_buf()]
@@ -65,9 +65,22 @@ pub fn locate(command: &str) -> Result<()> {
     Ok(())
 }
 
+impl Engine {
+    /// `run`: the command is found, the run brought up, the command held, the run torn
+    /// down, whatever happens.
+    pub async fn run(&self, args: &RunArgs) -> Result<Status> {
+        // A command that cannot start would only be found after minutes of provisioning.
+        locate(&args.command[0])?;
+        // Subscribed before anything starts: a signal at any moment reaches the command.
+        let events = self.signals.subscribe();
+        let live = self.bring_up(&args.up).await?;
+        hold(self, live, args, events).await
+    }
+}
+
 /// Runs the command against a live run, then tears the run down, whatever happens.
 /// `events` was subscribed before `up` began, so no signal is missed.
-pub async fn hold(
+async fn hold(
     engine: &Engine,
     live: Live,
     args: &RunArgs,

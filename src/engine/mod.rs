@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Client;
 use crate::cli::{ApiArgs, UpArgs};
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::outputs::{self, Delivered, Handoff};
 use crate::progress::Reporter;
@@ -36,14 +36,12 @@ use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLo
 use provision::{Planned, Provision, Ready, Tracker};
 use teardown::{Force, Options, Target};
 
-pub use hold::{hold, locate};
-
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
 pub struct Engine {
-    pub global: ApiArgs,
-    pub reporter: &'static Reporter,
-    pub signals: Signals,
+    global: ApiArgs,
+    reporter: &'static Reporter,
+    signals: Signals,
 }
 
 /// A run that is up.
@@ -99,7 +97,7 @@ impl Engine {
     /// `up`: every phase to a delivered run. On any failure, and on a signal at any
     /// moment, everything created is torn down before the error is returned (unless
     /// `--keep-on-failure`).
-    pub async fn up(&self, args: &UpArgs) -> Result<Live> {
+    async fn bring_up(&self, args: &UpArgs) -> Result<Live> {
         let started = Instant::now();
         let r = resolve::resolve(args)?;
         // Nothing exists before the state file does: a signal simply ends the command.
@@ -149,6 +147,29 @@ impl Engine {
             }
             Err(e) => Err(self.fail(live, args.keep_on_failure, e).await),
         }
+    }
+
+    /// `up`: a delivered run, left live for later steps; `down` ends it.
+    pub async fn up(&self, args: &UpArgs) -> Result<Status> {
+        let live = self.bring_up(args).await?;
+        // A signal that came as the run became ready still tears it down.
+        if let Some(e) = self.interrupted() {
+            self.tear_down(live).await?;
+            return Err(e);
+        }
+        self.reporter.info(format!(
+            "run {} is up: {} service(s); env file {} (in a shell: . {})",
+            live.run_id,
+            live.store.snapshot().services.len(),
+            live.env_file.display(),
+            outputs::shell_env_file(&live.env_file).display()
+        ));
+        self.reporter.info(format!(
+            "tear down with: aiven-ephemeral down{}",
+            state::state_flag(live.store.path())
+        ));
+        live.conn.close().await;
+        Ok(Status::Success)
     }
 
     /// Lock, previous run, connection, project, owner, cost; then the state file.
