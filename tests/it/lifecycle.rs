@@ -166,7 +166,11 @@ fn run_child_killed_by_a_signal_gives_128_plus_n() {
 
 #[test]
 fn run_when_up_fails_never_starts_the_command() {
-    let env = Env::new("project: test-project\nservices:\n  db: {type: pg, plan: no-such-plan}\n");
+    let env = Env::new(PG);
+    // The API refuses the create (a plan that `up` could not know to be wrong).
+    env.sandbox.service_fault(
+        json!({"name": "ae-db-*", "reject": {"status": 400, "message": "Invalid plan 'startup-4' for this project"}}),
+    );
     let marker = env.path("started");
     let run = env.run(&["run", "--", "touch", marker.to_str().unwrap()]);
     run.expect_code(1);
@@ -176,12 +180,15 @@ fn run_when_up_fails_never_starts_the_command() {
 #[test]
 fn a_rejected_service_fails_the_run_and_the_others_are_deleted() {
     let env = Env::new(
-        "project: test-project\nservices:\n  good: {type: pg, plan: hobbyist}\n  bad: {type: pg, plan: no-such-plan}\n  fine: {type: valkey, plan: hobbyist}\n",
+        "project: test-project\nservices:\n  good: {type: pg, plan: hobbyist}\n  bad: {type: pg, plan: hobbyist}\n  fine: {type: valkey, plan: hobbyist}\n",
+    );
+    env.sandbox.service_fault(
+        json!({"name": "ae-bad-rej1", "reject": {"status": 400, "message": "Service quota exceeded"}}),
     );
     let up = env.run(&["up", "--run-id", "rej1"]);
     up.expect_code(1)
         .expect_stderr("ae-bad-rej1")
-        .expect_stderr("Invalid plan 'no-such-plan'");
+        .expect_stderr("Service quota exceeded");
     assert!(
         env.sandbox.live_names().is_empty(),
         "{:?}",
