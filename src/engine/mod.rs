@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Client;
+use crate::api::{Client, Service};
 use crate::cli::{ApiArgs, UpArgs};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
@@ -183,30 +183,7 @@ impl Engine {
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
         let previous = state::read(&r.state_file)?.filter(State::live);
         if let Some(prev) = &previous {
-            if prev.run_id != r.run_id || args.run_id.is_none() {
-                return Err(Error::usage_hint(
-                    format!(
-                        "{} holds live run {} (project {}); one state file holds one live run",
-                        r.state_file.display(),
-                        prev.run_id,
-                        prev.project
-                    ),
-                    format!(
-                        "tear it down with `aiven-ephemeral down{}`, resume it with --run-id {}, or give this run its own --state-file",
-                        state::state_flag(&r.state_file),
-                        prev.run_id
-                    ),
-                ));
-            }
-            if prev.project != project || prev.sandbox != args.sandbox {
-                return Err(Error::usage(format!(
-                    "run {} in {} was started in project {}{}; it cannot resume elsewhere",
-                    prev.run_id,
-                    r.state_file.display(),
-                    prev.project,
-                    if prev.sandbox { " (sandbox)" } else { "" }
-                )));
-            }
+            resumable(prev, r, args, &project)?;
         }
         let conn = if args.sandbox {
             Connection::sandbox(global, &r.state_dir).await?
@@ -245,24 +222,7 @@ impl Engine {
             project_info.map_err(|e| Error::api(format!("reading project {project}"), e))?;
         let existing = existing
             .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
-        let foreign: Vec<&str> = existing
-            .iter()
-            .filter(|s| {
-                s.tag(naming::TAG_RUN) == Some(r.run_id.as_str())
-                    && s.tag(naming::TAG_OWNER) != Some(owner.as_str())
-            })
-            .map(|s| s.service_name.as_str())
-            .collect();
-        if !foreign.is_empty() {
-            return Err(Error::usage_hint(
-                format!(
-                    "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
-                    r.run_id,
-                    foreign.join(", ")
-                ),
-                "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
-            ));
-        }
+        refuse_foreign(&existing, &r.run_id, &owner, &project)?;
         let project_ca = match ca {
             Ok(c) => Some(c),
             Err(e) if e.is_auth_or_permission() => {
@@ -287,56 +247,9 @@ impl Engine {
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
         let expires = naming::rfc3339(now + r.ttl);
-        let ours_existing: Vec<&str> = existing
-            .iter()
-            .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner.as_str()))
-            .map(|s| s.service_name.as_str())
-            .collect();
-        let planned: Vec<Planned> = r
-            .manifest
-            .services
-            .iter()
-            .map(|spec| {
-                let name = naming::service_name(&r.manifest.name_prefix, &spec.key, &r.run_id)
-                    .map_err(Error::usage)?;
-                let exists = ours_existing.contains(&name.as_str());
-                let mut spec = spec.clone();
-                spec.cloud = spec.cloud.or_else(|| r.manifest.cloud.clone());
-                Ok(Planned { spec, name, exists })
-            })
-            .collect::<Result<_>>()?;
-        let store = Store::new(
-            r.state_file.clone(),
-            State {
-                version: state::STATE_VERSION,
-                run_id: r.run_id.clone(),
-                owner: owner.clone(),
-                project: project.clone(),
-                api_url: conn.api_url.clone(),
-                sandbox: conn.is_sandbox(),
-                status: RunStatus::Creating,
-                started_at: naming::rfc3339(time::OffsetDateTime::now_utc()),
-                expires_at: Some(expires.clone()),
-                manifest: Some(settings::absolute(&args.manifest.file)),
-                env_file: Some(r.env_file.clone()),
-                services: planned
-                    .iter()
-                    .map(|p| ServiceRecord {
-                        key: p.spec.key.clone(),
-                        name: p.name.clone(),
-                        service_type: p.spec.service_type.clone(),
-                        plan: p.spec.plan.clone(),
-                        cloud: p.spec.cloud.clone(),
-                        status: if p.exists {
-                            ServiceStatus::Created
-                        } else {
-                            ServiceStatus::Creating
-                        },
-                        create_sent_at: None,
-                    })
-                    .collect(),
-            },
-        )?;
+        let planned = plan_services(r, &existing, &owner)?;
+        let record = new_state(r, args, &planned, &expires, &owner, &project, &conn);
+        let store = Store::new(r.state_file.clone(), record)?;
         Ok(Guarded {
             live: Live {
                 conn,
@@ -433,6 +346,122 @@ impl Engine {
         .await;
         live.conn.close().await;
         torn
+    }
+}
+
+/// A live run in the state file may only be resumed: same run id, asked for, in the
+/// same place.
+fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) -> Result<()> {
+    if prev.run_id != r.run_id || args.run_id.is_none() {
+        return Err(Error::usage_hint(
+            format!(
+                "{} holds live run {} (project {}); one state file holds one live run",
+                r.state_file.display(),
+                prev.run_id,
+                prev.project
+            ),
+            format!(
+                "tear it down with `aiven-ephemeral down{}`, resume it with --run-id {}, or give this run its own --state-file",
+                state::state_flag(&r.state_file),
+                prev.run_id
+            ),
+        ));
+    }
+    if prev.project != project || prev.sandbox != args.sandbox {
+        return Err(Error::usage(format!(
+            "run {} in {} was started in project {}{}; it cannot resume elsewhere",
+            prev.run_id,
+            r.state_file.display(),
+            prev.project,
+            if prev.sandbox { " (sandbox)" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// Services of this run id that another run owns (a matrix leg, a re-run) are neither
+/// adopted nor deleted: refuse before anything is created.
+fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str) -> Result<()> {
+    let foreign: Vec<&str> = existing
+        .iter()
+        .filter(|s| {
+            s.tag(naming::TAG_RUN) == Some(run_id) && s.tag(naming::TAG_OWNER) != Some(owner)
+        })
+        .map(|s| s.service_name.as_str())
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::usage_hint(
+            format!(
+                "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
+                run_id,
+                foreign.join(", ")
+            ),
+            "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
+        ));
+    }
+    Ok(())
+}
+
+/// Each service's name, its manifest entry with the cloud resolved, and whether an
+/// earlier `up` of this run already created it.
+fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Result<Vec<Planned>> {
+    let ours_existing: Vec<&str> = existing
+        .iter()
+        .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner))
+        .map(|s| s.service_name.as_str())
+        .collect();
+    r.manifest
+        .services
+        .iter()
+        .map(|spec| {
+            let name = naming::service_name(&r.manifest.name_prefix, &spec.key, &r.run_id)
+                .map_err(Error::usage)?;
+            let exists = ours_existing.contains(&name.as_str());
+            let mut spec = spec.clone();
+            spec.cloud = spec.cloud.or_else(|| r.manifest.cloud.clone());
+            Ok(Planned { spec, name, exists })
+        })
+        .collect()
+}
+
+/// The run's record before any create: every service `creating`, none sent yet.
+fn new_state(
+    r: &resolve::Resolved,
+    args: &UpArgs,
+    planned: &[Planned],
+    expires: &str,
+    owner: &str,
+    project: &str,
+    conn: &Connection,
+) -> State {
+    State {
+        version: state::STATE_VERSION,
+        run_id: r.run_id.clone(),
+        owner: owner.to_string(),
+        project: project.to_string(),
+        api_url: conn.api_url.clone(),
+        sandbox: conn.is_sandbox(),
+        status: RunStatus::Creating,
+        started_at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+        expires_at: Some(expires.to_string()),
+        manifest: Some(settings::absolute(&args.manifest.file)),
+        env_file: Some(r.env_file.clone()),
+        services: planned
+            .iter()
+            .map(|p| ServiceRecord {
+                key: p.spec.key.clone(),
+                name: p.name.clone(),
+                service_type: p.spec.service_type.clone(),
+                plan: p.spec.plan.clone(),
+                cloud: p.spec.cloud.clone(),
+                status: if p.exists {
+                    ServiceStatus::Created
+                } else {
+                    ServiceStatus::Creating
+                },
+                create_sent_at: None,
+            })
+            .collect(),
     }
 }
 
