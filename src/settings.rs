@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 pub const DEFAULT_API_URL: &str = "https://api.aiven.io";
-/// Recorded as the API URL of runs against the in-process sandbox.
+/// Recorded as the API URL of runs against the sandbox (its process may change).
 pub const SANDBOX_API_URL: &str = "sandbox";
 
 /// The token: `--token-file`, else `AIVEN_TOKEN`, else `AIVEN_AUTH_TOKEN`. Never taken

@@ -109,7 +109,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         return Ok(Status::Success);
     }
     println!(
-        "run {} in project {}{}: {}, expires {}",
+        "run {} in project {}{}: {}, expires {}{}",
         out.run_id,
         out.project,
         if out.sandbox { " (sandbox)" } else { "" },
@@ -117,7 +117,12 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
-        out.expires_at.as_deref().unwrap_or("-")
+        out.expires_at.as_deref().unwrap_or("-"),
+        if run.live() && expired(out.expires_at.as_deref()) {
+            " (passed: `reap` may delete it; `extend` moves it)"
+        } else {
+            ""
+        }
     );
     if let Some(p) = &out.sandbox_process {
         println!("sandbox {p}");
@@ -160,4 +165,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         println!("(set AIVEN_TOKEN to see the API's view)");
     }
     Ok(Status::Success)
+}
+
+/// Whether an expiry time (RFC 3339) has passed by this machine's clock.
+fn expired(expires_at: Option<&str>) -> bool {
+    expires_at
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .is_some_and(|t| t < time::OffsetDateTime::now_utc())
 }

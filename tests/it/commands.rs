@@ -414,3 +414,26 @@ fn a_plan_that_does_not_exist_is_refused_before_any_create() {
     );
     assert!(env.sandbox.live_names().is_empty());
 }
+
+#[test]
+fn status_says_when_a_live_runs_expiry_has_passed() {
+    let env = Env::new(PG);
+    env.run(&["up"]).expect_code(0);
+    let fresh = env.run(&["status"]);
+    fresh.expect_code(0);
+    assert!(!fresh.stdout.contains("passed"), "{}", fresh.stdout);
+    env.run(&["extend", "--ttl", "1s"]).expect_code(0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let stale = env.run(&["status"]);
+    stale.expect_code(0);
+    assert!(
+        stale
+            .stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("(passed: `reap` may delete it; `extend` moves it)")),
+        "{}",
+        stale.stdout
+    );
+    env.run(&["down"]).expect_code(0);
+}
