@@ -215,6 +215,11 @@ impl Provision<'_> {
                             && let Some(svc) = secrets.take()
                         {
                             *phase = Phase::Finishing;
+                            // What the API tells about the service (an end-of-life
+                            // version, say) is for the user's eyes.
+                            for n in &svc.service_notifications {
+                                self.reporter.warn(format!("{}: {}", planned[i].name, n.message));
+                            }
                             self.reporter.service(&planned[i].name, "probing");
                             let job = self.finish_job(i, &planned[i], *svc, started);
                             finishing.spawn(async move { (i, job.await) });

@@ -64,6 +64,16 @@ echo ALL-GOOD
         "a real PostgreSQL served: {}",
         out.stderr
     );
+    // The manifest asks for PostgreSQL 16: where it is not installed, the user is told.
+    let told = out
+        .stderr
+        .contains("PostgreSQL 16 is asked for but not installed where the sandbox runs");
+    assert_eq!(
+        told,
+        !std::path::Path::new("/usr/lib/postgresql/16/bin/postgres").exists(),
+        "{}",
+        out.stderr
+    );
     let tmp_path = tmp.path().to_string_lossy().to_string();
     assert!(
         processes_mentioning(&tmp_path).is_empty(),

@@ -256,24 +256,43 @@ impl Backends {
     /// The requested major version where installed, else the newest (with a warning).
     fn pg_for(&self, service: &Service) -> &PgTools {
         let newest = self.pg.last().expect("checked");
-        let Some(wanted) = service.user_config.get("pg_version").map(|v| match v {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }) else {
+        let Some(wanted) = wanted_pg(service) else {
             return newest;
         };
         match self.pg.iter().find(|t| t.major.to_string() == wanted) {
             Some(t) => t,
             None => {
                 tracing::warn!(
-                    "sandbox: {} asks for PostgreSQL {wanted}, which is not installed here (/usr/lib/postgresql/{wanted}/bin); it runs PostgreSQL {}",
+                    "sandbox: {}: {}",
                     service.name,
-                    newest.version
+                    self.version_note(service).unwrap_or_default()
                 );
                 newest
             }
         }
     }
+
+    /// What a user must know about the server behind `service`: a PostgreSQL version
+    /// other than the one asked for.
+    pub fn version_note(&self, service: &Service) -> Option<String> {
+        let newest = self.pg.last()?;
+        let wanted = wanted_pg(service).filter(|_| service.service_type == "pg")?;
+        if self.pg.iter().any(|t| t.major.to_string() == wanted) {
+            return None;
+        }
+        Some(format!(
+            "PostgreSQL {wanted} is asked for but not installed where the sandbox runs (/usr/lib/postgresql/{wanted}/bin); this service runs PostgreSQL {}",
+            newest.version
+        ))
+    }
+}
+
+/// The major version in `user_config.pg_version`.
+fn wanted_pg(service: &Service) -> Option<String> {
+    service.user_config.get("pg_version").map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
 }
 
 enum Tools {

@@ -100,6 +100,9 @@ impl Shared {
                 let running = {
                     let mut world = lock(&self.world);
                     world.mark_running(project, &svc.name, &started.ports);
+                    if let Some(note) = self.backends.version_note(&svc) {
+                        world.set_notice(project, &svc.name, note);
+                    }
                     world.service(project, &svc.name).is_ok_and(|s| {
                         s.state == world::ServiceState::Running && s.deleted_at.is_none()
                     })

@@ -293,7 +293,9 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
         "user_config": svc.user_config,
         "tags": svc.tags,
         "service_integrations": [],
-        "service_notifications": svc.failure.as_deref().map(failure_notification).into_iter().collect::<Vec<_>>(),
+        "service_notifications": svc.failure.as_deref().map(failure_notification).into_iter()
+            .chain(svc.notice.as_deref().map(version_notification))
+            .collect::<Vec<_>>(),
         "maintenance": svc.maintenance,
         "metadata": {},
         "features": {},
@@ -331,6 +333,16 @@ fn failure_notification(cause: &str) -> Value {
         "message": message.chars().take(1024).collect::<String>(),
         "metadata": {},
         "type": "service_powered_off_removal",
+    })
+}
+
+/// A version other than the one asked for; the spec's nearest type is end-of-life.
+fn version_notification(note: &str) -> Value {
+    json!({
+        "level": "notice",
+        "message": note.chars().take(1024).collect::<String>(),
+        "metadata": {},
+        "type": "service_end_of_life",
     })
 }
 

@@ -322,6 +322,7 @@ impl World {
             ready_at,
             starting: false,
             failure: None,
+            notice: None,
             poweroff_after: fault.poweroff_after,
             poweroff_at: None,
             deleted_at: None,

@@ -274,6 +274,17 @@ impl World {
         }
     }
 
+    /// Keeps what the sandbox must tell about a service's server, for its notifications.
+    pub fn set_notice(&mut self, project: &str, name: &str, notice: String) {
+        if let Some(svc) = self
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.services.get_mut(name))
+        {
+            svc.notice = Some(notice);
+        }
+    }
+
     /// A service whose server could not start stops, as the API's only terminal state
     /// (`POWEROFF`) says, and keeps the cause for its notifications.
     pub fn mark_failed(&mut self, project: &str, name: &str, cause: &str) {

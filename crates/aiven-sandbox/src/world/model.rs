@@ -70,6 +70,9 @@ pub struct Service {
     /// Why the real server behind the service could not start (it is then `POWEROFF`).
     #[serde(default)]
     pub failure: Option<String>,
+    /// What the sandbox must tell about the server behind it (a version it lacks).
+    #[serde(default)]
+    pub notice: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub deleted_at: Option<OffsetDateTime>,
     pub unreachable: bool,
