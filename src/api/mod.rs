@@ -315,9 +315,18 @@ impl Client {
             } else {
                 reset
             };
+            let remaining = remaining.min(u32::MAX as u64) as u32;
+            let reset_at = Instant::now() + Duration::from_secs(secs);
             let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
-            p.remaining = Some(remaining.min(u32::MAX as u64) as u32);
-            p.reset_at = Some(Instant::now() + Duration::from_secs(secs));
+            // Answers to concurrent requests arrive in any order: within one window the
+            // lowest count (and what was spent since) is the true one.
+            p.remaining = match (p.remaining, p.reset_at) {
+                (Some(known), Some(at)) if reset_at <= at + Duration::from_secs(1) => {
+                    Some(known.min(remaining))
+                }
+                _ => Some(remaining),
+            };
+            p.reset_at = Some(p.reset_at.map_or(reset_at, |at| at.max(reset_at)));
         }
         if let Some(date) = headers
             .get(reqwest::header::DATE)
