@@ -307,21 +307,7 @@ fn termination_protection_is_respected_unless_forced() {
 fn sandbox_mode_needs_no_account_and_persists_between_commands() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
-    let cmd = |args: &[&str]| {
-        let mut c = std::process::Command::new(BIN);
-        c.args(args)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env(
-                "AIVEN_EPHEMERAL_SANDBOX_CONFIG",
-                write_fast_sandbox_config(dir.path()),
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        run(c)
-    };
+    let cmd = |args: &[&str]| run(sandbox_cmd(dir.path(), args));
     cmd(&["up", "--sandbox", "--run-id", "sb1"]).expect_code(0);
     let status = cmd(&["status", "--json"]);
     status.expect_code(0);
@@ -359,6 +345,24 @@ fn assert_no_sandbox_process(dir: &std::path::Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The binary in `dir` with `--sandbox`'s process made fast, and no account.
+fn sandbox_cmd(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env(
+            "AIVEN_EPHEMERAL_SANDBOX_CONFIG",
+            write_fast_sandbox_config(dir),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
 }
 
 fn write_fast_sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
@@ -419,19 +423,9 @@ fn json_log_format_gives_one_json_event_per_line() {
 fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["up", "--sandbox"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env(
-            "AIVEN_EPHEMERAL_SANDBOX_CONFIG",
-            write_fast_sandbox_config(dir.path()),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = sandbox_cmd(dir.path(), &["up", "--sandbox"])
+        .spawn()
+        .unwrap();
     // The moment the sandbox process has been started, before it answers.
     let log = dir.path().join(".aiven-ephemeral/sandbox.log");
     let start = std::time::Instant::now();

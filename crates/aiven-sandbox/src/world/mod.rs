@@ -238,13 +238,17 @@ impl World {
         due
     }
 
+    /// A service as stored, deleted or not: for the transitions its servers drive.
+    fn stored(&mut self, project: &str, name: &str) -> Option<&mut Service> {
+        self.projects
+            .get_mut(project)
+            .and_then(|p| p.services.get_mut(name))
+    }
+
     /// Marks a service running once its endpoints listen. The ports may have moved.
     pub fn mark_running(&mut self, project: &str, name: &str, ports: &[u16]) {
         let now = self.now();
-        if let Some(svc) = self
-            .projects
-            .get_mut(project)
-            .and_then(|p| p.services.get_mut(name))
+        if let Some(svc) = self.stored(project, name)
             && svc.starting
             && svc.deleted_at.is_none()
         {
@@ -276,11 +280,7 @@ impl World {
 
     /// Keeps what the sandbox must tell about a service's server, for its notifications.
     pub fn set_notice(&mut self, project: &str, name: &str, notice: String) {
-        if let Some(svc) = self
-            .projects
-            .get_mut(project)
-            .and_then(|p| p.services.get_mut(name))
-        {
+        if let Some(svc) = self.stored(project, name) {
             svc.notice = Some(notice);
         }
     }
@@ -289,10 +289,7 @@ impl World {
     /// (`POWEROFF`) says, and keeps the cause for its notifications.
     pub fn mark_failed(&mut self, project: &str, name: &str, cause: &str) {
         let now = self.now();
-        if let Some(svc) = self
-            .projects
-            .get_mut(project)
-            .and_then(|p| p.services.get_mut(name))
+        if let Some(svc) = self.stored(project, name)
             && svc.starting
         {
             svc.state = ServiceState::Poweroff;
