@@ -70,6 +70,10 @@ pub struct ServiceType {
     /// Its certificates come from the project CA (others use publicly trusted ones).
     pub project_ca: bool,
     pub handshake: Handshake,
+    /// Runs can share one service of the type, each with its own tenancy inside it
+    /// (`shared:`): a database and role, an ACL user on a key prefix, or a user with
+    /// ACLs on a topic prefix.
+    pub shareable: bool,
 }
 
 const fn ty(name: &'static str) -> ServiceType {
@@ -85,6 +89,7 @@ const fn ty(name: &'static str) -> ServiceType {
         scheme: Scheme::Https,
         project_ca: false,
         handshake: Handshake::Direct,
+        shareable: false,
     }
 }
 
@@ -128,6 +133,7 @@ pub const TYPES: &[ServiceType] = &[
         kafka: true,
         scheme: Scheme::Api,
         project_ca: true,
+        shareable: true,
         ..ty("kafka")
     },
     ServiceType {
@@ -159,6 +165,7 @@ pub const TYPES: &[ServiceType] = &[
     },
     ServiceType {
         also_called: &["postgres", "postgresql", "psql"],
+        shareable: true,
         ..POSTGRES
     },
     ServiceType {
@@ -171,9 +178,19 @@ pub const TYPES: &[ServiceType] = &[
         admin_user: "default",
         forkable: true,
         scheme: Scheme::Rediss,
+        shareable: true,
         ..ty("valkey")
     },
 ];
+
+/// The types runs can share, for messages.
+pub fn shareable() -> Vec<&'static str> {
+    TYPES
+        .iter()
+        .filter(|t| t.shareable)
+        .map(|t| t.name)
+        .collect()
+}
 
 /// The entry for a type name, if it is one this tool knows.
 pub fn get(name: &str) -> Option<&'static ServiceType> {

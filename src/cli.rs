@@ -390,6 +390,17 @@ pub struct ReapArgs {
     /// Sweep the sandbox of the state file's directory (project: its run's, unless --project)
     #[arg(long)]
     pub sandbox: bool,
+    /// Power off a shared service this tool created once it has had no live lease for
+    /// this long (Aiven bills only while powered on; the next run powers it on again)
+    #[arg(long, default_value = "24h", value_name = "DUR")]
+    pub shared_idle: String,
+    /// Delete idle shared services instead of powering them off
+    #[arg(long)]
+    pub delete_idle_shared: bool,
+    /// Drop seed templates of shared PostgreSQL services not cloned for this long (the
+    /// most recently used one stays)
+    #[arg(long, default_value = "24h", value_name = "DUR")]
+    pub templates_unused_for: String,
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]

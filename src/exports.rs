@@ -31,6 +31,10 @@ pub enum Field {
     SaslMechanism,
     SchemaRegistryUri,
     RestUri,
+    /// A run's key prefix in a shared Valkey service.
+    KeyPrefix,
+    /// A run's topic prefix in a shared Kafka service.
+    TopicPrefix,
     UserPassword(String),
     UserUri(String),
     UserAccessCert(String),
@@ -60,6 +64,8 @@ impl Field {
             Field::SaslMechanism => "SASL_MECHANISM".into(),
             Field::SchemaRegistryUri => "SCHEMA_REGISTRY_URI".into(),
             Field::RestUri => "REST_URI".into(),
+            Field::KeyPrefix => "KEY_PREFIX".into(),
+            Field::TopicPrefix => "TOPIC_PREFIX".into(),
             Field::UserPassword(u) => user(u, "PASSWORD"),
             Field::UserUri(u) => user(u, "URI"),
             Field::UserAccessCert(u) => user(u, "ACCESS_CERT"),
@@ -153,6 +159,13 @@ pub fn fields(spec: &ServiceSpec, all_ca: bool) -> Vec<Field> {
         }
         if kind.scheme == Scheme::Postgres {
             f.push(Field::UriVerify);
+        }
+    }
+    if spec.shared.is_some() {
+        if kind.kafka {
+            f.push(Field::TopicPrefix);
+        } else if kind.scheme == Scheme::Rediss {
+            f.push(Field::KeyPrefix);
         }
     }
     for user in &spec.users {
@@ -386,6 +399,9 @@ pub fn values(
                 .map(kafka_bootstrap)
                 .ok_or_else(|| format!("service {} has no SASL listener", svc.service_name))?,
             Field::SaslMechanism => "SCRAM-SHA-256".to_string(),
+            // On a shared service the run's user is the service's only user here.
+            Field::KeyPrefix => crate::naming::key_prefix(&admin_name),
+            Field::TopicPrefix => crate::naming::topic_prefix(&admin_name),
             Field::SchemaRegistryUri => connection_info(svc, "schema_registry_uri")
                 .or_else(|| https_component("schema_registry"))
                 .unwrap_or_default(),

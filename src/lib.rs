@@ -6,7 +6,8 @@
 //! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
 //!   hold, teardown) with the one owner of cancellation;
 //! - what the engine uses: `connection` (the API, or the sandbox process of
-//!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`;
+//!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`,
+//!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds);
 //! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
@@ -43,4 +44,5 @@ pub mod sandbox_process;
 pub mod secret;
 pub mod settings;
 pub mod signals;
+pub mod sql;
 pub mod state;

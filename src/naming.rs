@@ -12,6 +12,14 @@ pub const TAG_KEY: &str = "aiven-ephemeral-key";
 pub const TAG_EXPIRES: &str = "aiven-ephemeral-expires";
 pub const TAG_CI: &str = "aiven-ephemeral-ci";
 pub const TAG_KEEP: &str = "aiven-ephemeral-keep";
+/// On a shared service this tool created: the manifest key it was made for.
+pub const TAG_SHARED: &str = "aiven-ephemeral-shared";
+/// On a shared service: when a run last released its lease (idle time counts from it).
+pub const TAG_USED: &str = "aiven-ephemeral-used";
+/// On a shared service, one per run using it: `aiven-ephemeral-lease-<run id>` =
+/// `<expiry>/<owner>`. Tags merge key by key, so concurrent runs never overwrite each
+/// other's leases, and `reap` finds them without any state file.
+pub const TAG_LEASE: &str = "aiven-ephemeral-lease-";
 
 const MAX_NAME: usize = 64;
 const MAX_TAG_VALUE: usize = 64;
@@ -79,6 +87,45 @@ pub fn service_name(prefix: &str, key: &str, run_id: &str) -> Result<String, Str
     }
     let cut = key[..room as usize].trim_end_matches('-');
     Ok(format!("{prefix}-{cut}-{hash}-{run_id}"))
+}
+
+/// A shared service's stable name: `<prefix>-<key>-shared`, no run id.
+pub fn shared_service_name(prefix: &str, key: &str) -> Result<String, String> {
+    service_name(prefix, key, "shared")
+}
+
+/// A run's tenant name inside shared services: `run-<run id>`, from the run id alone so
+/// that `down --run-id` and `reap` find it without the manifest. It names the run's
+/// PostgreSQL role (its databases are `<tenant>_<db>`: run ids have no `_`), its Valkey
+/// user and key prefix (`<tenant>:`), its Kafka user and topic prefix (`<tenant>.`).
+pub fn tenant_of(run_id: &str) -> String {
+    format!("run-{run_id}")
+}
+
+/// The prefix a run's Valkey keys and channels start with.
+pub fn key_prefix(tenant: &str) -> String {
+    format!("{tenant}:")
+}
+
+/// The prefix a run's Kafka topics start with.
+pub fn topic_prefix(tenant: &str) -> String {
+    format!("{tenant}.")
+}
+
+/// A lease: (tag key, tag value).
+pub fn lease(run_id: &str, expires: &str, owner: &str) -> (String, String) {
+    (format!("{TAG_LEASE}{run_id}"), format!("{expires}/{owner}"))
+}
+
+/// The leases on a service's tags: (run id, expiry, owner).
+pub fn leases(tags: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
+    tags.iter()
+        .filter_map(|(k, v)| {
+            let run = k.strip_prefix(TAG_LEASE)?;
+            let (expires, owner) = v.split_once('/')?;
+            Some((run.to_string(), expires.to_string(), owner.to_string()))
+        })
+        .collect()
 }
 
 /// Where the run comes from, for the `aiven-ephemeral-ci` tag: `github:<repo>/<run id>`

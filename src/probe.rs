@@ -138,6 +138,14 @@ async fn mysql_ssl_request(stream: &mut TcpStream) -> std::io::Result<()> {
 }
 
 fn connector(tls: &TlsMaterial) -> Result<tokio_rustls::TlsConnector, String> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(
+        tls,
+    )?)))
+}
+
+/// TLS that trusts the system's roots plus the project CA, with the client certificate
+/// when there is one.
+pub fn client_config(tls: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let extra: Vec<CertificateDer<'static>> = match &tls.ca_pem {
         Some(pem) => CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -166,5 +174,5 @@ fn connector(tls: &TlsMaterial) -> Result<tokio_rustls::TlsConnector, String> {
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }

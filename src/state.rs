@@ -57,6 +57,10 @@ pub struct ServiceRecord {
     /// whose create never got an answer is re-checked until the request timeout passed.
     #[serde(default)]
     pub create_sent_at: Option<String>,
+    /// On a shared service: the run's tenant name there. The service is never deleted;
+    /// teardown releases the tenancy and the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -509,6 +509,19 @@ impl Client {
         .await
     }
 
+    /// Powers a service on (built anew, restored from backup: minutes) or off (its VMs
+    /// are deleted; billing stops).
+    pub async fn set_powered(&self, project: &str, name: &str, on: bool) -> Result<(), ApiError> {
+        let body = json!({ "powered": on });
+        self.call(
+            Method::PUT,
+            &Self::service_path(project, name, ""),
+            Some(&body),
+            Retry::Standard,
+        )
+        .await
+    }
+
     /// Merges tags: `None` removes a key.
     pub async fn update_tags(
         &self,
@@ -560,7 +573,23 @@ impl Client {
         service: &str,
         username: &str,
     ) -> Result<ServiceUser, ApiError> {
-        let body = json!({ "username": username });
+        self.create_user_with(project, service, username, None)
+            .await
+    }
+
+    /// A user with the type's `access_control` (Valkey's key, channel and command
+    /// rules, say).
+    pub async fn create_user_with(
+        &self,
+        project: &str,
+        service: &str,
+        username: &str,
+        access_control: Option<&Value>,
+    ) -> Result<ServiceUser, ApiError> {
+        let mut body = json!({ "username": username });
+        if let Some(ac) = access_control {
+            body["access_control"] = ac.clone();
+        }
         let path = Self::service_path(project, service, "/user");
         self.fetch(Method::POST, &path, Some(&body), "user", Retry::Standard)
             .await
@@ -576,6 +605,28 @@ impl Client {
         let path = Self::service_path(project, service, &rest);
         self.fetch(Method::GET, &path, None, "user", Retry::Standard)
             .await
+    }
+
+    pub async fn delete_user(
+        &self,
+        project: &str,
+        service: &str,
+        username: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        let path = Self::service_path(project, service, &format!("/user/{}", seg(username)));
+        self.call(Method::DELETE, &path, None, retry).await
+    }
+
+    pub async fn delete_topic(
+        &self,
+        project: &str,
+        service: &str,
+        topic: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        let path = Self::service_path(project, service, &format!("/topic/{}", seg(topic)));
+        self.call(Method::DELETE, &path, None, retry).await
     }
 
     pub async fn create_topic(

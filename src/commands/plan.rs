@@ -8,6 +8,7 @@ use crate::connection::Connection;
 use crate::engine::cost::prices;
 use crate::error::{Error, Result, Status};
 use crate::exports;
+use crate::manifest::Shared;
 use crate::naming;
 use crate::settings;
 
@@ -24,6 +25,9 @@ pub struct PlannedService {
     pub hourly_usd: Option<f64>,
     /// Why the price is unknown (the plan does not exist in that cloud, say).
     pub problem: Option<String>,
+    /// A shared service: `managed` (created on first use, kept) or `yours`. It
+    /// outlives the run and is billed while powered on.
+    pub shared: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,8 +62,13 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         .map(|spec| {
             Ok(PlannedService {
                 key: spec.key.clone(),
-                name: naming::service_name(&manifest.name_prefix, &spec.key, &run_id)
+                name: spec
+                    .service_name(&manifest.name_prefix, &run_id)
                     .map_err(Error::usage)?,
+                shared: spec.shared.as_ref().map(|s| match s {
+                    Shared::Managed => "managed",
+                    Shared::Existing(_) => "yours",
+                }),
                 service_type: spec.service_type.clone(),
                 plan: spec.plan.clone(),
                 cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
@@ -142,11 +151,53 @@ fn print_table(p: &PlanOutput, online: bool) {
             .as_deref()
             .unwrap_or("(none: set `project:` or --project)")
     );
+    let (shared, own): (Vec<&PlannedService>, Vec<&PlannedService>) =
+        p.services.iter().partition(|s| s.shared.is_some());
+    if !own.is_empty() {
+        if !shared.is_empty() {
+            println!("this run's own services (deleted by `down`):");
+        }
+        rows(&own);
+    }
+    if !shared.is_empty() {
+        println!(
+            "shared services (outlive the run; billed per hour while powered on, whether or not a run uses them; the run gets its own tenancy inside):"
+        );
+        rows(&shared);
+        if shared.iter().any(|s| s.service_type == "kafka") {
+            println!(
+                "  note: `reap` powers idle shared services off; Kafka topic data does not survive power-off (PostgreSQL data comes back from backups)"
+            );
+        }
+    }
+    match p.total_hourly_usd {
+        Some(t) => {
+            let standing: f64 = shared.iter().filter_map(|s| s.hourly_usd).sum();
+            println!(
+                "total: {t:.3} USD/h ({:.2} USD per 8h working day){}",
+                t * 8.0,
+                if shared.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; of it {standing:.3} USD/h for shared services, while they are powered on"
+                    )
+                }
+            )
+        }
+        None if !online => {
+            println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
+        }
+        None => println!("total: unknown (see the problems above)"),
+    }
+}
+
+fn rows(services: &[&PlannedService]) {
     println!(
         "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
         "KEY", "NAME", "TYPE", "PLAN", "CLOUD", "USD/H"
     );
-    for s in &p.services {
+    for s in services {
         let price = match (s.hourly_usd, &s.problem) {
             (Some(v), _) => format!("{v:.3}"),
             (None, Some(_)) => "n/a".to_string(),
@@ -165,15 +216,5 @@ fn print_table(p: &PlanOutput, online: bool) {
             println!("  problem: {problem}");
         }
         println!("  env: {}", s.env.join(" "));
-    }
-    match p.total_hourly_usd {
-        Some(t) => println!(
-            "total: {t:.3} USD/h ({:.2} USD per 8h working day)",
-            t * 8.0
-        ),
-        None if !online => {
-            println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
-        }
-        None => println!("total: unknown (see the problems above)"),
     }
 }

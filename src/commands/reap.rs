@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::Service;
 use crate::cli::{ApiArgs, ReapArgs};
 use crate::connection::Connection;
+use crate::engine::shared::sweep;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::naming;
@@ -27,6 +28,13 @@ pub enum Verdict {
     Live,
     Kept,
     Protected,
+    /// A run's lease on a shared service expired: its tenancy is released.
+    LeaseExpired,
+    /// A shared service without a live lease for `--shared-idle`: powered off (or
+    /// deleted with `--delete-idle-shared`).
+    Idle,
+    /// A seed template nobody cloned for `--templates-unused-for`: dropped.
+    UnusedTemplate,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +85,9 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         .as_deref()
         .map(|d| settings::duration(d, "--older-than"))
         .transpose()?;
+    let shared_idle = settings::duration(&args.shared_idle, "--shared-idle")?;
+    let templates_unused_for =
+        settings::duration(&args.templates_unused_for, "--templates-unused-for")?;
     let (project, conn) = if args.sandbox {
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         // The sandbox of a state directory serves the project its run was made in.
@@ -122,6 +133,54 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             verdict: judge(s, now, older_than, args.force),
         })
         .collect();
+    // Shared services: expired leases, idle services, unused templates.
+    let expired = sweep::expired_leases(&listed, now);
+    for (service, run, expires) in &expired {
+        rows.push(Row {
+            name: service.clone(),
+            run: run.clone(),
+            expires: expires.clone(),
+            created: String::new(),
+            verdict: Verdict::LeaseExpired,
+        });
+    }
+    let idle = sweep::idle(&listed, now, shared_idle);
+    for (service, used) in &idle {
+        rows.push(Row {
+            name: service.clone(),
+            run: "-".into(),
+            expires: format!("idle since {used}"),
+            created: String::new(),
+            verdict: Verdict::Idle,
+        });
+    }
+    for svc in listed
+        .iter()
+        .filter(|s| s.tag(naming::TAG_SHARED).is_some() && s.service_type == "pg")
+    {
+        match sweep::templates(
+            &conn.client,
+            &project,
+            &svc.service_name,
+            now,
+            templates_unused_for,
+            args.dry_run,
+        )
+        .await
+        {
+            Ok(names) => rows.extend(names.into_iter().map(|t| Row {
+                name: format!("{}/{t}", svc.service_name),
+                run: "-".into(),
+                expires: "-".into(),
+                created: String::new(),
+                verdict: Verdict::UnusedTemplate,
+            })),
+            Err(e) => reporter.warn(format!(
+                "{}: cannot look at its seed templates: {e}",
+                svc.service_name
+            )),
+        }
+    }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     let doomed: Vec<&Row> = rows
         .iter()
@@ -159,8 +218,11 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     }
     if args.dry_run {
         reporter.info(format!(
-            "dry run: {} service(s) would be deleted; nothing was",
-            doomed.len()
+            "dry run: {} service(s) would be deleted, {} lease(s) released, {} idle shared service(s) {}; nothing was",
+            doomed.len(),
+            expired.len(),
+            idle.len(),
+            if args.delete_idle_shared { "deleted" } else { "powered off" }
         ));
         conn.close().await;
         return Ok(Status::Success);
@@ -174,8 +236,34 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         force,
         owner: None,
         budget: settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?,
+        releases: expired
+            .iter()
+            .map(|(service, run, _)| sweep::release_of(service, run))
+            .collect(),
     };
-    let report = teardown::teardown(&conn.client, &project, targets, options, reporter, None).await;
+    let mut report =
+        teardown::teardown(&conn.client, &project, targets, options, reporter, None).await;
+    for (service, _) in &idle {
+        let done = if args.delete_idle_shared {
+            conn.client
+                .delete_service(&project, service, crate::api::Retry::Standard)
+                .await
+        } else {
+            conn.client.set_powered(&project, service, false).await
+        };
+        match done {
+            Ok(()) => reporter.info(format!(
+                "{service}: idle for {}; {}",
+                args.shared_idle,
+                if args.delete_idle_shared {
+                    "deleted"
+                } else {
+                    "powered off (Aiven bills nothing while it is off; PostgreSQL data comes back from backups when the next run powers it on, Kafka topic data does not; Aiven deletes services powered off for more than 180 days)"
+                }
+            )),
+            Err(e) => report.failed.push((service.clone(), e.to_string())),
+        }
+    }
     conn.close().await;
     reporter.info(format!(
         "reaped {} service(s); {} protected, {} failed",

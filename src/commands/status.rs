@@ -70,7 +70,11 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             let api = listed.as_ref().and_then(|l| {
                 l.iter().find(|s| {
                     s.service_name == r.name
-                        && s.tag(crate::naming::TAG_OWNER) == Some(run.owner.as_str())
+                        && (s.tag(crate::naming::TAG_OWNER) == Some(run.owner.as_str())
+                            // A shared service: the run's lease on it.
+                            || crate::naming::leases(&s.tags)
+                                .iter()
+                                .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
                 })
             });
             Row {
@@ -79,7 +83,10 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 service_type: r.service_type.clone(),
                 plan: r.plan.clone(),
                 recorded: r.status,
-                state: api.map(|s| s.state.to_string()),
+                state: api.map(|s| match &r.tenant {
+                    Some(t) => format!("{} (shared; tenancy {t})", s.state),
+                    None => s.state.to_string(),
+                }),
                 nodes_running: api.map(|s| {
                     let up = s
                         .node_states

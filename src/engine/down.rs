@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::shared::Release;
 use super::teardown::{self, Force, Options, Target};
 use super::{Engine, record_teardown};
 use crate::api::REQUEST_TIMEOUT;
@@ -145,7 +146,9 @@ async fn from_state(
         if matches!(
             record.status,
             ServiceStatus::Rejected | ServiceStatus::Deleted
-        ) {
+        ) || record.tenant.is_some()
+        {
+            // A shared service stays; its tenancy is released below.
             continue;
         }
         match listed.iter().find(|s| s.service_name == record.name) {
@@ -208,6 +211,7 @@ async fn from_state(
     };
     let options = Options {
         force,
+        releases: super::releases(&store.snapshot(), Some(&owner)),
         owner: Some(owner),
         budget,
     };
@@ -257,7 +261,21 @@ async fn by_tag(
         .filter(|s| naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(run_id))
         .map(|s| Target::existing(s.service_name.clone()))
         .collect();
-    if targets.is_empty() {
+    // The run's leases on shared services: its tenancy there is released.
+    let releases: Vec<Release> = listed
+        .iter()
+        .filter(|s| {
+            naming::leases(&s.tags)
+                .iter()
+                .any(|(run, _, _)| run == run_id)
+        })
+        .map(|s| Release {
+            service: s.service_name.clone(),
+            run_id: run_id.to_string(),
+            owner: None,
+        })
+        .collect();
+    if targets.is_empty() && releases.is_empty() {
         reporter.info(format!(
             "no service tagged with run {run_id} in project {project}: nothing to delete"
         ));
@@ -273,6 +291,7 @@ async fn by_tag(
         force,
         owner: None,
         budget,
+        releases,
     };
     let report = teardown::teardown(
         &conn.client,
@@ -286,7 +305,7 @@ async fn by_tag(
     conn.close().await;
     if report.complete() {
         reporter.info(format!(
-            "run {run_id}: {} service(s) deleted",
+            "run {run_id}: {} service(s) deleted or released",
             report.deleted.len()
         ));
         Ok(Status::Success)

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-use super::teardown::{Force, Options};
 use super::{Engine, Live, record_teardown};
 use crate::cli::RunArgs;
 use crate::error::{Error, Result, Status};
@@ -217,11 +216,7 @@ fn start_teardown(engine: &Engine, live: &Live) -> tokio::task::JoinHandle<Resul
     let client = live.conn.client.clone();
     let signals = engine.signals.clone();
     let reporter = engine.reporter;
-    let options = Options {
-        force: Force::No,
-        owner: Some(live.owner.clone()),
-        budget: live.teardown_budget,
-    };
+    let options = live.teardown_options();
     tokio::spawn(async move {
         record_teardown(
             &client,
@@ -263,13 +258,16 @@ async fn refresh_expiry(
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
         let expires = naming::rfc3339(now + ttl);
-        let tags = std::collections::BTreeMap::from([(
-            naming::TAG_EXPIRES.to_string(),
-            Some(expires.clone()),
-        )]);
+        let state = store.snapshot();
         let mut updates = JoinSet::new();
-        for record in store.snapshot().services {
-            let (client, project, tags) = (client.clone(), project.clone(), tags.clone());
+        for record in state.services {
+            // A shared service's expiry is the run's lease on it.
+            let (key, value) = match &record.tenant {
+                Some(_) => naming::lease(&state.run_id, &expires, &state.owner),
+                None => (naming::TAG_EXPIRES.to_string(), expires.clone()),
+            };
+            let tags = std::collections::BTreeMap::from([(key, Some(value))]);
+            let (client, project) = (client.clone(), project.clone());
             updates.spawn(async move {
                 let update = client.update_tags(&project, &record.name, &tags);
                 match tokio::time::timeout(REFRESH_TIMEOUT, update).await {

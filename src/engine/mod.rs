@@ -16,6 +16,7 @@ mod hold;
 pub mod populate;
 pub mod provision;
 mod resolve;
+pub mod shared;
 pub mod teardown;
 
 use std::path::PathBuf;
@@ -57,6 +58,19 @@ pub struct Live {
     pub ttl: Duration,
     pub teardown_budget: Duration,
     _lock: StateLock,
+}
+
+impl Live {
+    /// How this run is torn down: only what carries its owner, inside its budget, its
+    /// shared tenancies released.
+    fn teardown_options(&self) -> Options {
+        Options {
+            force: Force::No,
+            owner: Some(self.owner.clone()),
+            budget: self.teardown_budget,
+            releases: releases(&self.store.snapshot(), Some(&self.owner)),
+        }
+    }
 }
 
 /// What the guard phase hands to provisioning.
@@ -329,11 +343,7 @@ impl Engine {
     /// Tears a live run down; `Err` is exit 5.
     pub async fn tear_down(&self, live: Live) -> Result<()> {
         let targets = live.tracker.targets();
-        let options = Options {
-            force: Force::No,
-            owner: Some(live.owner.clone()),
-            budget: live.teardown_budget,
-        };
+        let options = live.teardown_options();
         let torn = record_teardown(
             &live.conn.client,
             &live.project,
@@ -382,10 +392,17 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
 /// Services of this run id that another run owns (a matrix leg, a re-run) are neither
 /// adopted nor deleted: refuse before anything is created.
 fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str) -> Result<()> {
+    // A lease of this run id under another owner counts as much as a service.
+    let leased_elsewhere = |s: &Service| {
+        naming::leases(&s.tags)
+            .iter()
+            .any(|(run, _, o)| run == run_id && o != owner)
+    };
     let foreign: Vec<&str> = existing
         .iter()
         .filter(|s| {
-            s.tag(naming::TAG_RUN) == Some(run_id) && s.tag(naming::TAG_OWNER) != Some(owner)
+            (s.tag(naming::TAG_RUN) == Some(run_id) && s.tag(naming::TAG_OWNER) != Some(owner))
+                || leased_elsewhere(s)
         })
         .map(|s| s.service_name.as_str())
         .collect();
@@ -414,9 +431,10 @@ fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Re
         .services
         .iter()
         .map(|spec| {
-            let name = naming::service_name(&r.manifest.name_prefix, &spec.key, &r.run_id)
+            let name = spec
+                .service_name(&r.manifest.name_prefix, &r.run_id)
                 .map_err(Error::usage)?;
-            let exists = ours_existing.contains(&name.as_str());
+            let exists = spec.shared.is_none() && ours_existing.contains(&name.as_str());
             let mut spec = spec.clone();
             spec.cloud = spec.cloud.or_else(|| r.manifest.cloud.clone());
             Ok(Planned { spec, name, exists })
@@ -460,9 +478,24 @@ fn new_state(
                     ServiceStatus::Creating
                 },
                 create_sent_at: None,
+                tenant: p.spec.shared.as_ref().map(|_| naming::tenant_of(&r.run_id)),
             })
             .collect(),
     }
+}
+
+/// The tenancies a run holds in shared services, to release.
+pub fn releases(state: &State, owner: Option<&str>) -> Vec<shared::Release> {
+    state
+        .services
+        .iter()
+        .filter(|s| s.tenant.is_some() && s.status != ServiceStatus::Deleted)
+        .map(|s| shared::Release {
+            service: s.name.clone(),
+            run_id: state.run_id.clone(),
+            owner: owner.map(str::to_string),
+        })
+        .collect()
 }
 
 /// Runs teardown and records the result in the state file. `Err` is exit 5.
@@ -545,9 +578,11 @@ impl Delivery {
         Self {
             services: ready
                 .into_iter()
-                .map(|rd| {
+                .map(|mut rd| {
                     let p = &planned[rd.index];
-                    (p.spec.clone(), p.name.clone(), rd)
+                    // A shared service's run sees its own databases and topics.
+                    let spec = rd.spec.take().unwrap_or_else(|| p.spec.clone());
+                    (spec, p.name.clone(), rd)
                 })
                 .collect(),
             project_ca,

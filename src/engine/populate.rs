@@ -43,12 +43,12 @@ fn done_if_exists(result: Result<(), ApiError>) -> Result<(), ApiError> {
     }
 }
 
-fn already_exists(e: &ApiError) -> bool {
+pub(super) fn already_exists(e: &ApiError) -> bool {
     e.is_conflict() && e.message().to_ascii_lowercase().contains("already exists")
 }
 
 /// Retries `op` while the service is settling, until `deadline`.
-async fn patiently<T, F, Fut>(deadline: Instant, what: &str, op: F) -> Result<T, String>
+pub(super) async fn patiently<T, F, Fut>(deadline: Instant, what: &str, op: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,

@@ -53,6 +53,9 @@ pub struct Ready {
     pub service: Service,
     pub created: Created,
     pub ready_in: Duration,
+    /// On a shared service: the manifest entry as the run sees it (its own databases
+    /// and topics).
+    pub spec: Option<ServiceSpec>,
 }
 
 /// Tracks every create of this process, for teardown.
@@ -159,7 +162,9 @@ impl Provision<'_> {
         let mut phases: Vec<Phase> = planned
             .iter()
             .map(|p| {
-                if p.exists {
+                if p.spec.shared.is_some() {
+                    Phase::Finishing
+                } else if p.exists {
                     self.tracker.adopt(&p.name);
                     Phase::Waiting {
                         polls_ready: 0,
@@ -174,7 +179,11 @@ impl Provision<'_> {
         let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
         // Creates in flight when this returns run on: teardown waits for their answers.
         let mut creates = Detached(JoinSet::new());
-        for (i, p) in planned.iter().enumerate().filter(|(_, p)| !p.exists) {
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.exists && p.spec.shared.is_none())
+        {
             self.reporter.service(&p.name, "creating");
             let job = self.create_job(p, stop.clone());
             let permits = permits.clone();
@@ -184,6 +193,16 @@ impl Provision<'_> {
             });
         }
         let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
+        // A shared service is found (or made) and a tenancy taken inside it, on its own.
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.shared.is_some())
+        {
+            self.reporter.service(&p.name, "shared: looking up");
+            let job = self.shared_job(i, p, started);
+            finishing.spawn(async move { (i, job.await) });
+        }
         let mut ready: Vec<Ready> = Vec::new();
         let mut next_poll = Instant::now() + FIRST_POLL;
 
@@ -454,11 +473,64 @@ impl Provision<'_> {
             let created = populate::populate(&client, &project, &name, &spec, deadline, &step)
                 .await
                 .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
+            if !spec.seed.is_empty() {
+                // A dedicated service: the seed runs in its first database.
+                step("seed".into());
+                let admin = super::shared::pg::admin(&svc, tls.ca_pem.clone())
+                    .map_err(|e| Error::Provision(format!("{name}: {e}")))?;
+                let db = spec.databases.first().map_or("defaultdb", String::as_str);
+                super::shared::seed::apply(&admin, &spec, db)
+                    .await
+                    .map_err(|e| {
+                        Error::Provision(format!("{name} (services.{}): {e}", spec.key))
+                    })?;
+            }
             Ok(Ready {
                 index,
                 service: svc,
                 created,
                 ready_in: started.elapsed(),
+                spec: None,
+            })
+        }
+    }
+
+    fn shared_job(
+        &self,
+        index: usize,
+        planned: &Planned,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<Ready, Error>> + Send + 'static {
+        let client = self.client.clone();
+        let project = self.project.to_string();
+        let run_id = self.run_id.to_string();
+        let owner = self.owner.to_string();
+        let expires = self.expires.to_string();
+        let reporter = self.reporter;
+        let deadline = self.deadline;
+        let project_ca = self.project_ca.clone();
+        let spec = planned.spec.clone();
+        let name = planned.name.clone();
+        let store = self.store.clone();
+        async move {
+            store.set_service(&name, ServiceStatus::Created)?;
+            let acquire = super::shared::Acquire {
+                client: &client,
+                project: &project,
+                run_id: &run_id,
+                owner: &owner,
+                expires: &expires,
+                reporter,
+                deadline,
+                project_ca,
+            };
+            let t = acquire.run(&spec, &name).await?;
+            Ok(Ready {
+                index,
+                service: t.service,
+                created: t.created,
+                ready_in: started.elapsed(),
+                spec: Some(t.spec),
             })
         }
     }

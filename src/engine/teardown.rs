@@ -103,6 +103,8 @@ pub struct Options {
     /// carries it. `None` when every target is known to be ours.
     pub owner: Option<String>,
     pub budget: Duration,
+    /// Run tenancies in shared services to release (the services stay).
+    pub releases: Vec<super::shared::Release>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +132,8 @@ impl Report {
 enum Outcome {
     /// Confirmed gone.
     Gone,
+    /// A run's tenancy in a shared service: its objects and lease confirmed gone.
+    Released,
     /// Its create was refused, or can no longer land: there was nothing to delete.
     NeverCreated,
     /// The name exists with another owner's tags: left alone.
@@ -141,6 +145,7 @@ enum Outcome {
 /// What one task tells the view while it works.
 enum Event {
     Deleting(String),
+    Releasing(String),
 }
 
 /// Everything the tasks share.
@@ -154,6 +159,35 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Releases a run's tenancy in a shared service, tried until the budget ends.
+    async fn release(&self, r: super::shared::Release) -> Outcome {
+        let _ = self.events.send(Event::Releasing(r.service.clone()));
+        let mut wait = FIRST_BACKOFF;
+        loop {
+            let attempt = tokio::time::timeout_at(
+                self.deadline.into(),
+                super::shared::release(&self.client, &self.project, &r, self.deadline),
+            )
+            .await;
+            let why = match attempt {
+                Ok(Ok(super::shared::Released::Done)) => return Outcome::Released,
+                Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
+                Ok(Err(why)) => why,
+                Err(_) => "not released before the teardown budget ran out".to_string(),
+            };
+            if self.left() <= wait {
+                return Outcome::Failed(format!("run {}'s tenancy: {why}", r.run_id));
+            }
+            tracing::warn!(
+                "{}: releasing run {}: {why}; trying again",
+                r.service,
+                r.run_id
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
+        }
+    }
+
     fn left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
@@ -374,6 +408,13 @@ impl Lister {
     }
 }
 
+fn show(reporter: &Reporter, event: Event) {
+    match event {
+        Event::Deleting(name) => reporter.service(&name, "deleting"),
+        Event::Releasing(name) => reporter.service(&name, "releasing the run's tenancy"),
+    }
+}
+
 /// Deletes every target and confirms it is gone, within the budget.
 pub async fn teardown(
     client: &Client,
@@ -383,14 +424,20 @@ pub async fn teardown(
     reporter: &Reporter,
     signals: Option<&Signals>,
 ) -> Report {
-    if targets.is_empty() {
+    let releases = options.releases.clone();
+    if targets.is_empty() && releases.is_empty() {
         return Report::default();
     }
-    reporter.group(&format!("Deleting {} service(s)", targets.len()));
+    reporter.group(&match (targets.len(), releases.len()) {
+        (n, 0) => format!("Deleting {n} service(s)"),
+        (0, m) => format!("Releasing {m} shared service tenancy(ies)"),
+        (n, m) => format!("Deleting {n} service(s), releasing {m} shared tenancy(ies)"),
+    });
     let still = Arc::new(Mutex::new(
         targets
             .iter()
             .map(|t| t.name.clone())
+            .chain(releases.iter().map(|r| r.service.clone()))
             .collect::<BTreeSet<String>>(),
     ));
     // Later signals never stop teardown; they are told what it is still doing.
@@ -430,18 +477,24 @@ pub async fn teardown(
         let handle = tasks.spawn(async move { ctx.settle(t).await });
         names.insert(handle.id(), name);
     }
+    for r in releases {
+        let name = r.service.clone();
+        let ctx = ctx.clone();
+        let handle = tasks.spawn(async move { ctx.release(r).await });
+        names.insert(handle.id(), name);
+    }
     drop(ctx);
 
     let mut report = Report::default();
     loop {
         tokio::select! {
             biased;
-            Some(Event::Deleting(name)) = event_rx.recv() => reporter.service(&name, "deleting"),
+            Some(event) = event_rx.recv() => show(reporter, event),
             joined = tasks.join_next_with_id() => {
                 let Some(joined) = joined else { break };
                 // What a task said before it ended is shown before its end.
-                while let Ok(Event::Deleting(name)) = event_rx.try_recv() {
-                    reporter.service(&name, "deleting");
+                while let Ok(event) = event_rx.try_recv() {
+                    show(reporter, event);
                 }
                 let (name, outcome) = match joined {
                     Ok((id, outcome)) => (names.remove(&id).unwrap_or_default(), outcome),
@@ -455,6 +508,10 @@ pub async fn teardown(
                 match outcome {
                     Outcome::Gone => {
                         reporter.service_done(&name, "deleted");
+                        report.deleted.push(name);
+                    }
+                    Outcome::Released => {
+                        reporter.service_done(&name, "released (the shared service stays)");
                         report.deleted.push(name);
                     }
                     Outcome::NeverCreated => report.deleted.push(name),

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{Raw, RawAcl, RawFork, RawLimits, RawService, RawTopic};
-use super::{Loc, Problem, env_name, is_service_name, parse_duration};
+use super::raw::{Raw, RawAcl, RawFork, RawLimits, RawService, RawShared, RawTopic};
+use super::{Loc, Manifest, Problem, env_name, is_service_name, parse_duration};
 use crate::catalogue::{self, ServiceType};
 
 /// The problems found so far.
@@ -120,6 +120,8 @@ fn service(c: &mut Checks, key: &Spanned<String>, svc: &RawService) {
         if let Some(f) = &svc.fork_from {
             fork(c, f, svc, kind);
         }
+        shared(c, key, svc, kind);
+        seed(c, key, svc, kind);
     }
     network(c, svc);
     env(c, svc);
@@ -427,6 +429,112 @@ fn fork(c: &mut Checks, fork: &Spanned<RawFork>, svc: &RawService, kind: &Servic
             );
         }
     }
+}
+
+/// What a shared service can hold: each run gets one user of its own, and the service
+/// itself (its default ACL, its origin) is not a run's to shape.
+fn shared(c: &mut Checks, key: &Spanned<String>, svc: &RawService, kind: &ServiceType) {
+    let Some(shared) = &svc.shared else { return };
+    if let RawShared::Existing(name) = &shared.value {
+        c.pattern(
+            name,
+            "shared service",
+            is_service_name(&name.value),
+            "an existing service's name: lowercase letters, digits and `-`, starting with a letter",
+        );
+    }
+    if matches!(shared.value, RawShared::Flag(false)) {
+        return;
+    }
+    if !kind.shareable {
+        c.fail(
+            Loc::of(shared),
+            format!(
+                "`shared` is not supported for {} services (yet); `{}` is a {} service",
+                kind.name, key.value, kind.name
+            ),
+            Some(format!(
+                "runs can share {} services; remove `shared` to give each run its own {}",
+                catalogue::shareable().join(", "),
+                kind.name
+            )),
+        );
+        return;
+    }
+    let refused = [
+        svc.users.first().map(|u| {
+            (
+                Loc::of(u),
+                "`users` cannot be used with `shared`: each run gets one user of its own",
+                "its credentials are exported as <PREFIX>_USER and <PREFIX>_PASSWORD; remove `users`",
+            )
+        }),
+        svc.acls.first().map(|a| {
+            (
+                Loc::of(a),
+                "`acls` cannot be used with `shared`: the run's user gets readwrite on the run's own topics",
+                "topics are created as <run prefix>.<name>; remove `acls`",
+            )
+        }),
+        svc.default_acl.as_ref().map(|d| {
+            (
+                Loc::of(d),
+                "`default_acl` cannot be used with `shared`: the shared service's ACLs are not a run's to change",
+                "remove `default_acl`",
+            )
+        }),
+        svc.fork_from.as_ref().map(|f| {
+            (
+                Loc::of(f),
+                "`fork_from` cannot be used with `shared`: a shared service outlives the run",
+                "remove `shared` to fork a service for this run alone",
+            )
+        }),
+    ];
+    for (at, message, hint) in refused.into_iter().flatten() {
+        c.fail(at, message, Some(hint.to_string()));
+    }
+}
+
+/// `seed:` runs SQL, so it is PostgreSQL's.
+fn seed(c: &mut Checks, key: &Spanned<String>, svc: &RawService, kind: &ServiceType) {
+    if let Some(first) = svc.seed.first()
+        && kind.scheme != catalogue::Scheme::Postgres
+    {
+        c.fail(
+            Loc::of(first),
+            format!(
+                "`seed` is for PostgreSQL services, and `{}` is a {} service",
+                key.value, kind.name
+            ),
+            None,
+        );
+    }
+    c.unique("seed file", &svc.seed);
+}
+
+/// Every seed file can be read (the run hashes and applies them later).
+pub(super) fn seed_files(m: &Manifest) -> Vec<Problem> {
+    m.services
+        .iter()
+        .flat_map(|s| &s.seed)
+        .filter_map(|f| {
+            let e = std::fs::metadata(&f.path)
+                .and_then(|md| {
+                    if md.is_file() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("it is not a file"))
+                    }
+                })
+                .err()?;
+            Some(Problem {
+                at: f.at,
+                message: format!("cannot read seed file {}: {e}", f.path.display()),
+                hint: Some("seed paths are relative to the manifest's directory".into()),
+            })
+        })
+        .collect()
 }
 
 fn network(c: &mut Checks, svc: &RawService) {

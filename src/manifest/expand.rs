@@ -7,10 +7,10 @@ use std::path::Path;
 use serde_json::json;
 use serde_saphyr::Spanned;
 
-use super::raw::{Raw, RawFork, RawService, RawTopic};
+use super::raw::{Raw, RawFork, RawService, RawShared, RawTopic};
 use super::{
-    AclSpec, DEFAULT_PREFIX, Limits, Loc, Manifest, Probe, ServiceSpec, TopicSpec, env_name,
-    parse_duration,
+    AclSpec, DEFAULT_PREFIX, Limits, Loc, Manifest, Probe, Seed, ServiceSpec, Shared, TopicSpec,
+    env_name, parse_duration,
 };
 use crate::catalogue;
 
@@ -38,13 +38,13 @@ pub(super) fn manifest(raw: Raw, path: &Path, source: &str) -> Manifest {
             .value
             .0
             .into_iter()
-            .map(|(key, svc)| service(key, svc.value))
+            .map(|(key, svc)| service(key, svc.value, path))
             .collect(),
         limits,
     }
 }
 
-fn service(key: Spanned<String>, svc: RawService) -> ServiceSpec {
+fn service(key: Spanned<String>, svc: RawService, path: &Path) -> ServiceSpec {
     let kind = catalogue::get(&svc.service_type.value)
         .expect("the check phase refused types this tool does not know");
     let mut user_config = svc.user_config.map_or_else(|| json!({}), |u| u.value);
@@ -102,6 +102,19 @@ fn service(key: Spanned<String>, svc: RawService) -> ServiceSpec {
         tags: pairs(svc.tags)
             .into_iter()
             .map(|(k, v)| (k.value, v.value))
+            .collect(),
+        shared: svc.shared.and_then(|s| match s.value {
+            RawShared::Flag(true) => Some(Shared::Managed),
+            RawShared::Flag(false) => None,
+            RawShared::Existing(name) => Some(Shared::Existing(name.value)),
+        }),
+        seed: svc
+            .seed
+            .iter()
+            .map(|f| Seed {
+                path: path.parent().unwrap_or(Path::new(".")).join(&f.value),
+                at: Loc::of(f),
+            })
             .collect(),
     }
 }

@@ -82,6 +82,26 @@ pub struct ServiceSpec {
     pub aliases: Vec<(String, String, Loc)>,
     pub project_vpc_id: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// A service runs share, each with its own tenancy inside it.
+    pub shared: Option<Shared>,
+    /// SQL files applied once the databases exist (on a shared service: once, into a
+    /// template each run clones).
+    pub seed: Vec<Seed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// `shared: true`: this tool creates it on first use and keeps it.
+    Managed,
+    /// `shared: {service: NAME}`: one the user manages; never created or powered off.
+    Existing(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// Resolved against the manifest's directory.
+    pub path: PathBuf,
+    pub at: Loc,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +250,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         return Err(ManifestError::new(path, text, problems));
     }
     let manifest = expand::manifest(raw, path, text);
-    let problems = names::check(&manifest);
+    let mut problems = names::check(&manifest);
+    problems.extend(check::seed_files(&manifest));
     if !problems.is_empty() {
         return Err(ManifestError::new(path, text, problems));
     }
@@ -299,6 +320,15 @@ pub fn env_name(s: &str) -> String {
 }
 
 impl ServiceSpec {
+    /// The service's name: `<prefix>-<key>-<run id>`, or a shared service's stable one.
+    pub fn service_name(&self, prefix: &str, run_id: &str) -> Result<String, String> {
+        match &self.shared {
+            None => crate::naming::service_name(prefix, &self.key, run_id),
+            Some(Shared::Managed) => crate::naming::shared_service_name(prefix, &self.key),
+            Some(Shared::Existing(name)) => Ok(name.clone()),
+        }
+    }
+
     pub fn sasl(&self) -> bool {
         self.user_config
             .pointer("/kafka_authentication_methods/sasl")

@@ -62,6 +62,46 @@ keys! {
         "env" env: Option<Ordered<String>> => "a mapping of names to exported values, e.g. {DATABASE_URL: uri}",
         "project_vpc_id" project_vpc_id: Option<Spanned<String>> => "a project VPC's id (a UUID)",
         "tags" tags: Option<Ordered<String>> => "a mapping, e.g. {team: payments}",
+        "shared" shared: Option<Spanned<RawShared>> => "true, or a mapping naming a service you manage, e.g. {service: team-pg}",
+        #[serde(default)]
+        "seed" seed: Vec<Spanned<String>> => "a list of SQL files, e.g. [schema.sql]",
+    }
+}
+
+/// `shared: true | false | {service: NAME}`.
+pub(super) enum RawShared {
+    Flag(bool),
+    Existing(Spanned<String>),
+}
+
+keys! {
+    struct RawSharedService {
+        "service" service: Spanned<String> => "the name of a service you manage, e.g. team-pg",
+    }
+}
+
+impl<'de> Deserialize<'de> for RawShared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawShared;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or a mapping with `service`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawShared, E> {
+                Ok(RawShared::Flag(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawShared, A::Error> {
+                let s = RawSharedService::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(RawShared::Existing(s.service))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -121,6 +161,7 @@ fn wants(key: &str) -> Option<&'static str> {
         RawAcl::WANTS,
         RawFork::WANTS,
         RawLimits::WANTS,
+        RawSharedService::WANTS,
     ]
     .into_iter()
     .flatten()

@@ -1,0 +1,336 @@
+//! Shared services: one long-lived service that many runs use at once, each through a
+//! tenancy of its own inside it, named from the run id ([`naming::tenant`]):
+//!
+//! - PostgreSQL ([`pg`]): a role and its databases, made over SQL by the admin user;
+//!   CONNECT revoked from PUBLIC, a per-role connection limit, seeds cloned from a
+//!   template database.
+//! - Valkey ([`valkey`]): an ACL user through the API, on the key and channel prefix
+//!   `<tenant>:`, without the commands that escape key patterns.
+//! - Kafka ([`kafka`]): a user whose only ACL is readwrite on `<tenant>.*`, and the
+//!   manifest's topics under that prefix.
+//!
+//! A run holds a **lease** on the service, a tag `aiven-ephemeral-lease-<run id>` =
+//! `<expiry>/<owner>`, written before any of its objects exist and removed after they
+//! are gone: `down --run-id` and `reap` find a run's tenancy from it without any state
+//! file. The service itself is never deleted by `down`; `reap` powers it off (or deletes
+//! it) when it has had no lease for a while.
+
+pub mod kafka;
+pub mod pg;
+pub mod seed;
+pub mod sweep;
+pub mod valkey;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::api::{ApiError, Client, CreateService, Retry, Service, ServiceState, ServiceUser};
+use crate::error::Error;
+use crate::manifest::{ServiceSpec, Shared};
+use crate::naming;
+use crate::outputs::Created;
+use crate::progress::Reporter;
+use crate::secret::Secret;
+
+/// Aiven's default limit of service users on Kafka (support can raise it).
+pub const KAFKA_MAX_USERS: usize = 50;
+
+/// What acquiring a shared service needs.
+pub struct Acquire<'a> {
+    pub client: &'a Client,
+    pub project: &'a str,
+    pub run_id: &'a str,
+    pub owner: &'a str,
+    pub expires: &'a str,
+    pub reporter: &'static Reporter,
+    pub deadline: Instant,
+    pub project_ca: Option<String>,
+}
+
+/// A run's tenancy, ready: the service as the run's exports see it (the run's user as
+/// its only user) and the manifest entry as the run sees it (its own database names,
+/// its prefixed topics).
+pub struct Tenancy {
+    pub service: Service,
+    pub spec: ServiceSpec,
+    pub created: Created,
+}
+
+impl Acquire<'_> {
+    /// The shared service, running, with this run's lease on it and its tenancy inside.
+    pub async fn run(&self, spec: &ServiceSpec, name: &str) -> Result<Tenancy, Error> {
+        let shared = spec
+            .shared
+            .as_ref()
+            .ok_or_else(|| Error::Provision(format!("{name} is not shared")))?;
+        let step = |what: &str| self.reporter.service(name, what);
+        self.ensure(spec, shared, name).await?;
+        let svc = self.running(spec, shared, name).await?;
+        let tenant = naming::tenant_of(self.run_id);
+        if spec.kind.kafka {
+            self.kafka_room(&svc, &tenant)?;
+        }
+        // The lease first: whatever exists of the run inside the service from here on
+        // can be found and released without this process.
+        step("lease");
+        let (key, value) = naming::lease(self.run_id, self.expires, self.owner);
+        let tags = BTreeMap::from([
+            (key, Some(value)),
+            (naming::TAG_USED.to_string(), Some(self.now())),
+        ]);
+        self.client
+            .update_tags(self.project, name, &tags)
+            .await
+            .map_err(|e| {
+                Error::api(
+                    format!("writing the lease of run {} on {name}", self.run_id),
+                    e,
+                )
+            })?;
+        let svc = self
+            .client
+            .get_service(self.project, name, true)
+            .await
+            .map_err(|e| Error::api(format!("reading the admin credentials of {name}"), e))?;
+        let what = format!("{name} (services.{})", spec.key);
+        let made = match spec.kind.name {
+            "pg" => pg::create(self, spec, &svc, &tenant, &step).await,
+            "valkey" => valkey::create(self, spec, &svc, &tenant).await,
+            "kafka" => kafka::create(self, spec, &svc, &tenant, &step).await,
+            other => Err(format!("{other} services cannot be shared")),
+        }
+        .map_err(|e| Error::Provision(format!("{what}: {e}")))?;
+        Ok(made)
+    }
+
+    fn now(&self) -> String {
+        naming::rfc3339(
+            self.client
+                .server_time()
+                .unwrap_or_else(time::OffsetDateTime::now_utc),
+        )
+    }
+
+    /// The service exists: found, created on first use (`shared: true`), or adopted
+    /// when another run created it a moment ago.
+    async fn ensure(&self, spec: &ServiceSpec, shared: &Shared, name: &str) -> Result<(), Error> {
+        match self.client.get_service(self.project, name, false).await {
+            Ok(svc) => return self.ours_to_share(&svc, shared),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Error::api(format!("looking up shared service {name}"), e)),
+        }
+        if let Shared::Existing(_) = shared {
+            return Err(Error::Provision(format!(
+                "shared service {name} (services.{}) does not exist in project {}; `shared: {{service: {name}}}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one",
+                spec.key, self.project
+            )));
+        }
+        self.reporter.warn(format!(
+            "creating shared service {name} ({} {}): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle",
+            spec.service_type, spec.plan
+        ));
+        let mut tags = spec.tags.clone();
+        tags.insert(naming::TAG_SHARED.to_string(), spec.key.clone());
+        tags.insert(naming::TAG_USED.to_string(), self.now());
+        let body = CreateService {
+            service_name: name,
+            service_type: &spec.service_type,
+            plan: &spec.plan,
+            cloud: spec.cloud.as_deref(),
+            project_vpc_id: spec.project_vpc_id.as_deref(),
+            termination_protection: false,
+            tags: &tags,
+            user_config: &spec.user_config,
+        };
+        match self.client.create_service(self.project, &body).await {
+            Ok(_) => Ok(()),
+            // Another run created it first: one service, both use it.
+            Err(e) if e.is_conflict() => {
+                let svc = self
+                    .client
+                    .get_service(self.project, name, false)
+                    .await
+                    .map_err(|e| Error::api(format!("looking up shared service {name}"), e))?;
+                self.ours_to_share(&svc, shared)
+            }
+            Err(e) => Err(Error::api(format!("creating shared service {name}"), e)),
+        }
+    }
+
+    /// A `shared: true` name in use by a service this tool did not create as shared is
+    /// not adopted: it is someone's.
+    fn ours_to_share(&self, svc: &Service, shared: &Shared) -> Result<(), Error> {
+        if matches!(shared, Shared::Managed) && svc.tag(naming::TAG_SHARED).is_none() {
+            return Err(Error::Provision(format!(
+                "a service named {} exists in project {} but is not a shared service of aiven-ephemeral (no {} tag); it is left alone. Use `shared: {{service: {}}}` to share a service you manage, or another name_prefix",
+                svc.service_name,
+                self.project,
+                naming::TAG_SHARED,
+                svc.service_name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until the service is usable; powers a managed one on if it was idle.
+    async fn running(
+        &self,
+        spec: &ServiceSpec,
+        shared: &Shared,
+        name: &str,
+    ) -> Result<Service, Error> {
+        let mut wait = Duration::from_millis(500);
+        let mut powered_on = false;
+        let mut last = None;
+        loop {
+            let svc = self
+                .client
+                .get_service(self.project, name, false)
+                .await
+                .map_err(|e| Error::api(format!("checking shared service {name}"), e))?;
+            if svc.state == ServiceState::Running
+                && svc.nodes_running()
+                && svc.has_connection_details()
+            {
+                return Ok(svc);
+            }
+            if svc.state == ServiceState::Poweroff && !powered_on {
+                if let Shared::Existing(_) = shared {
+                    return Err(Error::Provision(format!(
+                        "shared service {name} (services.{}) is powered off; it is yours to power on (`avn service update --power-on {name}`)",
+                        spec.key
+                    )));
+                }
+                self.reporter.warn(format!(
+                    "shared service {name} was powered off while idle; powering it on. This takes minutes on Aiven: it is rebuilt and its data restored from backup{}",
+                    if spec.kind.kafka { " (Kafka topic data is not restored)" } else { "" }
+                ));
+                self.client
+                    .set_powered(self.project, name, true)
+                    .await
+                    .map_err(|e| Error::api(format!("powering on shared service {name}"), e))?;
+                powered_on = true;
+            }
+            if last.as_ref() != Some(&svc.state) {
+                self.reporter.service(name, &svc.state.to_string());
+                last = Some(svc.state.clone());
+            }
+            if Instant::now() + wait > self.deadline {
+                return Err(Error::Timeout(format!(
+                    "shared service {name} is not running before the timeout (state {})",
+                    svc.state
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Aiven allows 50 users per Kafka service by default: refused before any write.
+    fn kafka_room(&self, svc: &Service, tenant: &str) -> Result<(), Error> {
+        let users = svc.users.iter().filter(|u| u.username != tenant).count();
+        if users >= KAFKA_MAX_USERS {
+            return Err(Error::Provision(format!(
+                "shared Kafka service {} has {users} users, Aiven's default limit is {KAFKA_MAX_USERS}: no room for this run's user. Nothing was written. Wait for other runs to end, run `aiven-ephemeral reap` to release expired ones, or ask Aiven support to raise the limit",
+                svc.service_name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The service as a run's exports see it: the run's user is its only (primary) user.
+pub(crate) fn as_tenant(mut svc: Service, user: ServiceUser) -> Service {
+    svc.users = vec![ServiceUser {
+        kind: "primary".into(),
+        ..user
+    }];
+    svc
+}
+
+pub(crate) fn user(username: &str, password: Secret) -> ServiceUser {
+    ServiceUser {
+        username: username.to_string(),
+        password: Some(password),
+        kind: "normal".into(),
+        access_cert: None,
+        access_key: None,
+    }
+}
+
+/// A run's tenancy to release.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub service: String,
+    pub run_id: String,
+    /// Only objects (and a lease) of this owner are released; `None` for `down --run-id`
+    /// and `reap`, which release whatever the run id names.
+    pub owner: Option<String>,
+}
+
+/// How a release ended.
+pub enum Released {
+    /// Nothing of the run is left, and its lease is gone.
+    Done,
+    /// The lease names another owner: not this run's to touch.
+    NotOurs,
+}
+
+/// Drops a run's objects inside a shared service, then its lease. Each object is
+/// checked to be the run's before it is dropped. `Err` leaves the lease in place, so
+/// that `reap` can finish later.
+pub async fn release(
+    client: &Client,
+    project: &str,
+    r: &Release,
+    deadline: Instant,
+) -> Result<Released, String> {
+    let svc = match client.get_service(project, &r.service, true).await {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => return Ok(Released::Done),
+        Err(e) => return Err(format!("reading {}: {e}", r.service)),
+    };
+    let lease = naming::leases(&svc.tags)
+        .into_iter()
+        .find(|(run, _, _)| run == &r.run_id);
+    let Some((_, _, leased_to)) = &lease else {
+        // The lease is written before anything of the run exists inside: without it
+        // there is nothing to release.
+        return Ok(Released::Done);
+    };
+    if r.owner.as_ref().is_some_and(|owner| owner != leased_to) {
+        return Ok(Released::NotOurs);
+    }
+    let tenant = naming::tenant_of(&r.run_id);
+    match svc.service_type.as_str() {
+        "pg" => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
+        "valkey" => valkey::drop(client, project, &svc, &tenant).await?,
+        "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
+        _ => {}
+    }
+    let mut tags = BTreeMap::from([(format!("{}{}", naming::TAG_LEASE, r.run_id), None::<String>)]);
+    tags.insert(
+        naming::TAG_USED.to_string(),
+        Some(naming::rfc3339(
+            client
+                .server_time()
+                .unwrap_or_else(time::OffsetDateTime::now_utc),
+        )),
+    );
+    client
+        .update_tags(project, &r.service, &tags)
+        .await
+        .map_err(|e| format!("removing the lease of run {}: {e}", r.run_id))?;
+    Ok(Released::Done)
+}
+
+/// A call that treats 404 as done: the object is gone.
+pub(crate) async fn gone_if_missing(result: Result<(), ApiError>) -> Result<(), ApiError> {
+    match result {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// The retry mode of release calls: teardown retries on its own schedule.
+pub(crate) const RELEASE_RETRY: Retry = Retry::Teardown;

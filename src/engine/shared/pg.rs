@@ -1,0 +1,274 @@
+//! A run's tenancy in a shared PostgreSQL service, over SQL as the admin user (the API's
+//! database create has no owner, and the admin user is not a superuser):
+//!
+//! - a role `run-<id>` with a password and a connection limit, its comment naming the
+//!   run and its owner (how teardown knows the role is the run's);
+//! - `GRANT role TO admin`, which `CREATE DATABASE ... OWNER role` needs (PostgreSQL 16
+//!   asks that the creator can `SET ROLE` to the owner);
+//! - the databases `run-<id>_<db>` (or `run-<id>` when the manifest lists none), owned
+//!   by the role, cloned from the seed template when there is one, with CONNECT and TEMP
+//!   revoked from PUBLIC: no other run's role can connect to them.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::{Acquire, Release, Tenancy, as_tenant, seed, user};
+use crate::api::{Client, Service};
+use crate::manifest::ServiceSpec;
+use crate::outputs::Created;
+use crate::secret::Secret;
+use crate::sql::{self, ident, literal};
+
+/// Where the admin user connects for what is not inside a run's database.
+const ADMIN_DB: &str = "defaultdb";
+
+/// The comment on a run's role: `aiven-ephemeral run=<id> owner=<owner>`.
+fn marker(run_id: &str, owner: &str) -> String {
+    format!("aiven-ephemeral run={run_id} owner={owner}")
+}
+
+/// The admin user's way in.
+pub fn admin(svc: &Service, ca_pem: Option<String>) -> Result<sql::Target, String> {
+    let primary = svc
+        .primary_component()
+        .ok_or_else(|| format!("{} has no primary component", svc.service_name))?;
+    let admin = svc
+        .admin()
+        .ok_or_else(|| format!("{} has no admin user", svc.service_name))?;
+    Ok(sql::Target {
+        host: primary.host.clone(),
+        port: primary.port,
+        user: admin.username.clone(),
+        password: admin.password.clone().ok_or_else(|| {
+            format!(
+                "the API gave no password for {}'s admin user",
+                svc.service_name
+            )
+        })?,
+        ca_pem,
+    })
+}
+
+/// The run's database names, in the manifest's order.
+pub fn databases(spec: &ServiceSpec, tenant: &str) -> Vec<String> {
+    if spec.databases.is_empty() {
+        vec![tenant.to_string()]
+    } else {
+        spec.databases
+            .iter()
+            .map(|d| format!("{tenant}_{d}"))
+            .collect()
+    }
+}
+
+fn password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub(super) async fn create(
+    a: &Acquire<'_>,
+    spec: &ServiceSpec,
+    svc: &Service,
+    tenant: &str,
+    step: &(dyn Fn(&str) + Sync),
+) -> Result<Tenancy, String> {
+    let target = admin(svc, a.project_ca.clone())?;
+    let template = if spec.seed.is_empty() {
+        None
+    } else {
+        step("seed template");
+        Some(seed::template(&target, spec, a.deadline).await?)
+    };
+    step("role");
+    let db = sql::connect_as(&target, ADMIN_DB, &format!("aiven-ephemeral:{tenant}")).await?;
+    let max: i64 = db
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(100);
+    // A quarter of the plan's connections at most: one run cannot exhaust the others'.
+    let limit = (max / 4).clamp(2, 20);
+    let password = password();
+    let exists: bool = db
+        .query_one(
+            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+            &[&tenant],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| sql::said(&e))?;
+    // The role, its comment and the admin's membership at once: a role of a run always
+    // carries its marker. (A resumed run's role only gets a new password.)
+    let role = if exists {
+        format!(
+            "ALTER ROLE {r} PASSWORD {pw}",
+            r = ident(tenant),
+            pw = literal(&sql::scram(&password)),
+        )
+    } else {
+        format!(
+            "BEGIN; CREATE ROLE {r} LOGIN PASSWORD {pw} CONNECTION LIMIT {limit}; COMMENT ON ROLE {r} IS {m}; GRANT {r} TO CURRENT_USER; COMMIT",
+            r = ident(tenant),
+            pw = literal(&sql::scram(&password)),
+            m = literal(&marker(a.run_id, a.owner)),
+        )
+    };
+    db.batch_execute(&role)
+        .await
+        .map_err(|e| format!("creating role {tenant}: {}", sql::said(&e)))?;
+    let names = databases(spec, tenant);
+    for (i, name) in names.iter().enumerate() {
+        step(&format!("databases {i}/{}", names.len()));
+        let present: bool = db
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_database WHERE datname = $1",
+                &[name],
+            )
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| sql::said(&e))?;
+        if !present {
+            let from = template
+                .as_ref()
+                .map(|t| format!(" TEMPLATE {}", ident(t)))
+                .unwrap_or_default();
+            let create = format!(
+                "CREATE DATABASE {} OWNER {}{from}",
+                ident(name),
+                ident(tenant)
+            );
+            clone_patiently(&db, &create, a.deadline)
+                .await
+                .map_err(|e| format!("creating database {name}: {e}"))?;
+        }
+        db.batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            ident(name)
+        ))
+        .await
+        .map_err(|e| format!("revoking CONNECT on {name} from PUBLIC: {}", sql::said(&e)))?;
+        if template.is_some() {
+            seed::hand_over(&target, name, tenant).await?;
+        }
+    }
+    if let Some(t) = &template {
+        seed::used(&db, t).await;
+    }
+    let mut run_spec = spec.clone();
+    run_spec.databases = names;
+    Ok(Tenancy {
+        service: as_tenant(svc.clone(), user(tenant, Secret::new(password))),
+        spec: run_spec,
+        created: Created::default(),
+    })
+}
+
+/// `CREATE DATABASE ... TEMPLATE` fails while anyone is connected to the template (a
+/// concurrent clone's brief look, a builder finishing): tried again for a while.
+async fn clone_patiently(
+    db: &tokio_postgres::Client,
+    create: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match db.batch_execute(create).await {
+            Ok(()) => return Ok(()),
+            // 55006: object_in_use ("source database is being accessed by other users").
+            Err(e) if sql::code(&e) == Some("55006") && Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(sql::said(&e)),
+        }
+    }
+}
+
+/// Drops the run's databases and role: first ends the sessions of an abandoned create
+/// (so nothing of the run lands after), then only what carries the run's marker (and,
+/// given an owner, that owner's).
+pub(super) async fn drop(
+    client: &Client,
+    project: &str,
+    svc: &Service,
+    r: &Release,
+    tenant: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let target = admin(svc, client.project_ca(project).await.ok())?;
+    let db = sql::connect_as(&target, ADMIN_DB, "aiven-ephemeral:teardown").await?;
+    db.execute(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        &[&format!("aiven-ephemeral:{tenant}")],
+    )
+    .await
+    .map_err(|e| format!("ending the run's own sessions: {}", sql::said(&e)))?;
+    let row = db
+        .query_opt(
+            "SELECT oid::bigint, coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+            &[&tenant],
+        )
+        .await
+        .map_err(|e| sql::said(&e))?;
+    let Some(row) = row else { return Ok(()) };
+    let (oid, comment): (i64, String) = (row.get(0), row.get(1));
+    let ours = match &r.owner {
+        Some(owner) => comment == marker(&r.run_id, owner),
+        None => comment.starts_with(&format!("aiven-ephemeral run={} ", r.run_id)),
+    };
+    if !ours {
+        return Err(format!(
+            "role {tenant} does not carry run {}'s marker (its comment is {comment:?}); it is left alone",
+            r.run_id
+        ));
+    }
+    let dbs: Vec<String> = db
+        .query(
+            "SELECT datname FROM pg_database WHERE datdba = $1::bigint::oid",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| sql::said(&e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for name in dbs {
+        drop_database(&db, &name, deadline).await?;
+    }
+    db.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(tenant)))
+        .await
+        .map_err(|e| format!("dropping role {tenant}: {}", sql::said(&e)))
+}
+
+/// `DROP DATABASE ... WITH (FORCE)` fails on sessions it cannot end (another user's, a
+/// prepared transaction, a replication slot): said, and tried again until the deadline.
+async fn drop_database(
+    db: &tokio_postgres::Client,
+    name: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name));
+    let mut wait = Duration::from_millis(300);
+    loop {
+        match db.batch_execute(&statement).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let why = sql::said(&e);
+                if Instant::now() + wait >= deadline {
+                    return Err(format!("dropping database {name}: {why}"));
+                }
+                tracing::warn!("dropping database {name}: {why}; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

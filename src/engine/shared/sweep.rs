@@ -1,0 +1,98 @@
+//! What `reap` does to shared services: release the tenancy of runs whose lease expired
+//! (their process died, or nobody ran `down`), power off (or delete) a service this
+//! tool created that has had no lease for a while, and drop seed templates nobody
+//! clones any more.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Release, pg, seed};
+use crate::api::{Client, Service, ServiceState};
+use crate::naming;
+use crate::sql;
+
+/// A lease whose expiry passed (on the API's clock): (service, run id, expiry).
+pub fn expired_leases(listed: &[Service], now: OffsetDateTime) -> Vec<(String, String, String)> {
+    listed
+        .iter()
+        .flat_map(|s| {
+            naming::leases(&s.tags)
+                .into_iter()
+                .filter(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
+                .map(|(run, expires, _)| (s.service_name.clone(), run, expires))
+        })
+        .collect()
+}
+
+/// What releases an expired lease (whoever holds it: it is expired).
+pub fn release_of(service: &str, run_id: &str) -> Release {
+    Release {
+        service: service.to_string(),
+        run_id: run_id.to_string(),
+        owner: None,
+    }
+}
+
+/// Shared services this tool created, running, without a live lease, and unused for
+/// `idle_for`: (name, last used). Leases that expired count as none (they are being
+/// released in the same sweep).
+pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<(String, String)> {
+    listed
+        .iter()
+        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
+        .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
+        .filter(|s| {
+            naming::leases(&s.tags)
+                .iter()
+                .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
+        })
+        .filter_map(|s| {
+            let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
+            let since = parse(used)?;
+            (since + idle_for <= now).then(|| (s.service_name.clone(), used.to_string()))
+        })
+        .collect()
+}
+
+fn parse(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &Rfc3339).ok()
+}
+
+/// The seed templates on a shared PostgreSQL service not cloned for `unused_for`; the
+/// most recently used one always stays. Dropped unless `dry_run`.
+pub async fn templates(
+    client: &Client,
+    project: &str,
+    name: &str,
+    now: OffsetDateTime,
+    unused_for: Duration,
+    dry_run: bool,
+) -> Result<Vec<String>, String> {
+    let svc = client
+        .get_service(project, name, true)
+        .await
+        .map_err(|e| format!("reading {name}: {e}"))?;
+    if svc.state != ServiceState::Running {
+        return Ok(Vec::new());
+    }
+    let target = pg::admin(&svc, client.project_ca(project).await.ok())?;
+    let admin = sql::connect_as(&target, "defaultdb", "aiven-ephemeral:reap").await?;
+    let mut all = seed::list(&admin).await?;
+    all.sort_by_key(|t| t.used);
+    let newest = all.pop();
+    let mut dropped = Vec::new();
+    for t in all {
+        let stale = t.used.is_none_or(|u| u + unused_for <= now);
+        if !stale {
+            continue;
+        }
+        if !dry_run {
+            seed::drop_template(&admin, &t.name).await?;
+        }
+        dropped.push(t.name);
+    }
+    drop(newest);
+    Ok(dropped)
+}

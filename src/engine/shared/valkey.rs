@@ -1,0 +1,85 @@
+//! A run's tenancy in a shared Valkey service: one user through the API's
+//! `access_control` (Aiven applies it with `ACL SETUSER`; the `ACL` command itself is
+//! not open to clients), confined to the keys and channels `<tenant>:*`, without the
+//! commands that key patterns cannot confine: FLUSHALL and FLUSHDB wipe every run,
+//! KEYS, SCAN and RANDOMKEY reveal other runs' key names, SELECT, SWAPDB and MOVE reach
+//! other databases.
+
+use serde_json::{Value, json};
+
+use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
+use crate::api::{Client, Service};
+use crate::manifest::ServiceSpec;
+use crate::naming::key_prefix;
+use crate::outputs::Created;
+
+/// Commands a run's user may not run.
+pub const DENIED: &[&str] = &[
+    "flushall",
+    "flushdb",
+    "keys",
+    "scan",
+    "randomkey",
+    "select",
+    "swapdb",
+    "move",
+    "migrate",
+];
+
+pub fn access_control(tenant: &str) -> Value {
+    let pattern = format!("{}*", key_prefix(tenant));
+    json!({
+        "valkey_acl_keys": [pattern],
+        // Without it every channel is allowed.
+        "valkey_acl_channels": [pattern],
+        "valkey_acl_categories": ["+@all"],
+        "valkey_acl_commands": DENIED.iter().map(|c| format!("-{c}")).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) async fn create(
+    a: &Acquire<'_>,
+    spec: &ServiceSpec,
+    svc: &Service,
+    tenant: &str,
+) -> Result<Tenancy, String> {
+    let name = &svc.service_name;
+    let ac = access_control(tenant);
+    let user = match a
+        .client
+        .create_user_with(a.project, name, tenant, Some(&ac))
+        .await
+    {
+        Ok(u) => u,
+        // A resumed run (or our own create whose answer was lost): it is the run's.
+        Err(e) if super::super::populate::already_exists(&e) => a
+            .client
+            .get_user(a.project, name, tenant)
+            .await
+            .map_err(|e| format!("reading user {tenant}: {e}"))?,
+        Err(e) => return Err(format!("creating user {tenant}: {e}")),
+    };
+    Ok(Tenancy {
+        service: as_tenant(svc.clone(), user),
+        spec: spec.clone(),
+        created: Created::default(),
+    })
+}
+
+pub(super) async fn drop(
+    client: &Client,
+    project: &str,
+    svc: &Service,
+    tenant: &str,
+) -> Result<(), String> {
+    if svc.user(tenant).is_none() {
+        return Ok(());
+    }
+    gone_if_missing(
+        client
+            .delete_user(project, &svc.service_name, tenant, RELEASE_RETRY)
+            .await,
+    )
+    .await
+    .map_err(|e| format!("deleting user {tenant}: {e}"))
+}

@@ -1,0 +1,98 @@
+//! SQL on a PostgreSQL service as its admin user, over TLS verified against the project
+//! CA (as `sslmode=verify-full` would), for what the API cannot do: per-run roles and
+//! databases on shared services, seeds and templates.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config};
+
+use crate::probe::{self, TlsMaterial};
+
+/// Where and as whom.
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: crate::secret::Secret,
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Opens a session on `database`, named `application` (sessions can be found, and ended,
+/// by it). The connection lives as long as the client.
+pub async fn connect_as(t: &Target, database: &str, application: &str) -> Result<Client, String> {
+    let tls = probe::client_config(&TlsMaterial {
+        ca_pem: t.ca_pem.clone(),
+        client: None,
+    })?;
+    let mut config = Config::new();
+    config
+        .host(&t.host)
+        .port(t.port)
+        .user(&t.user)
+        .password(t.password.expose())
+        .dbname(database)
+        .application_name(application)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10));
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        format!(
+            "connecting to {database} on {}:{} as {}: {}",
+            t.host,
+            t.port,
+            t.user,
+            said(&e)
+        )
+    })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The server's own message (and detail), not the driver's wrapping.
+pub fn said(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({d})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s = format!("{s}: {inner}");
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// The SQLSTATE of a server error.
+pub fn code(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
+
+/// `"name"`: an identifier, quoted.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'text'`: a literal, quoted.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SCRAM-SHA-256 verifier for `password`: the statement that sets it never carries
+/// the password itself (statements may reach logs).
+pub fn scram(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
