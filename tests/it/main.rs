@@ -18,3 +18,4 @@ mod manual;
 mod sandbox;
 mod secrets;
 mod signals;
+mod tenancy_sandbox;

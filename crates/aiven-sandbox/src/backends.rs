@@ -1,9 +1,22 @@
 //! Real servers behind sandbox services, when this machine has them: PostgreSQL for
-//! `pg` (TLS with a certificate from the project CA, SCRAM password auth for the
-//! generated admin password, database `defaultdb`), and Valkey or Redis for `valkey`
-//! (TLS, the `default` user with the generated password). Databases and users created
-//! through the API are created in the server. A deleted service's server is stopped and
-//! its data removed; so are all of them at sandbox shutdown.
+//! `pg` and Valkey or Redis for `valkey`, set up as Aiven sets them up (see
+//! `docs/sandbox.md`, "Real servers as on Aiven"):
+//!
+//! - PostgreSQL: TLS with a certificate from the project CA, SCRAM password auth over the
+//!   network. The superuser is a private `postgres`, reachable only over the private unix
+//!   socket (the sandbox's own admin commands); `avnadmin` is `LOGIN CREATEDB CREATEROLE
+//!   REPLICATION`, member of `pg_read_all_stats` and `pg_stat_scan_tables`, not a
+//!   superuser. `defaultdb` and databases created through the API belong to `avnadmin`;
+//!   users created through the API are plain `LOGIN` roles. The `public` schema of
+//!   `template1` and `defaultdb` belongs to `postgres`.
+//! - Valkey/Redis: TLS, the `default` user with the generated password, users created
+//!   through the API with their `access_control` as ACL rules; the commands Aiven
+//!   disables (`ACL`, `CONFIG`, ...) are unknown to clients. The sandbox's own admin
+//!   commands use a private user and a private name for `ACL`.
+//!
+//! A deleted service's server is stopped and its data removed; so are all of them at
+//! sandbox shutdown. A powered-off service's server stops; PostgreSQL's data directory is
+//! kept for the power-on (as Aiven restores from backup), Valkey's is not.
 //!
 //! Without the binaries (or with `backends: simulated`) services keep the simulated
 //! listeners of `endpoints`, and the sandbox says so once. A server that cannot start
@@ -27,6 +40,32 @@ use crate::world::{Service, User};
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// PostgreSQL's superuser: Aiven keeps it for its own management; here it serves the
+/// sandbox's admin commands over the private socket only.
+const PG_SUPERUSER: &str = "postgres";
+
+/// The sandbox's own Valkey/Redis user (clients cannot list users: `ACL` is disabled).
+const REDIS_ADMIN_USER: &str = "aiven-sandbox-internal";
+
+/// Commands Aiven for Valkey disables (aiven-docs, products/valkey/reference/
+/// restricted-commands.md). `ACL` gets a private name for the sandbox's own use.
+const REDIS_DISABLED: &[&str] = &[
+    "BGREWRITEAOF",
+    "CLUSTER",
+    "COMMAND",
+    "DEBUG",
+    "FAILOVER",
+    "MIGRATE",
+    "SLAVEOF",
+    "BGSAVE",
+    "CONFIG",
+    "LASTSAVE",
+    "MONITOR",
+    "REPLICAOF",
+    "SAVE",
+    "SHUTDOWN",
+];
 
 #[derive(Clone)]
 struct PgTools {
@@ -61,13 +100,20 @@ pub enum Admin {
         psql: PathBuf,
         socket_dir: PathBuf,
         port: u16,
-        user: String,
     },
     Redis {
         cli: PathBuf,
         ca: PathBuf,
         port: u16,
+        /// The private admin user's password.
         password: String,
+        /// The private name of `ACL`.
+        acl: String,
+        /// `access_control`'s field prefix: `valkey` or `redis`.
+        prefix: String,
+        /// Channels of users whose `access_control` has none: `allchannels` or
+        /// `resetchannels` (`user_config.valkey_acl_channels_default`).
+        channels_default: String,
     },
 }
 
@@ -77,6 +123,27 @@ pub struct Backend {
     admin: Admin,
     child: Mutex<Child>,
     dir: PathBuf,
+    /// Keep the data directory when the server stops (a power-off of PostgreSQL).
+    keep_data: AtomicBool,
+}
+
+/// A stopped server's data directory kept for the next start (PostgreSQL across a
+/// power-off), with the thread still stopping the server.
+pub struct Parked {
+    pub dir: PathBuf,
+    pub stopping: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Parked {
+    /// Waits for the server to be gone and removes the data.
+    pub fn discard(self) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            if let Some(h) = self.stopping {
+                let _ = h.join();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        })
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -198,12 +265,14 @@ impl Backends {
         format!("{pg}; {valkey}; other types: simulated TCP/TLS listeners")
     }
 
-    /// Starts a real server for the service's primary port, if this type has one here.
+    /// Starts a real server for the service's primary port, if this type has one here;
+    /// PostgreSQL on `parked` data (a power-on) where there is some.
     pub async fn start(
         &self,
         service: &Service,
         port: u16,
         pki: &Pki,
+        parked: Option<Parked>,
     ) -> Result<Option<Backend>, String> {
         let tools = match service.service_type.as_str() {
             "pg" if !self.pg.is_empty() => Tools::Pg(self.pg_for(service).clone(), pg_owner()?),
@@ -212,25 +281,51 @@ impl Backends {
             {
                 Tools::Redis(self.redis.clone().expect("checked"))
             }
-            _ => return Ok(None),
+            _ => {
+                if let Some(p) = parked {
+                    drop(p.discard());
+                }
+                return Ok(None);
+            }
         };
         let owner = match &tools {
             Tools::Pg(_, owner) => *owner,
             Tools::Redis(_) => None,
         };
-        let base = data_bases()
-            .into_iter()
-            .find(|b| reachable(b, owner))
-            .ok_or("no temporary directory the server's user can reach (set TMPDIR)")?;
-        let dir = procs::new_dir(&base)
-            .map_err(|e| format!("cannot create a data directory in {}: {e}", base.display()))?;
         let svc = service.clone();
         let pki = pki.clone();
         let is_redis = matches!(tools, Tools::Redis(_));
         let started = tokio::task::spawn_blocking(move || {
+            // Only PostgreSQL's data survives a power-off (restored from backup).
+            let restored = match parked {
+                Some(p) if !is_redis => {
+                    if let Some(h) = p.stopping {
+                        let _ = h.join();
+                    }
+                    Some(p.dir)
+                }
+                Some(p) => {
+                    let _ = p.discard().join();
+                    None
+                }
+                None => None,
+            };
+            let fresh = restored.is_none();
+            let dir = match restored {
+                Some(dir) => dir,
+                None => {
+                    let base = data_bases()
+                        .into_iter()
+                        .find(|b| reachable(b, owner))
+                        .ok_or("no temporary directory the server's user can reach (set TMPDIR)")?;
+                    procs::new_dir(&base).map_err(|e| {
+                        format!("cannot create a data directory in {}: {e}", base.display())
+                    })?
+                }
+            };
             let port = usable_port(port);
             let result = match &tools {
-                Tools::Pg(t, owner) => start_pg(t, *owner, &svc, port, &pki, &dir),
+                Tools::Pg(t, owner) => start_pg(t, *owner, &svc, port, &pki, &dir, fresh),
                 Tools::Redis(t) => start_redis(t, &svc, port, &pki, &dir),
             };
             if result.is_err() {
@@ -397,30 +492,29 @@ fn start_pg(
     port: u16,
     pki: &Pki,
     dir: &Path,
+    fresh: bool,
 ) -> Result<Backend, String> {
     let admin = svc.admin().ok_or("service has no admin user")?;
     give_to(dir, owner)?;
+    // The private socket lives here: nobody else may reach it.
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let data = dir.join("data");
-    let pwfile = dir.join("pw");
-    write_file(&pwfile, &admin.password, owner)?;
-    output(
-        as_owner(&mut Command::new(&t.initdb), owner)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                &admin.username,
-                "-A",
-                "scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .env("LC_ALL", "C"),
-    )
-    .map_err(|e| format!("initdb: {e}"))?;
-    let _ = std::fs::remove_file(&pwfile);
+    if fresh {
+        output(
+            as_owner(&mut Command::new(&t.initdb), owner)
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", PG_SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"])
+                .env("LC_ALL", "C"),
+        )
+        .map_err(|e| format!("initdb: {e}"))?;
+        let conf_path = data.join("postgresql.conf");
+        let mut current = std::fs::read_to_string(&conf_path).map_err(|e| e.to_string())?;
+        current.push_str("\n# aiven-sandbox\ninclude 'sandbox.conf'\n");
+        std::fs::write(&conf_path, current).map_err(|e| e.to_string())?;
+    }
     write_file(&dir.join("server.crt"), &pki.server_cert_pem, owner)?;
     write_file(&dir.join("server.key"), pki.server_key_pem(), owner)?;
     let listen = if has_ipv6_loopback() {
@@ -428,21 +522,21 @@ fn start_pg(
     } else {
         "127.0.0.1"
     };
+    // Rewritten at every start: a power-on may move the port.
     let conf = format!(
-        "\n# aiven-sandbox\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{dir}'\n\
+        "listen_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{dir}'\n\
          ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n\
          fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 40\n\
-         shared_buffers = 16MB\nlogging_collector = off\n",
+         shared_buffers = 16MB\nlogging_collector = off\npassword_encryption = 'scram-sha-256'\n",
         dir = dir.display()
     );
-    let conf_path = data.join("postgresql.conf");
-    let mut current = std::fs::read_to_string(&conf_path).map_err(|e| e.to_string())?;
-    current.push_str(&conf);
-    std::fs::write(&conf_path, current).map_err(|e| e.to_string())?;
+    write_file(&data.join("sandbox.conf"), &conf, owner)?;
     // Over the network only TLS with a password, as on Aiven; the private socket
-    // serves the sandbox's own admin commands.
-    let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n";
-    std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
+    // serves the superuser, for the sandbox's own admin commands.
+    let hba = format!(
+        "local all {PG_SUPERUSER} trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+    );
+    write_file(&data.join("pg_hba.conf"), &hba, owner)?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     give_to(&dir.join("server.log"), owner)?;
     let mut cmd = Command::new(&t.postgres);
@@ -459,21 +553,31 @@ fn start_pg(
             psql: t.psql.clone(),
             socket_dir: dir.to_path_buf(),
             port,
-            user: admin.username.clone(),
         },
         child: Mutex::new(child),
         dir: dir.to_path_buf(),
+        keep_data: AtomicBool::new(false),
     };
     backend.wait_ready()?;
+    if fresh {
+        backend.admin.bootstrap_pg(admin)?;
+    }
+    // What the API says exists (after a power-on too: passwords may have been reset).
+    backend.admin.apply_user(admin)?;
     let mut databases = vec!["defaultdb".to_string()];
     databases.extend(svc.databases.iter().filter(|d| *d != "defaultdb").cloned());
     for db in databases {
         backend.admin.create_database(&db)?;
     }
     for user in svc.users.iter().filter(|u| u.r#type != "primary") {
-        backend.admin.create_user(user)?;
+        backend.admin.apply_user(user)?;
     }
     Ok(backend)
+}
+
+/// A config-file value in double quotes.
+fn redis_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn start_redis(
@@ -492,51 +596,61 @@ fn start_redis(
     write_file(&cert, &pki.server_cert_pem, None)?;
     write_file(&key, pki.server_key_pem(), None)?;
     write_file(&ca, &pki.ca_cert_pem, None)?;
+    let secret = || {
+        format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )
+    };
+    let (admin_password, acl) = (secret(), format!("ACL-{}", secret()));
+    let mut conf = format!(
+        "port 0\ntls-port {port}\nbind 127.0.0.1 -::1\n\
+         tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
+         save \"\"\nappendonly no\nprotected-mode no\ndaemonize no\ndir {}\n\
+         user default on {} ~* &* +@all\n\
+         user {REDIS_ADMIN_USER} on {} ~* &* +@all\n\
+         rename-command ACL {acl}\n",
+        redis_quote(&cert.to_string_lossy()),
+        redis_quote(&key.to_string_lossy()),
+        redis_quote(&ca.to_string_lossy()),
+        redis_quote(&dir.to_string_lossy()),
+        redis_quote(&format!(">{}", admin.password)),
+        redis_quote(&format!(">{admin_password}")),
+    );
+    for command in REDIS_DISABLED {
+        conf.push_str(&format!("rename-command {command} \"\"\n"));
+    }
+    let conf_path = dir.join("server.conf");
+    write_file(&conf_path, &conf, None)?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&t.server);
-    cmd.args([
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "-::1",
-    ])
-    .arg("--tls-cert-file")
-    .arg(&cert)
-    .arg("--tls-key-file")
-    .arg(&key)
-    .arg("--tls-ca-cert-file")
-    .arg(&ca)
-    .args(["--tls-auth-clients", "no", "--requirepass", &admin.password])
-    .args([
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-        "--daemonize",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir)
-    .stdin(Stdio::null())
-    .stdout(log.try_clone().map_err(|e| e.to_string())?)
-    .stderr(log);
+    cmd.arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
     let child = procs::spawn_server(cmd)
         .map_err(|e| format!("cannot start {}: {e}", t.server.display()))?;
+    let channels_default = svc
+        .user_config
+        .get(format!("{}_acl_channels_default", svc.service_type))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("allchannels")
+        .to_string();
     let backend = Backend {
         port,
         admin: Admin::Redis {
             cli: t.cli.clone(),
             ca,
             port,
-            password: admin.password.clone(),
+            password: admin_password,
+            acl,
+            prefix: svc.service_type.clone(),
+            channels_default,
         },
         child: Mutex::new(child),
         dir: dir.to_path_buf(),
+        keep_data: AtomicBool::new(false),
     };
     if let Err(e) = backend.wait_ready() {
         let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
@@ -546,8 +660,9 @@ fn start_redis(
         }
         return Err(e);
     }
+    // Users and their ACLs are restored (after a power-on too), the data is not.
     for user in svc.users.iter().filter(|u| u.r#type != "primary") {
-        backend.admin.create_user(user)?;
+        backend.admin.apply_user(user)?;
     }
     Ok(backend)
 }
@@ -560,14 +675,72 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The ACL rules of a Valkey/Redis user from its `access_control` (fields
+/// `<prefix>_acl_keys|channels|categories|commands`): none of them means full access, as
+/// a user created without `access_control`. Keys are globs without `~`, channels globs
+/// without `&` (absent: `channels_default`), categories `+@x`/`-@x`, commands
+/// `+cmd`/`-cmd`; categories apply before commands, each in the order given.
+pub fn redis_acl_rules(prefix: &str, user: &User, channels_default: &str) -> Vec<String> {
+    let field = |name: &str| -> Option<Vec<String>> {
+        user.access_control
+            .as_ref()?
+            .get(format!("{prefix}_acl_{name}"))?
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+    };
+    let mut rules = vec![
+        "reset".to_string(),
+        "on".to_string(),
+        format!(">{}", user.password),
+    ];
+    let (keys, channels, categories, commands) = (
+        field("keys"),
+        field("channels"),
+        field("categories"),
+        field("commands"),
+    );
+    if user.r#type == "primary"
+        || (keys.is_none() && channels.is_none() && categories.is_none() && commands.is_none())
+    {
+        rules.extend(["~*", "&*", "+@all"].map(str::to_string));
+        return rules;
+    }
+    rules.extend(keys.unwrap_or_default().iter().map(|k| format!("~{k}")));
+    match channels {
+        Some(channels) => {
+            rules.push("resetchannels".into());
+            rules.extend(channels.iter().map(|c| format!("&{c}")));
+        }
+        None => rules.push(
+            if channels_default == "resetchannels" {
+                "resetchannels"
+            } else {
+                "allchannels"
+            }
+            .into(),
+        ),
+    }
+    rules.extend(categories.unwrap_or_default());
+    rules.extend(commands.unwrap_or_default());
+    rules
+}
+
 impl Admin {
     fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// One statement as the superuser, over the private socket, in `database`.
+    fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         match self {
             Admin::Pg {
                 psql,
                 socket_dir,
                 port,
-                user,
             } => output(
                 Command::new(psql)
                     .args([
@@ -578,11 +751,11 @@ impl Admin {
                         "-v",
                         "ON_ERROR_STOP=1",
                         "-d",
-                        "postgres",
+                        database,
                     ])
                     .arg("-h")
                     .arg(socket_dir)
-                    .args(["-p", &port.to_string(), "-U", user, "-c", sql])
+                    .args(["-p", &port.to_string(), "-U", PG_SUPERUSER, "-c", sql])
                     .env("PGCONNECT_TIMEOUT", "3"),
             ),
             Admin::Redis { .. } => Err("not a PostgreSQL server".into()),
@@ -596,6 +769,7 @@ impl Admin {
                 ca,
                 port,
                 password,
+                ..
             } => {
                 let out = output(
                     Command::new(cli)
@@ -607,7 +781,9 @@ impl Admin {
                             "-p",
                             &port.to_string(),
                             "--no-auth-warning",
-                            "-a",
+                            "--user",
+                            REDIS_ADMIN_USER,
+                            "--pass",
                             password,
                         ])
                         .args(args),
@@ -615,6 +791,7 @@ impl Admin {
                 if out.starts_with("ERR")
                     || out.starts_with("NOAUTH")
                     || out.starts_with("WRONGPASS")
+                    || out.starts_with("NOPERM")
                 {
                     Err(out)
                 } else {
@@ -623,6 +800,16 @@ impl Admin {
             }
             Admin::Pg { .. } => Err("not a Redis server".into()),
         }
+    }
+
+    /// `ACL <args>` under its private name.
+    fn redis_acl(&self, args: &[&str]) -> Result<String, String> {
+        let Admin::Redis { acl, .. } = self else {
+            return Err("not a Redis server".into());
+        };
+        let mut all = vec![acl.as_str()];
+        all.extend_from_slice(args);
+        self.redis(&all)
     }
 
     fn ping(&self) -> Result<(), String> {
@@ -635,6 +822,27 @@ impl Admin {
         }
     }
 
+    /// A new cluster as Aiven sets it up: `public` in `template1` (and so in every
+    /// database copied from it) belongs to `postgres`, with CREATE for everyone as before
+    /// PostgreSQL 15; `avnadmin` is no superuser; `defaultdb` is `avnadmin`'s.
+    fn bootstrap_pg(&self, admin: &User) -> Result<(), String> {
+        for db in ["template1", "postgres"] {
+            self.psql_in(db, &format!("alter schema public owner to {PG_SUPERUSER}"))?;
+            self.psql_in(db, "grant usage, create on schema public to public")?;
+        }
+        self.psql(&format!(
+            "create role {} login createdb createrole replication password {}",
+            quote_ident(&admin.username),
+            quote_literal(&admin.password)
+        ))?;
+        self.psql(&format!(
+            "grant pg_read_all_stats, pg_stat_scan_tables to {}",
+            quote_ident(&admin.username)
+        ))?;
+        Ok(())
+    }
+
+    /// Creates a database, owned by the admin user as Aiven's are, unless it exists.
     pub fn create_database(&self, name: &str) -> Result<(), String> {
         match self {
             Admin::Pg { .. } => {
@@ -643,7 +851,10 @@ impl Admin {
                     quote_literal(name)
                 ))?;
                 if exists.is_empty() {
-                    self.psql(&format!("create database {}", quote_ident(name)))?;
+                    self.psql(&format!(
+                        "create database {} owner avnadmin",
+                        quote_ident(name)
+                    ))?;
                 }
                 Ok(())
             }
@@ -651,28 +862,68 @@ impl Admin {
         }
     }
 
-    pub fn create_user(&self, user: &User) -> Result<(), String> {
+    pub fn delete_database(&self, name: &str) -> Result<(), String> {
         match self {
             Admin::Pg { .. } => self
                 .psql(&format!(
-                    "create role {} login password {}; grant all on database defaultdb to {}",
-                    quote_ident(&user.username),
-                    quote_literal(&user.password),
-                    quote_ident(&user.username)
+                    "drop database if exists {} with (force)",
+                    quote_ident(name)
                 ))
                 .map(|_| ()),
-            Admin::Redis { .. } => self
-                .redis(&[
-                    "ACL",
-                    "SETUSER",
-                    &user.username,
-                    "on",
-                    &format!(">{}", user.password),
-                    "~*",
-                    "&*",
-                    "+@all",
-                ])
+            Admin::Redis { .. } => Ok(()),
+        }
+    }
+
+    /// Creates the user, or brings an existing one up to date (password, ACL). An API
+    /// user of PostgreSQL is a plain LOGIN role (REPLICATION if
+    /// `access_control.pg_allow_replication`), granted nothing.
+    pub fn apply_user(&self, user: &User) -> Result<(), String> {
+        match self {
+            Admin::Pg { .. } => {
+                let exists = self.psql(&format!(
+                    "select 1 from pg_roles where rolname = {}",
+                    quote_literal(&user.username)
+                ))?;
+                let verb = if exists.is_empty() { "create" } else { "alter" };
+                let mut sql = format!(
+                    "{verb} role {} login password {}",
+                    quote_ident(&user.username),
+                    quote_literal(&user.password)
+                );
+                if user.r#type != "primary" {
+                    let replication = user
+                        .access_control
+                        .as_ref()
+                        .and_then(|a| a.get("pg_allow_replication"))
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false);
+                    sql.push_str(if replication {
+                        " replication"
+                    } else {
+                        " noreplication"
+                    });
+                }
+                self.psql(&sql).map(|_| ())
+            }
+            Admin::Redis {
+                prefix,
+                channels_default,
+                ..
+            } => {
+                let rules = redis_acl_rules(prefix, user, channels_default);
+                let mut args = vec!["SETUSER", user.username.as_str()];
+                args.extend(rules.iter().map(String::as_str));
+                self.redis_acl(&args).map(|_| ())
+            }
+        }
+    }
+
+    pub fn delete_user(&self, username: &str) -> Result<(), String> {
+        match self {
+            Admin::Pg { .. } => self
+                .psql(&format!("drop role if exists {}", quote_ident(username)))
                 .map(|_| ()),
+            Admin::Redis { .. } => self.redis_acl(&["DELUSER", username]).map(|_| ()),
         }
     }
 }
@@ -729,6 +980,21 @@ impl Backend {
         std::thread::spawn(move || drop(self))
     }
 
+    /// Stops the server (on a thread). PostgreSQL's data directory stays for the next
+    /// start, as a power-on restores from backup; other servers' data goes.
+    pub fn park(self) -> Option<Parked> {
+        if !matches!(self.admin, Admin::Pg { .. }) {
+            drop(self.stop());
+            return None;
+        }
+        self.keep_data.store(true, Ordering::SeqCst);
+        let dir = self.dir.clone();
+        Some(Parked {
+            dir,
+            stopping: Some(self.stop()),
+        })
+    }
+
     fn stop_now(&self) {
         if let Ok(mut child) = self.child.lock() {
             // SIGINT is PostgreSQL's fast shutdown; Redis treats it like SIGTERM.
@@ -747,7 +1013,9 @@ impl Backend {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_data.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -758,6 +1026,11 @@ impl Drop for Backend {
     }
 }
 
+/// Admin access to the real server behind a service, if it has one.
+fn admin_of(shared: &crate::Shared, project: &str, service: &str) -> Option<Admin> {
+    crate::lock(&shared.endpoints).admin(project, service)
+}
+
 /// Creates a database created through the API in the real server behind the service.
 pub(crate) async fn sync_database(
     shared: &crate::Shared,
@@ -765,25 +1038,68 @@ pub(crate) async fn sync_database(
     service: &str,
     database: &str,
 ) -> ApiResult<()> {
-    let Some(admin) = crate::lock(&shared.endpoints).admin(project, service) else {
+    let Some(admin) = admin_of(shared, project, service) else {
         return Ok(());
     };
     let database = database.to_string();
     run_admin(move || admin.create_database(&database)).await
 }
 
-/// Creates a user created through the API in the real server behind the service.
+/// Drops a database deleted through the API (its sessions are terminated).
+pub(crate) async fn sync_database_deleted(
+    shared: &crate::Shared,
+    project: &str,
+    service: &str,
+    database: &str,
+) -> ApiResult<()> {
+    let Some(admin) = admin_of(shared, project, service) else {
+        return Ok(());
+    };
+    let database = database.to_string();
+    run_admin(move || admin.delete_database(&database)).await
+}
+
+/// Creates a user created through the API in the real server behind the service, or
+/// applies its new password or access control. A rule the server refuses is the
+/// client's error (400), as the API validates them.
 pub(crate) async fn sync_user(
     shared: &crate::Shared,
     project: &str,
     service: &str,
     user: &User,
 ) -> ApiResult<()> {
-    let Some(admin) = crate::lock(&shared.endpoints).admin(project, service) else {
+    let Some(admin) = admin_of(shared, project, service) else {
         return Ok(());
     };
     let user = user.clone();
-    run_admin(move || admin.create_user(&user)).await
+    let is_redis = matches!(admin, Admin::Redis { .. });
+    match tokio::task::spawn_blocking(move || admin.apply_user(&user)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_redis && e.contains("ACL") => Err(ApiError::new(
+            400,
+            format!("Invalid access control rules: {e}"),
+        )
+        .code("bad_request")),
+        Ok(Err(e)) => Err(ApiError::new(
+            500,
+            format!("Internal error in the service: {e}"),
+        )),
+        Err(e) => Err(ApiError::new(500, e.to_string())),
+    }
+}
+
+/// Removes a user deleted through the API from the real server.
+pub(crate) async fn sync_user_deleted(
+    shared: &crate::Shared,
+    project: &str,
+    service: &str,
+    username: &str,
+) -> ApiResult<()> {
+    let Some(admin) = admin_of(shared, project, service) else {
+        return Ok(());
+    };
+    let username = username.to_string();
+    run_admin(move || admin.delete_user(&username)).await
 }
 
 async fn run_admin(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> ApiResult<()> {

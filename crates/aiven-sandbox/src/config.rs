@@ -30,6 +30,11 @@ pub struct Config {
     /// Per service type override of `provisioning_delay`.
     #[serde(with = "duration_map")]
     pub delays: BTreeMap<String, Duration>,
+    /// Time from a power-on (`PUT .../service/{s}` with `powered: true`) to `RUNNING`.
+    /// Powering on builds new nodes and restores from backup, so by default it takes
+    /// twice the type's provisioning delay.
+    #[serde(with = "crate::durations::opt_duration")]
+    pub power_on_delay: Option<Duration>,
     /// Extra time between consecutive nodes reaching `running` (node 0 comes up with the
     /// service). Models clusters whose brokers join one by one.
     #[serde(with = "duration")]
@@ -76,6 +81,7 @@ impl Default for Config {
             accept_any_project: false,
             provisioning_delay: Duration::from_secs(2),
             delays: BTreeMap::new(),
+            power_on_delay: None,
             node_lag: Duration::ZERO,
             name_reservation: Duration::from_secs(60),
             delete_lag: Duration::ZERO,
@@ -245,5 +251,12 @@ impl Config {
             .get(service_type)
             .copied()
             .unwrap_or(self.provisioning_delay)
+    }
+
+    /// REBUILDING -> RUNNING after a power-on: `power_on_delay`, else twice the type's
+    /// provisioning delay (new nodes, then a restore from backup).
+    pub fn power_on_delay_for(&self, service_type: &str) -> Duration {
+        self.power_on_delay
+            .unwrap_or_else(|| self.delay_for(service_type) * 2)
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::backends::{Backend, Backends};
+use crate::backends::{Backend, Backends, Parked};
 use crate::pki::Pki;
 use crate::world::{Serve, Service};
 
@@ -24,6 +24,8 @@ pub struct Endpoints {
     running: HashMap<(String, String), Running>,
     /// Real servers still shutting down.
     stopping: Vec<std::thread::JoinHandle<()>>,
+    /// Data of powered-off services kept for their power-on (PostgreSQL's).
+    parked: HashMap<(String, String), Parked>,
     /// The sandbox is stopping: what finishes starting now is stopped at once.
     closed: bool,
 }
@@ -63,13 +65,37 @@ impl Endpoints {
         }
     }
 
+    /// Stops a deleted service's endpoints and removes its data, kept or not.
     pub fn stop(&mut self, project: &str, service: &str) {
-        if let Some(r) = self
-            .running
-            .remove(&(project.to_string(), service.to_string()))
-        {
+        let key = (project.to_string(), service.to_string());
+        if let Some(r) = self.running.remove(&key) {
             self.stopping.extend(r.stop());
         }
+        if let Some(parked) = self.parked.remove(&key) {
+            self.stopping.push(parked.discard());
+        }
+    }
+
+    /// Stops a service that powered off (or is rebuilt): what a power-on restores
+    /// stays (PostgreSQL's data directory).
+    pub fn park(&mut self, project: &str, service: &str) {
+        let key = (project.to_string(), service.to_string());
+        if let Some(r) = self.running.remove(&key) {
+            for t in r.tasks {
+                t.abort();
+            }
+            if let Some(parked) = r.backend.and_then(Backend::park)
+                && let Some(old) = self.parked.insert(key, parked)
+            {
+                self.stopping.push(old.discard());
+            }
+        }
+    }
+
+    /// The data a service's next start restores, if it has some.
+    pub fn take_parked(&mut self, project: &str, service: &str) -> Option<Parked> {
+        self.parked
+            .remove(&(project.to_string(), service.to_string()))
     }
 
     /// Stops everything and waits until every real server is gone with its data.
@@ -77,6 +103,9 @@ impl Endpoints {
         self.closed = true;
         for (_, r) in self.running.drain() {
             self.stopping.extend(r.stop());
+        }
+        for (_, parked) in self.parked.drain() {
+            self.stopping.push(parked.discard());
         }
         for handle in self.stopping.drain(..) {
             let _ = handle.join();
@@ -103,7 +132,12 @@ impl Running {
 
 /// Starts what a service serves. Ports are kept where possible; a port taken meanwhile
 /// by someone else moves, as hosts and ports move in real maintenance.
-pub async fn start(svc: &Service, pki: &Pki, backends: &Backends) -> Result<Started, String> {
+pub async fn start(
+    svc: &Service,
+    pki: &Pki,
+    backends: &Backends,
+    mut parked: Option<Parked>,
+) -> Result<Started, String> {
     let mut ports = Vec::new();
     let mut tasks = Vec::new();
     let mut backend = None;
@@ -113,7 +147,9 @@ pub async fn start(svc: &Service, pki: &Pki, backends: &Backends) -> Result<Star
             continue;
         }
         if i == 0
-            && let Some(b) = backends.start(svc, component.port, pki).await?
+            && let Some(b) = backends
+                .start(svc, component.port, pki, parked.take())
+                .await?
         {
             ports.push(b.port());
             backend = Some(b);
@@ -129,6 +165,9 @@ pub async fn start(svc: &Service, pki: &Pki, backends: &Backends) -> Result<Star
                 config.clone(),
             )));
         }
+    }
+    if let Some(p) = parked {
+        drop(p.discard());
     }
     Ok(Started {
         ports,

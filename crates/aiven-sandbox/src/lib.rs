@@ -82,7 +82,7 @@ impl Shared {
             (world.due_to_start(), world.advance())
         };
         for (project, name) in &stopped {
-            lock(&self.endpoints).stop(project, name);
+            lock(&self.endpoints).park(project, name);
         }
         if !stopped.is_empty() {
             self.persist();
@@ -95,23 +95,30 @@ impl Shared {
 
     async fn bring_up(self: &Arc<Self>, project: &str, svc: world::Service) {
         let pki = lock(&self.world).pki.clone();
-        match endpoints::start(&svc, &pki, &self.backends).await {
+        let parked = lock(&self.endpoints).take_parked(project, &svc.name);
+        match endpoints::start(&svc, &pki, &self.backends, parked).await {
             Ok(started) => {
-                let running = {
+                let (running, deleted) = {
                     let mut world = lock(&self.world);
                     world.mark_running(project, &svc.name, &started.ports);
                     if let Some(note) = self.backends.version_note(&svc) {
                         world.set_notice(project, &svc.name, note);
                     }
-                    world.service(project, &svc.name).is_ok_and(|s| {
-                        s.state == world::ServiceState::Running && s.deleted_at.is_none()
-                    })
+                    match world.service(project, &svc.name) {
+                        Ok(s) => (
+                            s.state == world::ServiceState::Running && s.deleted_at.is_none(),
+                            s.deleted_at.is_some(),
+                        ),
+                        Err(_) => (false, true),
+                    }
                 };
                 // Deleted or powered off while starting: nothing may stay listening.
                 let mut endpoints = lock(&self.endpoints);
                 endpoints.insert(project, &svc.name, started);
-                if !running {
+                if deleted {
                     endpoints.stop(project, &svc.name);
+                } else if !running {
+                    endpoints.park(project, &svc.name);
                 }
                 drop(endpoints);
                 self.persist();

@@ -484,7 +484,8 @@ async fn service_update(
     };
     respond(result.map(|(stopped, value)| {
         if stopped {
-            lock(&s.endpoints).stop(&p, &name);
+            // Powered off or rebuilt: PostgreSQL's data stays for the power-on.
+            lock(&s.endpoints).park(&p, &name);
         }
         value
     }))
@@ -570,11 +571,28 @@ async fn db_create(State(s): S, Path((p, name)): Path<(String, String)>, body: B
 }
 
 async fn db_delete(State(s): S, Path((p, name, db)): Path<(String, String, String)>) -> Response {
-    respond(
-        lock(&s.world)
-            .delete_database(&p, &name, &db)
-            .map(|()| json!({"message": "Database deleted"})),
-    )
+    let result = lock(&s.world).delete_database(&p, &name, &db);
+    let result = match result {
+        Ok(()) => crate::backends::sync_database_deleted(&s, &p, &name, &db).await,
+        Err(e) => Err(e),
+    };
+    respond(result.map(|()| json!({"message": "Database deleted"})))
+}
+
+/// Applies a user's new state to the real server; if the server refuses it, the world
+/// takes back the change (`previous`: the user before it, `None` for a create).
+async fn sync_user_or_undo(
+    s: &Shared,
+    p: &str,
+    name: &str,
+    user: &crate::world::User,
+    previous: Option<crate::world::User>,
+) -> ApiResult<()> {
+    let result = crate::backends::sync_user(s, p, name, user).await;
+    if result.is_err() {
+        lock(&s.world).restore_user(p, name, previous, &user.username);
+    }
+    result
 }
 
 async fn user_create(
@@ -584,7 +602,7 @@ async fn user_create(
 ) -> Response {
     let result = parse_body(&body).and_then(|body| lock(&s.world).create_user(&p, &name, &body));
     let result = match result {
-        Ok(user) => crate::backends::sync_user(&s, &p, &name, &user)
+        Ok(user) => sync_user_or_undo(&s, &p, &name, &user, None)
             .await
             .map(|()| json!({"user": user_json(&user, true)})),
         Err(e) => Err(e),
@@ -609,50 +627,78 @@ async fn user_modify(
     Path((p, name, u)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let result = parse_body(&body).and_then(|body| {
+    let changed = parse_body(&body).and_then(|body| {
         let mut world = lock(&s.world);
-        match field(&body, "operation")? {
+        let previous = world.get_user(&p, &name, &u)?;
+        let user = match field(&body, "operation")? {
             "reset-credentials" => {
                 let new = body
                     .get("new_password")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                world.reset_user_password(&p, &name, &u, new)?;
+                world.reset_user_password(&p, &name, &u, new)?
             }
-            "acknowledge-renewal" | "set-access-control" => {
-                world.get_user(&p, &name, &u)?;
+            "set-access-control" => {
+                let ac = body.get("access_control").ok_or_else(|| {
+                    ApiError::new(400, "Missing required field 'access_control'")
+                        .code("bad_request")
+                })?;
+                world.set_access_control(&p, &name, &u, ac)?
             }
+            "acknowledge-renewal" => return Ok(None),
             other => {
                 return Err(
                     ApiError::new(400, format!("Invalid operation '{other}'")).code("bad_request")
                 );
             }
-        }
+        };
+        Ok(Some((user, previous)))
+    });
+    let result = match changed {
+        Ok(Some((user, previous))) => sync_user_or_undo(&s, &p, &name, &user, Some(previous)).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    respond(result.and_then(|()| {
+        let mut world = lock(&s.world);
         let now = world.now();
         let svc = world.service(&p, &name)?;
         Ok(json!({"service": service_json(svc, now, true)}))
-    });
-    respond(result)
+    }))
 }
 
 async fn user_reset(State(s): S, Path((p, name, u)): Path<(String, String, String)>) -> Response {
-    let mut world = lock(&s.world);
-    let result = world
-        .reset_user_password(&p, &name, &u, None)
-        .and_then(|()| {
-            let now = world.now();
-            let svc = world.service(&p, &name)?;
-            Ok(json!({"service": service_json(svc, now, true)}))
-        });
-    respond(result)
+    let changed = {
+        let mut world = lock(&s.world);
+        world.get_user(&p, &name, &u).and_then(|previous| {
+            world
+                .reset_user_password(&p, &name, &u, None)
+                .map(|user| (user, previous))
+        })
+    };
+    let result = match changed {
+        Ok((user, previous)) => sync_user_or_undo(&s, &p, &name, &user, Some(previous)).await,
+        Err(e) => Err(e),
+    };
+    respond(result.and_then(|()| {
+        let mut world = lock(&s.world);
+        let now = world.now();
+        let svc = world.service(&p, &name)?;
+        Ok(json!({"service": service_json(svc, now, true)}))
+    }))
 }
 
 async fn user_delete(State(s): S, Path((p, name, u)): Path<(String, String, String)>) -> Response {
-    respond(
-        lock(&s.world)
-            .delete_user(&p, &name, &u)
-            .map(|()| json!({"message": "User deleted"})),
-    )
+    // The server first: a role it cannot drop (it owns objects) stays a user.
+    let checked = lock(&s.world).check_user_deletable(&p, &name, &u);
+    let result = match checked {
+        Ok(()) => match crate::backends::sync_user_deleted(&s, &p, &name, &u).await {
+            Ok(()) => lock(&s.world).delete_user(&p, &name, &u),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    respond(result.map(|()| json!({"message": "User deleted"})))
 }
 
 async fn topic_list(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {

@@ -108,15 +108,16 @@ impl World {
         Ok(true)
     }
 
-    /// Partial update. Returns whether the service stopped running (stop its endpoints).
+    /// Partial update. Returns whether the service stopped running: its endpoints stop,
+    /// keeping what a power-on restores (PostgreSQL's data, as from a backup).
     pub fn update_service(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<bool> {
         let now = self.now();
         let svc = self.live_service(project, name)?;
         let ty = catalogue()
             .service_type(&svc.service_type)
             .expect("created with a known type");
-        let delay_for_type = |config: &Config, t: &str| config.delay_for(t);
         let mut rebuild = false;
+        let mut powering_on = false;
         let mut stopped = false;
         if let Some(plan) = body.get("plan").and_then(Value::as_str)
             && plan != svc.plan
@@ -168,11 +169,17 @@ impl World {
                 stopped = true;
             } else if powered && svc.state == ServiceState::Poweroff {
                 rebuild = true;
+                powering_on = true;
             }
         }
         if rebuild {
             let service_type = svc.service_type.clone();
-            let delay = delay_for_type(&self.config, &service_type);
+            // A power-on builds new nodes and restores them from backup.
+            let delay = if powering_on {
+                self.config.power_on_delay_for(&service_type)
+            } else {
+                self.config.delay_for(&service_type)
+            };
             let svc = self.live_service(project, name)?;
             stopped |= matches!(svc.state, ServiceState::Running | ServiceState::Rebalancing);
             svc.state = ServiceState::Rebuilding;

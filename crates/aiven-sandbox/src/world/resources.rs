@@ -9,6 +9,81 @@ use super::model::{Acl, Topic, User};
 use super::shape::{default_access_control, has_databases};
 use crate::error::{ApiError, ApiResult};
 
+/// Aiven-managed services allow up to 50 users by default, except these types
+/// (aiven-docs, platform/howto/create_new_service_user.md). The admin user counts.
+pub const USER_LIMIT: usize = 50;
+
+fn has_user_limit(service_type: &str) -> bool {
+    !matches!(
+        service_type,
+        "alloydbomni" | "cassandra" | "redis" | "dragonfly" | "mysql" | "pg" | "valkey"
+    )
+}
+
+/// The `access_control` a user of this type keeps, checked as the API checks it (each
+/// list at most 256 strings, rules in Valkey's syntax). Of the key-value stores' fields
+/// only the type's own are kept, and empty lists are left out, as the API leaves out
+/// the ACLs it has no values for.
+fn checked_access_control(service_type: &str, ac: &Value) -> ApiResult<Value> {
+    let bad = |m: String| ApiError::new(400, m).code("bad_request");
+    let object = ac
+        .as_object()
+        .ok_or_else(|| bad("Invalid access_control: must be an object".into()))?;
+    let prefix = match service_type {
+        "valkey" | "redis" | "dragonfly" => service_type,
+        _ => {
+            if let Some(v) = object.get("pg_allow_replication")
+                && !v.is_boolean()
+            {
+                return Err(bad(
+                    "Invalid access_control.pg_allow_replication: must be a boolean".into(),
+                ));
+            }
+            return Ok(ac.clone());
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for kind in ["categories", "channels", "commands", "keys"] {
+        let name = format!("{prefix}_acl_{kind}");
+        let Some(value) = object.get(&name) else {
+            continue;
+        };
+        let items = value
+            .as_array()
+            .ok_or_else(|| bad(format!("Invalid access_control.{name}: must be a list")))?;
+        if items.len() > 256 {
+            return Err(bad(format!(
+                "Invalid access_control.{name}: at most 256 items"
+            )));
+        }
+        for item in items {
+            let rule = item.as_str().ok_or_else(|| {
+                bad(format!(
+                    "Invalid access_control.{name}: {item} is not a string"
+                ))
+            })?;
+            let ok = !rule.is_empty()
+                && !rule.chars().any(char::is_whitespace)
+                && match kind {
+                    "categories" => {
+                        (rule.starts_with("+@") || rule.starts_with("-@")) && rule.len() > 2
+                    }
+                    "commands" => {
+                        (rule.starts_with('+') || rule.starts_with('-')) && rule.len() > 1
+                    }
+                    _ => true,
+                };
+            if !ok {
+                return Err(bad(format!("Invalid access_control.{name}: '{rule}'")));
+            }
+        }
+        if !items.is_empty() {
+            out.insert(name, value.clone());
+        }
+    }
+    Ok(Value::Object(out))
+}
+
 impl World {
     pub fn create_database(&mut self, project: &str, name: &str, database: &str) -> ApiResult<()> {
         let svc = self.running_service(project, name)?;
@@ -72,12 +147,25 @@ impl World {
                     format!("User '{username}' already exists"),
                 ));
             }
+            if has_user_limit(&svc.service_type) && svc.users.len() >= USER_LIMIT {
+                return Err(ApiError::new(
+                    409,
+                    format!(
+                        "Service user limit reached: service '{name}' already has the maximum of {USER_LIMIT} users. Create a support ticket to request an increase."
+                    ),
+                )
+                .code("service_user_limit_reached"));
+            }
             svc.service_type == "kafka"
         }
         .then(|| self.pki.issue_client(&username))
         .transpose()
         .map_err(|e| ApiError::new(500, format!("certificate issue failed: {e}")))?;
         let svc = self.running_service(project, name)?;
+        let access_control = match body.get("access_control") {
+            Some(ac) if !ac.is_null() => Some(checked_access_control(&svc.service_type, ac)?),
+            _ => default_access_control(&svc.service_type),
+        };
         let user = User {
             username,
             password,
@@ -90,10 +178,7 @@ impl World {
             }),
             access_cert: issued.as_ref().map(|i| i.cert_pem.clone()),
             access_key: issued.map(|i| i.key_pem),
-            access_control: body
-                .get("access_control")
-                .cloned()
-                .or_else(|| default_access_control(&svc.service_type)),
+            access_control,
             password_updated_time: now,
         };
         svc.users.push(user.clone());
@@ -110,6 +195,66 @@ impl World {
                 ApiError::new(404, format!("Service user '{username}' does not exist"))
                     .code("user_not_found")
             })
+    }
+
+    /// `set-access-control`: replaces the user's access control. Returns the user.
+    pub fn set_access_control(
+        &mut self,
+        project: &str,
+        name: &str,
+        username: &str,
+        ac: &Value,
+    ) -> ApiResult<User> {
+        let svc = self.running_service(project, name)?;
+        let checked = checked_access_control(&svc.service_type, ac)?;
+        let user = svc
+            .users
+            .iter_mut()
+            .find(|u| u.username == username)
+            .ok_or_else(|| {
+                ApiError::new(404, format!("Service user '{username}' does not exist"))
+                    .code("user_not_found")
+            })?;
+        user.access_control = Some(checked);
+        Ok(user.clone())
+    }
+
+    /// Puts a user back as it was (a change the server refused).
+    pub fn restore_user(
+        &mut self,
+        project: &str,
+        name: &str,
+        previous: Option<User>,
+        username: &str,
+    ) {
+        if let Some(svc) = self
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.services.get_mut(name))
+        {
+            svc.users.retain(|u| u.username != username);
+            svc.users.extend(previous);
+        }
+    }
+
+    /// Checks that a user may be deleted (it exists and is not the admin user).
+    pub fn check_user_deletable(
+        &mut self,
+        project: &str,
+        name: &str,
+        username: &str,
+    ) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        match svc.users.iter().find(|u| u.username == username) {
+            Some(u) if u.r#type == "primary" => {
+                Err(ApiError::new(400, "Cannot delete the primary service user"))
+            }
+            Some(_) => Ok(()),
+            None => Err(
+                ApiError::new(404, format!("Service user '{username}' does not exist"))
+                    .code("user_not_found"),
+            ),
+        }
     }
 
     pub fn delete_user(&mut self, project: &str, name: &str, username: &str) -> ApiResult<()> {
@@ -138,7 +283,7 @@ impl World {
         name: &str,
         username: &str,
         new_password: Option<String>,
-    ) -> ApiResult<()> {
+    ) -> ApiResult<User> {
         if let Some(p) = &new_password
             && !(8..=256).contains(&p.chars().count())
         {
@@ -157,7 +302,7 @@ impl World {
             })?;
         user.password = password;
         user.password_updated_time = now;
-        Ok(())
+        Ok(user.clone())
     }
 
     pub fn create_topic(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<()> {
