@@ -184,12 +184,17 @@ pub const TYPES: &[ServiceType] = &[
 ];
 
 /// The types runs can share, for messages.
-pub fn shareable() -> Vec<&'static str> {
-    TYPES
+pub fn shareable() -> String {
+    let names: Vec<&str> = TYPES
         .iter()
         .filter(|t| t.shareable)
         .map(|t| t.name)
-        .collect()
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// The entry for a type name, if it is one this tool knows.

@@ -22,6 +22,15 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     let services = run.services().await?;
     let mut fetched = Vec::new();
     for spec in &manifest.services {
+        if spec.shared.is_some() {
+            return Err(Error::usage_hint(
+                format!(
+                    "services.{} is shared: the run's own credentials there exist only in the env file `up` wrote (the API never shows them), so `env` cannot rebuild them",
+                    spec.key
+                ),
+                "hand the env file to later jobs (a CI artifact), or run the tests in the job that ran `up`",
+            ));
+        }
         let svc = services
             .iter()
             .find(|s| s.tag(naming::TAG_KEY) == Some(spec.key.as_str()))

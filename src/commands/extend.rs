@@ -1,5 +1,5 @@
-//! `extend`: move a run's expiry (its `aiven-ephemeral-expires` tags), from the API's
-//! clock.
+//! `extend`: move a run's expiry (its `aiven-ephemeral-expires` tags, and its leases on
+//! shared services), from the API's clock.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +28,13 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
         .server_time()
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let expires = naming::rfc3339(now + ttl);
-    let tags = BTreeMap::from([(naming::TAG_EXPIRES.to_string(), Some(expires.clone()))]);
     for svc in &services {
+        // On a shared service the run's expiry is its lease.
+        let (key, value) = match run.lease_on(svc) {
+            Some((_, owner)) => naming::lease(&run.run_id, &expires, &owner),
+            None => (naming::TAG_EXPIRES.to_string(), expires.clone()),
+        };
+        let tags = BTreeMap::from([(key, Some(value))]);
         run.conn
             .client
             .update_tags(&run.project, &svc.service_name, &tags)

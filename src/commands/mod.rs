@@ -156,13 +156,24 @@ impl RunRef {
         Ok(listed
             .into_iter()
             .filter(|s| {
-                naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(self.run_id.as_str())
-            })
-            .filter(|s| {
-                self.owner
-                    .as_deref()
-                    .is_none_or(|o| s.tag(naming::TAG_OWNER) == Some(o))
+                let own = naming::is_ours(&s.tags)
+                    && s.tag(naming::TAG_RUN) == Some(self.run_id.as_str())
+                    && self
+                        .owner
+                        .as_deref()
+                        .is_none_or(|o| s.tag(naming::TAG_OWNER) == Some(o));
+                own || self.lease_on(s).is_some()
             })
             .collect())
+    }
+
+    /// The run's lease on a shared service: (expiry, owner).
+    pub fn lease_on(&self, s: &Service) -> Option<(String, String)> {
+        naming::leases(&s.tags)
+            .into_iter()
+            .find(|(run, _, owner)| {
+                run == &self.run_id && self.owner.as_deref().is_none_or(|o| o == owner)
+            })
+            .map(|(_, expires, owner)| (expires, owner))
     }
 }

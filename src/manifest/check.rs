@@ -450,23 +450,30 @@ fn shared(c: &mut Checks, key: &Spanned<String>, svc: &RawService, kind: &Servic
         c.fail(
             Loc::of(shared),
             format!(
-                "`shared` is not supported for {} services (yet); `{}` is a {} service",
-                kind.name, key.value, kind.name
+                "`shared` is not supported for {} services (yet): services.{} cannot be shared",
+                kind.name, key.value
             ),
             Some(format!(
                 "runs can share {} services; remove `shared` to give each run its own {}",
-                catalogue::shareable().join(", "),
+                catalogue::shareable(),
                 kind.name
             )),
         );
         return;
     }
+    let prefix = svc
+        .env_prefix
+        .as_ref()
+        .map_or_else(|| env_name(&key.value), |p| env_name(&p.value));
+    let users_hint = format!(
+        "its credentials are exported as {prefix}_USER and {prefix}_PASSWORD; remove `users`"
+    );
     let refused = [
         svc.users.first().map(|u| {
             (
                 Loc::of(u),
                 "`users` cannot be used with `shared`: each run gets one user of its own",
-                "its credentials are exported as <PREFIX>_USER and <PREFIX>_PASSWORD; remove `users`",
+                users_hint.as_str(),
             )
         }),
         svc.acls.first().map(|a| {

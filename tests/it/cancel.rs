@@ -13,7 +13,7 @@ use crate::common::*;
 
 const TWO: &str = "project: test-project\nservices:\n  a: {type: pg, plan: hobbyist}\n  b: {type: pg, plan: hobbyist}\n";
 
-fn time_of(r: &Value) -> time::OffsetDateTime {
+pub fn time_of(r: &Value) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(
         r["time"].as_str().expect("logged time"),
         &time::format_description::well_known::Rfc3339,

@@ -8,6 +8,7 @@ mod backends;
 mod cancel;
 mod chaos;
 mod commands;
+#[macro_use]
 mod common;
 mod conformance;
 mod faults;
@@ -17,5 +18,6 @@ mod lifecycle;
 mod manual;
 mod sandbox;
 mod secrets;
+mod shared;
 mod signals;
 mod tenancy_sandbox;

@@ -11,22 +11,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Hides what changes from run to run: run ids, ports, temporary paths, times.
-macro_rules! pinned {
-    ($value:expr, @$snapshot:literal) => {
-        insta::with_settings!({filters => vec![
-            (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
-            (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
-            (r"\b\d+(h\d\dm|m\d\ds|s)( elapsed| left|  )", "[T]$2"),
-            (r"(?m)^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] "),
-            (r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
-            (r"[⠁-⣿]", "*"),
-        ]}, {
-            insta::assert_snapshot!($value, @$snapshot);
-        });
-    };
-}
-
 /// The binary's directory, so that `aiven-ephemeral` in a snippet is this build.
 fn bin_dir() -> std::path::PathBuf {
     Path::new(BIN).parent().unwrap().to_path_buf()

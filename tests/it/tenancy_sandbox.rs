@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 /// A sandbox with real servers behind pg and valkey services.
-fn real_sandbox() -> Sandbox {
+pub fn real_sandbox() -> Sandbox {
     for tool in ["psql", "redis-cli", "redis-server"] {
         require(tool);
     }
@@ -26,7 +26,7 @@ fn svc_path(name: &str) -> String {
 }
 
 #[track_caller]
-fn ok(r: (u16, Value)) -> Value {
+pub fn ok(r: (u16, Value)) -> Value {
     assert_eq!(r.0, 200, "{}", r.1);
     r.1
 }

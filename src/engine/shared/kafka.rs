@@ -7,7 +7,8 @@
 
 use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
 use crate::api::{Client, Service};
-use crate::manifest::{AclSpec, ServiceSpec};
+use crate::error::Error;
+use crate::manifest::{AclSpec, ServiceSpec, Shared};
 use crate::naming::topic_prefix;
 
 pub(super) async fn create(
@@ -53,6 +54,66 @@ pub(super) async fn create(
     })
 }
 
+/// An ACL whose user pattern takes in the run's user would give it other runs' topics:
+/// Aiven's wildcard `default` ACL (`*`, `*`, admin) on a service this tool created is
+/// removed (it is ours); on a service the user manages any such ACL is refused.
+pub(super) async fn confine(
+    a: &Acquire<'_>,
+    shared: &Shared,
+    name: &str,
+    tenant: &str,
+) -> Result<(), Error> {
+    let acls = a
+        .client
+        .list_acls(a.project, name)
+        .await
+        .map_err(|e| Error::api(format!("listing the ACLs of shared service {name}"), e))?;
+    for acl in acls
+        .iter()
+        .filter(|x| x.username != tenant && glob(&x.username, tenant))
+    {
+        match shared {
+            Shared::Managed if acl.username == "*" => {
+                tracing::info!(
+                    "{name}: removing the wildcard ACL {} ({} on {})",
+                    acl.id,
+                    acl.permission,
+                    acl.topic
+                );
+                gone_if_missing(a.client.delete_acl(a.project, name, &acl.id).await)
+                    .await
+                    .map_err(|e| {
+                        Error::api(
+                            format!("removing the wildcard ACL of shared service {name}"),
+                            e,
+                        )
+                    })?;
+            }
+            _ => {
+                return Err(Error::Provision(format!(
+                    "shared Kafka service {name} has ACL {} (user `{}`, topic `{}`, {}), which also applies to this run's user: runs on it would not be confined to their own topics. Nothing was written",
+                    acl.id, acl.username, acl.topic, acl.permission
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Aiven's ACL patterns: `*` any run of characters, `?` one.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
 /// The run's ACLs, topics and user: only what carries its prefix or its name.
 pub(super) async fn drop(
     client: &Client,
@@ -94,4 +155,16 @@ pub(super) async fn drop(
         .map_err(|e| format!("deleting user {tenant}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn acl_patterns_match_as_aiven_documents() {
+        assert!(super::glob("*", "run-abc"));
+        assert!(super::glob("run-*", "run-abc"));
+        assert!(super::glob("run-a?c", "run-abc"));
+        assert!(!super::glob("run-b*", "run-abc"));
+        assert!(!super::glob("admin", "run-abc"));
+    }
 }

@@ -64,11 +64,12 @@ impl Acquire<'_> {
             .as_ref()
             .ok_or_else(|| Error::Provision(format!("{name} is not shared")))?;
         let step = |what: &str| self.reporter.service(name, what);
-        self.ensure(spec, shared, name).await?;
-        let svc = self.running(spec, shared, name).await?;
+        let found = self.ensure(spec, shared, name).await?;
+        let svc = self.running(spec, shared, name, found).await?;
         let tenant = naming::tenant_of(self.run_id);
         if spec.kind.kafka {
             self.kafka_room(&svc, &tenant)?;
+            kafka::confine(self, shared, name, &tenant).await?;
         }
         // The lease first: whatever exists of the run inside the service from here on
         // can be found and released without this process.
@@ -87,11 +88,6 @@ impl Acquire<'_> {
                     e,
                 )
             })?;
-        let svc = self
-            .client
-            .get_service(self.project, name, true)
-            .await
-            .map_err(|e| Error::api(format!("reading the admin credentials of {name}"), e))?;
         let what = format!("{name} (services.{})", spec.key);
         let made = match spec.kind.name {
             "pg" => pg::create(self, spec, &svc, &tenant, &step).await,
@@ -113,9 +109,16 @@ impl Acquire<'_> {
 
     /// The service exists: found, created on first use (`shared: true`), or adopted
     /// when another run created it a moment ago.
-    async fn ensure(&self, spec: &ServiceSpec, shared: &Shared, name: &str) -> Result<(), Error> {
-        match self.client.get_service(self.project, name, false).await {
-            Ok(svc) => return self.ours_to_share(&svc, shared),
+    /// Returns it as read (with secrets: a shared service's admin credentials are
+    /// needed anyway), or `None` when it was just created.
+    async fn ensure(
+        &self,
+        spec: &ServiceSpec,
+        shared: &Shared,
+        name: &str,
+    ) -> Result<Option<Service>, Error> {
+        match self.client.get_service(self.project, name, true).await {
+            Ok(svc) => return self.ours_to_share(spec, &svc, shared).map(|()| Some(svc)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Error::api(format!("looking up shared service {name}"), e)),
         }
@@ -143,7 +146,7 @@ impl Acquire<'_> {
             user_config: &spec.user_config,
         };
         match self.client.create_service(self.project, &body).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             // Another run created it first: one service, both use it.
             Err(e) if e.is_conflict() => {
                 let svc = self
@@ -151,15 +154,26 @@ impl Acquire<'_> {
                     .get_service(self.project, name, false)
                     .await
                     .map_err(|e| Error::api(format!("looking up shared service {name}"), e))?;
-                self.ours_to_share(&svc, shared)
+                self.ours_to_share(spec, &svc, shared).map(|()| None)
             }
             Err(e) => Err(Error::api(format!("creating shared service {name}"), e)),
         }
     }
 
     /// A `shared: true` name in use by a service this tool did not create as shared is
-    /// not adopted: it is someone's.
-    fn ours_to_share(&self, svc: &Service, shared: &Shared) -> Result<(), Error> {
+    /// not adopted: it is someone's. Nor is one of another type.
+    fn ours_to_share(
+        &self,
+        spec: &ServiceSpec,
+        svc: &Service,
+        shared: &Shared,
+    ) -> Result<(), Error> {
+        if svc.service_type != spec.service_type {
+            return Err(Error::Provision(format!(
+                "shared service {} (services.{}) is a {} service, and the manifest says {}",
+                svc.service_name, spec.key, svc.service_type, spec.service_type
+            )));
+        }
         if matches!(shared, Shared::Managed) && svc.tag(naming::TAG_SHARED).is_none() {
             return Err(Error::Provision(format!(
                 "a service named {} exists in project {} but is not a shared service of aiven-ephemeral (no {} tag); it is left alone. Use `shared: {{service: {}}}` to share a service you manage, or another name_prefix",
@@ -172,22 +186,28 @@ impl Acquire<'_> {
         Ok(())
     }
 
-    /// Waits until the service is usable; powers a managed one on if it was idle.
+    /// Waits until the service is usable (and returns it with secrets); powers a
+    /// managed one on if it was idle. The wait grows with the time waited, as
+    /// provisioning's does.
     async fn running(
         &self,
         spec: &ServiceSpec,
         shared: &Shared,
         name: &str,
+        mut found: Option<Service>,
     ) -> Result<Service, Error> {
-        let mut wait = Duration::from_millis(500);
+        let started = Instant::now();
         let mut powered_on = false;
         let mut last = None;
         loop {
-            let svc = self
-                .client
-                .get_service(self.project, name, false)
-                .await
-                .map_err(|e| Error::api(format!("checking shared service {name}"), e))?;
+            let svc = match found.take() {
+                Some(svc) => svc,
+                None => self
+                    .client
+                    .get_service(self.project, name, true)
+                    .await
+                    .map_err(|e| Error::api(format!("checking shared service {name}"), e))?,
+            };
             if svc.state == ServiceState::Running
                 && svc.nodes_running()
                 && svc.has_connection_details()
@@ -203,7 +223,11 @@ impl Acquire<'_> {
                 }
                 self.reporter.warn(format!(
                     "shared service {name} was powered off while idle; powering it on. This takes minutes on Aiven: it is rebuilt and its data restored from backup{}",
-                    if spec.kind.kafka { " (Kafka topic data is not restored)" } else { "" }
+                    if spec.kind.kafka {
+                        " (Kafka topic data is not restored)"
+                    } else {
+                        ""
+                    }
                 ));
                 self.client
                     .set_powered(self.project, name, true)
@@ -215,6 +239,10 @@ impl Acquire<'_> {
                 self.reporter.service(name, &svc.state.to_string());
                 last = Some(svc.state.clone());
             }
+            let wait = started
+                .elapsed()
+                .mul_f64(0.1)
+                .clamp(Duration::from_millis(500), Duration::from_secs(10));
             if Instant::now() + wait > self.deadline {
                 return Err(Error::Timeout(format!(
                     "shared service {name} is not running before the timeout (state {})",
@@ -222,7 +250,6 @@ impl Acquire<'_> {
                 )));
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -231,7 +258,7 @@ impl Acquire<'_> {
         let users = svc.users.iter().filter(|u| u.username != tenant).count();
         if users >= KAFKA_MAX_USERS {
             return Err(Error::Provision(format!(
-                "shared Kafka service {} has {users} users, Aiven's default limit is {KAFKA_MAX_USERS}: no room for this run's user. Nothing was written. Wait for other runs to end, run `aiven-ephemeral reap` to release expired ones, or ask Aiven support to raise the limit",
+                "shared Kafka service {} has {users} users (avnadmin included), Aiven's default limit is {KAFKA_MAX_USERS}: no room for this run's user. Nothing was written. Wait for other runs to end, run `aiven-ephemeral reap` to release expired ones, or ask Aiven support to raise the limit",
                 svc.service_name
             )));
         }

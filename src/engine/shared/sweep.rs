@@ -35,13 +35,15 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
     }
 }
 
-/// Shared services this tool created, running, without a live lease, and unused for
+/// Shared services this tool created (and nobody tagged `aiven-ephemeral-keep=true`),
+/// running, without a live lease, and unused for
 /// `idle_for`: (name, last used). Leases that expired count as none (they are being
 /// released in the same sweep).
 pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<(String, String)> {
     listed
         .iter()
         .filter(|s| s.tag(naming::TAG_SHARED).is_some())
+        .filter(|s| s.tag(naming::TAG_KEEP) != Some("true"))
         .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
         .filter(|s| {
             naming::leases(&s.tags)
@@ -84,7 +86,9 @@ pub async fn templates(
     let newest = all.pop();
     let mut dropped = Vec::new();
     for t in all {
-        let stale = t.used.is_none_or(|u| u + unused_for <= now);
+        // One without its ready mark is being built (or a build died, which the next
+        // builder redoes): never dropped here.
+        let stale = t.used.is_some_and(|u| u + unused_for <= now);
         if !stale {
             continue;
         }

@@ -11,6 +11,22 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_aiven-ephemeral");
 pub const PROJECT: &str = "test-project";
 
+/// Hides what changes from run to run: run ids, ports, temporary paths, times.
+macro_rules! pinned {
+    ($value:expr, @$snapshot:literal) => {
+        insta::with_settings!({filters => vec![
+            (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
+            (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+            (r"\b\d+(h\d\dm|m\d\ds|s)( elapsed| left|  )", "[T]$2"),
+            (r"(?m)^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] "),
+            (r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+            (r"[⠁-⣿]", "*"),
+        ]}, {
+            insta::assert_snapshot!($value, @$snapshot);
+        });
+    };
+}
+
 /// A sandbox for one test. Fast lifecycle so tests finish in seconds.
 pub struct Sandbox {
     rt: Arc<tokio::runtime::Runtime>,
@@ -261,20 +277,7 @@ impl Env {
 
     /// The binary, in the directory, against the sandbox, with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("AIVEN_API_URL", &self.sandbox.url)
-            .env("AIVEN_TOKEN", &self.sandbox.token)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        cmd_in(self.dir.path(), &self.sandbox, args)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -294,6 +297,24 @@ impl Env {
     pub fn env_file(&self) -> String {
         std::fs::read_to_string(self.path(".aiven-ephemeral/env")).expect("env file")
     }
+}
+
+/// The binary in `dir` against `sandbox`, with a clean environment.
+pub fn cmd_in(dir: &Path, sandbox: &Sandbox, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AIVEN_API_URL", &sandbox.url)
+        .env("AIVEN_TOKEN", &sandbox.token)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// What a finished command did.

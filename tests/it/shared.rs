@@ -1,0 +1,711 @@
+//! Shared services: runs on one long-lived PostgreSQL, Valkey and Kafka service, each
+//! through its own tenancy, checked with real clients against the sandbox's real
+//! PostgreSQL and Valkey: one run's credentials reach nothing of another's, teardown
+//! leaves only the shared services, a killed run's tenancy is reaped after its lease
+//! expires, and seeds are built once into a template that runs clone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::tenancy_sandbox::{ok, real_sandbox};
+
+const SHARED: &str = "project: test-project
+services:
+  db: {type: pg, plan: hobbyist, shared: true, databases: [app]}
+  cache: {type: valkey, plan: hobbyist, shared: true}
+  events:
+    type: kafka
+    plan: startup-2
+    shared: true
+    topics: [{name: orders, partitions: 1, replication: 1}]
+";
+
+const NAMES: [&str; 3] = ["ae-cache-shared", "ae-db-shared", "ae-events-shared"];
+
+/// Runs side by side on one sandbox, each in a directory of its own.
+struct Pool {
+    sandbox: Sandbox,
+    root: tempfile::TempDir,
+}
+
+impl Pool {
+    fn new() -> Self {
+        Self {
+            sandbox: real_sandbox(),
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A run's directory with `manifest` (and any other files).
+    fn dir(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        dir
+    }
+
+    fn cmd(&self, dir: &Path, args: &[&str]) -> Command {
+        cmd_in(dir, &self.sandbox, args)
+    }
+
+    fn spawn(&self, dir: &Path, args: &[&str]) -> Child {
+        self.cmd(dir, args).spawn().unwrap()
+    }
+
+    /// `up` in every directory at once; each must succeed.
+    fn up_all(&self, dirs: &[PathBuf]) {
+        let children: Vec<Child> = dirs.iter().map(|d| self.spawn(d, &["up"])).collect();
+        for (child, dir) in children.into_iter().zip(dirs) {
+            let out = wait(child, Duration::from_secs(120));
+            assert_eq!(out.code, Some(0), "up in {}: {}", dir.display(), out.all());
+        }
+    }
+
+    fn down_all(&self, dirs: &[PathBuf]) {
+        let children: Vec<Child> = dirs.iter().map(|d| self.spawn(d, &["down"])).collect();
+        for child in children {
+            let out = wait(child, Duration::from_secs(60));
+            assert_eq!(out.code, Some(0), "down: {}", out.all());
+        }
+    }
+
+    /// A shared service, with secrets.
+    fn service(&self, name: &str) -> Value {
+        ok(self.sandbox.api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/{name}?include_secrets=true"),
+            None,
+        ))["service"]
+            .clone()
+    }
+
+    /// SQL as the shared PostgreSQL service's admin, on `db`.
+    fn admin_sql(&self, db: &str, sql: &str) -> String {
+        let svc = self.service("ae-db-shared");
+        let uri = svc["service_uri"]
+            .as_str()
+            .unwrap()
+            .replace("/defaultdb?", &format!("/{db}?"));
+        let out = psql(&uri, sql);
+        assert!(out.0, "admin SQL {sql}: {}", out.1);
+        out.1
+    }
+
+    /// What is left of runs in the shared services: pg roles and databases, Valkey and
+    /// Kafka users, Kafka topics and ACLs, and leases.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .admin_sql(
+                "defaultdb",
+                "select rolname from pg_roles where rolname like 'run-%' union all select datname from pg_database where datname like 'run-%'",
+            )
+            .lines()
+            .map(|l| format!("pg {l}"))
+            .collect();
+        for name in NAMES {
+            let (status, found) = self.sandbox.api(
+                "GET",
+                &format!("/v1/project/{PROJECT}/service/{name}"),
+                None,
+            );
+            if status == 404 {
+                continue;
+            }
+            let svc = ok((status, found))["service"].clone();
+            for u in svc["users"].as_array().unwrap() {
+                let u = u["username"].as_str().unwrap();
+                if u.starts_with("run-") {
+                    left.push(format!("{name} user {u}"));
+                }
+            }
+            for (k, _) in svc["tags"].as_object().unwrap() {
+                if k.starts_with("aiven-ephemeral-lease-") {
+                    left.push(format!("{name} tag {k}"));
+                }
+            }
+        }
+        let kafka = format!("/v1/project/{PROJECT}/service/ae-events-shared");
+        if self.sandbox.api("GET", &kafka, None).0 == 404 {
+            return left;
+        }
+        for t in ok(self.sandbox.api("GET", &format!("{kafka}/topic"), None))["topics"]
+            .as_array()
+            .unwrap()
+        {
+            left.push(format!("topic {}", t["topic_name"]));
+        }
+        for a in ok(self.sandbox.api("GET", &format!("{kafka}/acl"), None))["acl"]
+            .as_array()
+            .unwrap()
+        {
+            if a["username"].as_str().unwrap().starts_with("run-") {
+                left.push(format!("acl {a}"));
+            }
+        }
+        left
+    }
+
+    /// The shared services are all there, running, and nothing else is.
+    fn only_shared_services_running(&self) {
+        let mut live = self.sandbox.live_names();
+        live.sort();
+        assert_eq!(live, NAMES);
+        for name in NAMES {
+            assert_eq!(self.service(name)["state"], "RUNNING", "{name}");
+        }
+    }
+}
+
+fn env_of(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join(".aiven-ephemeral/env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// psql with `uri` (TLS required); (succeeded, output with errors).
+fn psql(uri: &str, sql: &str) -> (bool, String) {
+    let o = Command::new("psql")
+        .args([
+            uri,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text.trim().to_string())
+}
+
+/// redis-cli over TLS with a run's exported credentials; the reply, errors included.
+fn redis(env: &BTreeMap<String, String>, args: &[&str]) -> String {
+    let o = Command::new("redis-cli")
+        // The sandbox signs every endpoint with its project CA (on Aiven, Valkey has a
+        // publicly trusted certificate and no CA_CERT export).
+        .args(["--tls", "--cacert", &env["DB_CA_CERT"]])
+        .args(["-u", &env["CACHE_URI"], "--no-auth-warning"])
+        .args(args)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+/// `run` in `dir` SIGKILLed while its command runs (the command is ended too: no test
+/// leaves a process behind).
+fn kill_during_run(pool: &Pool, dir: &Path) {
+    let child = pool.spawn(
+        dir,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > command.pid; exec sleep 600",
+        ],
+    );
+    let pid_file = dir.join("command.pid");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run's command never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    // The command holds the run's output pipes: it goes first, or the wait lasts as
+    // long as it does.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = wait(child, Duration::from_secs(10));
+}
+
+/// A run's URI pointed at another database.
+fn to_database(uri: &str, own: &str, other: &str) -> String {
+    uri.replace(&format!("/{own}?"), &format!("/{other}?"))
+}
+
+#[test]
+fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
+    require("psql");
+    let pool = Pool::new();
+    let dirs = vec![
+        pool.dir("a", &[("aiven-ephemeral.yaml", SHARED)]),
+        pool.dir("b", &[("aiven-ephemeral.yaml", SHARED)]),
+    ];
+    // Both find the services missing at once: one creates, the other adopts.
+    pool.up_all(&dirs);
+    pool.only_shared_services_running();
+    let (a, b) = (env_of(&dirs[0]), env_of(&dirs[1]));
+    assert_ne!(a["DB_USER"], b["DB_USER"]);
+    assert_eq!(a["DB_SERVICE_NAME"], "ae-db-shared");
+
+    // The run's own credentials, never the admin's.
+    for name in NAMES {
+        let svc = pool.service(name);
+        let admin = svc["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["type"] == "primary")
+            .unwrap();
+        let secret = admin["password"].as_str().unwrap();
+        for env in [&a, &b] {
+            assert!(
+                env.values().all(|v| !v.contains(secret)),
+                "{name}'s admin password exported"
+            );
+        }
+    }
+
+    // PostgreSQL: each run owns its database; the other's is closed to it.
+    let (ok_a, out) = psql(
+        &a["DB_URI_VERIFY"],
+        "create table t (x int); insert into t values (1); select current_user",
+    );
+    assert!(ok_a, "{out}");
+    assert_eq!(out, a["DB_USER"]);
+    let (reached, out) = psql(
+        &to_database(&a["DB_URI"], &a["DB_DATABASE"], &b["DB_DATABASE"]),
+        "select 1",
+    );
+    assert!(!reached, "run A reached run B's database: {out}");
+    assert!(
+        out.contains(&format!(
+            "permission denied for database \"{}\"",
+            b["DB_DATABASE"]
+        )),
+        "{out}"
+    );
+    // Valkey: only keys and channels under the run's prefix, and none of the commands
+    // that see or wipe other runs' keys.
+    let (pa, pb) = (&a["CACHE_KEY_PREFIX"], &b["CACHE_KEY_PREFIX"]);
+    assert_eq!(redis(&b, &["SET", &format!("{pb}k"), "b"]), "OK");
+    assert_eq!(redis(&a, &["SET", &format!("{pa}k"), "a"]), "OK");
+    assert_eq!(redis(&a, &["GET", &format!("{pa}k")]), "a");
+    for args in [
+        vec!["GET".to_string(), format!("{pb}k")],
+        vec!["SET".to_string(), format!("{pb}k"), "x".into()],
+        vec!["PUBLISH".to_string(), format!("{pb}chan"), "x".into()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let said = redis(&a, &args);
+        assert!(said.starts_with("NOPERM"), "{args:?}: {said}");
+    }
+    for cmd in ["FLUSHALL", "FLUSHDB", "KEYS", "SCAN", "RANDOMKEY", "SELECT"] {
+        let mut args = vec![cmd];
+        match cmd {
+            "KEYS" => args.push("*"),
+            "SCAN" => args.push("0"),
+            "SELECT" => args.push("1"),
+            _ => {}
+        }
+        let said = redis(&a, &args);
+        assert!(said.starts_with("NOPERM"), "{cmd}: {said}");
+    }
+    assert_eq!(redis(&b, &["GET", &format!("{pb}k")]), "b");
+
+    // Kafka: each run's topics carry its prefix, and its user's only ACL is on it.
+    let kafka = format!("/v1/project/{PROJECT}/service/ae-events-shared");
+    let mut topics: Vec<String> =
+        ok(pool.sandbox.api("GET", &format!("{kafka}/topic"), None))["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["topic_name"].as_str().unwrap().to_string())
+            .collect();
+    topics.sort();
+    let mut expected = vec![
+        format!("{}orders", a["EVENTS_TOPIC_PREFIX"]),
+        format!("{}orders", b["EVENTS_TOPIC_PREFIX"]),
+    ];
+    expected.sort();
+    assert_eq!(topics, expected);
+    let acls = ok(pool.sandbox.api("GET", &format!("{kafka}/acl"), None))["acl"].clone();
+    for env in [&a, &b] {
+        let user = env["EVENTS_TOPIC_PREFIX"].trim_end_matches('.');
+        let mine: Vec<(String, String)> = acls
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["username"] == user)
+            .map(|x| {
+                (
+                    x["topic"].as_str().unwrap().into(),
+                    x["permission"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mine,
+            vec![(
+                format!("{}*", env["EVENTS_TOPIC_PREFIX"]),
+                "readwrite".into()
+            )]
+        );
+    }
+
+    pool.down_all(&dirs);
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.only_shared_services_running();
+    // A second `down` is a no-op.
+    let again = run(pool.cmd(&dirs[0], &["down"]));
+    again.expect_code(0);
+}
+
+#[test]
+fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
+    require("psql");
+    let pool = Pool::new();
+    let dirs: Vec<PathBuf> = (0..20)
+        .map(|i| pool.dir(&format!("r{i}"), &[("aiven-ephemeral.yaml", SHARED)]))
+        .collect();
+    pool.up_all(&dirs);
+    pool.only_shared_services_running();
+    let envs: Vec<BTreeMap<String, String>> = dirs.iter().map(|d| env_of(d)).collect();
+    let users: std::collections::BTreeSet<&String> = envs.iter().map(|e| &e["DB_USER"]).collect();
+    assert_eq!(users.len(), 20, "every run has a role of its own");
+    // No interference: each run writes its own name and reads back only that.
+    for env in &envs {
+        let (done, out) = psql(
+            &env["DB_URI"],
+            &format!(
+                "create table who (name text); insert into who values ('{}')",
+                env["DB_USER"]
+            ),
+        );
+        assert!(done, "{out}");
+        assert_eq!(
+            redis(
+                env,
+                &[
+                    "SET",
+                    &format!("{}who", env["CACHE_KEY_PREFIX"]),
+                    &env["DB_USER"]
+                ]
+            ),
+            "OK"
+        );
+    }
+    for env in &envs {
+        assert_eq!(
+            psql(&env["DB_URI"], "select string_agg(name, ',') from who").1,
+            env["DB_USER"]
+        );
+        assert_eq!(
+            redis(env, &["GET", &format!("{}who", env["CACHE_KEY_PREFIX"])]),
+            env["DB_USER"]
+        );
+    }
+
+    // A run killed while its command runs: nothing tears it down.
+    let killed = pool.dir("killed", &[("aiven-ephemeral.yaml", SHARED)]);
+    kill_during_run(&pool, &killed);
+    let victim = env_of(&killed);
+    let run_id = victim["DB_USER"].trim_start_matches("run-").to_string();
+    let lease = format!("aiven-ephemeral-lease-{run_id}");
+
+    // Before the lease expires, reap leaves the run alone.
+    let reap = run(pool.cmd(&killed, &["reap", "--project", PROJECT]));
+    reap.expect_code(0);
+    assert!(
+        psql(&victim["DB_URI"], "select 1").0,
+        "reap released a live lease"
+    );
+
+    // Its lease expires (the tag is moved into the past, as time would).
+    for name in NAMES {
+        let tags = pool.service(name)["tags"].clone();
+        let owner = tags[&lease]
+            .as_str()
+            .unwrap()
+            .split_once('/')
+            .unwrap()
+            .1
+            .to_string();
+        ok(pool.sandbox.api(
+            "PATCH",
+            &format!("/v1/project/{PROJECT}/service/{name}/tags"),
+            Some(json!({"tags": {&lease: format!("2020-01-01T00:00:00Z/{owner}")}})),
+        ));
+    }
+    let reap = run(pool.cmd(&killed, &["reap", "--project", PROJECT]));
+    reap.expect_code(0);
+    assert!(reap.stdout.contains("lease_expired"), "{}", reap.all());
+    let left = pool.leftovers();
+    assert!(
+        left.iter().all(|l| !l.contains(&format!("run-{run_id}"))),
+        "the killed run's tenancy is still there: {left:?}"
+    );
+    // The others are untouched.
+    for env in &envs {
+        assert_eq!(
+            psql(&env["DB_URI"], "select string_agg(name, ',') from who").1,
+            env["DB_USER"]
+        );
+        assert_eq!(
+            redis(env, &["GET", &format!("{}who", env["CACHE_KEY_PREFIX"])]),
+            env["DB_USER"]
+        );
+    }
+    pool.down_all(&dirs);
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.only_shared_services_running();
+}
+
+const SEEDED: &str = "project: test-project
+services:
+  db: {type: pg, plan: hobbyist, shared: true, databases: [app], seed: [schema.sql]}
+";
+
+const SCHEMA: &str = "create table items (id int primary key, made text);\ninsert into items values (1, clock_timestamp()::text);\n";
+
+fn templates(pool: &Pool) -> Vec<String> {
+    pool.admin_sql(
+        "defaultdb",
+        "select datname from pg_database where datname like 'aiven-ephemeral-tpl-%' order by 1",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn a_seed_is_built_once_into_a_template_that_runs_clone_and_reap_drops_the_unused_one() {
+    require("psql");
+    let pool = Pool::new();
+    let dirs: Vec<PathBuf> = (0..10)
+        .map(|i| {
+            pool.dir(
+                &format!("s{i}"),
+                &[("aiven-ephemeral.yaml", SEEDED), ("schema.sql", SCHEMA)],
+            )
+        })
+        .collect();
+    pool.up_all(&dirs);
+    // Built once: every clone holds the very row the one build wrote.
+    let mut made = std::collections::BTreeSet::new();
+    for d in &dirs {
+        let env = env_of(d);
+        let (done, out) = psql(
+            &env["DB_URI"],
+            "select made from items; select tableowner from pg_tables where tablename = 'items'",
+        );
+        assert!(done, "{out}");
+        let (row, owner) = out.split_once('\n').unwrap();
+        assert_eq!(owner, env["DB_USER"], "the run owns the seeded table");
+        made.insert(row.to_string());
+        // Owning it, the run may change it.
+        assert!(psql(&env["DB_URI"], "alter table items add column note text").0);
+    }
+    assert_eq!(made.len(), 1, "the seed ran more than once: {made:?}");
+    let first = templates(&pool);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // A changed file makes a new template.
+    let changed = pool.dir(
+        "changed",
+        &[
+            ("aiven-ephemeral.yaml", SEEDED),
+            (
+                "schema.sql",
+                &format!("{SCHEMA}create table more (x int);\n"),
+            ),
+        ],
+    );
+    pool.up_all(std::slice::from_ref(&changed));
+    let env = env_of(&changed);
+    assert!(psql(&env["DB_URI"], "select count(*) from more").0);
+    let both = templates(&pool);
+    assert_eq!(both.len(), 2, "{both:?}");
+    let newer: Vec<&String> = both.iter().filter(|t| !first.contains(t)).collect();
+
+    // reap drops the template nobody clones any more; the newest stays.
+    let reap = run(pool.cmd(
+        &changed,
+        &["reap", "--project", PROJECT, "--templates-unused-for", "1s"],
+    ));
+    reap.expect_code(0);
+    assert!(reap.stdout.contains("unused_template"), "{}", reap.all());
+    assert_eq!(templates(&pool), vec![newer[0].clone()]);
+    let mut all = dirs.clone();
+    all.push(changed);
+    pool.down_all(&all);
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+
+    // On a dedicated service the seed runs in its first database.
+    let dedicated = pool.dir(
+        "dedicated",
+        &[
+            ("aiven-ephemeral.yaml", "project: test-project\nservices:\n  solo: {type: pg, plan: hobbyist, databases: [app], seed: [schema.sql]}\n"),
+            ("schema.sql", SCHEMA),
+        ],
+    );
+    let out = run(pool.cmd(
+        &dedicated,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "psql \"$SOLO_URI\" -tAc 'select id from items'",
+        ],
+    ));
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "1", "{}", out.all());
+}
+
+#[test]
+fn a_full_shared_kafka_is_refused_before_any_write() {
+    let pool = Pool::new();
+    let manifest = "project: test-project\nservices:\n  events: {type: kafka, plan: startup-2, shared: true}\n";
+    let first = pool.dir("first", &[("aiven-ephemeral.yaml", manifest)]);
+    pool.up_all(std::slice::from_ref(&first));
+    pool.down_all(std::slice::from_ref(&first));
+    // avnadmin and 49 more: Aiven's default limit of 50 is reached.
+    let users = format!("/v1/project/{PROJECT}/service/ae-events-shared/user");
+    for i in 0..49 {
+        ok(pool.sandbox.api(
+            "POST",
+            &users,
+            Some(json!({"username": format!("team-{i}")})),
+        ));
+    }
+    let before = pool.sandbox.requests().len();
+    let full = pool.dir("full", &[("aiven-ephemeral.yaml", manifest)]);
+    let out = run(pool.cmd(&full, &["up"]));
+    out.expect_code(1);
+    let said: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
+    pinned!(said.join("\n"), @"error: shared Kafka service ae-events-shared has 50 users (avnadmin included), Aiven's default limit is 50: no room for this run's user. Nothing was written. Wait for other runs to end, run `aiven-ephemeral reap` to release expired ones, or ask Aiven support to raise the limit");
+    let writes: Vec<Value> = pool.sandbox.requests()[before..]
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .cloned()
+        .collect();
+    assert_eq!(writes, Vec::<Value>::new(), "a write before the refusal");
+}
+
+#[test]
+fn shared_is_refused_where_it_cannot_work_before_any_api_call() {
+    let env = Env::new(
+        "project: test-project
+services:
+  search: {type: opensearch, plan: startup-4, shared: true}
+  db: {type: pg, plan: hobbyist, shared: true, users: [app]}
+  cache: {type: valkey, plan: hobbyist, seed: [x.sql]}
+",
+    );
+    let out = env.run(&["up"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @r"
+    error: aiven-ephemeral.yaml:3:55: `shared` is not supported for opensearch services (yet): services.search cannot be shared
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   search: {type: opensearch, plan: startup-4, shared: true}
+      |                                                       ^ `shared` is not supported for opensearch services (yet): services.search cannot be shared
+      hint: runs can share kafka, pg and valkey services; remove `shared` to give each run its own opensearch
+    error: aiven-ephemeral.yaml:4:56: `users` cannot be used with `shared`: each run gets one user of its own
+     --> aiven-ephemeral.yaml:4:56
+      |
+    4 |   db: {type: pg, plan: hobbyist, shared: true, users: [app]}
+      |                                                        ^ `users` cannot be used with `shared`: each run gets one user of its own
+      hint: its credentials are exported as DB_USER and DB_PASSWORD; remove `users`
+    error: aiven-ephemeral.yaml:5:48: `seed` is for PostgreSQL services, and `cache` is a valkey service
+     --> aiven-ephemeral.yaml:5:48
+      |
+    5 |   cache: {type: valkey, plan: hobbyist, seed: [x.sql]}
+      |                                                ^ `seed` is for PostgreSQL services, and `cache` is a valkey service
+    ");
+    assert_eq!(env.sandbox.requests().len(), 0);
+}
+
+#[test]
+fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_finished_by_down_run_id()
+ {
+    require("psql");
+    let pool = Pool::new();
+    let warm = pool.dir("warm", &[("aiven-ephemeral.yaml", SHARED)]);
+    pool.up_all(std::slice::from_ref(&warm));
+    pool.down_all(std::slice::from_ref(&warm));
+
+    // The Kafka user's create is applied at once but answered late: the run is inside
+    // its tenancy when the signal comes.
+    pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-events-shared/user", "fault": {"kind": "slow_answer", "delay": "20s"}}));
+    let dir = pool.dir("signalled", &[("aiven-ephemeral.yaml", SHARED)]);
+    let child = pool.spawn(&dir, &["up"]);
+    pool.sandbox
+        .wait_for("the Kafka user create", Duration::from_secs(30), |reqs| {
+            reqs.iter().any(|r| {
+                r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/user")
+            })
+        });
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = time::OffsetDateTime::now_utc();
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(130), "{}", out.all());
+    // The run's Kafka user, made but not yet answered, is deleted within a second.
+    let first = pool
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["method"] == "DELETE" && r["path"].as_str().unwrap_or("").contains("/user/run-")
+        })
+        .map(crate::cancel::time_of)
+        .min()
+        .expect("the run's user was deleted");
+    let latency = Duration::try_from(first - sent).unwrap_or_default();
+    assert!(
+        latency < Duration::from_secs(1),
+        "first DELETE {latency:?} after the signal\n{}",
+        out.stderr
+    );
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.sandbox.admin("DELETE", "/faults", None);
+
+    // SIGKILL after `up` made everything: `down --run-id` finds the run by its leases.
+    let dir = pool.dir("killed", &[("aiven-ephemeral.yaml", SHARED)]);
+    kill_during_run(&pool, &dir);
+    let run_id = env_of(&dir)["DB_USER"]
+        .trim_start_matches("run-")
+        .to_string();
+    std::fs::remove_dir_all(dir.join(".aiven-ephemeral")).unwrap();
+    let down = run(pool.cmd(&dir, &["down", "--run-id", &run_id, "--project", PROJECT]));
+    down.expect_code(0);
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.only_shared_services_running();
+}
