@@ -4,8 +4,12 @@ CLI and a naive poller, measured in one run on one sandbox with one provisioning
 
     python3 bench/run.py                 # full run, writes docs/benchmarks.md and the plot
     python3 bench/run.py --sizes 1,10 --delay 5s --out /tmp/bench.md   # a quick one
+    python3 bench/run.py --only shared   # shared services only: its section of the report
 
 Needs: cargo, python3, and avn (`pip install aiven-client`). No third-party Python.
+The shared-services benchmark also wants PostgreSQL and redis-server installed (the
+sandbox's `backends: auto` puts real servers behind pg and valkey services).
+
 What it measures:
   1. scaling: `up` for N services; wall time / provisioning delay; API requests per
      service; list calls (one per poll tick, whatever N is).
@@ -14,6 +18,9 @@ What it measures:
   3. a naive baseline: the same poll schedule, but one GET per service per tick.
   4. teardown latency: SIGINT to every DELETE sent, for 50 services.
   5. binary size, start-up time of --version and validate, peak memory of up (100).
+  6. shared services: `up` of pg + valkey + kafka, dedicated (each run creates and waits
+     for its services) against shared on a warm pool (each run only makes its tenancy
+     inside long-lived services), in one sandbox with real servers where installed.
 """
 
 import argparse
@@ -23,7 +30,9 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +41,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "aiven-ephemeral")
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+BIN = os.path.join(TARGET, "release", "aiven-ephemeral")
 PROJECT = "bench"
 
 
@@ -44,19 +54,36 @@ def parse_duration(text):
 
 
 class Sandbox:
-    def __init__(self, delay):
+    def __init__(self, delay, backends="simulated", topic_activation="200ms"):
         self.dir = tempfile.mkdtemp(prefix="ae-bench-")
         config = os.path.join(self.dir, "sandbox.yaml")
         with open(config, "w") as f:
             f.write(
                 f"token: bench-token\nprojects: [{{name: {PROJECT}}}]\nprovisioning_delay: {delay}\n"
-                "name_reservation: 1s\nbackends: simulated\ntopic_activation: 200ms\n"
+                f"name_reservation: 1s\nbackends: {backends}\ntopic_activation: {topic_activation}\n"
             )
+        env = dict(os.environ)
+        # Real servers' data directories: as root, PostgreSQL runs as `postgres`, which
+        # must be able to enter them (mkdtemp's 0700 directories are out of its reach).
+        self.data = tempfile.mkdtemp(prefix="ae-bench-data-")
+        os.chmod(self.data, 0o1777)
+        env["TMPDIR"] = self.data
+        self.log = open(os.path.join(self.dir, "sandbox.log"), "w")
         self.proc = subprocess.Popen(
-            [BIN, "sandbox", "--config", config], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [BIN, "sandbox", "--config", config], stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
         )
         values = dict(self.proc.stdout.readline().strip().split("=", 1) for _ in range(3))
         self.url, self.token = values["AIVEN_API_URL"], values["AIVEN_TOKEN"]
+
+    def description(self):
+        """The sandbox's own line on what serves pg and valkey (its stderr's first line)."""
+        for _ in range(50):
+            with open(self.log.name) as f:
+                m = re.search(r"listening on \S+ \((.*)\)", f.read())
+            if m:
+                return m.group(1)
+            time.sleep(0.1)
+        return "unknown"
 
     def admin(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -89,6 +116,8 @@ class Sandbox:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def env_for(sandbox):
@@ -120,19 +149,24 @@ def peak_rss_kib(cmd, env, cwd):
     return int(code), int(rss)
 
 
+def timed_run(sandbox, cmd, cwd, measure_memory=False):
+    """Runs one command of ours against the sandbox: wall time, the API requests it sent
+    (the sandbox's request log, cleared before), peak memory if asked."""
+    sandbox.clear()
+    start = time.monotonic()
+    if measure_memory:
+        code, rss = peak_rss_kib(cmd, env_for(sandbox), cwd)
+    else:
+        code, rss = subprocess.run(cmd, env=env_for(sandbox), cwd=cwd).returncode, None
+    wall = time.monotonic() - start
+    assert code == 0, f"{' '.join(cmd[1:])} failed ({code}) in {cwd}"
+    return wall, sandbox.requests(), rss
+
+
 def ours(sandbox, n, delay, measure_memory=False):
     work = tempfile.mkdtemp(prefix="ae-bench-ours-")
     manifest(work, n)
-    sandbox.clear()
-    cmd = [BIN, "up", "-q", "--run-id", f"b{n}"]
-    start = time.monotonic()
-    if measure_memory:
-        code, rss = peak_rss_kib(cmd, env_for(sandbox), work)
-    else:
-        code, rss = subprocess.run(cmd, env=env_for(sandbox), cwd=work).returncode, None
-    wall = time.monotonic() - start
-    assert code == 0, f"up failed ({code})"
-    reqs = sandbox.requests()
+    wall, reqs, rss = timed_run(sandbox, [BIN, "up", "-q", "--run-id", f"b{n}"], work, measure_memory)
     lists = sum(1 for r in reqs if r["method"] == "GET" and r["path"] == f"/v1/project/{PROJECT}/service")
     subprocess.run([BIN, "down", "-q"], env=env_for(sandbox), cwd=work, check=True)
     sandbox.wait_empty()
@@ -220,6 +254,172 @@ def teardown_latency(sandbox, n=50):
             "deletes": len(deletes), "exit": exited}
 
 
+def three_services(dir, shared):
+    """pg + valkey + kafka, as a CI job's manifest would ask for them."""
+    flag = ", shared: true" if shared else ""
+    with open(os.path.join(dir, "aiven-ephemeral.yaml"), "w") as f:
+        f.write(
+            f"project: {PROJECT}\nservices:\n"
+            f"  db: {{type: pg, plan: hobbyist{flag}, databases: [app]}}\n"
+            f"  cache: {{type: valkey, plan: hobbyist{flag}}}\n"
+            f"  events: {{type: kafka, plan: startup-2{flag}, topics: [{{name: orders, partitions: 1, replication: 1}}]}}\n"
+        )
+
+
+def up_down(sandbox, shared, run_id):
+    """One run: `up` to ready, then `down`; wall time and API requests of each."""
+    work = tempfile.mkdtemp(prefix=f"ae-bench-{run_id}-")
+    three_services(work, shared)
+    up, up_reqs, _ = timed_run(sandbox, [BIN, "up", "-q", "--run-id", run_id], work)
+    with open(os.path.join(work, ".aiven-ephemeral", "env")) as f:
+        exported = f.read()
+    down, down_reqs, _ = timed_run(sandbox, [BIN, "down", "-q"], work)
+    return {"run_id": run_id, "up": up, "up_requests": len(up_reqs), "down": down,
+            "down_requests": len(down_reqs), "exports": exported,
+            "up_calls": calls(up_reqs), "down_calls": calls(down_reqs)}
+
+
+def calls(reqs):
+    """Requests by kind, most frequent first: `GET service/{s}` for every service's GET."""
+    kinds = {}
+    for r in reqs:
+        path = re.sub(rf"^/v1/project/{PROJECT}", "", r["path"])
+        path = re.sub(r"^/service/[^/]+", "/service/{s}", path)
+        path = re.sub(r"/(user|topic|acl)/[^/]+$", r"/\1/{x}", path)
+        path = re.sub(r"^/pricing/.*", "/pricing/{plan}", path)
+        kind = f"{r['method']} {path.lstrip('/') or 'project'}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def shared_leftovers(sandbox, run_id):
+    """What of run `run_id` is still inside the shared services, and whether they still run."""
+    tenant = f"run-{run_id}"
+    left = []
+    services = [s for s in sandbox.api("GET", f"/project/{PROJECT}/service")["services"]
+                if "aiven-ephemeral-shared" in (s.get("tags") or {})]
+    if len(services) != 3:
+        left.append(f"{len(services)} shared services instead of 3")
+    for s in services:
+        name = s["service_name"]
+        if s["state"] != "RUNNING":
+            left.append(f"{name} is {s['state']}")
+        left += [f"{name}: tag {k}" for k in s.get("tags") or {} if k.endswith(f"lease-{run_id}")]
+        left += [f"{name}: user {u['username']}" for u in s.get("users") or [] if u["username"] == tenant]
+        if s["service_type"] == "kafka":
+            topics = sandbox.api("GET", f"/project/{PROJECT}/service/{name}/topic")["topics"]
+            left += [f"{name}: topic {t['topic_name']}" for t in topics if t["topic_name"].startswith(tenant + ".")]
+        if s["service_type"] == "pg":
+            uri = sandbox.api("GET", f"/project/{PROJECT}/service/{name}?include_secrets=true")["service"]["service_uri"]
+            sql = ("select 'role ' || rolname from pg_roles where rolname like 'run-%' union all "
+                   "select 'database ' || datname from pg_database where datname like 'run-%'")
+            out = subprocess.run(["psql", uri, "-tAc", sql], capture_output=True, text=True,
+                                 env=dict(os.environ, PGSSLMODE="require"))
+            if out.returncode != 0:
+                left.append(f"{name}: psql failed: {out.stderr.strip()}")
+            left += [f"{name}: {line}" for line in out.stdout.splitlines()
+                     if line.endswith(" " + tenant) or f" {tenant}_" in line]
+    return left
+
+
+def shared_vs_dedicated(delay_text, runs):
+    """In one sandbox with provisioning delay D and real servers where installed:
+    dedicated pg + valkey + kafka (create, wait D, delete) against the same manifest with
+    `shared: true` on a warm pool (the services exist and run; each run only makes its
+    tenancy inside: a PostgreSQL role and database over SQL, a Valkey ACL user, a Kafka
+    user, ACL and topic)."""
+    delay = parse_duration(delay_text)
+    sandbox = Sandbox(delay_text, backends="auto")
+    try:
+        backends = sandbox.description()
+        print(f"shared: dedicated up/down (D = {delay:g} s; {backends})", flush=True)
+        dedicated = up_down(sandbox, False, "ded")
+        sandbox.wait_empty()
+        print("shared: warming the pool (first shared up creates the services)", flush=True)
+        warm = up_down(sandbox, True, "sh0")
+        problems = shared_leftovers(sandbox, "sh0")
+        shared = []
+        for i in range(1, runs + 1):
+            print(f"shared: run {i}/{runs} on the warm pool", flush=True)
+            shared.append(up_down(sandbox, True, f"sh{i}"))
+            problems += shared_leftovers(sandbox, f"sh{i}")
+    finally:
+        sandbox.stop()
+    exports = shared[0]["exports"]
+    for r in [dedicated, warm] + shared:
+        del r["exports"]
+    ups, downs = [r["up"] for r in shared], [r["down"] for r in shared]
+    return {"delay": delay, "backends": backends, "runs": runs, "dedicated": dedicated, "warm": warm,
+            "shared": shared, "up_median": statistics.median(ups), "up_worst": max(ups),
+            "down_median": statistics.median(downs), "down_worst": max(downs),
+            "ratio": dedicated["up"] / statistics.median(ups),
+            "exported_names": sorted(line.split("=", 1)[0] for line in exports.splitlines() if "=" in line),
+            "leftovers": problems, "date": dt.date.today().isoformat(), "machine": machine()}
+
+
+def kinds(calls):
+    return ", ".join(f"{n} `{k}`" for k, n in calls.items())
+
+
+def shared_section(r):
+    """The report's section on shared services, from shared_vs_dedicated's results."""
+    d, D = r["dedicated"], r["delay"]
+    goal_up = min(5.0, D / 10)
+    ok = lambda good: "met" if good else "**missed**"
+    same = lambda key: {x[key] for x in r["shared"]}
+    reqs = lambda key: "/".join(str(n) for n in sorted(same(key)))
+    return [
+        "## Shared services: dedicated against a warm pool",
+        "",
+        f"Measured {r['date']} on {r['machine']}, by `python3 bench/run.py` (`--only shared` runs this part alone)",
+        f"(provisioning delay D = {D:g} s, {r['runs']} shared runs; one sandbox for everything, with",
+        f"`backends: auto`: {r['backends']}; Kafka simulated, topics active 200 ms after their create).",
+        "The manifest is pg (hobbyist, database `app`) + valkey (hobbyist) + kafka (startup-2, topic",
+        "`orders`): once as is (dedicated), once with `shared: true` on each service. Times are",
+        "wall time of the whole command, `up` until it exits with every service ready and the env",
+        "file written; requests are the sandbox's request log for that command.",
+        "",
+        "| | dedicated | shared, first run (creates the pool) | shared on the warm pool: median | worst |",
+        "|---|---|---|---|---|",
+        f"| `up` to ready | {d['up']:.1f} s | {r['warm']['up']:.1f} s | {r['up_median']:.2f} s | {r['up_worst']:.2f} s |",
+        f"| API requests of `up` | {d['up_requests']} | {r['warm']['up_requests']} | {reqs('up_requests')} (every run) | |",
+        f"| `down` | {d['down']:.2f} s | {r['warm']['down']:.2f} s | {r['down_median']:.2f} s | {r['down_worst']:.2f} s |",
+        f"| API requests of `down` | {d['down_requests']} | {r['warm']['down_requests']} | {reqs('down_requests')} (every run) | |",
+        "",
+        f"- Shared `up` on the warm pool: median {r['up_median']:.2f} s, worst {r['up_worst']:.2f} s, against",
+        f"  the goal of under 5 s and under D/10 = {D/10:g} s: {ok(r['up_worst'] < goal_up)}.",
+        f"- Dedicated / shared (median): {r['ratio']:.0f}x ({d['up']:.1f} s against {r['up_median']:.2f} s);"
+        f" against the worst shared run, {d['up']/r['up_worst']:.0f}x.",
+        f"- Teardown: shared `down` median {r['down_median']:.2f} s, worst {r['down_worst']:.2f} s, goal under 2 s:"
+        f" {ok(r['down_worst'] < 2)}. Dedicated `down` took {d['down']:.2f} s.",
+        f"- After every shared `down`, nothing of the run was left (lease tag, PostgreSQL role and",
+        f"  database, Valkey and Kafka users, topics) and the three services still ran:"
+        f" {'yes' if not r['leftovers'] else 'no: ' + '; '.join(r['leftovers'])}.",
+        "",
+        "Requests by kind (`{s}` is any of the three services):",
+        "",
+        f"- dedicated `up`: {kinds(d['up_calls'])}; `down`: {kinds(d['down_calls'])}.",
+        f"- shared `up` on the warm pool (run {r['shared'][0]['run_id']}): {kinds(r['shared'][0]['up_calls'])};"
+        f" `down`: {kinds(r['shared'][0]['down_calls'])}.",
+        "",
+        "Dedicated `up` is bound by provisioning: it creates three services and waits D for them,",
+        "polling with one list call per tick, so its request count grows with D. The first shared",
+        "run pays the same D once, to create the pool. On the warm pool `up` creates no service: per",
+        "service it looks the service up, sees it running, writes its lease tag and reads the admin",
+        "credentials (3 GETs and a PATCH), then makes its tenancy: a role and a database over SQL",
+        "(TLS) on the real PostgreSQL, an ACL user on the real Valkey, a Kafka user, ACL and topic",
+        "(waiting for the topic to be active). Its time and its requests do not depend on D. `down`",
+        "drops the same objects and the lease and deletes no service; the dedicated `down` sends",
+        "three DELETEs and confirms with a list.",
+        "",
+        "Room left in the shared `up`: the look-up and the running check are two GETs of the same",
+        "running service, followed by a third with the credentials (one GET with secrets would do",
+        "for a warm pool: 6 requests fewer), and the price of services that already exist is read",
+        "as for a create (3 requests).",
+        "",
+    ]
+
+
 def timed(cmd, runs, cwd):
     times = []
     for _ in range(runs):
@@ -284,15 +484,33 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--skip-avn", action="store_true")
     ap.add_argument("--report-only", metavar="RESULTS_JSON", help="rewrite the report from saved results")
+    ap.add_argument("--only", choices=["shared"],
+                    help="run one benchmark and replace only its section of the report and its results")
+    ap.add_argument("--shared-delay", default="60s", help="provisioning delay D of the shared-services benchmark")
+    ap.add_argument("--shared-runs", type=int, default=5, help="shared runs on the warm pool")
+    ap.add_argument("--skip-shared", action="store_true")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     delay = parse_duration(args.delay)
+    results_path = os.path.splitext(args.out)[0] + "-results.json"
     if args.report_only:
         with open(args.report_only) as f:
             saved = json.load(f)
         write_report(args, **saved)
         return
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "aiven-ephemeral"], cwd=ROOT, check=True)
+    if args.only == "shared":
+        shared = shared_vs_dedicated(args.shared_delay, args.shared_runs)
+        saved = {}
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                saved = json.load(f)
+        saved["shared"] = shared
+        with open(results_path, "w") as f:
+            json.dump(saved, f, indent=1)
+        replace_section(args.out, shared_section(shared))
+        print("\n".join(shared_section(shared)))
+        return
     sandbox = Sandbox(args.delay)
     rows = []
     try:
@@ -308,22 +526,39 @@ def main():
         sig = teardown_latency(sandbox)
     finally:
         sandbox.stop()
+    shared = None if args.skip_shared else shared_vs_dedicated(args.shared_delay, args.shared_runs)
     work = tempfile.mkdtemp(prefix="ae-bench-start-")
     manifest(work, 10)
     version = timed([BIN, "--version"], 30, work)
     validate = timed([BIN, "validate"], 30, work)
     size = os.path.getsize(BIN)
-    musl = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "release", "aiven-ephemeral")
+    musl = os.path.join(TARGET, "x86_64-unknown-linux-musl", "release", "aiven-ephemeral")
     musl_size = os.path.getsize(musl) if os.path.exists(musl) else None
     results = {"rows": rows, "sig": sig, "version": version, "validate": validate, "size": size,
                "musl_size": musl_size, "delay": delay, "sizes": sizes, "date": dt.date.today().isoformat(),
-               "machine": machine()}
-    with open(os.path.splitext(args.out)[0] + "-results.json", "w") as f:
+               "machine": machine(), "shared": shared}
+    with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
     write_report(args, **results)
 
 
-def write_report(args, rows, sig, version, validate, size, musl_size, delay, sizes, date, machine):
+def replace_section(path, section):
+    """Puts `section` (its first line a `## ` heading) in the report in place of the section
+    with the same heading, or before `## Teardown` when it has none; the rest stays as is."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    heading = section[0]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = lines.index("## Teardown") if "## Teardown" in lines else len(lines)
+    lines[start:end] = section
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def write_report(args, rows, sig, version, validate, size, musl_size, delay, sizes, date, machine, shared=None):
     docs = os.path.dirname(args.out)
     svg(rows, os.path.join(docs, "bench-scaling.svg"), "wall", "seconds to ready", (delay, "provisioning delay"))
     svg(rows, os.path.join(docs, "bench-requests.svg"), "requests", "API requests until ready")
@@ -364,6 +599,10 @@ def write_report(args, rows, sig, version, validate, size, musl_size, delay, siz
         "The poll is one list call per tick whatever N is: the list-call column stays flat while N",
         "grows a hundredfold. The naive poller's requests grow with N times the ticks.",
         "",
+    ]
+    if shared:
+        lines += shared_section(shared)
+    lines += [
         "## Teardown",
         "",
         f"SIGINT to `up` while {sig['n']} services were being created (not yet ready): the first DELETE",
