@@ -378,6 +378,28 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
         );
     }
 
+    // Aiven's wildcard ACL would give every run every topic: gone.
+    assert!(
+        acls.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["username"] != "*"),
+        "{acls}"
+    );
+
+    // `extend` moves the run's lease.
+    let lease_of = |env: &BTreeMap<String, String>| {
+        let run = env["DB_USER"].trim_start_matches("run-").to_string();
+        pool.service("ae-db-shared")["tags"][format!("aiven-ephemeral-lease-{run}")]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = lease_of(&a);
+    run(pool.cmd(&dirs[0], &["extend", "--ttl", "5h"])).expect_code(0);
+    let after = lease_of(&a);
+    assert!(after > before, "{before} -> {after}");
+
     pool.down_all(&dirs);
     assert_eq!(pool.leftovers(), Vec::<String>::new());
     pool.only_shared_services_running();

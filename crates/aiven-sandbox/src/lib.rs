@@ -337,7 +337,10 @@ fn resume_endpoints(shared: &Arc<Shared>) {
                 .get_mut(&project)
                 .and_then(|p| p.services.get_mut(&svc.name))
             {
+                // Its servers start anew: not usable (nor reported RUNNING) until they
+                // listen, as after a rebuild.
                 s.starting = true;
+                s.state = world::ServiceState::Rebuilding;
             }
             shared.bring_up(&project, svc).await;
         });
