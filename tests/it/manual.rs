@@ -437,7 +437,7 @@ fn validate_and_up_agree_on_bad_manifests() {
           |
         6 |     databse: [app]
           |     ^ unknown key `databse`
-          hint: did you mean `databases`? Keys here: type, plan, cloud, version, user_config, databases, users, topics, acls, default_acl, fork_from, probe, env_prefix, env, project_vpc_id, tags
+          hint: did you mean `databases`? Keys here: type, plan, cloud, version, user_config, databases, users, topics, acls, default_acl, fork_from, probe, env_prefix, env, project_vpc_id, tags, shared, seed
 
         ## empty
         error: aiven-ephemeral.yaml: the manifest is empty
