@@ -731,3 +731,166 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
     assert_eq!(pool.leftovers(), Vec::<String>::new());
     pool.only_shared_services_running();
 }
+
+#[test]
+fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
+    let pool = Pool::new();
+    let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
+    let dir = pool.dir("idle", &[("aiven-ephemeral.yaml", manifest)]);
+    pool.up_all(std::slice::from_ref(&dir));
+    // A live lease keeps the services on, however idle.
+    std::thread::sleep(Duration::from_millis(1500));
+    run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"])).expect_code(0);
+    assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
+    pool.down_all(std::slice::from_ref(&dir));
+    std::thread::sleep(Duration::from_millis(1500));
+    let dry = run(pool.cmd(
+        &dir,
+        &[
+            "reap",
+            "--project",
+            PROJECT,
+            "--shared-idle",
+            "1s",
+            "--dry-run",
+        ],
+    ));
+    dry.expect_code(0);
+    assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
+    let reap = run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"]));
+    reap.expect_code(0);
+    assert!(
+        reap.stderr
+            .contains("ae-db-shared: idle for 1s; powered off"),
+        "{}",
+        reap.all()
+    );
+    for name in ["ae-db-shared", "ae-cache-shared"] {
+        assert_eq!(pool.service(name)["state"], "POWEROFF", "{name}");
+    }
+    // The next run powers them on, and says that this takes minutes on Aiven.
+    let again = run(pool.cmd(
+        &dir,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "psql \"$DB_URI\" -tAc 'select current_user'",
+        ],
+    ));
+    again.expect_code(0);
+    assert!(
+        again.stderr.contains("shared service ae-db-shared was powered off while idle; powering it on. This takes minutes on Aiven"),
+        "{}",
+        again.all()
+    );
+    assert!(again.stdout.trim().starts_with("run-"), "{}", again.all());
+    assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
+}
+
+#[test]
+fn a_service_you_manage_is_used_as_it_is_and_never_created_or_powered_off() {
+    let pool = Pool::new();
+    pool.sandbox
+        .create_service("team-pg", json!({"team": "payments"}));
+    let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: {service: team-pg}}\n";
+    let dir = pool.dir("yours", &[("aiven-ephemeral.yaml", manifest)]);
+    let out = run(pool.cmd(
+        &dir,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo $DB_SERVICE_NAME; psql \"$DB_URI\" -tAc 'select current_user'",
+        ],
+    ));
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "team-pg");
+    assert!(lines[1].starts_with("run-"), "{}", out.all());
+    std::thread::sleep(Duration::from_millis(1500));
+    run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"])).expect_code(0);
+    assert_eq!(
+        pool.service("team-pg")["state"],
+        "RUNNING",
+        "a service you manage is never powered off"
+    );
+    assert_eq!(pool.service("team-pg")["tags"]["team"], "payments");
+
+    let missing = pool.dir(
+        "missing",
+        &[("aiven-ephemeral.yaml", "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: {service: nope}}\n")],
+    );
+    let out = run(pool.cmd(&missing, &["up"]));
+    out.expect_code(1);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    pinned!(said.join("\n"), @"error: shared service nope (services.db) does not exist in project test-project; `shared: {service: nope}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one");
+    assert_eq!(pool.sandbox.live_names(), vec!["team-pg".to_string()]);
+}
+
+#[test]
+fn run_keeps_its_leases_alive_while_its_command_runs() {
+    let pool = Pool::new();
+    let manifest =
+        "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
+    let dir = pool.dir("refresh", &[("aiven-ephemeral.yaml", manifest)]);
+    let mut cmd = pool.cmd(&dir, &["run", "--", "sleep", "4"]);
+    cmd.env("AIVEN_EPHEMERAL_REFRESH_EVERY", "1s");
+    let child = cmd.spawn().unwrap();
+    let lease = || {
+        let tags = pool.service("ae-cache-shared")["tags"].clone();
+        tags.as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.starts_with("aiven-ephemeral-lease-"))
+            .map(|(_, v)| v.as_str().unwrap().to_string())
+    };
+    let started = std::time::Instant::now();
+    let first = loop {
+        if let Some(l) = pool.sandbox.live_names().first().and_then(|_| lease()) {
+            break l;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no lease");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = lease().expect("the lease is still there");
+    assert!(later > first, "the lease did not move: {first} -> {later}");
+    assert_eq!(wait(child, Duration::from_secs(30)).code, Some(0));
+    assert_eq!(lease(), None, "the lease outlived the run");
+}
+
+#[test]
+fn plan_shows_shared_services_apart_with_their_standing_cost() {
+    let env = Env::new(
+        "project: test-project
+services:
+  db: {type: pg, plan: hobbyist, shared: true}
+  events: {type: kafka, plan: startup-2, shared: true}
+  search: {type: opensearch, plan: startup-4}
+",
+    );
+    let out = env.run(&["plan"]);
+    out.expect_code(0);
+    pinned!(out.stdout, @r"
+    run id xxxxxxxx, project test-project
+    this run's own services (deleted by `down`):
+    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
+    search           ae-search-xxxxxxxx                       opensearch   startup-4      google-europe-west1        0.130
+      env: SEARCH_SERVICE_NAME SEARCH_URI SEARCH_HOST SEARCH_PORT SEARCH_USER SEARCH_PASSWORD
+    shared services (outlive the run; billed per hour while powered on, whether or not a run uses them; the run gets its own tenancy inside):
+    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
+    db               ae-db-shared                             pg           hobbyist       google-europe-west1        0.026
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
+    events           ae-events-shared                         kafka        startup-2      google-europe-west1        0.397
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
+      note: `reap` powers idle shared services off; Kafka topic data does not survive power-off (PostgreSQL data comes back from backups)
+    total: 0.553 USD/h (4.42 USD per 8h working day); of it 0.423 USD/h for shared services, while they are powered on
+    ");
+}
