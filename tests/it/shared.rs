@@ -189,12 +189,7 @@ fn psql(uri: &str, sql: &str) -> (bool, String) {
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text.trim().to_string())
+    (o.status.success(), said(&o))
 }
 
 /// redis-cli over TLS with a run's exported credentials; the reply, errors included.
@@ -207,13 +202,7 @@ fn redis(env: &BTreeMap<String, String>, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-    .trim()
-    .to_string()
+    said(&o)
 }
 
 /// `run` in `dir` SIGKILLed while its command runs (the command is ended too: no test
@@ -442,16 +431,7 @@ fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
             "OK"
         );
     }
-    for env in &envs {
-        assert_eq!(
-            psql(&env["DB_URI"], "select string_agg(name, ',') from who").1,
-            env["DB_USER"]
-        );
-        assert_eq!(
-            redis(env, &["GET", &format!("{}who", env["CACHE_KEY_PREFIX"])]),
-            env["DB_USER"]
-        );
-    }
+    each_sees_only_its_own(&envs);
 
     // A run killed while its command runs: nothing tears it down.
     let killed = pool.dir("killed", &[("aiven-ephemeral.yaml", SHARED)]);
@@ -493,7 +473,15 @@ fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
         "the killed run's tenancy is still there: {left:?}"
     );
     // The others are untouched.
-    for env in &envs {
+    each_sees_only_its_own(&envs);
+    pool.down_all(&dirs);
+    assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.only_shared_services_running();
+}
+
+/// Each run reads back, from its database and its keys, only the name it wrote.
+fn each_sees_only_its_own(envs: &[BTreeMap<String, String>]) {
+    for env in envs {
         assert_eq!(
             psql(&env["DB_URI"], "select string_agg(name, ',') from who").1,
             env["DB_USER"]
@@ -503,9 +491,6 @@ fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
             env["DB_USER"]
         );
     }
-    pool.down_all(&dirs);
-    assert_eq!(pool.leftovers(), Vec::<String>::new());
-    pool.only_shared_services_running();
 }
 
 const SEEDED: &str = "project: test-project

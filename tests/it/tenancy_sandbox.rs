@@ -330,13 +330,7 @@ fn redis(svc: &Value, ca: &std::path::Path, user: &str, password: &str, args: &[
         .args(args)
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-    .trim()
-    .to_string()
+    said(&o)
 }
 
 #[test]

@@ -145,16 +145,7 @@ pub(super) async fn drop(
         .await
         .map_err(|e| format!("deleting topic {}: {e}", topic.topic_name))?;
     }
-    if svc.user(tenant).is_some() {
-        gone_if_missing(
-            client
-                .delete_user(project, name, tenant, RELEASE_RETRY)
-                .await,
-        )
-        .await
-        .map_err(|e| format!("deleting user {tenant}: {e}"))?;
-    }
-    Ok(())
+    super::delete_user(client, project, svc, tenant).await
 }
 
 #[cfg(test)]

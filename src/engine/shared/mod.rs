@@ -331,7 +331,7 @@ pub async fn release(
     let tenant = naming::tenant_of(&r.run_id);
     match svc.service_type.as_str() {
         "pg" => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
-        "valkey" => valkey::drop(client, project, &svc, &tenant).await?,
+        "valkey" => delete_user(client, project, &svc, &tenant).await?,
         "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
         _ => {}
     }
@@ -349,6 +349,25 @@ pub async fn release(
         .await
         .map_err(|e| format!("removing the lease of run {}: {e}", r.run_id))?;
     Ok(Released::Done)
+}
+
+/// Deletes the run's user, if the service has it.
+pub(crate) async fn delete_user(
+    client: &Client,
+    project: &str,
+    svc: &Service,
+    tenant: &str,
+) -> Result<(), String> {
+    if svc.user(tenant).is_none() {
+        return Ok(());
+    }
+    gone_if_missing(
+        client
+            .delete_user(project, &svc.service_name, tenant, RELEASE_RETRY)
+            .await,
+    )
+    .await
+    .map_err(|e| format!("deleting user {tenant}: {e}"))
 }
 
 /// A call that treats 404 as done: the object is gone.

@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
-use crate::api::{Client, Service};
+use super::{Acquire, Tenancy, as_tenant};
+use crate::api::Service;
 use crate::manifest::ServiceSpec;
 use crate::naming::key_prefix;
 use crate::outputs::Created;
@@ -64,22 +64,4 @@ pub(super) async fn create(
         spec: spec.clone(),
         created: Created::default(),
     })
-}
-
-pub(super) async fn drop(
-    client: &Client,
-    project: &str,
-    svc: &Service,
-    tenant: &str,
-) -> Result<(), String> {
-    if svc.user(tenant).is_none() {
-        return Ok(());
-    }
-    gone_if_missing(
-        client
-            .delete_user(project, &svc.service_name, tenant, RELEASE_RETRY)
-            .await,
-    )
-    .await
-    .map_err(|e| format!("deleting user {tenant}: {e}"))
 }

@@ -317,6 +317,17 @@ pub fn cmd_in(dir: &Path, sandbox: &Sandbox, args: &[&str]) -> Command {
     cmd
 }
 
+/// A client's whole answer, errors included, as a person reads it.
+pub fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
 /// What a finished command did.
 pub struct Run {
     pub code: Option<i32>,
