@@ -879,3 +879,50 @@ services:
     total: 0.553 USD/h (4.42 USD per 8h working day); of it 0.423 USD/h for shared services, while they are powered on
     ");
 }
+
+#[test]
+fn no_secret_of_a_shared_run_or_service_in_any_output_at_trace() {
+    let pool = Pool::new();
+    let dir = pool.dir("secret", &[("aiven-ephemeral.yaml", SHARED)]);
+    let mut up = pool.cmd(&dir, &["up", "-vv"]);
+    up.env("RUST_LOG", "trace");
+    let up = run(up);
+    up.expect_code(0);
+    assert!(up.stderr.contains("TRACE"), "trace logging was on");
+    let env = env_of(&dir);
+    let mut secrets = vec![
+        pool.sandbox.token.clone(),
+        env["DB_PASSWORD"].clone(),
+        env["CACHE_PASSWORD"].clone(),
+    ];
+    secrets.extend(
+        std::fs::read_to_string(&env["EVENTS_ACCESS_KEY"])
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_string),
+    );
+    for name in NAMES {
+        for u in pool.service(name)["users"].as_array().unwrap() {
+            secrets.push(u["password"].as_str().unwrap().to_string());
+        }
+    }
+    let mut down = pool.cmd(&dir, &["down", "-vv"]);
+    down.env("RUST_LOG", "trace");
+    let down = run(down);
+    down.expect_code(0);
+    let state = std::fs::read_to_string(dir.join(".aiven-ephemeral/state.json")).unwrap();
+    for (what, text) in [
+        ("up", up.all()),
+        ("down", down.all()),
+        ("the state file", state),
+    ] {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{what} leaks a secret ({}...)",
+                &s[..6.min(s.len())]
+            );
+        }
+    }
+}
