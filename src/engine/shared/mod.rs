@@ -187,8 +187,7 @@ impl Acquire<'_> {
     }
 
     /// Waits until the service is usable (and returns it with secrets); powers a
-    /// managed one on if it was idle. The wait grows with the time waited, as
-    /// provisioning's does.
+    /// managed one on if it was idle. The wait grows with the time waited.
     async fn running(
         &self,
         spec: &ServiceSpec,
@@ -200,19 +199,32 @@ impl Acquire<'_> {
         let mut powered_on = false;
         let mut last = None;
         loop {
-            let svc = match found.take() {
-                Some(svc) => svc,
-                None => self
-                    .client
-                    .get_service(self.project, name, true)
-                    .await
-                    .map_err(|e| Error::api(format!("checking shared service {name}"), e))?,
+            // While it is not running, polls go without secrets; once it is, one read
+            // with them (unless the first read, which had them, found it running).
+            let (svc, with_secrets) = match found.take() {
+                Some(svc) => (svc, true),
+                None => (
+                    self.client
+                        .get_service(self.project, name, false)
+                        .await
+                        .map_err(|e| Error::api(format!("checking shared service {name}"), e))?,
+                    false,
+                ),
             };
             if svc.state == ServiceState::Running
                 && svc.nodes_running()
                 && svc.has_connection_details()
             {
-                return Ok(svc);
+                if with_secrets {
+                    return Ok(svc);
+                }
+                return self
+                    .client
+                    .get_service(self.project, name, true)
+                    .await
+                    .map_err(|e| {
+                        Error::api(format!("reading the admin credentials of {name}"), e)
+                    });
             }
             if svc.state == ServiceState::Poweroff && !powered_on {
                 if let Shared::Existing(_) = shared {
@@ -239,10 +251,12 @@ impl Acquire<'_> {
                 self.reporter.service(name, &svc.state.to_string());
                 last = Some(svc.state.clone());
             }
+            // A fifth of the time waited, 1 s to 10 s: a few dozen reads for a
+            // service that takes minutes, and the moment it is ready overshot by little.
             let wait = started
                 .elapsed()
-                .mul_f64(0.1)
-                .clamp(Duration::from_millis(500), Duration::from_secs(10));
+                .mul_f64(0.2)
+                .clamp(Duration::from_secs(1), Duration::from_secs(10));
             if Instant::now() + wait > self.deadline {
                 return Err(Error::Timeout(format!(
                     "shared service {name} is not running before the timeout (state {})",
