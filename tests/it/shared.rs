@@ -299,6 +299,12 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
         )),
         "{out}"
     );
+    // Whatever a run makes outside its databases (PUBLIC may create in defaultdb's
+    // public schema, as on Aiven) is the run's and goes with it.
+    let defaultdb = to_database(&a["DB_URI"], &a["DB_DATABASE"], "defaultdb");
+    let (made, out) = psql(&defaultdb, "create table a_was_here (x int)");
+    assert!(made, "{out}");
+
     // Valkey: only keys and channels under the run's prefix, and none of the commands
     // that see or wipe other runs' keys.
     let (pa, pb) = (&a["CACHE_KEY_PREFIX"], &b["CACHE_KEY_PREFIX"]);
@@ -314,16 +320,19 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
         let said = redis(&a, &args);
         assert!(said.starts_with("NOPERM"), "{args:?}: {said}");
     }
-    for cmd in ["FLUSHALL", "FLUSHDB", "KEYS", "SCAN", "RANDOMKEY", "SELECT"] {
-        let mut args = vec![cmd];
-        match cmd {
-            "KEYS" => args.push("*"),
-            "SCAN" => args.push("0"),
-            "SELECT" => args.push("1"),
-            _ => {}
-        }
-        let said = redis(&a, &args);
-        assert!(said.starts_with("NOPERM"), "{cmd}: {said}");
+    for args in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["KEYS", "*"],
+        &["SCAN", "0"],
+        &["RANDOMKEY"],
+        &["SELECT", "1"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+        &["PUBSUB", "CHANNELS"],
+    ] {
+        let said = redis(&a, args);
+        assert!(said.starts_with("NOPERM"), "{args:?}: {said}");
     }
     assert_eq!(redis(&b, &["GET", &format!("{pb}k")]), "b");
 
@@ -391,6 +400,13 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
 
     pool.down_all(&dirs);
     assert_eq!(pool.leftovers(), Vec::<String>::new());
+    assert_eq!(
+        pool.admin_sql(
+            "defaultdb",
+            "select count(*) from pg_tables where tablename = 'a_was_here'"
+        ),
+        "0"
+    );
     pool.only_shared_services_running();
     // A second `down` is a no-op.
     let again = run(pool.cmd(&dirs[0], &["down"]));
@@ -568,6 +584,15 @@ fn a_seed_is_built_once_into_a_template_that_runs_clone_and_reap_drops_the_unuse
     reap.expect_code(0);
     assert!(reap.stdout.contains("unused_template"), "{}", reap.all());
     assert_eq!(templates(&pool), vec![newer[0].clone()]);
+    // No run may enter a template: what it left there would be in every later clone.
+    let (entered, out) = psql(
+        &to_database(&env["DB_URI"], &env["DB_DATABASE"], newer[0]),
+        "select 1",
+    );
+    assert!(
+        !entered && out.contains("permission denied for database"),
+        "{out}"
+    );
     let mut all = dirs.clone();
     all.push(changed);
     pool.down_all(&all);

@@ -243,9 +243,64 @@ pub(super) async fn drop(
     for name in dbs {
         drop_database(&db, &name, deadline).await?;
     }
-    db.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(tenant)))
+    let drop_role = format!("DROP ROLE IF EXISTS {}", ident(tenant));
+    match db.batch_execute(&drop_role).await {
+        Ok(()) => Ok(()),
+        // 2BP01: the role still owns something (or holds a grant) in another database,
+        // a run's table in defaultdb, say. It is the run's: dropped wherever it is.
+        Err(e) if sql::code(&e) == Some("2BP01") => {
+            drop_owned_everywhere(&target, &db, tenant).await?;
+            db.batch_execute(&drop_role)
+                .await
+                .map_err(|e| format!("dropping role {tenant}: {}", one_line(&sql::said(&e))))
+        }
+        Err(e) => Err(format!(
+            "dropping role {tenant}: {}",
+            one_line(&sql::said(&e))
+        )),
+    }
+}
+
+/// A server message on one line (PostgreSQL's details span several).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `DROP OWNED BY` the run's role in every database that takes connections.
+async fn drop_owned_everywhere(
+    target: &sql::Target,
+    admin: &tokio_postgres::Client,
+    tenant: &str,
+) -> Result<(), String> {
+    let names: Vec<String> = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+            &[],
+        )
         .await
-        .map_err(|e| format!("dropping role {tenant}: {}", sql::said(&e)))
+        .map_err(|e| sql::said(&e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in names {
+        let db = match sql::connect_as(target, &name, "aiven-ephemeral:teardown").await {
+            Ok(db) => db,
+            // A database the admin cannot enter holds nothing it could drop either.
+            Err(e) => {
+                tracing::debug!("skipping {name}: {e}");
+                continue;
+            }
+        };
+        db.batch_execute(&format!("DROP OWNED BY {}", ident(tenant)))
+            .await
+            .map_err(|e| {
+                format!(
+                    "dropping what {tenant} owns in {name}: {}",
+                    one_line(&sql::said(&e))
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// `DROP DATABASE ... WITH (FORCE)` fails on sessions it cannot end (another user's, a

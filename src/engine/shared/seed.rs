@@ -56,9 +56,24 @@ pub async fn apply(target: &sql::Target, spec: &ServiceSpec, database: &str) -> 
     for (path, text) in &files {
         db.batch_execute(text)
             .await
-            .map_err(|e| format!("seed file {path}: {}", sql::said(&e)))?;
+            .map_err(|e| failed(path, text, &e))?;
     }
     Ok(())
+}
+
+/// A seed file's error at its line, as the server placed it.
+fn failed(path: &str, text: &str, e: &tokio_postgres::Error) -> String {
+    let line = e.as_db_error().and_then(|db| match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(at)) => {
+            let before: String = text.chars().take(*at as usize).collect();
+            Some(before.matches('\n').count() + 1)
+        }
+        _ => None,
+    });
+    match line {
+        Some(n) => format!("seed file {path}:{n}: {}", sql::said(e)),
+        None => format!("seed file {path}: {}", sql::said(e)),
+    }
 }
 
 /// The ready template for the spec's seed files, built now if nobody has yet.
@@ -118,8 +133,11 @@ pub async fn template(
             .map_err(|e| format!("creating seed role {role}: {}", sql::said(&e)))?;
     }
     // One statement a call: CREATE DATABASE cannot share a (implicit) transaction.
+    // No run's role may connect to the template: what it left there would be in every
+    // later clone, and a session on it stalls every clone.
     for statement in [
         format!("CREATE DATABASE {}", ident(&name)),
+        format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(&name)),
         format!(
             "GRANT CREATE ON DATABASE {} TO {}",
             ident(&name),
@@ -142,7 +160,7 @@ pub async fn template(
         for (path, text) in &files {
             tpl.batch_execute(text)
                 .await
-                .map_err(|e| format!("seed file {path}: {}", sql::said(&e)))?;
+                .map_err(|e| failed(path, text, &e))?;
         }
         // The session ends here: nobody may be connected to a template that is cloned.
     }

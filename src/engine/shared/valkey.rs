@@ -3,7 +3,8 @@
 //! not open to clients), confined to the keys and channels `<tenant>:*`, without the
 //! commands that key patterns cannot confine: FLUSHALL and FLUSHDB wipe every run,
 //! KEYS, SCAN and RANDOMKEY reveal other runs' key names, SELECT, SWAPDB and MOVE reach
-//! other databases.
+//! other databases; MONITOR, CLIENT LIST, CLIENT KILL and PUBSUB watch or end other
+//! runs' connections and list their channels.
 
 use serde_json::{Value, json};
 
@@ -24,6 +25,12 @@ pub const DENIED: &[&str] = &[
     "swapdb",
     "move",
     "migrate",
+    // Other runs' commands (keys and values with them) as they go, their connections,
+    // their channels.
+    "monitor",
+    "client|list",
+    "client|kill",
+    "pubsub",
 ];
 
 pub fn access_control(tenant: &str) -> Value {
