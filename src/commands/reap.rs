@@ -145,11 +145,11 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         });
     }
     let idle = sweep::idle(&listed, now, shared_idle);
-    for (service, used) in &idle {
+    for i in &idle {
         rows.push(Row {
-            name: service.clone(),
+            name: i.name.clone(),
             run: "-".into(),
-            expires: format!("idle since {used}"),
+            expires: format!("idle since {}", i.since),
             created: String::new(),
             verdict: Verdict::Idle,
         });
@@ -216,13 +216,21 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             naming::TAG_KEEP
         ));
     }
+    let templates = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::UnusedTemplate)
+        .count();
+    let idle_action = if args.delete_idle_shared {
+        "delete"
+    } else {
+        "power off"
+    };
     if args.dry_run {
         reporter.info(format!(
-            "dry run: {} service(s) would be deleted, {} lease(s) released, {} idle shared service(s) {}; nothing was",
+            "dry run: would delete {} service(s), release {} expired tenancy(ies), {idle_action} {} idle shared service(s) and drop {templates} seed template(s); nothing was changed",
             doomed.len(),
             expired.len(),
             idle.len(),
-            if args.delete_idle_shared { "deleted" } else { "powered off" }
         ));
         conn.close().await;
         return Ok(Status::Success);
@@ -243,31 +251,46 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     };
     let mut report =
         teardown::teardown(&conn.client, &project, targets, options, reporter, None).await;
-    for (service, _) in &idle {
+    let mut idled = 0;
+    for i in &idle {
         let done = if args.delete_idle_shared {
             conn.client
-                .delete_service(&project, service, crate::api::Retry::Standard)
+                .delete_service(&project, &i.name, crate::api::Retry::Standard)
                 .await
         } else {
-            conn.client.set_powered(&project, service, false).await
+            conn.client.set_powered(&project, &i.name, false).await
         };
         match done {
-            Ok(()) => reporter.info(format!(
-                "{service}: idle for {}; {}",
-                args.shared_idle,
-                if args.delete_idle_shared {
-                    "deleted"
-                } else {
-                    "powered off (Aiven bills nothing while it is off; PostgreSQL data comes back from backups when the next run powers it on, Kafka topic data does not; Aiven deletes services powered off for more than 180 days)"
-                }
-            )),
-            Err(e) => report.failed.push((service.clone(), e.to_string())),
+            Ok(()) => {
+                idled += 1;
+                reporter.info(format!(
+                    "{}: unused since {} (over --shared-idle {}); {}",
+                    i.name,
+                    i.since,
+                    args.shared_idle,
+                    if args.delete_idle_shared {
+                        "deleted".to_string()
+                    } else {
+                        format!(
+                            "powered off: Aiven bills nothing while it is off, and deletes services off for more than 180 days; {}",
+                            i.loses()
+                        )
+                    }
+                ))
+            }
+            Err(e) => report.failed.push((i.name.clone(), e.to_string())),
         }
     }
     conn.close().await;
+    let deleted = report
+        .deleted
+        .iter()
+        .filter(|n| doomed.iter().any(|d| &d.name == *n))
+        .count();
     reporter.info(format!(
-        "reaped {} service(s); {} protected, {} failed",
-        report.deleted.len(),
+        "reaped {deleted} service(s), released {} expired tenancy(ies), {} {idled} idle shared service(s), dropped {templates} seed template(s); {} protected, {} failed",
+        report.deleted.len() - deleted,
+        if args.delete_idle_shared { "deleted" } else { "powered off" },
         protected.len() + report.protected.len(),
         report.failed.len()
     ));

@@ -20,6 +20,8 @@ struct Row {
     /// What the API says now (`null`: not listed, or not asked).
     state: Option<String>,
     nodes_running: Option<String>,
+    /// A shared service: the run holds (or held) a tenancy in it.
+    shared: bool,
 }
 
 #[derive(Serialize)]
@@ -83,10 +85,17 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 service_type: r.service_type.clone(),
                 plan: r.plan.clone(),
                 recorded: r.status,
-                state: api.map(|s| match &r.tenant {
-                    Some(t) => format!("{} (shared; tenancy {t})", s.state),
-                    None => s.state.to_string(),
-                }),
+                state: match (api, &r.tenant) {
+                    (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
+                    (Some(s), None) => Some(s.state.to_string()),
+                    // A shared service without this run's lease: released, still there.
+                    (None, Some(_)) => listed
+                        .as_ref()
+                        .and_then(|l| l.iter().find(|s| s.service_name == r.name))
+                        .map(|s| format!("{} (shared; no tenancy of this run)", s.state)),
+                    (None, None) => None,
+                },
+                shared: r.tenant.is_some(),
                 nodes_running: api.map(|s| {
                     let up = s
                         .node_states
@@ -143,10 +152,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 r.key.clone(),
                 r.service_type.clone(),
                 r.plan.clone(),
-                serde_json::to_value(r.recorded)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                match (r.shared, r.recorded) {
+                    (true, state::ServiceStatus::Deleted) => "released".into(),
+                    _ => serde_json::to_value(r.recorded)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                },
                 match (&r.state, out.live) {
                     (Some(s), _) => s.clone(),
                     (None, true) => "not listed".into(),

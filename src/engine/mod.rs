@@ -297,8 +297,16 @@ impl Engine {
         started: Instant,
     ) -> Result<Vec<Ready>> {
         let ci = naming::ci_tag(&|k| std::env::var(k).ok());
-        self.reporter
-            .group(&format!("Creating {} service(s)", planned.len()));
+        self.reporter.group(
+            &match planned.iter().filter(|p| p.spec.shared.is_some()).count() {
+                0 => format!("Creating {} service(s)", planned.len()),
+                n if n == planned.len() => format!("Joining {n} shared service(s)"),
+                n => format!(
+                    "Creating {} service(s), joining {n} shared",
+                    planned.len() - n
+                ),
+            },
+        );
         let names: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
         self.reporter.begin(&names, started + r.timeout);
         let provision = Provision {
@@ -327,7 +335,7 @@ impl Engine {
         if keep_on_failure && !matches!(error, Error::Interrupted(_)) {
             let _ = live.store.set_status(RunStatus::Kept);
             self.reporter.warn(format!(
-                "--keep-on-failure: the run's services were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
+                "--keep-on-failure: the run's services (and its tenancies in shared services) were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
                 state::state_flag(live.store.path())
             ));
             return error;

@@ -171,6 +171,7 @@ impl Ctx {
             .await;
             let why = match attempt {
                 Ok(Ok(super::shared::Released::Done)) => return Outcome::Released,
+                Ok(Ok(super::shared::Released::Nothing)) => return Outcome::NeverCreated,
                 Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
                 Ok(Err(why)) => why,
                 Err(_) => "not released before the teardown budget ran out".to_string(),
@@ -477,6 +478,7 @@ pub async fn teardown(
         let handle = tasks.spawn(async move { ctx.settle(t).await });
         names.insert(handle.id(), name);
     }
+    let releasing: BTreeSet<String> = releases.iter().map(|r| r.service.clone()).collect();
     for r in releases {
         let name = r.service.clone();
         let ctx = ctx.clone();
@@ -524,6 +526,10 @@ pub async fn teardown(
                         ));
                         report.protected.push(name);
                     }
+                    Outcome::Failed(why) if releasing.contains(&name) => report.failed.push((
+                        format!("{name} (this run's tenancy in it; the shared service stays)"),
+                        why,
+                    )),
                     Outcome::Failed(why) => report.failed.push((name, why)),
                 }
             }

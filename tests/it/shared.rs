@@ -770,8 +770,7 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     let reap = run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"]));
     reap.expect_code(0);
     assert!(
-        reap.stderr
-            .contains("ae-db-shared: idle for 1s; powered off"),
+        reap.stderr.contains("ae-db-shared: unused since"),
         "{}",
         reap.all()
     );

@@ -313,6 +313,8 @@ pub struct Release {
 pub enum Released {
     /// Nothing of the run is left, and its lease is gone.
     Done,
+    /// The run never held a lease there: nothing of it was ever made.
+    Nothing,
     /// The lease names another owner: not this run's to touch.
     NotOurs,
 }
@@ -328,7 +330,7 @@ pub async fn release(
 ) -> Result<Released, String> {
     let svc = match client.get_service(project, &r.service, true).await {
         Ok(s) => s,
-        Err(e) if e.is_not_found() => return Ok(Released::Done),
+        Err(e) if e.is_not_found() => return Ok(Released::Nothing),
         Err(e) => return Err(format!("reading {}: {e}", r.service)),
     };
     let lease = naming::leases(&svc.tags)
@@ -337,7 +339,7 @@ pub async fn release(
     let Some((_, _, leased_to)) = &lease else {
         // The lease is written before anything of the run exists inside: without it
         // there is nothing to release.
-        return Ok(Released::Done);
+        return Ok(Released::Nothing);
     };
     if r.owner.as_ref().is_some_and(|owner| owner != leased_to) {
         return Ok(Released::NotOurs);

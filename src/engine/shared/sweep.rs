@@ -39,7 +39,7 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
 /// running, without a live lease, and unused for
 /// `idle_for`: (name, last used). Leases that expired count as none (they are being
 /// released in the same sweep).
-pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<(String, String)> {
+pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<Idle> {
     listed
         .iter()
         .filter(|s| s.tag(naming::TAG_SHARED).is_some())
@@ -53,9 +53,35 @@ pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<
         .filter_map(|s| {
             let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
             let since = parse(used)?;
-            (since + idle_for <= now).then(|| (s.service_name.clone(), used.to_string()))
+            (since + idle_for <= now).then(|| Idle {
+                name: s.service_name.clone(),
+                service_type: s.service_type.clone(),
+                since: used.to_string(),
+            })
         })
         .collect()
+}
+
+/// A shared service nobody has used for a while.
+pub struct Idle {
+    pub name: String,
+    pub service_type: String,
+    /// Last used (RFC 3339).
+    pub since: String,
+}
+
+impl Idle {
+    /// What a power-off costs this service, in Aiven's terms.
+    pub fn loses(&self) -> &'static str {
+        match self.service_type.as_str() {
+            "pg" => "its data comes back from backups when the next run powers it on",
+            "kafka" => {
+                "its topics' messages are lost; configuration, users and ACLs come back from configuration backups"
+            }
+            "valkey" => "its data comes back only if a backup exists",
+            _ => "what comes back on power-on depends on its backups",
+        }
+    }
 }
 
 fn parse(t: &str) -> Option<OffsetDateTime> {
