@@ -131,10 +131,12 @@ The command's exit code is passed through (127: not found, 126: cannot be run)."
     $ aiven-ephemeral status
     $ aiven-ephemeral status --json")]
     Status(StatusArgs),
-    /// Delete this tool's services whose ttl has passed
+    /// Delete this tool's services whose ttl has passed; release expired leases on shared
+    /// services, power off idle ones, drop unused seed templates
     #[command(after_help = "Examples:
     $ aiven-ephemeral reap --sandbox --dry-run
-    $ aiven-ephemeral reap --sandbox --older-than 6h")]
+    $ aiven-ephemeral reap --sandbox --older-than 6h
+    $ aiven-ephemeral reap --sandbox --shared-idle 12h --templates-unused-for 3d")]
     Reap(ReapArgs),
     /// Move a run's expiry
     #[command(after_help = "Examples:
