@@ -1031,32 +1031,18 @@ fn admin_of(shared: &crate::Shared, project: &str, service: &str) -> Option<Admi
     crate::lock(&shared.endpoints).admin(project, service)
 }
 
-/// Creates a database created through the API in the real server behind the service.
-pub(crate) async fn sync_database(
+/// Does to the real server behind the service what the API just did (a database made
+/// or dropped, a user removed); nothing for a simulated service.
+pub(crate) async fn on_server(
     shared: &crate::Shared,
     project: &str,
     service: &str,
-    database: &str,
+    op: impl FnOnce(&Admin) -> Result<(), String> + Send + 'static,
 ) -> ApiResult<()> {
     let Some(admin) = admin_of(shared, project, service) else {
         return Ok(());
     };
-    let database = database.to_string();
-    run_admin(move || admin.create_database(&database)).await
-}
-
-/// Drops a database deleted through the API (its sessions are terminated).
-pub(crate) async fn sync_database_deleted(
-    shared: &crate::Shared,
-    project: &str,
-    service: &str,
-    database: &str,
-) -> ApiResult<()> {
-    let Some(admin) = admin_of(shared, project, service) else {
-        return Ok(());
-    };
-    let database = database.to_string();
-    run_admin(move || admin.delete_database(&database)).await
+    run_admin(move || op(&admin)).await
 }
 
 /// Creates a user created through the API in the real server behind the service, or
@@ -1086,20 +1072,6 @@ pub(crate) async fn sync_user(
         )),
         Err(e) => Err(ApiError::new(500, e.to_string())),
     }
-}
-
-/// Removes a user deleted through the API from the real server.
-pub(crate) async fn sync_user_deleted(
-    shared: &crate::Shared,
-    project: &str,
-    service: &str,
-    username: &str,
-) -> ApiResult<()> {
-    let Some(admin) = admin_of(shared, project, service) else {
-        return Ok(());
-    };
-    let username = username.to_string();
-    run_admin(move || admin.delete_user(&username)).await
 }
 
 async fn run_admin(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> ApiResult<()> {

@@ -564,7 +564,7 @@ async fn db_create(State(s): S, Path((p, name)): Path<(String, String)>, body: B
         Ok(db)
     });
     let result = match result {
-        Ok(db) => crate::backends::sync_database(&s, &p, &name, &db).await,
+        Ok(db) => crate::backends::on_server(&s, &p, &name, move |a| a.create_database(&db)).await,
         Err(e) => Err(e),
     };
     respond(result.map(|()| json!({"message": "Database created"})))
@@ -573,7 +573,7 @@ async fn db_create(State(s): S, Path((p, name)): Path<(String, String)>, body: B
 async fn db_delete(State(s): S, Path((p, name, db)): Path<(String, String, String)>) -> Response {
     let result = lock(&s.world).delete_database(&p, &name, &db);
     let result = match result {
-        Ok(()) => crate::backends::sync_database_deleted(&s, &p, &name, &db).await,
+        Ok(()) => crate::backends::on_server(&s, &p, &name, move |a| a.delete_database(&db)).await,
         Err(e) => Err(e),
     };
     respond(result.map(|()| json!({"message": "Database deleted"})))
@@ -692,7 +692,12 @@ async fn user_delete(State(s): S, Path((p, name, u)): Path<(String, String, Stri
     // The server first: a role it cannot drop (it owns objects) stays a user.
     let checked = lock(&s.world).check_user_deletable(&p, &name, &u);
     let result = match checked {
-        Ok(()) => match crate::backends::sync_user_deleted(&s, &p, &name, &u).await {
+        Ok(()) => match crate::backends::on_server(&s, &p, &name, {
+            let u = u.clone();
+            move |a| a.delete_user(&u)
+        })
+        .await
+        {
             Ok(()) => lock(&s.world).delete_user(&p, &name, &u),
             Err(e) => Err(e),
         },
