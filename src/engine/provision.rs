@@ -393,16 +393,7 @@ impl Provision<'_> {
                 tracker.finish(&name, Create::Rejected);
                 return Err(e);
             }
-            let body = CreateService {
-                service_name: &name,
-                service_type: &spec.service_type,
-                plan: &spec.plan,
-                cloud: spec.cloud.as_deref(),
-                project_vpc_id: spec.project_vpc_id.as_deref(),
-                termination_protection: false,
-                tags: &tags,
-                user_config: &spec.user_config,
-            };
+            let body = create_body(&name, &spec, &tags);
             let (result, may_have_landed) = send_create(&client, &project, &body, &stop).await;
             let outcome = match result {
                 Ok(_) => Ok(()),
@@ -559,6 +550,25 @@ impl Provision<'_> {
             started.elapsed().as_secs_f64(),
             waiting.join(", ")
         )
+    }
+}
+
+/// The create request of a manifest entry, named `name`, carrying `tags` (the tags go
+/// in the create itself: a service never exists untagged); never termination-protected.
+pub(super) fn create_body<'a>(
+    name: &'a str,
+    spec: &'a ServiceSpec,
+    tags: &'a BTreeMap<String, String>,
+) -> CreateService<'a> {
+    CreateService {
+        service_name: name,
+        service_type: &spec.service_type,
+        plan: &spec.plan,
+        cloud: spec.cloud.as_deref(),
+        project_vpc_id: spec.project_vpc_id.as_deref(),
+        termination_protection: false,
+        tags,
+        user_config: &spec.user_config,
     }
 }
 

@@ -421,11 +421,12 @@ pub async fn teardown(
     client: &Client,
     project: &str,
     targets: Vec<Target>,
-    options: Options,
+    mut options: Options,
     reporter: &Reporter,
     signals: Option<&Signals>,
 ) -> Report {
-    let releases = options.releases.clone();
+    // The releases become tasks of their own; the tasks share the rest of the options.
+    let releases = std::mem::take(&mut options.releases);
     if targets.is_empty() && releases.is_empty() {
         return Report::default();
     }

@@ -24,7 +24,7 @@ pub mod valkey;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::api::{ApiError, Client, CreateService, Retry, Service, ServiceState, ServiceUser};
+use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser};
 use crate::error::Error;
 use crate::manifest::{ServiceSpec, Shared};
 use crate::naming;
@@ -135,16 +135,7 @@ impl Acquire<'_> {
         let mut tags = spec.tags.clone();
         tags.insert(naming::TAG_SHARED.to_string(), spec.key.clone());
         tags.insert(naming::TAG_USED.to_string(), self.now());
-        let body = CreateService {
-            service_name: name,
-            service_type: &spec.service_type,
-            plan: &spec.plan,
-            cloud: spec.cloud.as_deref(),
-            project_vpc_id: spec.project_vpc_id.as_deref(),
-            termination_protection: false,
-            tags: &tags,
-            user_config: &spec.user_config,
-        };
+        let body = super::provision::create_body(name, spec, &tags);
         match self.client.create_service(self.project, &body).await {
             Ok(_) => Ok(None),
             // Another run created it first: one service, both use it.
