@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{Client, Config};
 
 use crate::probe::{self, TlsMaterial};
@@ -55,6 +56,28 @@ pub async fn connect_as(t: &Target, database: &str, application: &str) -> Result
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// The first column of every row of `query`.
+pub async fn column<T: FromSqlOwned>(
+    db: &Client,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<T>, String> {
+    let rows = db.query(query, params).await.map_err(|e| said(&e))?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(|e| said(&e)))
+        .collect()
+}
+
+/// The one value of a query that answers one row of one column.
+pub async fn value<T: FromSqlOwned>(
+    db: &Client,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T, String> {
+    let row = db.query_one(query, params).await.map_err(|e| said(&e))?;
+    row.try_get(0).map_err(|e| said(&e))
 }
 
 /// The server's own message (and detail), not the driver's wrapping.

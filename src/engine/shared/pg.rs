@@ -78,33 +78,30 @@ pub(super) async fn create(
     step: &(dyn Fn(&str) + Sync),
 ) -> Result<Tenancy, String> {
     let target = admin(svc, a.project_ca.clone())?;
+    let db = sql::connect_as(&target, ADMIN_DB, &format!("aiven-ephemeral:{tenant}")).await?;
     let template = if spec.seed.is_empty() {
         None
     } else {
         step("seed template");
-        Some(seed::template(&target, spec, a.deadline).await?)
+        Some(seed::template(&target, &db, spec, a.deadline).await?)
     };
     step("role");
-    let db = sql::connect_as(&target, ADMIN_DB, &format!("aiven-ephemeral:{tenant}")).await?;
-    let max: i64 = db
-        .query_one(
-            "SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(100);
+    let max: i64 = sql::value(
+        &db,
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'",
+        &[],
+    )
+    .await
+    .unwrap_or(100);
     // A quarter of the plan's connections at most: one run cannot exhaust the others'.
     let limit = (max / 4).clamp(2, 20);
     let password = password();
-    let exists: bool = db
-        .query_one(
-            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-            &[&tenant],
-        )
-        .await
-        .map(|r| r.get(0))
-        .map_err(|e| sql::said(&e))?;
+    let exists: bool = sql::value(
+        &db,
+        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+        &[&tenant],
+    )
+    .await?;
     // The role, its comment and the admin's membership at once: a role of a run always
     // carries its marker. (A resumed run's role only gets a new password.)
     let role = if exists {
@@ -127,14 +124,12 @@ pub(super) async fn create(
     let names = databases(spec, tenant);
     for (i, name) in names.iter().enumerate() {
         step(&format!("databases {i}/{}", names.len()));
-        let present: bool = db
-            .query_one(
-                "SELECT count(*) > 0 FROM pg_database WHERE datname = $1",
-                &[name],
-            )
-            .await
-            .map(|r| r.get(0))
-            .map_err(|e| sql::said(&e))?;
+        let present: bool = sql::value(
+            &db,
+            "SELECT count(*) > 0 FROM pg_database WHERE datname = $1",
+            &[name],
+        )
+        .await?;
         if !present {
             let from = template
                 .as_ref()
@@ -230,16 +225,12 @@ pub(super) async fn drop(
             r.run_id
         ));
     }
-    let dbs: Vec<String> = db
-        .query(
-            "SELECT datname FROM pg_database WHERE datdba = $1::bigint::oid",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| sql::said(&e))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let dbs: Vec<String> = sql::column(
+        &db,
+        "SELECT datname FROM pg_database WHERE datdba = $1::bigint::oid",
+        &[&oid],
+    )
+    .await?;
     for name in dbs {
         drop_database(&db, &name, deadline).await?;
     }
@@ -272,16 +263,12 @@ async fn drop_owned_everywhere(
     admin: &tokio_postgres::Client,
     tenant: &str,
 ) -> Result<(), String> {
-    let names: Vec<String> = admin
-        .query(
-            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(|e| sql::said(&e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names: Vec<String> = sql::column(
+        admin,
+        "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+        &[],
+    )
+    .await?;
     for name in names {
         let db = match sql::connect_as(target, &name, "aiven-ephemeral:teardown").await {
             Ok(db) => db,

@@ -77,16 +77,17 @@ fn failed(path: &str, text: &str, e: &tokio_postgres::Error) -> String {
 }
 
 /// The ready template for the spec's seed files, built now if nobody has yet.
+/// `admin` is the caller's admin session (on `defaultdb`); `target` opens the one
+/// that builds inside the template.
 pub async fn template(
     target: &sql::Target,
+    admin: &tokio_postgres::Client,
     spec: &ServiceSpec,
     deadline: Instant,
 ) -> Result<String, String> {
     let files = read(spec)?;
     let hash = hash(&files);
     let name = format!("{TEMPLATE_PREFIX}{hash}");
-    let role = format!("{SEED_ROLE_PREFIX}{hash}");
-    let admin = sql::connect_as(target, "defaultdb", "aiven-ephemeral:seed").await?;
     let lock_key = i64::from_str_radix(&hash[..15], 16).unwrap_or(0);
     // Serialises builders of this template across runs and machines; the lock goes with
     // the session if this process dies.
@@ -97,32 +98,48 @@ pub async fn template(
     .await
     .map_err(|_| format!("waiting for another run to build template {name}: timed out"))?;
     locked.map_err(|e| sql::said(&e))?;
-    let state: Option<String> = admin
-        .query_opt(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = $1",
-            &[&name],
-        )
+    let built = ready_or_build(target, admin, &name, &hash, &files).await;
+    if let Err(e) = admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock_key])
         .await
-        .map_err(|e| sql::said(&e))?
-        .map(|r| r.get(0));
+    {
+        tracing::warn!("unlocking template {name}: {}", sql::said(&e));
+    }
+    built.map(|()| name)
+}
+
+/// Under the lock: the template is ready, or is built now.
+async fn ready_or_build(
+    target: &sql::Target,
+    admin: &tokio_postgres::Client,
+    name: &str,
+    hash: &str,
+    files: &[(String, String)],
+) -> Result<(), String> {
+    let role = format!("{SEED_ROLE_PREFIX}{hash}");
+    let state: Option<String> = sql::column(
+        admin,
+        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = $1",
+        &[&name],
+    )
+    .await?
+    .pop();
     match state {
-        Some(comment) if comment.starts_with(READY) => return Ok(name),
+        Some(comment) if comment.starts_with(READY) => return Ok(()),
         // A build that died half-way: its database is incomplete.
         Some(_) => admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(&name)))
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(name)))
             .await
             .map_err(|e| format!("dropping an unfinished template {name}: {}", sql::said(&e)))?,
         None => {}
     }
     tracing::info!("building seed template {name}");
-    let role_exists: bool = admin
-        .query_one(
-            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-            &[&role],
-        )
-        .await
-        .map(|r| r.get(0))
-        .map_err(|e| sql::said(&e))?;
+    let role_exists: bool = sql::value(
+        admin,
+        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+        &[&role],
+    )
+    .await?;
     if !role_exists {
         admin
             .batch_execute(&format!(
@@ -136,11 +153,11 @@ pub async fn template(
     // No run's role may connect to the template: what it left there would be in every
     // later clone, and a session on it stalls every clone.
     for statement in [
-        format!("CREATE DATABASE {}", ident(&name)),
-        format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(&name)),
+        format!("CREATE DATABASE {}", ident(name)),
+        format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(name)),
         format!(
             "GRANT CREATE ON DATABASE {} TO {}",
-            ident(&name),
+            ident(name),
             ident(&role)
         ),
     ] {
@@ -150,22 +167,21 @@ pub async fn template(
             .map_err(|e| format!("creating template {name}: {}", sql::said(&e)))?;
     }
     {
-        let tpl = sql::connect_as(target, &name, "aiven-ephemeral:seed").await?;
+        let tpl = sql::connect_as(target, name, "aiven-ephemeral:seed").await?;
         tpl.batch_execute(&format!(
             "GRANT USAGE, CREATE ON SCHEMA public TO {r}; SET ROLE {r}",
             r = ident(&role)
         ))
         .await
         .map_err(|e| format!("preparing template {name}: {}", sql::said(&e)))?;
-        for (path, text) in &files {
+        for (path, text) in files {
             tpl.batch_execute(text)
                 .await
                 .map_err(|e| failed(path, text, &e))?;
         }
         // The session ends here: nobody may be connected to a template that is cloned.
     }
-    mark_used(&admin, &name).await?;
-    Ok(name)
+    mark_used(admin, name).await
 }
 
 /// Notes when a template was last cloned (`reap` drops long-unused ones).
@@ -176,14 +192,12 @@ pub async fn used(admin: &tokio_postgres::Client, name: &str) {
 }
 
 async fn mark_used(admin: &tokio_postgres::Client, name: &str) -> Result<(), String> {
-    let now: String = admin
-        .query_one(
-            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .map_err(|e| sql::said(&e))?;
+    let now: String = sql::value(
+        admin,
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+        &[],
+    )
+    .await?;
     admin
         .batch_execute(&format!(
             "COMMENT ON DATABASE {} IS {}",
@@ -198,16 +212,12 @@ async fn mark_used(admin: &tokio_postgres::Client, name: &str) -> Result<(), Str
 /// rights there.
 pub async fn hand_over(target: &sql::Target, database: &str, tenant: &str) -> Result<(), String> {
     let db = sql::connect_as(target, database, &format!("aiven-ephemeral:{tenant}")).await?;
-    let roles: Vec<String> = db
-        .query(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
-            &[&SEED_ROLE_PREFIX],
-        )
-        .await
-        .map_err(|e| sql::said(&e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let roles: Vec<String> = sql::column(
+        &db,
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+        &[&SEED_ROLE_PREFIX],
+    )
+    .await?;
     for role in roles {
         // Only roles the admin can act for (every seed role this tool made).
         db.batch_execute(&format!(
