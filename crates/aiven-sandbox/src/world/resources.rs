@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::World;
 use super::ids::{generate_password, random_hex};
-use super::model::{Acl, Topic, User};
+use super::model::{Acl, Service, Topic, User};
 use super::shape::{default_access_control, has_databases};
 use crate::error::{ApiError, ApiResult};
 
@@ -191,10 +191,7 @@ impl World {
             .iter()
             .find(|u| u.username == username)
             .cloned()
-            .ok_or_else(|| {
-                ApiError::new(404, format!("Service user '{username}' does not exist"))
-                    .code("user_not_found")
-            })
+            .ok_or_else(|| no_such_user(username))
     }
 
     /// `set-access-control`: replaces the user's access control. Returns the user.
@@ -207,14 +204,7 @@ impl World {
     ) -> ApiResult<User> {
         let svc = self.running_service(project, name)?;
         let checked = checked_access_control(&svc.service_type, ac)?;
-        let user = svc
-            .users
-            .iter_mut()
-            .find(|u| u.username == username)
-            .ok_or_else(|| {
-                ApiError::new(404, format!("Service user '{username}' does not exist"))
-                    .code("user_not_found")
-            })?;
+        let user = user_mut(svc, username)?;
         user.access_control = Some(checked);
         Ok(user.clone())
     }
@@ -244,36 +234,13 @@ impl World {
         name: &str,
         username: &str,
     ) -> ApiResult<()> {
-        let svc = self.running_service(project, name)?;
-        match svc.users.iter().find(|u| u.username == username) {
-            Some(u) if u.r#type == "primary" => {
-                Err(ApiError::new(400, "Cannot delete the primary service user"))
-            }
-            Some(_) => Ok(()),
-            None => Err(
-                ApiError::new(404, format!("Service user '{username}' does not exist"))
-                    .code("user_not_found"),
-            ),
-        }
+        deletable(self.running_service(project, name)?, username)
     }
 
     pub fn delete_user(&mut self, project: &str, name: &str, username: &str) -> ApiResult<()> {
         let svc = self.running_service(project, name)?;
-        if svc
-            .users
-            .iter()
-            .any(|u| u.username == username && u.r#type == "primary")
-        {
-            return Err(ApiError::new(400, "Cannot delete the primary service user"));
-        }
-        let before = svc.users.len();
+        deletable(svc, username)?;
         svc.users.retain(|u| u.username != username);
-        if svc.users.len() == before {
-            return Err(
-                ApiError::new(404, format!("Service user '{username}' does not exist"))
-                    .code("user_not_found"),
-            );
-        }
         Ok(())
     }
 
@@ -292,14 +259,7 @@ impl World {
         let now = self.now();
         let password = new_password.unwrap_or_else(|| generate_password(&mut self.rng));
         let svc = self.running_service(project, name)?;
-        let user = svc
-            .users
-            .iter_mut()
-            .find(|u| u.username == username)
-            .ok_or_else(|| {
-                ApiError::new(404, format!("Service user '{username}' does not exist"))
-                    .code("user_not_found")
-            })?;
+        let user = user_mut(svc, username)?;
         user.password = password;
         user.password_updated_time = now;
         Ok(user.clone())
@@ -454,5 +414,27 @@ impl World {
             );
         }
         Ok(svc.acls.clone())
+    }
+}
+
+fn no_such_user(username: &str) -> ApiError {
+    ApiError::new(404, format!("Service user '{username}' does not exist")).code("user_not_found")
+}
+
+fn user_mut<'a>(svc: &'a mut Service, username: &str) -> ApiResult<&'a mut User> {
+    svc.users
+        .iter_mut()
+        .find(|u| u.username == username)
+        .ok_or_else(|| no_such_user(username))
+}
+
+/// A user may be deleted if it exists and is not the admin user.
+fn deletable(svc: &Service, username: &str) -> ApiResult<()> {
+    match svc.users.iter().find(|u| u.username == username) {
+        Some(u) if u.r#type == "primary" => {
+            Err(ApiError::new(400, "Cannot delete the primary service user"))
+        }
+        Some(_) => Ok(()),
+        None => Err(no_such_user(username)),
     }
 }
