@@ -403,6 +403,14 @@ pub struct ReapArgs {
     /// most recently used one stays)
     #[arg(long, default_value = "24h", value_name = "DUR")]
     pub templates_unused_for: String,
+    /// The manifest, read (when it exists) only for its project
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "aiven-ephemeral.yaml",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]

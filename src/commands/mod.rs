@@ -114,11 +114,7 @@ impl RunRef {
             }
             (_, Some(id)) => {
                 naming::check_run_id(id).map_err(Error::usage)?;
-                let m = if manifest.exists() {
-                    Some(crate::manifest::load(manifest)?)
-                } else {
-                    None
-                };
+                let m = crate::manifest::load_if_present(manifest)?;
                 Ok(Self {
                     project: settings::project(global, m.as_ref())?,
                     run_id: id.to_string(),

@@ -88,27 +88,20 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let shared_idle = settings::duration(&args.shared_idle, "--shared-idle")?;
     let templates_unused_for =
         settings::duration(&args.templates_unused_for, "--templates-unused-for")?;
+    let manifest = crate::manifest::load_if_present(&args.file)?;
     let (project, conn) = if args.sandbox {
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         // The sandbox of a state directory serves the project its run was made in.
         let recorded = crate::state::read(&state_file)?;
-        let project = global
-            .project
-            .clone()
-            .or_else(|| recorded.map(|s| s.project))
-            .ok_or_else(|| {
-                Error::usage_hint(
-                    format!(
-                        "no Aiven project given, and no run in {}",
-                        state_file.display()
-                    ),
-                    "pass --project / AIVEN_PROJECT",
-                )
-            })?;
+        let project = match (&global.project, recorded) {
+            (Some(p), _) => p.clone(),
+            (None, Some(s)) => s.project,
+            (None, None) => settings::project(global, manifest.as_ref())?,
+        };
         (project, Connection::sandbox(global, &state_dir).await?)
     } else {
         (
-            settings::project(global, None)?,
+            settings::project(global, manifest.as_ref())?,
             Connection::real(global, None)?,
         )
     };
@@ -133,15 +126,22 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             verdict: judge(s, now, older_than, args.force),
         })
         .collect();
-    // Shared services: expired leases, idle services, unused templates.
-    let expired = sweep::expired_leases(&listed, now);
-    for (service, run, expires) in &expired {
+    // Shared services: leases (live ones are listed, expired ones released), idle
+    // services, unused templates.
+    let (expired, live): (Vec<_>, Vec<_>) = sweep::leases(&listed, now)
+        .into_iter()
+        .partition(|l| l.expired);
+    for (lease, verdict) in expired
+        .iter()
+        .map(|l| (l, Verdict::LeaseExpired))
+        .chain(live.iter().map(|l| (l, Verdict::Live)))
+    {
         rows.push(Row {
-            name: service.clone(),
-            run: run.clone(),
-            expires: expires.clone(),
+            name: lease.service.clone(),
+            run: lease.run_id.clone(),
+            expires: lease.expires.clone(),
             created: String::new(),
-            verdict: Verdict::LeaseExpired,
+            verdict,
         });
     }
     let idle = sweep::idle(&listed, now, shared_idle);
@@ -181,7 +181,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             )),
         }
     }
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows.sort_by(|a, b| (&a.name, &a.run).cmp(&(&b.name, &b.run)));
     let doomed: Vec<&Row> = rows
         .iter()
         .filter(|r| matches!(r.verdict, Verdict::Expired | Verdict::TooOld))
@@ -246,7 +246,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         budget: settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?,
         releases: expired
             .iter()
-            .map(|(service, run, _)| sweep::release_of(service, run))
+            .map(|l| sweep::release_of(&l.service, &l.run_id))
             .collect(),
     };
     let mut report =

@@ -239,11 +239,7 @@ async fn by_tag(
     signals: &Signals,
     budget: Duration,
 ) -> Result<Status> {
-    let manifest = if args.file.exists() {
-        Some(crate::manifest::load(&args.file)?)
-    } else {
-        None
-    };
+    let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;
     let conn = if args.sandbox {
         let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());

@@ -243,6 +243,16 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     parse(&text, path)
 }
 
+/// The manifest when there is one: commands that find a run without it read it only for
+/// the project.
+pub fn load_if_present(path: &Path) -> Result<Option<Manifest>, ManifestError> {
+    if path.exists() {
+        load(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
     let raw = raw::read(text).map_err(|p| ManifestError::new(path, text, vec![p]))?;
     let problems = check::manifest(&raw);

@@ -245,13 +245,16 @@ fn reap_deletes_exactly_the_expired_tagged_services() {
     kept["aiven-ephemeral-keep"] = json!("true");
     env.sandbox.create_service("kept", kept);
 
-    let dry = env.run(&["reap", "--project", PROJECT, "--dry-run"]);
+    // Without --project, the manifest's; untagged services are not even listed.
+    let dry = env.run(&["reap", "--dry-run"]);
     dry.expect_code(0);
-    assert!(dry.stdout.contains("expired-one") && dry.stdout.contains("expired"));
-    assert!(
-        !dry.stdout.contains("foreign"),
-        "untagged services are not even listed"
-    );
+    pinned!(dry.stdout, @"
+    SERVICE      RUN  EXPIRES               VERDICT
+    expired-one  r1   [TIME]  expired
+    expired-two  r2   [TIME]  expired
+    kept         r4   [TIME]  kept
+    still-live   r3   [TIME]  live
+    ");
     assert_eq!(
         env.sandbox.count("DELETE", "/v1"),
         0,
@@ -263,6 +266,15 @@ fn reap_deletes_exactly_the_expired_tagged_services() {
         env.sandbox.live_names(),
         vec!["foreign", "kept", "still-live"]
     );
+
+    // Neither a project nor a manifest: said before any request.
+    std::fs::remove_file(env.path("aiven-ephemeral.yaml")).unwrap();
+    let before = env.sandbox.count("GET", "/v1");
+    pinned!(env.run(&["reap"]).expect_code(2).stderr, @"
+    error: no Aiven project given
+      hint: set `project:` in the manifest, or pass --project / AIVEN_PROJECT
+    ");
+    assert_eq!(env.sandbox.count("GET", "/v1"), before);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! One integration-test binary: every test runs the real `aiven-ephemeral` binary
 //! against a sandbox started on 127.0.0.1:0.
 
+// First, so that its macros (`pinned!`) reach every module after it.
+#[macro_use]
+mod common;
 mod action;
 mod api_rules;
 mod avn;
@@ -8,8 +11,6 @@ mod backends;
 mod cancel;
 mod chaos;
 mod commands;
-#[macro_use]
-mod common;
 mod conformance;
 mod faults;
 mod gitlab;

@@ -748,9 +748,18 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
     let dir = pool.dir("idle", &[("aiven-ephemeral.yaml", manifest)]);
     pool.up_all(std::slice::from_ref(&dir));
-    // A live lease keeps the services on, however idle.
+    // A live lease keeps the services on, however idle; reap lists it.
     std::thread::sleep(Duration::from_millis(1500));
-    run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"])).expect_code(0);
+    let reap = run(pool.cmd(&dir, &["reap", "--shared-idle", "1s"]));
+    reap.expect_code(0);
+    let run_id = env_of(&dir)["DB_USER"]
+        .trim_start_matches("run-")
+        .to_string();
+    pinned!(reap.stdout.replace(&run_id, "[RUN]"), @"
+    SERVICE          RUN       EXPIRES               VERDICT
+    ae-cache-shared  [RUN]  [TIME]  live
+    ae-db-shared     [RUN]  [TIME]  live
+    ");
     assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
     pool.down_all(std::slice::from_ref(&dir));
     std::thread::sleep(Duration::from_millis(1500));

@@ -13,15 +13,28 @@ use crate::api::{Client, Service, ServiceState};
 use crate::naming;
 use crate::sql;
 
-/// A lease whose expiry passed (on the API's clock): (service, run id, expiry).
-pub fn expired_leases(listed: &[Service], now: OffsetDateTime) -> Vec<(String, String, String)> {
+/// A run's lease on a shared service, as `reap` finds it.
+pub struct Lease {
+    pub service: String,
+    pub run_id: String,
+    pub expires: String,
+    /// Its expiry passed on the API's clock (an unreadable expiry counts as live).
+    pub expired: bool,
+}
+
+/// Every lease on the listed services.
+pub fn leases(listed: &[Service], now: OffsetDateTime) -> Vec<Lease> {
     listed
         .iter()
         .flat_map(|s| {
             naming::leases(&s.tags)
                 .into_iter()
-                .filter(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
-                .map(|(run, expires, _)| (s.service_name.clone(), run, expires))
+                .map(move |(run_id, expires, _)| Lease {
+                    service: s.service_name.clone(),
+                    expired: parse(&expires).is_some_and(|t| t <= now),
+                    run_id,
+                    expires,
+                })
         })
         .collect()
 }
