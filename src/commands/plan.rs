@@ -25,7 +25,8 @@ pub struct PlannedService {
     pub hourly_usd: Option<f64>,
     /// Why the price is unknown (the plan does not exist in that cloud, say).
     pub problem: Option<String>,
-    /// A shared service: `managed` (created on first use, kept) or `yours`. It
+    /// A shared service: `this_tool` (created by this tool on first use, kept) or `yours`
+    /// (one you manage, named by `shared: {service: NAME}`). It
     /// outlives the run and is billed while powered on.
     pub shared: Option<&'static str>,
 }
@@ -66,7 +67,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                     .service_name(&manifest.name_prefix, &run_id)
                     .map_err(Error::usage)?,
                 shared: spec.shared.as_ref().map(|s| match s {
-                    Shared::Managed => "managed",
+                    Shared::Managed => "this_tool",
                     Shared::Existing(_) => "yours",
                 }),
                 service_type: spec.service_type.clone(),
@@ -160,13 +161,16 @@ fn print_table(p: &PlanOutput, online: bool) {
         rows(&own);
     }
     if !shared.is_empty() {
+        // Prose lines fit 80 columns; the table is as wide as it must be.
         println!(
-            "shared services (outlive the run; billed per hour while powered on, whether or not a run uses them; the run gets its own tenancy inside):"
+            "shared services: they outlive the run and are billed per hour while powered on,\n\
+             whether or not a run uses them; the run gets its own tenancy inside:"
         );
         rows(&shared);
         if shared.iter().any(|s| s.service_type == "kafka") {
             println!(
-                "  note: `reap` powers idle shared services off; Kafka topic data does not survive power-off (PostgreSQL data comes back from backups)"
+                "  note: `reap` powers idle shared services off; Kafka topic data does not\n\
+                 \x20 survive power-off (PostgreSQL data comes back from backups)"
             );
         }
     }
@@ -180,7 +184,7 @@ fn print_table(p: &PlanOutput, online: bool) {
                     String::new()
                 } else {
                     format!(
-                        "; of it {standing:.3} USD/h for shared services, while they are powered on"
+                        "\n  of it {standing:.3} USD/h for shared services, while they are powered on"
                     )
                 }
             )

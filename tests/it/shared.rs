@@ -890,7 +890,7 @@ fn plan_shows_shared_services_apart_with_their_standing_cost() {
         "project: test-project
 services:
   db: {type: pg, plan: hobbyist, shared: true}
-  events: {type: kafka, plan: startup-2, shared: true}
+  events: {type: kafka, plan: startup-2, shared: {service: team-kafka}}
   search: {type: opensearch, plan: startup-4}
 ",
     );
@@ -902,15 +902,33 @@ services:
     KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
     search           ae-search-xxxxxxxx                       opensearch   startup-4      google-europe-west1        0.130
       env: SEARCH_SERVICE_NAME SEARCH_URI SEARCH_HOST SEARCH_PORT SEARCH_USER SEARCH_PASSWORD
-    shared services (outlive the run; billed per hour while powered on, whether or not a run uses them; the run gets its own tenancy inside):
+    shared services: they outlive the run and are billed per hour while powered on,
+    whether or not a run uses them; the run gets its own tenancy inside:
     KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
     db               ae-db-shared                             pg           hobbyist       google-europe-west1        0.026
       env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
-    events           ae-events-shared                         kafka        startup-2      google-europe-west1        0.397
+    events           team-kafka                               kafka        startup-2      google-europe-west1        0.397
       env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
-      note: `reap` powers idle shared services off; Kafka topic data does not survive power-off (PostgreSQL data comes back from backups)
-    total: 0.553 USD/h (4.42 USD per 8h working day); of it 0.423 USD/h for shared services, while they are powered on
+      note: `reap` powers idle shared services off; Kafka topic data does not
+      survive power-off (PostgreSQL data comes back from backups)
+    total: 0.553 USD/h (4.42 USD per 8h working day)
+      of it 0.423 USD/h for shared services, while they are powered on
     ");
+    let json: Value = serde_json::from_str(&env.run(&["plan", "--json"]).stdout).unwrap();
+    let shared: Vec<(&str, &Value)> = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap(), &s["shared"]))
+        .collect();
+    assert_eq!(
+        shared,
+        [
+            ("db", &json!("this_tool")),
+            ("events", &json!("yours")),
+            ("search", &Value::Null)
+        ]
+    );
 }
 
 #[test]
