@@ -228,7 +228,13 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
         let said = said.strip_prefix("error: ").unwrap_or(&said).trim();
         // The parser appends the place, which the report shows anyway.
         let said = said.split(" at line ").next().unwrap_or(said);
-        let (message, hint) = in_words(said, key_at(text, at));
+        // A value of a type no scalar visitor takes (`shared: yes please`) is reported at
+        // its key: the message is about the value, so the caret goes there.
+        let (key, at) = match key_here(text, at) {
+            Some((key, value)) if !said.starts_with("unknown field ") => (Some(key), value),
+            _ => (key_at(text, at), at),
+        };
+        let (message, hint) = in_words(said, key);
         Problem { at, message, hint }
     })
 }
@@ -306,6 +312,27 @@ fn key_at(text: &str, at: Loc) -> Option<&str> {
         .find_map(|l| l.trim_end().strip_suffix(':').and_then(last_word))
 }
 
+/// The key that starts at `at` (`key: value`), and where its value starts: on the same
+/// line, else at the key.
+fn key_here(text: &str, at: Loc) -> Option<(&str, Loc)> {
+    let line = text.lines().nth((at.line as usize).checked_sub(1)?)?;
+    let rest = line.get((at.column as usize).checked_sub(1)?..)?;
+    let len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .filter(|&n| n > 0 && rest[n..].starts_with(':'))?;
+    let after = &rest[len + 1..];
+    let value = after.len() - after.trim_start().len();
+    let at = if after.trim().is_empty() {
+        at
+    } else {
+        Loc {
+            line: at.line,
+            column: at.column + (len + 1 + value) as u64,
+        }
+    };
+    Some((&rest[..len], at))
+}
+
 fn last_word(s: &str) -> Option<&str> {
     let start = s
         .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
@@ -328,5 +355,15 @@ mod tests {
         let item = "services:\n  db:\n    users:\n      - [a]\n";
         assert_eq!(key_at(item, at(4, 9)), Some("users"));
         assert_eq!(key_at("- a\n", at(1, 1)), None);
+    }
+
+    #[test]
+    fn a_value_reported_at_its_key_is_pointed_at() {
+        let at = |line, column| Loc { line, column };
+        let flow = "  db: {plan: x, shared: yes please}\n";
+        assert_eq!(key_here(flow, at(1, 17)), Some(("shared", at(1, 25))));
+        let block = "    shared:\n      - x\n";
+        assert_eq!(key_here(block, at(1, 5)), Some(("shared", at(1, 5))));
+        assert_eq!(key_here(block, at(2, 7)), None);
     }
 }

@@ -377,6 +377,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "admin",
             "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist, users: [default]}\n",
         ),
+        (
+            "shared",
+            "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: yes please}\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -450,6 +454,13 @@ fn validate_and_up_agree_on_bad_manifests() {
         3 |   cache: {type: valkey, plan: hobbyist, users: [default]}
           |                                                 ^ `default` is the service's admin user and always exists
           hint: its credentials are exported already; remove it from `users`
+
+        ## shared
+        error: aiven-ephemeral.yaml:3:42: shared must be true, or a mapping naming a service you manage, e.g. {service: team-pg}
+         --> aiven-ephemeral.yaml:3:42
+          |
+        3 |   db: {type: pg, plan: hobbyist, shared: yes please}
+          |                                          ^ shared must be true, or a mapping naming a service you manage, e.g. {service: team-pg}
     "#);
 }
 
