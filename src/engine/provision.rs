@@ -234,11 +234,7 @@ impl Provision<'_> {
                             && let Some(svc) = secrets.take()
                         {
                             *phase = Phase::Finishing;
-                            // What the API tells about the service (an end-of-life
-                            // version, say) is for the user's eyes.
-                            for n in &svc.service_notifications {
-                                self.reporter.warn(format!("{}: {}", planned[i].name, n.message));
-                            }
+                            say_notifications(self.reporter, &planned[i].name, &svc);
                             self.reporter.service(&planned[i].name, "probing");
                             let job = self.finish_job(i, &planned[i], *svc, started);
                             finishing.spawn(async move { (i, job.await) });
@@ -676,4 +672,12 @@ impl<T: 'static> Drop for Detached<T> {
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
         .max(FIRST_POLL.min(d))
+}
+
+/// What the API tells about a service (an end-of-life version, say) is for the user's
+/// eyes.
+pub(super) fn say_notifications(reporter: &Reporter, name: &str, svc: &Service) {
+    for n in &svc.service_notifications {
+        reporter.warn(format!("{name}: {}", n.message));
+    }
 }

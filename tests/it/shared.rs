@@ -745,7 +745,7 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
 #[test]
 fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     let pool = Pool::new();
-    let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
+    let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, version: \"16\", shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
     let dir = pool.dir("idle", &[("aiven-ephemeral.yaml", manifest)]);
     pool.up_all(std::slice::from_ref(&dir));
     // A live lease keeps the services on, however idle; reap lists it.
@@ -804,6 +804,16 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
         again.all()
     );
     assert!(again.stdout.trim().starts_with("run-"), "{}", again.all());
+    // What the API says of the shared service reaches the user, as for a service of the
+    // run's own: here, that PostgreSQL 16 is asked for where the sandbox has another.
+    assert_eq!(
+        again.stderr.contains(
+            "ae-db-shared: PostgreSQL 16 is asked for but not installed where the sandbox runs"
+        ),
+        !std::path::Path::new("/usr/lib/postgresql/16/bin/postgres").exists(),
+        "{}",
+        again.all()
+    );
     assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
 }
 

@@ -66,6 +66,7 @@ impl Acquire<'_> {
         let step = |what: &str| self.reporter.service(name, what);
         let found = self.ensure(spec, shared, name).await?;
         let svc = self.running(spec, shared, name, found).await?;
+        super::provision::say_notifications(self.reporter, name, &svc);
         let tenant = naming::tenant_of(self.run_id);
         if spec.kind.kafka {
             self.kafka_room(&svc, &tenant)?;
