@@ -136,7 +136,8 @@ The command's exit code is passed through (127: not found, 126: cannot be run)."
     #[command(after_help = "Examples:
     $ aiven-ephemeral reap --sandbox --dry-run
     $ aiven-ephemeral reap --sandbox --older-than 6h
-    $ aiven-ephemeral reap --sandbox --shared-idle 12h --templates-unused-for 3d")]
+    $ aiven-ephemeral reap --sandbox --shared-idle 12h --templates-unused-for 3d",
+        mut_arg("file", |a| a.help("The manifest, read (when it exists) only for its project")))]
     Reap(ReapArgs),
     /// Move a run's expiry
     #[command(after_help = "Examples:
@@ -403,14 +404,8 @@ pub struct ReapArgs {
     /// most recently used one stays)
     #[arg(long, default_value = "24h", value_name = "DUR")]
     pub templates_unused_for: String,
-    /// The manifest, read (when it exists) only for its project
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "aiven-ephemeral.yaml",
-        value_name = "FILE"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]

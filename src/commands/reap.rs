@@ -88,7 +88,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let shared_idle = settings::duration(&args.shared_idle, "--shared-idle")?;
     let templates_unused_for =
         settings::duration(&args.templates_unused_for, "--templates-unused-for")?;
-    let manifest = crate::manifest::load_if_present(&args.file)?;
+    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
     let (project, conn) = if args.sandbox {
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         // The sandbox of a state directory serves the project its run was made in.
