@@ -78,6 +78,10 @@ pub struct State {
     pub manifest: Option<PathBuf>,
     pub env_file: Option<PathBuf>,
     pub services: Vec<ServiceRecord>,
+    /// Until when an API write that makes the run's tenancies in shared services may
+    /// still land (RFC 3339, this machine's clock): a release is not finished before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy_writes_until: Option<String>,
 }
 
 impl State {

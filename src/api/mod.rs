@@ -7,6 +7,7 @@
 
 mod error;
 mod types;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use types::*;
+pub use writes::Writes;
 
 use crate::secret::Secret;
 
@@ -73,6 +75,8 @@ pub struct Client {
     inner: Arc<Inner>,
     /// Once cancelled, calls stop retrying (the attempt in flight still completes).
     cancel: Option<CancellationToken>,
+    /// Where this client's writes are counted until answered.
+    writes: Option<Writes>,
 }
 
 struct Inner {
@@ -127,6 +131,7 @@ impl Client {
                 answered: AtomicBool::new(false),
             }),
             cancel: None,
+            writes: None,
         })
     }
 
@@ -134,8 +139,18 @@ impl Client {
     /// plain client: it must never be cut short.
     pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
         Self {
-            inner: self.inner.clone(),
             cancel: Some(cancel),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose writes (every request but a GET) are counted in `writes` until
+    /// answered, and are sent from a task of their own: a caller dropped by a signal
+    /// does not abandon a request the API may apply anyway, so its answer still comes.
+    pub fn tracking(&self, writes: &Writes) -> Self {
+        Self {
+            writes: Some(writes.clone()),
+            ..self.clone()
         }
     }
 
@@ -245,7 +260,24 @@ impl Client {
         }
         let started = Instant::now();
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(transport)?;
+        let response = match &self.writes {
+            Some(writes) if method != Method::GET => {
+                writes.sent();
+                let writes = writes.clone();
+                tokio::spawn(async move {
+                    let sent = request.send().await;
+                    writes.done(sent.as_ref().is_err_and(|e| !e.is_connect()));
+                    sent
+                })
+                .await
+                .map_err(|e| ApiError::Transport {
+                    connect: false,
+                    message: format!("the request's task ended: {e}"),
+                })?
+            }
+            _ => request.send().await,
+        }
+        .map_err(transport)?;
         self.inner.answered.store(true, Ordering::Relaxed);
         let status = response.status().as_u16();
         self.observe(response.headers());

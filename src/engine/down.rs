@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::shared::Release;
 use super::teardown::{self, Force, Options, Target};
 use super::{Engine, record_teardown};
-use crate::api::REQUEST_TIMEOUT;
+use crate::api::{REQUEST_TIMEOUT, Writes};
 use crate::cli::{ApiArgs, DownArgs};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
@@ -162,18 +162,15 @@ async fn from_state(
             None => match record.status {
                 // A create that may not have answered: re-check until it could no longer land.
                 ServiceStatus::Creating if record.create_sent_at.is_some() => {
-                    let sent = record
+                    let recheck_until = record
                         .create_sent_at
                         .as_deref()
-                        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
-                    let remaining = sent
-                        .map(|t| (t + REQUEST_TIMEOUT - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO))
-                        .map(|d| Duration::from_secs_f64(d.as_seconds_f64()))
-                        .unwrap_or(REQUEST_TIMEOUT);
+                        .and_then(|t| instant_of(t, REQUEST_TIMEOUT))
+                        .unwrap_or(Instant::now() + REQUEST_TIMEOUT);
                     targets.push(Target {
                         name: record.name.clone(),
                         exists: false,
-                        recheck_until: Some(Instant::now() + remaining),
+                        recheck_until: Some(recheck_until),
                         create: None,
                     });
                 }
@@ -195,11 +192,20 @@ async fn from_state(
             targets.push(Target::existing(svc.service_name.clone()));
         }
     }
-    // Asked to finish a run, `down` waits out any create that may still land, however
-    // short the budget: exiting 5 only to be run again would help nobody.
+    // A write that makes the run's tenancies may still land until then (its process
+    // recorded it, and is gone).
+    let writes_until = store
+        .snapshot()
+        .tenancy_writes_until
+        .as_deref()
+        .and_then(|t| instant_of(t, Duration::ZERO))
+        .filter(|until| *until > Instant::now());
+    // Asked to finish a run, `down` waits out any create or write that may still land,
+    // however short the budget: exiting 5 only to be run again would help nobody.
     let budget = targets
         .iter()
         .filter_map(|t| t.recheck_until)
+        .chain(writes_until)
         .max()
         .map_or(budget, |until| {
             budget.max(until.saturating_duration_since(Instant::now()) + Duration::from_secs(3))
@@ -211,7 +217,11 @@ async fn from_state(
     };
     let options = Options {
         force,
-        releases: super::releases(&store.snapshot(), Some(&owner)),
+        releases: super::releases(
+            &store.snapshot(),
+            Some(&owner),
+            writes_until.map(Writes::lost_until).as_ref(),
+        ),
         owner: Some(owner),
         budget,
     };
@@ -269,6 +279,9 @@ async fn by_tag(
             service: s.service_name.clone(),
             run_id: run_id.to_string(),
             owner: None,
+            // Nothing records this run's writes here: after a SIGKILL, one sent just
+            // before it could land after this release (see the README).
+            writes: None,
         })
         .collect();
     if targets.is_empty() && releases.is_empty() {
@@ -318,4 +331,12 @@ async fn by_tag(
             ),
         })
     }
+}
+
+/// The instant `after` past an RFC 3339 time of this machine's clock; `None` when it
+/// does not parse.
+fn instant_of(t: &str, after: Duration) -> Option<Instant> {
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    let left = (t + after - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    Some(Instant::now() + Duration::try_from(left).unwrap_or_default())
 }

@@ -130,6 +130,7 @@ async fn hold(
     let terminal = child.id().and_then(Terminal::hand_to);
     let refresh = tokio::spawn(refresh_expiry(
         live.conn.client.clone(),
+        live.tracker.tenancy_writes.clone(),
         live.project.clone(),
         live.store.clone(),
         live.ttl,
@@ -241,9 +242,11 @@ async fn finish(engine: &Engine, live: Live, outcome: Result<Status>) -> Result<
 }
 
 /// Pushes the expiry of every service of the run forward (the API's clock), every
-/// ttl/3, all services at once, each update with a short timeout.
+/// ttl/3, all services at once, each update with a short timeout. A lease's move is one
+/// of the run's tenancy writes: its release waits until it cannot land any more.
 async fn refresh_expiry(
     client: crate::api::Client,
+    tenancy_writes: crate::api::Writes,
     project: String,
     store: crate::state::Store,
     ttl: Duration,
@@ -262,12 +265,18 @@ async fn refresh_expiry(
         let mut updates = JoinSet::new();
         for record in state.services {
             // A shared service's expiry is the run's lease on it.
-            let (key, value) = match &record.tenant {
-                Some(_) => naming::lease(&state.run_id, &expires, &state.owner),
-                None => (naming::TAG_EXPIRES.to_string(), expires.clone()),
+            let ((key, value), client) = match &record.tenant {
+                Some(_) => (
+                    naming::lease(&state.run_id, &expires, &state.owner),
+                    client.tracking(&tenancy_writes),
+                ),
+                None => (
+                    (naming::TAG_EXPIRES.to_string(), expires.clone()),
+                    client.clone(),
+                ),
             };
             let tags = std::collections::BTreeMap::from([(key, Some(value))]);
-            let (client, project) = (client.clone(), project.clone());
+            let project = project.clone();
             updates.spawn(async move {
                 let update = client.update_tags(&project, &record.name, &tags);
                 match tokio::time::timeout(REFRESH_TIMEOUT, update).await {

@@ -68,7 +68,11 @@ impl Live {
             force: Force::No,
             owner: Some(self.owner.clone()),
             budget: self.teardown_budget,
-            releases: releases(&self.store.snapshot(), Some(&self.owner)),
+            releases: releases(
+                &self.store.snapshot(),
+                Some(&self.owner),
+                Some(&self.tracker.tenancy_writes),
+            ),
         }
     }
 }
@@ -264,6 +268,7 @@ impl Engine {
         let planned = plan_services(r, &existing, &owner)?;
         let record = new_state(r, args, &planned, &expires, &owner, &project, &conn);
         let store = Store::new(r.state_file.clone(), record)?;
+        let tracker = Tracker::recording(&store);
         Ok(Guarded {
             live: Live {
                 conn,
@@ -271,7 +276,7 @@ impl Engine {
                 run_id: r.run_id.clone(),
                 owner,
                 store,
-                tracker: Tracker::default(),
+                tracker,
                 values: Vec::new(),
                 env_file: r.env_file.clone(),
                 ttl: r.ttl,
@@ -472,6 +477,7 @@ fn new_state(
         expires_at: Some(expires.to_string()),
         manifest: Some(settings::absolute(&args.manifest.file)),
         env_file: Some(r.env_file.clone()),
+        tenancy_writes_until: None,
         services: planned
             .iter()
             .map(|p| ServiceRecord {
@@ -492,8 +498,13 @@ fn new_state(
     }
 }
 
-/// The tenancies a run holds in shared services, to release.
-pub fn releases(state: &State, owner: Option<&str>) -> Vec<shared::Release> {
+/// The tenancies a run holds in shared services, to release; `writes` are the run's
+/// writes that made them.
+pub fn releases(
+    state: &State,
+    owner: Option<&str>,
+    writes: Option<&crate::api::Writes>,
+) -> Vec<shared::Release> {
     state
         .services
         .iter()
@@ -502,6 +513,7 @@ pub fn releases(state: &State, owner: Option<&str>) -> Vec<shared::Release> {
             service: s.name.clone(),
             run_id: state.run_id.clone(),
             owner: owner.map(str::to_string),
+            writes: writes.cloned(),
         })
         .collect()
 }

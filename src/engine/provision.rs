@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::populate;
 use super::teardown::{Create, Target};
-use crate::api::{ApiError, Client, CreateService, Service, ServiceState};
+use crate::api::{ApiError, Client, CreateService, Service, ServiceState, Writes};
 use crate::error::Error;
 use crate::manifest::ServiceSpec;
 use crate::naming;
@@ -62,9 +62,31 @@ pub struct Ready {
 #[derive(Clone, Default)]
 pub struct Tracker {
     creates: Arc<Mutex<BTreeMap<String, watch::Sender<Create>>>>,
+    /// The API writes that make the run's tenancies in shared services: a release
+    /// waits until none of them can still land.
+    pub tenancy_writes: Writes,
 }
 
 impl Tracker {
+    /// A tracker whose tenancy writes are recorded in the state file as they change, so
+    /// that `down` in another process knows until when one may still land.
+    pub fn recording(store: &Store) -> Self {
+        let store = store.clone();
+        let on_change = move |until: Option<Instant>| {
+            let until = until.map(|u| {
+                let left = u.saturating_duration_since(Instant::now());
+                naming::rfc3339(time::OffsetDateTime::now_utc() + left)
+            });
+            if let Err(e) = store.update(|s| s.tenancy_writes_until = until) {
+                tracing::warn!("{e}");
+            }
+        };
+        Self {
+            tenancy_writes: Writes::recorded(Arc::new(on_change)),
+            ..Self::default()
+        }
+    }
+
     /// Marks a create as about to be sent. Returns `false` if the run was cancelled
     /// first: then it must not be sent (teardown has already collected its targets).
     fn start(&self, name: &str, cancel: &CancellationToken) -> bool {
@@ -488,7 +510,7 @@ impl Provision<'_> {
         planned: &Planned,
         started: Instant,
     ) -> impl std::future::Future<Output = Result<Ready, Error>> + Send + 'static {
-        let client = self.client.clone();
+        let client = self.client.tracking(&self.tracker.tenancy_writes);
         let project = self.project.to_string();
         let run_id = self.run_id.to_string();
         let owner = self.owner.to_string();

@@ -26,6 +26,8 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(8);
 /// any ten seconds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(1500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// After a lost write's window closes, this long before the release is tried again.
+const LANDED_MARGIN: Duration = Duration::from_millis(100);
 /// A service whose DELETE was accepted but is still listed this long later is deleted
 /// again.
 const REDELETE_AFTER: Duration = Duration::from_secs(5);
@@ -176,7 +178,15 @@ impl Ctx {
                 Ok(Err(why)) => why,
                 Err(_) => "not released before the teardown budget ran out".to_string(),
             };
-            if self.left() <= wait {
+            // Tried again as soon as a write of the run in flight answers, or once a lost
+            // one can no longer land.
+            let answer = r.writes.as_ref().filter(|w| w.in_flight());
+            if answer.is_none()
+                && let Some(until) = r.writes.as_ref().and_then(|w| w.may_land_until())
+            {
+                wait = until.saturating_duration_since(Instant::now()) + LANDED_MARGIN;
+            }
+            if self.left().is_zero() || (self.left() <= wait && answer.is_none()) {
                 return Outcome::Failed(format!("run {}'s tenancy: {why}", r.run_id));
             }
             tracing::warn!(
@@ -184,7 +194,13 @@ impl Ctx {
                 r.service,
                 r.run_id
             );
-            tokio::time::sleep(wait).await;
+            match answer {
+                Some(writes) => tokio::select! {
+                    _ = self.pause(wait) => {}
+                    _ = writes.answered() => {}
+                },
+                None => tokio::time::sleep(wait).await,
+            }
             wait = (wait * 2).min(MAX_BACKOFF);
         }
     }

@@ -694,8 +694,10 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
     pool.down_all(std::slice::from_ref(&warm));
 
     // The Kafka user's create is applied at once but answered late: the run is inside
-    // its tenancy when the signal comes.
-    pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-events-shared/user", "fault": {"kind": "slow_answer", "delay": "20s"}}));
+    // its tenancy when the signal comes. The user is deleted at once; the lease goes
+    // once the create has answered (within the teardown budget), since until then the
+    // run cannot know that the create will not land again.
+    pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-events-shared/user", "fault": {"kind": "slow_answer", "delay": "3s"}}));
     let dir = pool.dir("signalled", &[("aiven-ephemeral.yaml", SHARED)]);
     let child = pool.spawn(&dir, &["up"]);
     pool.sandbox
@@ -739,6 +741,62 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
     let down = run(pool.cmd(&dir, &["down", "--run-id", &run_id, "--project", PROJECT]));
     down.expect_code(0);
     assert_eq!(pool.leftovers(), Vec::<String>::new());
+    pool.only_shared_services_running();
+}
+
+/// A Valkey user create that the API applies only 2 s after it came, whatever became of
+/// the client meanwhile.
+fn slow_valkey_user(pool: &Pool) {
+    pool.sandbox.admin("DELETE", "/faults", None);
+    pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-cache-shared/user", "fault": {"kind": "latency", "delay": "2s"}}));
+}
+
+/// `up` in `dir`, once its Valkey user create is out (and not yet applied).
+fn up_until_the_valkey_user_is_sent(pool: &Pool, dir: &Path) -> Child {
+    let before = pool.sandbox.requests().len();
+    let child = pool.spawn(dir, &["up"]);
+    pool.sandbox
+        .wait_for("the Valkey user create", Duration::from_secs(60), |reqs| {
+            reqs[before..].iter().any(|r| {
+                r["method"] == "POST"
+                    && r["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with("ae-cache-shared/user")
+            })
+        });
+    child
+}
+
+#[test]
+fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
+    let pool = Pool::new();
+    let warm = pool.dir("warm", &[("aiven-ephemeral.yaml", SHARED)]);
+    pool.up_all(std::slice::from_ref(&warm));
+    pool.down_all(std::slice::from_ref(&warm));
+
+    // SIGINT while the user create is out: the run does not let go of the lease until
+    // the create has answered, then deletes the user it made.
+    slow_valkey_user(&pool);
+    let dir = pool.dir("signalled", &[("aiven-ephemeral.yaml", SHARED)]);
+    let child = up_until_the_valkey_user_is_sent(&pool, &dir);
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(130), "{}", out.all());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", out.all());
+
+    // SIGKILL while it is out: the state file says until when it may land, and `down`
+    // waits that out before it lets go of the lease.
+    let dir = pool.dir("killed", &[("aiven-ephemeral.yaml", SHARED)]);
+    let child = up_until_the_valkey_user_is_sent(&pool, &dir);
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    wait(child, Duration::from_secs(30));
+    let down = run(pool.cmd(&dir, &["down"]));
+    down.expect_code(0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", down.all());
+    pool.sandbox.admin("DELETE", "/faults", None);
     pool.only_shared_services_running();
 }
 

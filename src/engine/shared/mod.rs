@@ -24,7 +24,7 @@ pub mod valkey;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser};
+use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser, Writes};
 use crate::error::Error;
 use crate::manifest::{ServiceSpec, Shared};
 use crate::naming;
@@ -299,6 +299,9 @@ pub struct Release {
     /// Only objects (and a lease) of this owner are released; `None` for `down --run-id`
     /// and `reap`, which release whatever the run id names.
     pub owner: Option<String>,
+    /// The run's writes that made its tenancies: until none can land any more, the
+    /// release is not finished (an object created after it would have no lease).
+    pub writes: Option<Writes>,
 }
 
 /// How a release ended.
@@ -320,9 +323,15 @@ pub async fn release(
     r: &Release,
     deadline: Instant,
 ) -> Result<Released, String> {
+    // Taken before the service is read: a write answered by now shows in what is read.
+    let unsettled = r.writes.as_ref().and_then(Writes::unsettled);
+    let finished = |released: Released| match &unsettled {
+        Some(why) => Err(format!("{why}; the lease stays until it cannot")),
+        None => Ok(released),
+    };
     let svc = match client.get_service(project, &r.service, true).await {
         Ok(s) => s,
-        Err(e) if e.is_not_found() => return Ok(Released::Nothing),
+        Err(e) if e.is_not_found() => return finished(Released::Nothing),
         Err(e) => return Err(format!("reading {}: {e}", r.service)),
     };
     let lease = naming::leases(&svc.tags)
@@ -330,8 +339,8 @@ pub async fn release(
         .find(|(run, _, _)| run == &r.run_id);
     let Some((_, _, leased_to)) = &lease else {
         // The lease is written before anything of the run exists inside: without it
-        // there is nothing to release.
-        return Ok(Released::Nothing);
+        // there is nothing to release (unless the lease's own write may still land).
+        return finished(Released::Nothing);
     };
     if r.owner.as_ref().is_some_and(|owner| owner != leased_to) {
         return Ok(Released::NotOurs);
@@ -343,6 +352,7 @@ pub async fn release(
         "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
         _ => {}
     }
+    finished(Released::Done)?;
     let mut tags = BTreeMap::from([(format!("{}{}", naming::TAG_LEASE, r.run_id), None::<String>)]);
     tags.insert(
         naming::TAG_USED.to_string(),

@@ -1,5 +1,9 @@
 //! Request-level faults (`faults:` in the config, `/_sandbox/faults`): answers the
 //! request never got, delays, and connections closed before or after it is applied.
+//!
+//! A request that got this far is applied (after its latency) even when the client goes
+//! away meanwhile, by a timeout or a killed process: the API does not know that nobody
+//! waits for the answer, so a write a client gave up on can still land.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,9 +28,10 @@ pub async fn faults(
     let kill = req.extensions().get::<ConnKill>().cloned();
     let mut lost_response = false;
     let mut slow_answer = None;
+    let mut latency = std::time::Duration::ZERO;
     for fault in fired {
         match fault {
-            Fault::Latency { delay } => tokio::time::sleep(delay).await,
+            Fault::Latency { delay } => latency += delay,
             Fault::RateLimit {
                 seconds,
                 retry_after_header,
@@ -55,7 +60,14 @@ pub async fn faults(
         }
     }
     let entry = req.extensions().get::<Entry>().cloned();
-    let response = next.run(req).await;
+    let applied = tokio::spawn(async move {
+        tokio::time::sleep(latency).await;
+        next.run(req).await
+    });
+    let response = match applied.await {
+        Ok(response) => response,
+        Err(e) => ApiError::new(500, format!("the sandbox failed: {e}")).into_response(),
+    };
     if lost_response {
         // The connection closes before the log layer sees the answer: note it here.
         if let Some(entry) = &entry {
@@ -193,6 +205,32 @@ mod tests {
             message.contains("Rate limit 120 exceeded - try again in 3s"),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_is_applied_after_its_latency_when_the_client_went_away() {
+        let applied = Arc::new(AtomicUsize::new(0));
+        let request = Request::get("/v1/x").body(Body::empty()).unwrap();
+        let answer = app(
+            Fault::Latency {
+                delay: Duration::from_millis(100),
+            },
+            &applied,
+        )
+        .oneshot(request);
+        // The client gives up before the answer: its request future is dropped.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), answer)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            applied.load(Ordering::SeqCst),
+            0,
+            "applied before its latency"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(applied.load(Ordering::SeqCst), 1, "never applied");
     }
 
     #[tokio::test]
