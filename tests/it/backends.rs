@@ -433,6 +433,33 @@ fn up_sandbox_leaves_working_uris_until_down_and_then_nothing() {
 }
 
 #[test]
+fn shared_services_serve_again_after_a_sandbox_process_that_lived_a_moment() {
+    let d = Detached::new();
+    std::fs::write(
+        d.work.path().join("aiven-ephemeral.yaml"),
+        "project: sandbox\nservices:\n  db: {type: pg, plan: hobbyist, shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n",
+    )
+    .unwrap();
+    run(d.cmd(&["run", "--sandbox", "--", "true"])).expect_code(0);
+    // Each of these starts the sandbox process, which starts the shared services'
+    // servers again, and stops it a moment later, while they are still starting.
+    run(d.cmd(&["plan", "--sandbox"])).expect_code(0);
+    run(d.cmd(&["reap", "--sandbox", "--dry-run"])).expect_code(0);
+    let again = run(d.cmd(&[
+        "run",
+        "--sandbox",
+        "--timeout",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        "psql \"$DB_URI_VERIFY\" -tAc 'select 40 + 2'",
+    ]));
+    again.expect_code(0);
+    assert_eq!(again.stdout.trim(), "42", "{}", again.stderr);
+}
+
+#[test]
 fn down_after_a_sigkilled_up_sandbox_leaves_nothing() {
     let d = Detached::new();
     let child = d.cmd(&["up", "--sandbox"]).spawn().unwrap();

@@ -59,8 +59,10 @@ pub struct Service {
     /// When the service reaches `RUNNING`; `None` never (a fault, or powered off).
     #[serde(with = "time::serde::rfc3339::option")]
     pub ready_at: Option<OffsetDateTime>,
-    /// Set once endpoints are being started, so that the ticker starts them once.
-    #[serde(default)]
+    /// Set once endpoints are being started, so that the ticker starts them once. Not
+    /// saved: a new sandbox process has no server starting, whatever the last one was
+    /// doing when it stopped (saved, it kept the service REBUILDING for good).
+    #[serde(skip)]
     pub starting: bool,
     /// Falls to `POWEROFF` this long after `RUNNING` (a fault).
     #[serde(with = "crate::durations::opt_duration", default)]
