@@ -92,6 +92,8 @@ async fn hold(
     let mut command = std::process::Command::new(&args.command[0]);
     command.args(&args.command[1..]);
     Group::prepare(&mut command);
+    #[cfg(unix)]
+    let held = Terminal::prepare(&mut command);
     if !args.pass_token {
         for (name, _) in std::env::vars_os() {
             if name.to_str().is_some_and(withheld) {
@@ -127,7 +129,7 @@ async fn hold(
     };
     let group = Group { pid: child.id() };
     #[cfg(unix)]
-    let terminal = child.id().and_then(Terminal::hand_to);
+    let terminal = held.and_then(|ours| Terminal::hand_to(ours, child.id()?));
     let refresh = tokio::spawn(refresh_expiry(
         live.conn.client.clone(),
         live.tracker.tenancy_writes.clone(),
@@ -369,22 +371,44 @@ struct Terminal {
 
 #[cfg(unix)]
 impl Terminal {
-    fn hand_to(pgid: u32) -> Option<Self> {
+    /// When this tool's group has the terminal in the foreground, the command takes
+    /// it itself, in its new group, before it runs: were only this tool to hand it over
+    /// after the spawn, a command that reads at once would do so from the background
+    /// first (as shells do, both sides set it). Returns this tool's group.
+    fn prepare(command: &mut std::process::Command) -> Option<nix::unistd::Pid> {
         use nix::sys::signal::{SigHandler, Signal, signal};
         use std::io::IsTerminal;
         let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return None;
-        }
         let ours = nix::unistd::getpgrp();
-        if nix::unistd::tcgetpgrp(&stdin).ok()? != ours {
+        if !stdin.is_terminal() || nix::unistd::tcgetpgrp(&stdin).ok()? != ours {
             return None;
         }
+        let take = || {
+            // SAFETY: fd 0 is the terminal, open in the child as in this process.
+            let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+            // Between fork and exec only async-signal-safe calls: sigaction, getpid,
+            // tcsetpgrp. SIGTTOU is ignored for the call (the child is not yet in the
+            // foreground) and restored, so that the command starts with the default.
+            unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) }?;
+            let _ = nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid());
+            unsafe { signal(Signal::SIGTTOU, SigHandler::SigDfl) }?;
+            Ok(())
+        };
+        // SAFETY: `take` makes only async-signal-safe calls.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(command, take) };
+        Some(ours)
+    }
+
+    fn hand_to(ours: nix::unistd::Pid, pgid: u32) -> Option<Self> {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        let stdin = std::io::stdin();
         // Taking the terminal back from the background would stop this process
         // (SIGTTOU). Set after the command started, so that it keeps the default.
         // SAFETY: ignoring a signal installs no handler code.
         unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) }.ok()?;
-        nix::unistd::tcsetpgrp(&stdin, nix::unistd::Pid::from_raw(pgid as i32)).ok()?;
+        // The command took it already, unless it is gone: either way this tool takes
+        // it back when the command ends.
+        let _ = nix::unistd::tcsetpgrp(&stdin, nix::unistd::Pid::from_raw(pgid as i32));
         Some(Self { ours })
     }
 }
