@@ -268,7 +268,7 @@ pub struct UpArgs {
     /// Run id (default: AIVEN_EPHEMERAL_RUN_ID, else a fresh random one)
     #[arg(long, env = "AIVEN_EPHEMERAL_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
-    /// Where to write the env file (default: env in the state file's directory)
+    /// Where to write the env file (default: env beside the state file; b.env beside b.json)
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
     /// Where to keep the run's state (default: .aiven-ephemeral/state.json)
@@ -453,7 +453,7 @@ pub struct EnvArgs {
     /// What to write: dotenv (`env`), shell (`env.sh`, to source) or JSON (`env.json`)
     #[arg(long, value_enum, default_value_t = Format::Dotenv)]
     pub format: Format,
-    /// Write the file and `certs/` here (default: the state directory)
+    /// Write the file and `certs/` here (default: beside the state file, as `up` does)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the values, secrets included, on stdout instead (CI logs are not masked)

@@ -62,6 +62,17 @@ pub fn state_paths(state_file: Option<&Path>) -> (PathBuf, PathBuf) {
     (file, dir)
 }
 
+/// A run's default output beside its state file: `name` for the default `state.json`,
+/// `<stem>.<name>` for any other (`b.json`: `b.env`, `b.certs`), so that runs whose
+/// state files share a directory never share an env file or a certificate.
+pub fn beside_state(state_file: &Path, name: &str) -> PathBuf {
+    let (file, dir) = state_paths(Some(state_file));
+    match file.file_stem().and_then(|s| s.to_str()) {
+        Some("state") | None => dir.join(name),
+        Some(stem) => dir.join(format!("{stem}.{name}")),
+    }
+}
+
 /// An absolute path (for env files and certificates used by later steps).
 pub fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {

@@ -61,6 +61,11 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         .await
         .map_err(|e| Error::api("reading the project CA", e))?;
     let out_dir = args.out.clone().unwrap_or_else(|| run.state_dir.clone());
+    // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
+    let out = |name: &str| match &args.out {
+        Some(dir) => dir.join(name),
+        None => crate::settings::beside_state(&run.state_file, name),
+    };
     // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
     crate::state::prepare_dir(&out_dir)?;
     let delivered: Vec<Delivered> = fetched
@@ -71,12 +76,8 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
             created,
         })
         .collect();
-    let (values, secrets) = outputs::materialise(
-        &delivered,
-        Some(&ca),
-        &out_dir.join("certs"),
-        run.conn.is_sandbox(),
-    )?;
+    let (values, secrets) =
+        outputs::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
     if outputs::github::active() {
         outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
     }
@@ -91,14 +92,10 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
             Format::Shell => "env.sh",
             Format::Json => "env.json",
         };
-        let path = out_dir.join(name);
+        let path = out(name);
         outputs::env::write(&path, &values, args.format)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        crate::say!(
-            "wrote {} and {}",
-            path.display(),
-            out_dir.join("certs").display()
-        );
+        crate::say!("wrote {} and {}", path.display(), out("certs").display());
     }
     run.conn.close().await;
     Ok(Status::Success)

@@ -91,6 +91,7 @@ pub struct RunRef {
     pub owner: Option<String>,
     pub store: Option<Store>,
     pub manifest: Option<PathBuf>,
+    pub state_file: PathBuf,
     pub state_dir: PathBuf,
 }
 
@@ -107,8 +108,9 @@ impl RunRef {
                     run_id: s.run_id.clone(),
                     owner: Some(s.owner.clone()),
                     manifest: s.manifest.clone().filter(|p| p.exists()),
-                    store: Some(Store::new(state_file, s)?),
+                    store: Some(Store::new(state_file.clone(), s)?),
                     conn,
+                    state_file,
                     state_dir,
                 })
             }
@@ -126,6 +128,7 @@ impl RunRef {
                     } else {
                         Connection::real(global, None)?
                     },
+                    state_file,
                     state_dir,
                 })
             }

@@ -550,8 +550,7 @@ pub async fn record_teardown(
     if report.complete() {
         store.set_status(RunStatus::TornDown)?;
         if let Some(env_file) = store.snapshot().env_file {
-            let (_, state_dir) = settings::state_paths(Some(store.path()));
-            outputs::remove(&env_file, &state_dir);
+            outputs::remove(&env_file, store.path());
         }
         return Ok(());
     }
@@ -606,7 +605,7 @@ impl Delivery {
                 })
                 .collect(),
             project_ca,
-            certs_dir: r.state_dir.join("certs"),
+            certs_dir: settings::beside_state(&r.state_file, "certs"),
             sandbox: live.conn.is_sandbox(),
             run_id: live.run_id.clone(),
             project: live.project.clone(),

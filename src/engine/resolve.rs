@@ -47,7 +47,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
         &args
             .env_file
             .clone()
-            .unwrap_or_else(|| state_dir.join("env")),
+            .unwrap_or_else(|| settings::beside_state(&state_file, "env")),
     );
     Ok(Resolved {
         manifest,

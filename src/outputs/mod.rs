@@ -121,15 +121,15 @@ pub fn shell_env_file(env_file: &Path) -> PathBuf {
 }
 
 /// Removes what was written for a run that is gone: its env files (also those `env`
-/// wrote into the state directory) and certificates name credentials of deleted
-/// services.
-pub fn remove(env_file: &Path, state_dir: &Path) {
+/// wrote beside its state file) and certificates name credentials of deleted services.
+/// What other runs wrote beside their own state files stays.
+pub fn remove(env_file: &Path, state_file: &Path) {
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
     for name in ["env", "env.sh", "env.json"] {
-        let _ = std::fs::remove_file(state_dir.join(name));
+        let _ = std::fs::remove_file(crate::settings::beside_state(state_file, name));
     }
-    let _ = std::fs::remove_dir_all(state_dir.join("certs"));
+    let _ = std::fs::remove_dir_all(crate::settings::beside_state(state_file, "certs"));
 }
 
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.

@@ -232,6 +232,71 @@ fn one_state_file_holds_one_live_run() {
 }
 
 #[test]
+fn runs_whose_state_files_share_a_directory_share_no_file() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  events: {type: kafka, plan: startup-2, users: [app]}\n",
+    );
+    env.run(&["up", "--run-id", "runa"]).expect_code(0);
+    let b = ["--state-file", ".aiven-ephemeral/b.json"];
+    env.run(&[&["up", "--run-id", "runb"][..], &b].concat())
+        .expect_code(0);
+    // Each run's env file, shell env file and certificates are its own.
+    let value = |file: &str, name: &str| {
+        std::fs::read_to_string(env.path(file))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap()
+    };
+    let dir = env.path(".aiven-ephemeral").canonicalize().unwrap();
+    let dir = dir.display();
+    for (file, certs) in [
+        (".aiven-ephemeral/env", format!("{dir}/certs")),
+        (".aiven-ephemeral/b.env", format!("{dir}/b.certs")),
+    ] {
+        for name in [
+            "EVENTS_ACCESS_CERT",
+            "EVENTS_CA_CERT",
+            "EVENTS_USER_APP_ACCESS_KEY",
+        ] {
+            let path = value(file, name);
+            assert!(
+                path.starts_with(&format!("{certs}/")),
+                "{file}: {name}={path}"
+            );
+        }
+    }
+    assert!(env.path(".aiven-ephemeral/b.env.sh").exists());
+    // `env` for run b writes beside b's state file, not over a's files.
+    let a_env = std::fs::read_to_string(env.path(".aiven-ephemeral/env")).unwrap();
+    env.run(&[&["env"][..], &b].concat()).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path(".aiven-ephemeral/env")).unwrap(),
+        a_env
+    );
+    // Tearing b down removes b's files only: a still has its own, and they work.
+    env.run(&[&["down"][..], &b].concat()).expect_code(0);
+    for gone in ["b.env", "b.env.sh", "b.certs"] {
+        assert!(
+            !env.path(&format!(".aiven-ephemeral/{gone}")).exists(),
+            "{gone}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path(".aiven-ephemeral/env")).unwrap(),
+        a_env
+    );
+    env.run(&["check"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    for gone in ["env", "env.sh", "certs"] {
+        assert!(
+            !env.path(&format!(".aiven-ephemeral/{gone}")).exists(),
+            "{gone}"
+        );
+    }
+}
+
+#[test]
 fn down_by_run_id_without_a_state_file_deletes_only_tagged_services() {
     let env = Env::new(PG);
     env.run(&["up", "--run-id", "tag1"]).expect_code(0);

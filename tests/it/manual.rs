@@ -644,7 +644,7 @@ fn help_describes_every_option_with_global_options_apart() {
                   [env: AIVEN_EPHEMERAL_RUN_ID=]
 
               --env-file <PATH>
-                  Where to write the env file (default: env in the state file's directory)
+                  Where to write the env file (default: env beside the state file; b.env beside b.json)
 
               --state-file <PATH>
                   Where to keep the run's state (default: .aiven-ephemeral/state.json)
