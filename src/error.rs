@@ -32,9 +32,13 @@ pub enum Error {
     /// Readiness did not come in time (exit 4); teardown has run.
     #[error("{0}")]
     Timeout(String),
-    /// Interrupted by a signal (exit 128 + N); teardown has run.
-    #[error("interrupted by {0}; everything this run created was deleted")]
-    Interrupted(Signal),
+    /// Interrupted by a signal (exit 128 + N); teardown has run. `shared`: the run had
+    /// tenancies in shared services, which stay.
+    #[error(
+        "interrupted by {signal}; everything this run created was deleted{}",
+        if *shared { ", except shared services (they stay; its tenancy in them was released)" } else { "" }
+    )]
+    Interrupted { signal: Signal, shared: bool },
     /// `run`'s command cannot be started (127 not found, 126 not executable, as shells
     /// say). Found before anything is created.
     #[error("{message}")]
@@ -96,7 +100,7 @@ impl Error {
             Error::Api { source, .. } if source.is_auth_or_permission() => 3,
             Error::Api { .. } | Error::Provision(_) | Error::Io { .. } => 1,
             Error::Timeout(_) => 4,
-            Error::Interrupted(signal) => signal.exit_code(),
+            Error::Interrupted { signal, .. } => signal.exit_code(),
             Error::TeardownIncomplete { .. } => 5,
             Error::Command { code, .. } => *code,
         }

@@ -43,8 +43,15 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
         reporter.info(format!("{}: expires {expires}", svc.service_name));
     }
     if ttl < SHORT_TTL {
+        let leased = services.iter().any(|s| run.lease_on(s).is_some());
+        let owned = services.iter().any(|s| run.lease_on(s).is_none());
+        let what = match (owned, leased) {
+            (true, true) => "delete its services and release its tenancy in shared services",
+            (false, true) => "release its tenancy in shared services",
+            _ => "delete its services",
+        };
         reporter.warn(format!(
-            "run {} now expires in {}, at {expires}: from then on `reap` may delete its services while they are in use",
+            "run {} now expires in {}, at {expires}: from then on `reap` may {what} while they are in use",
             run.run_id,
             humantime::format_duration(ttl)
         ));

@@ -171,7 +171,7 @@ async fn hold(
         // interrupted the run (the terminal echoed ^C: go on from a fresh line).
         Ok(status) if had_terminal && let Some(sig) = terminal_signal(status) => {
             crate::say!();
-            Err(Error::Interrupted(sig))
+            Err(engine.interrupted_by(sig))
         }
         Ok(status) => Ok(Status::Code(exit_code(status))),
         Err(e) => Err(Error::io("waiting for the command", e)),
@@ -194,14 +194,14 @@ async fn hold(
             torn?;
             Err(engine
                 .interrupted()
-                .unwrap_or(Error::Interrupted(Signal::Term)))
+                .unwrap_or_else(|| engine.interrupted_by(Signal::Term)))
         }
         None => {
             match &outcome {
                 Ok(Status::Code(code)) => engine
                     .reporter
                     .info(format!("the command exited with {code}; tearing down")),
-                Err(Error::Interrupted(sig)) => engine
+                Err(Error::Interrupted { signal: sig, .. }) => engine
                     .reporter
                     .info(format!("the command ended on {sig}; tearing down")),
                 _ => {}
@@ -240,7 +240,11 @@ async fn finish(engine: &Engine, live: Live, outcome: Result<Status>) -> Result<
     if let Some(e) = engine.interrupted() {
         return Err(e);
     }
-    outcome
+    // Said after teardown, which knows whether tenancies were released.
+    outcome.map_err(|e| match e {
+        Error::Interrupted { signal, .. } => engine.interrupted_by(signal),
+        e => e,
+    })
 }
 
 /// Pushes the expiry of every service of the run forward (the API's clock), every

@@ -20,6 +20,7 @@ pub mod shared;
 pub mod teardown;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,9 @@ pub struct Engine {
     global: ApiArgs,
     reporter: &'static Reporter,
     signals: Signals,
+    /// Teardown released tenancies in shared services (which stay): the interruption
+    /// message says so.
+    released_tenancies: AtomicBool,
 }
 
 /// A run that is up.
@@ -94,12 +98,13 @@ impl Engine {
             global: global.clone(),
             reporter,
             signals,
+            released_tenancies: AtomicBool::new(false),
         })
     }
 
     /// The error for the first signal, if one came (announcing it the first time).
     pub fn interrupted(&self) -> Option<Error> {
-        self.signals.acted_on().map(Error::Interrupted)
+        self.signals.acted_on().map(|s| self.interrupted_by(s))
     }
 
     /// Runs `work` unless a signal comes first; then it is dropped unfinished.
@@ -337,7 +342,7 @@ impl Engine {
     /// A failed `up`: tear down (or keep, loudly) and return the error to report.
     async fn fail(&self, live: Live, keep_on_failure: bool, error: Error) -> Error {
         let error = self.interrupted().unwrap_or(error);
-        if keep_on_failure && !matches!(error, Error::Interrupted(_)) {
+        if keep_on_failure && !matches!(error, Error::Interrupted { .. }) {
             let _ = live.store.set_status(RunStatus::Kept);
             self.reporter.warn(format!(
                 "--keep-on-failure: the run's services (and its tenancies in shared services) were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
@@ -353,8 +358,25 @@ impl Engine {
         }
     }
 
+    /// The error for an interruption by `signal`, after teardown.
+    pub fn interrupted_by(&self, signal: crate::signals::Signal) -> Error {
+        Error::Interrupted {
+            signal,
+            shared: self.released_tenancies.load(Ordering::Relaxed),
+        }
+    }
+
     /// Tears a live run down; `Err` is exit 5.
     pub async fn tear_down(&self, live: Live) -> Result<()> {
+        if live
+            .store
+            .snapshot()
+            .services
+            .iter()
+            .any(|s| s.tenant.is_some())
+        {
+            self.released_tenancies.store(true, Ordering::Relaxed);
+        }
         let targets = live.tracker.targets();
         let options = live.teardown_options();
         let torn = record_teardown(

@@ -171,15 +171,28 @@ impl Ctx {
                 super::shared::release(&self.client, &self.project, &r, self.deadline),
             )
             .await;
-            let why = match attempt {
+            let (why, unsettled) = match attempt {
                 Ok(Ok(super::shared::Released::Done)) => return Outcome::Released,
                 Ok(Ok(super::shared::Released::Nothing)) => return Outcome::NeverCreated,
                 Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
-                Ok(Err(why)) => why,
-                Err(_) => "not released before the teardown budget ran out".to_string(),
+                Ok(Ok(super::shared::Released::Unsettled(why))) => {
+                    (format!("{why}; the lease stays until it cannot"), true)
+                }
+                Ok(Err(why)) => (why, false),
+                Err(_) => (
+                    "not released before the teardown budget ran out".to_string(),
+                    false,
+                ),
             };
-            // Tried again as soon as a write of the run in flight answers, or once a lost
-            // one can no longer land.
+            // Tried again as soon as a write of the run in flight answers (at once if it
+            // just did), or once a lost one can no longer land.
+            if unsettled
+                && r.writes
+                    .as_ref()
+                    .is_some_and(|w| w.may_land_until().is_none())
+            {
+                continue;
+            }
             let answer = r.writes.as_ref().filter(|w| w.in_flight());
             if answer.is_none()
                 && let Some(until) = r.writes.as_ref().and_then(|w| w.may_land_until())
@@ -189,11 +202,16 @@ impl Ctx {
             if self.left().is_zero() || (self.left() <= wait && answer.is_none()) {
                 return Outcome::Failed(format!("run {}'s tenancy: {why}", r.run_id));
             }
-            tracing::warn!(
-                "{}: releasing run {}: {why}; trying again",
-                r.service,
-                r.run_id
-            );
+            // Waiting for a write's answer is the design, not a problem.
+            if unsettled && answer.is_some() {
+                tracing::debug!("{}: releasing run {}: {why}", r.service, r.run_id);
+            } else {
+                tracing::warn!(
+                    "{}: releasing run {}: {why}; trying again",
+                    r.service,
+                    r.run_id
+                );
+            }
             match answer {
                 Some(writes) => tokio::select! {
                     _ = self.pause(wait) => {}
@@ -533,7 +551,14 @@ pub async fn teardown(
                         reporter.service_done(&name, "released (the shared service stays)");
                         report.deleted.push(name);
                     }
-                    Outcome::NeverCreated => report.deleted.push(name),
+                    Outcome::NeverCreated => {
+                        // A release row ends with a verdict too: the run had not got
+                        // that far.
+                        if releasing.contains(&name) {
+                            reporter.service_done(&name, "nothing of this run there yet");
+                        }
+                        report.deleted.push(name);
+                    }
                     Outcome::NotOurs => reporter.warn(format!(
                         "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
                     )),

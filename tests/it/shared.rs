@@ -783,6 +783,17 @@ fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let out = wait(child, Duration::from_secs(30));
     assert_eq!(out.code, Some(130), "{}", out.all());
+    // The shared services stay: the last word says so, and waiting for the write is
+    // no cause for a warning.
+    assert_eq!(
+        out.stderr.lines().last(),
+        Some(
+            "error: interrupted by SIGINT; everything this run created was deleted, except shared services (they stay; its tenancy in them was released)"
+        ),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stderr.contains("warning: ae-"), "{}", out.all());
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", out.all());
 
@@ -806,13 +817,23 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     let manifest = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, version: \"16\", shared: true}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
     let dir = pool.dir("idle", &[("aiven-ephemeral.yaml", manifest)]);
     pool.up_all(std::slice::from_ref(&dir));
+    // A short lease is warned about in the words of shared services.
+    let short = run(pool.cmd(&dir, &["extend", "--ttl", "5m"]));
+    short.expect_code(0);
+    let run_id = env_of(&dir)["DB_USER"]
+        .trim_start_matches("run-")
+        .to_string();
+    let warning = short
+        .stderr
+        .lines()
+        .last()
+        .unwrap_or("")
+        .replace(&run_id, "[RUN]");
+    pinned!(warning, @"[HH:MM:SS] warning: run [RUN] now expires in 5m, at [TIME]: from then on `reap` may release its tenancy in shared services while they are in use");
     // A live lease keeps the services on, however idle; reap lists it.
     std::thread::sleep(Duration::from_millis(1500));
     let reap = run(pool.cmd(&dir, &["reap", "--shared-idle", "1s"]));
     reap.expect_code(0);
-    let run_id = env_of(&dir)["DB_USER"]
-        .trim_start_matches("run-")
-        .to_string();
     pinned!(reap.stdout.replace(&run_id, "[RUN]"), @"
     SERVICE          RUN       EXPIRES               VERDICT
     ae-cache-shared  [RUN]  [TIME]  live

@@ -312,6 +312,8 @@ pub enum Released {
     Nothing,
     /// The lease names another owner: not this run's to touch.
     NotOurs,
+    /// Not finished: a write of the run may still land (why), so the lease stays.
+    Unsettled(String),
 }
 
 /// Drops a run's objects inside a shared service, then its lease. Each object is
@@ -326,7 +328,7 @@ pub async fn release(
     // Taken before the service is read: a write answered by now shows in what is read.
     let unsettled = r.writes.as_ref().and_then(Writes::unsettled);
     let finished = |released: Released| match &unsettled {
-        Some(why) => Err(format!("{why}; the lease stays until it cannot")),
+        Some(why) => Ok(Released::Unsettled(why.clone())),
         None => Ok(released),
     };
     let svc = match client.get_service(project, &r.service, true).await {
@@ -352,7 +354,9 @@ pub async fn release(
         "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
         _ => {}
     }
-    finished(Released::Done)?;
+    if let Some(why) = unsettled {
+        return Ok(Released::Unsettled(why));
+    }
     let mut tags = BTreeMap::from([(format!("{}{}", naming::TAG_LEASE, r.run_id), None::<String>)]);
     tags.insert(
         naming::TAG_USED.to_string(),
