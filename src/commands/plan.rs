@@ -3,12 +3,14 @@
 
 use serde::Serialize;
 
+use crate::api::{Client, ServiceState};
 use crate::cli::{ApiArgs, PlanArgs};
 use crate::connection::Connection;
 use crate::engine::cost::prices;
+use crate::engine::shared;
 use crate::error::{Error, Result, Status};
 use crate::exports;
-use crate::manifest::Shared;
+use crate::manifest::{ServiceSpec, Shared};
 use crate::naming;
 use crate::settings;
 
@@ -29,6 +31,11 @@ pub struct PlannedService {
     /// (one you manage, named by `shared: {service: NAME}`). It
     /// outlives the run and is billed while powered on.
     pub shared: Option<&'static str>,
+    /// On a shared service: what the run gets inside it.
+    pub tenancy: Option<String>,
+    /// On a shared service, with a token: what `up` would find (there, powered off,
+    /// not there yet).
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +77,8 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                     Shared::Managed => "this_tool",
                     Shared::Existing(_) => "yours",
                 }),
+                tenancy: spec.shared.as_ref().map(|_| shared::tenancy(spec, &run_id)),
+                now: None,
                 service_type: spec.service_type.clone(),
                 plan: spec.plan.clone(),
                 cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
@@ -104,6 +113,11 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                     svc.problem = price.problem;
                     if svc.cloud.is_none() {
                         svc.cloud = Some(info.default_cloud.clone());
+                    }
+                }
+                for (planned, spec) in services.iter_mut().zip(&manifest.services) {
+                    if let Some(how) = &spec.shared {
+                        look(&conn.client, project, spec, how, planned).await;
                     }
                 }
                 Ok(())
@@ -184,7 +198,8 @@ fn print_table(p: &PlanOutput, online: bool) {
                     String::new()
                 } else {
                     format!(
-                        "\n  of it {standing:.3} USD/h for shared services, while they are powered on"
+                        "\n  of it {standing:.3} USD/h for shared services, billed around the clock while\n  powered on: {:.2} USD per day",
+                        standing * 24.0
                     )
                 }
             )
@@ -194,6 +209,62 @@ fn print_table(p: &PlanOutput, online: bool) {
         }
         None => println!("total: unknown (see the problems above)"),
     }
+}
+
+/// What `up` would find of a shared service: `now`, or a `problem` that would stop it.
+async fn look(
+    client: &Client,
+    project: &str,
+    spec: &ServiceSpec,
+    how: &Shared,
+    planned: &mut PlannedService,
+) {
+    let name = &planned.name;
+    let found = match client.get_service(project, name, false).await {
+        Ok(svc) => svc,
+        Err(e) if e.is_not_found() => {
+            match how {
+                Shared::Managed => {
+                    planned.now =
+                        Some("not there yet: the first `up` creates it (minutes on Aiven)".into())
+                }
+                Shared::Existing(_) => {
+                    planned.problem = Some(shared::missing_yours(spec, name, project))
+                }
+            }
+            return;
+        }
+        Err(e) => {
+            planned.now = Some(format!("cannot tell: {e}"));
+            return;
+        }
+    };
+    if let Some(why) = shared::refusal(spec, &found, how, project) {
+        planned.problem = Some(why);
+        return;
+    }
+    let now = naming::rfc3339(
+        client
+            .server_time()
+            .unwrap_or_else(time::OffsetDateTime::now_utc),
+    );
+    let leases = naming::leases(&found.tags)
+        .iter()
+        .filter(|(_, expires, _)| *expires > now)
+        .count();
+    planned.now = Some(match (&found.state, how) {
+        (ServiceState::Running, _) => format!("running; {leases} run(s) hold a lease"),
+        (ServiceState::Poweroff, Shared::Managed) => {
+            "powered off while idle: `up` powers it on (minutes on Aiven)".into()
+        }
+        (ServiceState::Poweroff, Shared::Existing(_)) => {
+            planned.problem = Some(format!(
+                "{name} is powered off; it is yours to power on (`avn service update --power-on {name}`)"
+            ));
+            "powered off".into()
+        }
+        (state, _) => format!("{state}: `up` waits until it runs"),
+    });
 }
 
 fn rows(services: &[&PlannedService]) {
@@ -218,6 +289,12 @@ fn rows(services: &[&PlannedService]) {
         );
         if let Some(problem) = &s.problem {
             println!("  problem: {problem}");
+        }
+        if let Some(tenancy) = &s.tenancy {
+            println!("  this run: {tenancy}");
+        }
+        if let Some(now) = &s.now {
+            println!("  now: {now}");
         }
         println!("  env: {}", s.env.join(" "));
     }

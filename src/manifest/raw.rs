@@ -304,6 +304,19 @@ fn key_at(text: &str, at: Loc) -> Option<&str> {
     if let Some(key) = before.trim_end().strip_suffix(':').and_then(last_word) {
         return Some(key);
     }
+    // An item of a flow list (`topics: [orders]`): the key of the list it is in.
+    let mut depth = 0usize;
+    for (i, c) in before.char_indices().rev() {
+        match c {
+            ']' | '}' => depth += 1,
+            '[' if depth == 0 => {
+                return before[..i].trim_end().strip_suffix(':').and_then(last_word);
+            }
+            '{' if depth == 0 => break,
+            '[' | '{' => depth -= 1,
+            _ => {}
+        }
+    }
     let indent = line.len() - line.trim_start().len();
     lines[..at.line as usize - 1]
         .iter()
@@ -352,6 +365,8 @@ mod tests {
         assert_eq!(key_at(block, at(3, 16)), Some("databases"));
         let flow = "services:\n  db: {type: pg, databases: app}\n";
         assert_eq!(key_at(flow, at(2, 29)), Some("databases"));
+        let listed = "services:\n  k: {type: kafka, topics: [{name: a}, orders]}\n";
+        assert_eq!(key_at(listed, at(2, 44)), Some("topics"));
         let item = "services:\n  db:\n    users:\n      - [a]\n";
         assert_eq!(key_at(item, at(4, 9)), Some("users"));
         assert_eq!(key_at("- a\n", at(1, 1)), None);

@@ -381,6 +381,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "shared",
             "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: yes please}\n",
         ),
+        (
+            "flow list",
+            "project: test-project\nservices:\n  k: {type: kafka, plan: startup-2, topics: [orders]}\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -461,6 +465,13 @@ fn validate_and_up_agree_on_bad_manifests() {
           |
         3 |   db: {type: pg, plan: hobbyist, shared: yes please}
           |                                          ^ shared must be true, or a mapping naming a service you manage, e.g. {service: team-pg}
+
+        ## flow list
+        error: aiven-ephemeral.yaml:3:46: topics must be a list of topics, e.g. [{name: orders, partitions: 3}]
+         --> aiven-ephemeral.yaml:3:46
+          |
+        3 |   k: {type: kafka, plan: startup-2, topics: [orders]}
+          |                                              ^ topics must be a list of topics, e.g. [{name: orders, partitions: 3}]
     "#);
 }
 

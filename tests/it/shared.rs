@@ -979,10 +979,30 @@ fn plan_shows_shared_services_apart_with_their_standing_cost() {
         "project: test-project
 services:
   db: {type: pg, plan: hobbyist, shared: true}
-  events: {type: kafka, plan: startup-2, shared: {service: team-kafka}}
+  events: {type: kafka, plan: startup-2, shared: {service: team-kafka}, topics: [{name: orders}]}
   search: {type: opensearch, plan: startup-4}
 ",
     );
+    // Yours, and running; ae-db-shared is not there yet.
+    ok(env.sandbox.api(
+        "POST",
+        &format!("/v1/project/{PROJECT}/service"),
+        Some(json!({"service_name": "team-kafka", "service_type": "kafka", "plan": "startup-2", "project_vpc_id": null})),
+    ));
+    let start = std::time::Instant::now();
+    while env
+        .sandbox
+        .api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/team-kafka"),
+            None,
+        )
+        .1["service"]["state"]
+        != "RUNNING"
+    {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = env.run(&["plan"]);
     out.expect_code(0);
     pinned!(out.stdout, @r"
@@ -995,13 +1015,18 @@ services:
     whether or not a run uses them; the run gets its own tenancy inside:
     KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
     db               ae-db-shared                             pg           hobbyist       google-europe-west1        0.026
+      this run: role run-xxxxxxxx owning database(s) run-xxxxxxxx
+      now: not there yet: the first `up` creates it (minutes on Aiven)
       env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
     events           team-kafka                               kafka        startup-2      google-europe-west1        0.397
+      this run: user run-xxxxxxxx, topics run-xxxxxxxx.* (run-xxxxxxxx.orders)
+      now: running; 0 run(s) hold a lease
       env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
       note: `reap` powers idle shared services off; Kafka topic data does not
       survive power-off (PostgreSQL data comes back from backups)
     total: 0.553 USD/h (4.42 USD per 8h working day)
-      of it 0.423 USD/h for shared services, while they are powered on
+      of it 0.423 USD/h for shared services, billed around the clock while
+      powered on: 10.15 USD per day
     ");
     let json: Value = serde_json::from_str(&env.run(&["plan", "--json"]).stdout).unwrap();
     let shared: Vec<(&str, &Value)> = json["services"]
@@ -1018,6 +1043,24 @@ services:
             ("search", &Value::Null)
         ]
     );
+    // A service you manage that is not there stops `up`: `plan` says so first.
+    std::fs::write(
+        env.path("missing.yaml"),
+        "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: {service: team-pg}}\n",
+    )
+    .unwrap();
+    let missing = env.run(&["plan", "-f", "missing.yaml"]);
+    missing.expect_code(2);
+    let problem: Vec<&str> = missing
+        .stdout
+        .lines()
+        .chain(missing.stderr.lines())
+        .filter(|l| l.contains("problem") || l.starts_with("error"))
+        .collect();
+    pinned!(problem.join("\n"), @"
+      problem: shared service team-pg (services.db) does not exist in project test-project; `shared: {service: team-pg}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one
+    error: some services cannot be created as planned (see above)
+    ");
 }
 
 #[test]

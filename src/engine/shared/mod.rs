@@ -124,10 +124,7 @@ impl Acquire<'_> {
             Err(e) => return Err(Error::api(format!("looking up shared service {name}"), e)),
         }
         if let Shared::Existing(_) = shared {
-            return Err(Error::Provision(format!(
-                "shared service {name} (services.{}) does not exist in project {}; `shared: {{service: {name}}}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one",
-                spec.key, self.project
-            )));
+            return Err(Error::Provision(missing_yours(spec, name, self.project)));
         }
         self.reporter.warn(format!(
             "creating shared service {name} ({} {}): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle",
@@ -160,22 +157,10 @@ impl Acquire<'_> {
         svc: &Service,
         shared: &Shared,
     ) -> Result<(), Error> {
-        if svc.service_type != spec.service_type {
-            return Err(Error::Provision(format!(
-                "shared service {} (services.{}) is a {} service, and the manifest says {}",
-                svc.service_name, spec.key, svc.service_type, spec.service_type
-            )));
+        match refusal(spec, svc, shared, self.project) {
+            Some(why) => Err(Error::Provision(why)),
+            None => Ok(()),
         }
-        if matches!(shared, Shared::Managed) && svc.tag(naming::TAG_SHARED).is_none() {
-            return Err(Error::Provision(format!(
-                "a service named {} exists in project {} but is not a shared service of aiven-ephemeral (no {} tag); it is left alone. Use `shared: {{service: {}}}` to share a service you manage, or another name_prefix",
-                svc.service_name,
-                self.project,
-                naming::TAG_SHARED,
-                svc.service_name
-            )));
-        }
-        Ok(())
     }
 
     /// Waits until the service is usable (and returns it with secrets); powers a
@@ -288,6 +273,70 @@ pub(crate) fn user(username: &str, password: Secret) -> ServiceUser {
         kind: "normal".into(),
         access_cert: None,
         access_key: None,
+    }
+}
+
+/// Why a run may not use `svc` as the manifest's shared service, if it may not.
+pub fn refusal(
+    spec: &ServiceSpec,
+    svc: &Service,
+    shared: &Shared,
+    project: &str,
+) -> Option<String> {
+    if svc.service_type != spec.service_type {
+        return Some(format!(
+            "shared service {} (services.{}) is a {} service, and the manifest says {}",
+            svc.service_name, spec.key, svc.service_type, spec.service_type
+        ));
+    }
+    if matches!(shared, Shared::Managed) && svc.tag(naming::TAG_SHARED).is_none() {
+        return Some(format!(
+            "a service named {} exists in project {project} but is not a shared service of aiven-ephemeral (no {} tag); it is left alone. Use `shared: {{service: {}}}` to share a service you manage, or another name_prefix",
+            svc.service_name,
+            naming::TAG_SHARED,
+            svc.service_name
+        ));
+    }
+    None
+}
+
+/// A service you manage (`shared: {service: NAME}`) that is not there.
+pub fn missing_yours(spec: &ServiceSpec, name: &str, project: &str) -> String {
+    format!(
+        "shared service {name} (services.{}) does not exist in project {project}; `shared: {{service: {name}}}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one",
+        spec.key
+    )
+}
+
+/// What a run gets inside a shared service, in words.
+pub fn tenancy(spec: &ServiceSpec, run_id: &str) -> String {
+    let tenant = naming::tenant_of(run_id);
+    match spec.kind.name {
+        "pg" => format!(
+            "role {tenant} owning database(s) {}",
+            pg::databases(spec, &tenant).join(", ")
+        ),
+        "valkey" => format!(
+            "user {tenant}, keys and channels {}*",
+            naming::key_prefix(&tenant)
+        ),
+        "kafka" => format!(
+            "user {tenant}, topics {}*{}",
+            naming::topic_prefix(&tenant),
+            if spec.topics.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    spec.topics
+                        .iter()
+                        .map(|t| format!("{}{}", naming::topic_prefix(&tenant), t.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        _ => tenant,
     }
 }
 
