@@ -152,7 +152,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
             "this run would cost {t:.3} USD/h, over limits.max_hourly_usd {l:.3}"
         ))),
         _ if output.services.iter().any(|s| s.problem.is_some()) => Err(Error::usage(
-            "some services cannot be created as planned (see above)",
+            "some services cannot be created or used as planned (see above)",
         )),
         _ => Ok(Status::Success),
     }
@@ -191,18 +191,26 @@ fn print_table(p: &PlanOutput, online: bool) {
     match p.total_hourly_usd {
         Some(t) => {
             let standing: f64 = shared.iter().filter_map(|s| s.hourly_usd).sum();
-            println!(
-                "total: {t:.3} USD/h ({:.2} USD per 8h working day){}",
-                t * 8.0,
-                if shared.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "\n  of it {standing:.3} USD/h for shared services, billed around the clock while\n  powered on: {:.2} USD per day",
-                        standing * 24.0
-                    )
+            if shared.is_empty() {
+                println!(
+                    "total: {t:.3} USD/h ({:.2} USD per 8h working day)",
+                    t * 8.0
+                );
+            } else {
+                // Shared services are billed around the clock, the run's own while it lives.
+                let own_usd = t - standing;
+                println!("total: {t:.3} USD/h");
+                if !own.is_empty() {
+                    println!(
+                        "  this run's own services: {own_usd:.3} USD/h ({:.2} USD per 8h working day)",
+                        own_usd * 8.0
+                    );
                 }
-            )
+                println!(
+                    "  shared services: {standing:.3} USD/h, billed around the clock while powered\n  on: {:.2} USD per day",
+                    standing * 24.0
+                );
+            }
         }
         None if !online => {
             println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")

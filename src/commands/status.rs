@@ -134,10 +134,14 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
         out.expires_at.as_deref().unwrap_or("-"),
-        if run.live() && expired(out.expires_at.as_deref()) {
-            " (passed: `reap` may delete it; `extend` moves it)"
-        } else {
-            ""
+        match (
+            run.live() && expired(out.expires_at.as_deref()),
+            run.services.iter().any(|s| s.tenant.is_some()),
+        ) {
+            (true, false) => " (passed: `reap` may delete it; `extend` moves it)",
+            (true, true) =>
+                " (passed: `reap` may delete its services and release its tenancy in shared services; `extend` moves it)",
+            (false, _) => "",
         }
     );
     if let Some(p) = &out.sandbox_process {

@@ -7,7 +7,7 @@ use super::{Loc, Manifest, Problem};
 use crate::exports::{self, Field, is_reserved};
 
 pub(super) fn check(manifest: &Manifest) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    let mut problems = shared_clashes(manifest);
     let mut seen: BTreeMap<String, (String, Loc)> = BTreeMap::new();
     for spec in &manifest.services {
         let all = exports::fields(spec, true);
@@ -67,6 +67,34 @@ pub(super) fn check(manifest: &Manifest) -> Vec<Problem> {
                 });
             } else {
                 seen.insert(name, (source_desc, at));
+            }
+        }
+    }
+    problems
+}
+
+/// Two entries on one shared service would each take a tenancy of the same run there,
+/// under one tenant name: refused.
+fn shared_clashes(manifest: &Manifest) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for spec in manifest.services.iter().filter(|s| s.shared.is_some()) {
+        let Ok(name) = spec.service_name(&manifest.name_prefix, "x") else {
+            continue;
+        };
+        match seen.get(&name) {
+            Some(other) => problems.push(Problem {
+                at: spec.at,
+                message: format!(
+                    "services.{other} and services.{} are both shared service {name}",
+                    spec.key
+                ),
+                hint: Some(
+                    "one manifest entry per shared service: a run has one tenancy in each".into(),
+                ),
+            }),
+            None => {
+                seen.insert(name, &spec.key);
             }
         }
     }

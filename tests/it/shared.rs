@@ -681,6 +681,22 @@ services:
     5 |   cache: {type: valkey, plan: hobbyist, seed: [x.sql]}
       |                                                ^ `seed` is for PostgreSQL services, and `cache` is a valkey service
     ");
+    // Two entries on one shared service.
+    std::fs::write(
+        env.path("aiven-ephemeral.yaml"),
+        "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true}\n  x: {type: pg, plan: hobbyist, shared: {service: ae-db-shared}}\n",
+    )
+    .unwrap();
+    let out = env.run(&["up"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:4:3: services.db and services.x are both shared service ae-db-shared
+     --> aiven-ephemeral.yaml:4:3
+      |
+    4 |   x: {type: pg, plan: hobbyist, shared: {service: ae-db-shared}}
+      |   ^ services.db and services.x are both shared service ae-db-shared
+      hint: one manifest entry per shared service: a run has one tenancy in each
+    ");
     assert_eq!(env.sandbox.requests().len(), 0);
 }
 
@@ -1024,9 +1040,10 @@ services:
       env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
       note: `reap` powers idle shared services off; Kafka topic data does not
       survive power-off (PostgreSQL data comes back from backups)
-    total: 0.553 USD/h (4.42 USD per 8h working day)
-      of it 0.423 USD/h for shared services, billed around the clock while
-      powered on: 10.15 USD per day
+    total: 0.553 USD/h
+      this run's own services: 0.130 USD/h (1.04 USD per 8h working day)
+      shared services: 0.423 USD/h, billed around the clock while powered
+      on: 10.15 USD per day
     ");
     let json: Value = serde_json::from_str(&env.run(&["plan", "--json"]).stdout).unwrap();
     let shared: Vec<(&str, &Value)> = json["services"]
@@ -1059,7 +1076,7 @@ services:
         .collect();
     pinned!(problem.join("\n"), @"
       problem: shared service team-pg (services.db) does not exist in project test-project; `shared: {service: team-pg}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one
-    error: some services cannot be created as planned (see above)
+    error: some services cannot be created or used as planned (see above)
     ");
 }
 

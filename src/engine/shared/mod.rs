@@ -211,12 +211,8 @@ impl Acquire<'_> {
                     )));
                 }
                 self.reporter.warn(format!(
-                    "shared service {name} was powered off while idle; powering it on. This takes minutes on Aiven: it is rebuilt and its data restored from backup{}",
-                    if spec.kind.kafka {
-                        " (Kafka topic data is not restored)"
-                    } else {
-                        ""
-                    }
+                    "shared service {name} was powered off while idle; powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
+                    sweep::after_power_on(&spec.service_type)
                 ));
                 self.client
                     .set_powered(self.project, name, true)
