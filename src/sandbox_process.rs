@@ -72,10 +72,21 @@ pub fn find(dir: &Path) -> Option<Server> {
 /// The sandbox process for `dir`: the running one, or a new one.
 pub async fn ensure(dir: &Path) -> Result<Server> {
     crate::state::prepare_dir(dir)?;
-    if let Some(server) = find(dir)
-        && healthy(&server).await
-    {
-        return Ok(server);
+    if let Some(server) = find(dir) {
+        // One that does not answer is stopping (a command before this one let it go):
+        // it still holds its servers' ports and the directory's files, so a new one
+        // starts only once it is gone.
+        let started = Instant::now();
+        while alive(server.pid) {
+            if healthy(&server).await {
+                return Ok(server);
+            }
+            if started.elapsed() > STOP_TIMEOUT {
+                kill(server.pid);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let dir = absolute_dir(dir);
     let _ = std::fs::remove_file(dir.join(SERVER_FILE));
@@ -185,7 +196,11 @@ pub async fn stop(dir: &Path) -> bool {
 }
 
 fn forget(server: &Server) {
-    let _ = std::fs::remove_file(server.dir.join(SERVER_FILE));
+    // The directory's server file may already name the next process.
+    let file = server.dir.join(SERVER_FILE);
+    if read_server(&file).is_some_and(|s| s.pid == server.pid) {
+        let _ = std::fs::remove_file(file);
+    }
     let _ = std::fs::remove_file(registry().join(format!("{}.json", server.pid)));
     // The last one out removes the registry (it fails while others are in it).
     let _ = std::fs::remove_dir(registry());

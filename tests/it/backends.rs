@@ -457,6 +457,31 @@ fn shared_services_serve_again_after_a_sandbox_process_that_lived_a_moment() {
     ]));
     again.expect_code(0);
     assert_eq!(again.stdout.trim(), "42", "{}", again.stderr);
+    // Interrupted commands let their sandbox process go without waiting: the next one
+    // waits for it to be gone before it starts another on the same ports and files.
+    for _ in 0..3 {
+        let child = d.cmd(&["up", "--sandbox"]).spawn().unwrap();
+        let start = std::time::Instant::now();
+        while !d.path("sandbox-server.json").exists() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        signal(&child, nix::sys::signal::Signal::SIGINT);
+        wait(child, std::time::Duration::from_secs(30));
+        let next = run(d.cmd(&[
+            "run",
+            "--sandbox",
+            "--timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            "psql \"$DB_URI_VERIFY\" -tAc 'select 40 + 2'",
+        ]));
+        next.expect_code(0);
+        assert_eq!(next.stdout.trim(), "42", "{}", next.stderr);
+        assert!(!next.stderr.contains("powered off"), "{}", next.stderr);
+    }
 }
 
 #[test]

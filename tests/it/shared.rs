@@ -894,7 +894,7 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     ));
     again.expect_code(0);
     assert!(
-        again.stderr.contains("shared service ae-db-shared was powered off while idle; powering it on. This takes minutes on Aiven"),
+        again.stderr.contains("shared service ae-db-shared is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven"),
         "{}",
         again.all()
     );

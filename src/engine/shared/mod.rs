@@ -204,6 +204,8 @@ impl Acquire<'_> {
                     });
             }
             if svc.state == ServiceState::Poweroff && !powered_on {
+                // Why it is off, when the API says (a failure rather than reap, say).
+                super::provision::say_notifications(self.reporter, name, &svc);
                 if let Shared::Existing(_) = shared {
                     return Err(Error::Provision(format!(
                         "shared service {name} (services.{}) is powered off; it is yours to power on (`avn service update --power-on {name}`)",
@@ -211,7 +213,7 @@ impl Acquire<'_> {
                     )));
                 }
                 self.reporter.warn(format!(
-                    "shared service {name} was powered off while idle; powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
+                    "shared service {name} is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
                     sweep::after_power_on(&spec.service_type)
                 ));
                 self.client
