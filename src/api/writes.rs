@@ -125,3 +125,43 @@ impl Writes {
         let _ = rx.wait_for(|p| p.in_flight == 0).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_write_may_land_until_answered_or_its_lost_window_closes() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let record = told.clone();
+        let writes = Writes::recorded(Arc::new(move |until: Option<Instant>| {
+            record.lock().unwrap().push(until.is_some())
+        }));
+        assert_eq!(writes.unsettled(), None);
+        writes.sent();
+        assert!(writes.in_flight());
+        assert_eq!(
+            writes.unsettled().as_deref(),
+            Some("a write of the run has not been answered yet")
+        );
+        writes.done(false);
+        assert_eq!(writes.may_land_until(), None);
+        writes.sent();
+        writes.done(true);
+        let until = writes.may_land_until().expect("a lost write may land");
+        assert!(until > Instant::now() + REQUEST_TIMEOUT - Duration::from_secs(1));
+        assert!(
+            writes
+                .unsettled()
+                .unwrap()
+                .contains("may still land for 30s")
+        );
+        // The record follows every change, in order.
+        assert_eq!(*told.lock().unwrap(), [true, false, true, true]);
+        // Another process's window that has closed holds nothing back.
+        assert_eq!(Writes::lost_until(Instant::now()).may_land_until(), None);
+    }
+}
