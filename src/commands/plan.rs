@@ -266,9 +266,7 @@ async fn look(
             "powered off while idle: `up` powers it on (minutes on Aiven)".into()
         }
         (ServiceState::Poweroff, Shared::Existing(_)) => {
-            planned.problem = Some(format!(
-                "{name} is powered off; it is yours to power on (`avn service update --power-on {name}`)"
-            ));
+            planned.problem = Some(shared::powered_off_yours(spec, name));
             "powered off".into()
         }
         (state, _) => format!("{state}: `up` waits until it runs"),

@@ -441,22 +441,27 @@ fn shared_services_serve_again_after_a_sandbox_process_that_lived_a_moment() {
     )
     .unwrap();
     run(d.cmd(&["run", "--sandbox", "--", "true"])).expect_code(0);
+    // A run whose command answers through the shared PostgreSQL.
+    let psql_run = || {
+        let out = run(d.cmd(&[
+            "run",
+            "--sandbox",
+            "--timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            "psql \"$DB_URI_VERIFY\" -tAc 'select 40 + 2'",
+        ]));
+        out.expect_code(0);
+        assert_eq!(out.stdout.trim(), "42", "{}", out.stderr);
+        out
+    };
     // Each of these starts the sandbox process, which starts the shared services'
     // servers again, and stops it a moment later, while they are still starting.
     run(d.cmd(&["plan", "--sandbox"])).expect_code(0);
     run(d.cmd(&["reap", "--sandbox", "--dry-run"])).expect_code(0);
-    let again = run(d.cmd(&[
-        "run",
-        "--sandbox",
-        "--timeout",
-        "60s",
-        "--",
-        "sh",
-        "-c",
-        "psql \"$DB_URI_VERIFY\" -tAc 'select 40 + 2'",
-    ]));
-    again.expect_code(0);
-    assert_eq!(again.stdout.trim(), "42", "{}", again.stderr);
+    psql_run();
     // Interrupted commands let their sandbox process go without waiting: the next one
     // waits for it to be gone before it starts another on the same ports and files.
     for _ in 0..3 {
@@ -468,18 +473,7 @@ fn shared_services_serve_again_after_a_sandbox_process_that_lived_a_moment() {
         }
         signal(&child, nix::sys::signal::Signal::SIGINT);
         wait(child, std::time::Duration::from_secs(30));
-        let next = run(d.cmd(&[
-            "run",
-            "--sandbox",
-            "--timeout",
-            "60s",
-            "--",
-            "sh",
-            "-c",
-            "psql \"$DB_URI_VERIFY\" -tAc 'select 40 + 2'",
-        ]));
-        next.expect_code(0);
-        assert_eq!(next.stdout.trim(), "42", "{}", next.stderr);
+        let next = psql_run();
         assert!(!next.stderr.contains("powered off"), "{}", next.stderr);
     }
 }

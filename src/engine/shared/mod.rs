@@ -207,10 +207,7 @@ impl Acquire<'_> {
                 // Why it is off, when the API says (a failure rather than reap, say).
                 super::provision::say_notifications(self.reporter, name, &svc);
                 if let Shared::Existing(_) = shared {
-                    return Err(Error::Provision(format!(
-                        "shared service {name} (services.{}) is powered off; it is yours to power on (`avn service update --power-on {name}`)",
-                        spec.key
-                    )));
+                    return Err(Error::Provision(powered_off_yours(spec, name)));
                 }
                 self.reporter.warn(format!(
                     "shared service {name} is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
@@ -302,6 +299,14 @@ pub fn refusal(
 pub fn missing_yours(spec: &ServiceSpec, name: &str, project: &str) -> String {
     format!(
         "shared service {name} (services.{}) does not exist in project {project}; `shared: {{service: {name}}}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one",
+        spec.key
+    )
+}
+
+/// A service you manage that is powered off: not this tool's to power on.
+pub fn powered_off_yours(spec: &ServiceSpec, name: &str) -> String {
+    format!(
+        "shared service {name} (services.{}) is powered off; it is yours to power on (`avn service update --power-on {name}`)",
         spec.key
     )
 }
