@@ -44,7 +44,7 @@ async function main() {
   lib.saveState('keep-on-failure', String(keepOnFailure));
 
   const args = ['up', '-f', manifest, '--run-id', runId, '--state-file', stateFile, '--env-file', envFile,
-    '--timeout', lib.input('timeout') || '20m', '--github-env', lib.input('github-env') || 'all'];
+    '--timeout', lib.input('timeout') || '20m', '--teardown-timeout', lib.input('teardown-timeout') || '4m', '--github-env', lib.input('github-env') || 'all'];
   if (keepOnFailure) args.push('--keep-on-failure');
   const code = await lib.run(binary, args, lib.binaryEnv());
   if (!recordedServices(stateFile, runId)) lib.saveState('created', 'nothing');

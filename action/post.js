@@ -18,7 +18,8 @@ async function post() {
       + `It is deleted by \`aiven-ephemeral down --force --run-id ${runId}\`, or by \`reap\` once its ttl passes.`);
     return;
   }
-  const args = ['down', '--run-id', runId, '--missing-ok', '--state-file', lib.getState('state-file')];
+  const args = ['down', '--run-id', runId, '--missing-ok', '--state-file', lib.getState('state-file'),
+    '--teardown-timeout', lib.input('teardown-timeout') || '4m'];
   // `up` marked the run kept when it failed, yet the job did not fail (continue-on-error):
   // keep-on-failure is about the job, so the run goes.
   if (lib.getState('keep-on-failure') === 'true') args.push('--force');

@@ -306,10 +306,24 @@ pub struct UpArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TeardownArgs {
-    /// Longest teardown may take; past it, exit 5 naming what is left. The default fits
-    /// GitHub's cancel window (SIGINT, 7.5s, SIGTERM, 2.5s, SIGKILL)
-    #[arg(long, default_value = "8s", value_name = "DUR")]
+    /// Longest teardown may take when no signal started it (it waits through the API's
+    /// own waits); past it, exit 5 naming what is left
+    #[arg(
+        long,
+        env = "AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT",
+        default_value = "10m",
+        value_name = "DUR"
+    )]
     pub teardown_timeout: String,
+    /// Longest teardown may take after SIGINT, SIGTERM or SIGHUP. The default fits GitHub's
+    /// cancel window (SIGINT, 7.5s, SIGTERM, 2.5s, SIGKILL)
+    #[arg(
+        long,
+        env = "AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT",
+        default_value = "8s",
+        value_name = "DUR"
+    )]
+    pub signal_teardown_timeout: String,
 }
 
 /// The run's state file, for the commands that act on a run.

@@ -7,7 +7,8 @@
 //!   hold, teardown) with the one owner of cancellation;
 //! - what the engine uses: `connection` (the API, or the sandbox process of
 //!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`,
-//!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds);
+//!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
+//!   (what the API rarely changes, on disk);
 //! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
@@ -27,6 +28,7 @@ macro_rules! say {
 }
 
 pub mod api;
+pub mod cache;
 pub mod catalogue;
 pub mod check;
 pub mod cli;

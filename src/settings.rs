@@ -49,6 +49,14 @@ pub fn duration(value: &str, what: &str) -> Result<Duration> {
     crate::manifest::parse_duration(value).map_err(|e| Error::usage(format!("{what} {e}")))
 }
 
+/// The teardown budgets, by what starts the teardown.
+pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> Result<crate::engine::teardown::Budget> {
+    Ok(crate::engine::teardown::Budget {
+        plain: duration(&args.teardown_timeout, "--teardown-timeout")?,
+        interrupted: duration(&args.signal_teardown_timeout, "--signal-teardown-timeout")?,
+    })
+}
+
 /// The state file, and the directory it lives in (lock, `.gitignore`, certs).
 pub fn state_paths(state_file: Option<&Path>) -> (PathBuf, PathBuf) {
     let file = state_file

@@ -34,10 +34,14 @@ use crate::secret::Secret;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TEARDOWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests kept in reserve when pacing, so that teardown is never the one that waits.
-const PACING_RESERVE: u32 = 3;
 /// The longest the client waits because the API asked it to.
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+/// Processes that were told to wait spread their return over up to this much more, so
+/// that they do not all come back at the same instant.
+const MAX_SPREAD: Duration = Duration::from_secs(5);
+/// The most a poll interval is stretched when the project's budget runs low (past it,
+/// the reserve for writes and teardown holds polls back until the window resets).
+const MAX_SLOWDOWN: f64 = 30.0;
 
 /// Path segments are escaped; names are usually safe, user and topic names may not be.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -86,15 +90,124 @@ struct Inner {
     pacer: Mutex<Pacer>,
     server_time: Mutex<Option<(OffsetDateTime, Instant)>>,
     requests: AtomicU64,
+    /// Answers that were 429s.
+    limited: AtomicU64,
     /// Whether the API has answered this client at all: until it has, a connection
     /// that cannot be made means a wrong address, not a blip, and is not retried.
     answered: AtomicBool,
 }
 
+/// What the API's answers say of the project's rate budget, which every process using
+/// the token spends: the only signal processes on different machines share.
 #[derive(Default)]
 struct Pacer {
+    limit: Option<u32>,
     remaining: Option<u32>,
     reset_at: Option<Instant>,
+    /// A 429 asked to wait until then.
+    blocked_until: Option<Instant>,
+    /// The last count seen in this window, and when: how fast the project spends.
+    seen: Option<(Instant, u32)>,
+    /// Requests per second the project spends (every process using the token), smoothed.
+    spending: f64,
+}
+
+/// What a request is for. When the budget runs low, reads (polls) hold back first and
+/// writes next, so that what is left goes to teardown: every process applies the same
+/// thresholds to the budget the headers announce, so a run that is tearing down gets
+/// its DELETEs through while the others wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Read,
+    Write,
+    Teardown,
+}
+
+impl Class {
+    /// Requests of the window left to the classes above this one.
+    fn reserve(self, limit: u32) -> u32 {
+        match self {
+            Class::Read => (limit / 4).max(3),
+            Class::Write => (limit / 10).max(2),
+            Class::Teardown => 0,
+        }
+    }
+}
+
+impl Pacer {
+    /// How long a request of `class` must wait now; `None`: go (and it is counted).
+    fn wait(&mut self, class: Class, now: Instant) -> Option<Instant> {
+        if class != Class::Teardown
+            && let Some(until) = self.blocked_until.filter(|u| now < *u)
+        {
+            return Some(until);
+        }
+        match (self.remaining, self.reset_at) {
+            (Some(r), Some(at)) if now < at => {
+                if r <= class.reserve(self.limit.unwrap_or(r)) && class != Class::Teardown {
+                    return Some(at);
+                }
+                self.remaining = Some(r.saturating_sub(1));
+            }
+            // The window is over: what it said no longer holds.
+            (_, Some(_)) => {
+                self.remaining = None;
+                self.reset_at = None;
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// What an answer's headers said.
+    fn observed(&mut self, limit: Option<u32>, remaining: u32, reset_at: Instant, now: Instant) {
+        // Answers to concurrent requests arrive in any order: within one window the
+        // lowest count (and what was spent since) is the true one.
+        let same_window = self
+            .reset_at
+            .is_some_and(|at| reset_at <= at + Duration::from_secs(1));
+        let known = self.remaining.filter(|_| same_window);
+        self.remaining = Some(known.map_or(remaining, |k| k.min(remaining)));
+        if same_window {
+            if let Some((then, before)) = self.seen {
+                let elapsed = now.saturating_duration_since(then).as_secs_f64();
+                if elapsed >= 0.05 {
+                    let rate = f64::from(before.saturating_sub(remaining)) / elapsed;
+                    self.spending = (self.spending + rate) / 2.0;
+                    self.seen = Some((now, remaining));
+                }
+            } else {
+                self.seen = Some((now, remaining));
+            }
+        } else {
+            self.seen = Some((now, remaining));
+        }
+        self.reset_at = Some(self.reset_at.map_or(reset_at, |at| at.max(reset_at)));
+        self.limit = limit.or(self.limit);
+    }
+
+    /// A poll interval's stretch: 1 while the project spends its budget no faster than
+    /// it lasts until the window resets; else as much slower as the project spends too
+    /// fast (every process stretching alike brings the whole project back within it).
+    fn slowdown(&self, now: Instant) -> f64 {
+        match (self.remaining, self.reset_at) {
+            (Some(r), Some(at)) if now < at => {
+                let spendable =
+                    f64::from(r.saturating_sub(Class::Read.reserve(self.limit.unwrap_or(r))))
+                        .max(0.5);
+                let lasts = spendable / at.saturating_duration_since(now).as_secs_f64().max(1.0);
+                (self.spending / lasts).clamp(1.0, MAX_SLOWDOWN)
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+/// `wait` plus a random part of it (at most [`MAX_SPREAD`]): processes told the same
+/// wait come back spread out.
+pub fn spread(wait: Duration) -> Duration {
+    let most = (wait / 2).min(MAX_SPREAD);
+    wait + most.mul_f64(rand::random::<f64>())
 }
 
 impl Client {
@@ -128,6 +241,7 @@ impl Client {
                 pacer: Mutex::new(Pacer::default()),
                 server_time: Mutex::new(None),
                 requests: AtomicU64::new(0),
+                limited: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
             }),
             cancel: None,
@@ -160,9 +274,24 @@ impl Client {
             .is_some_and(CancellationToken::is_cancelled)
     }
 
+    /// The API's base URL (without `/v1`).
+    pub fn api_url(&self) -> &str {
+        &self.inner.base
+    }
+
     /// HTTP requests sent so far, retries included.
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// How much longer than planned to wait between polls: more as the project's rate
+    /// budget runs low (every process using the token spends it).
+    pub fn poll_slowdown(&self) -> f64 {
+        self.inner
+            .pacer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slowdown(Instant::now())
     }
 
     /// The API's clock, from the `Date` of its last answer, advanced by the time since.
@@ -209,7 +338,7 @@ impl Client {
             .sleep(sleep)
             .when(|e| e.is_transient() && !self.cancelled() && !self.unreachable(e))
             .adjust(|e, planned| match e.retry_after() {
-                Some(asked) => Some(asked.min(MAX_SERVER_WAIT)),
+                Some(asked) => Some(spread(asked.min(MAX_SERVER_WAIT))),
                 None => planned,
             })
             .notify(|e, wait| {
@@ -244,8 +373,14 @@ impl Client {
         if self.cancelled() {
             return Err(ApiError::Cancelled);
         }
-        if retry != Retry::Teardown {
-            self.pace().await;
+        self.pace(match (retry, &method) {
+            (Retry::Teardown, _) => Class::Teardown,
+            (_, &Method::GET) => Class::Read,
+            _ => Class::Write,
+        })
+        .await;
+        if self.cancelled() {
+            return Err(ApiError::Cancelled);
         }
         let url = format!("{}/v1{}", self.inner.base, path);
         let mut request = self.inner.http.request(method.clone(), &url).header(
@@ -287,47 +422,53 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = response.bytes().await.map_err(transport)?;
+        if status == 429 {
+            self.inner.limited.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(
             "{method} {path} -> {status} in {}ms",
             started.elapsed().as_millis()
         );
         if (200..300).contains(&status) {
-            Ok(bytes.to_vec())
-        } else {
-            Err(ApiError::from_response(
-                status,
-                retry_after.as_deref(),
-                &bytes,
-            ))
+            return Ok(bytes.to_vec());
         }
+        let error = ApiError::from_response(status, retry_after.as_deref(), &bytes);
+        if status == 429
+            && let Some(wait) = error.retry_after()
+        {
+            // Nothing else of this process goes out before the API said it may.
+            let until = Instant::now() + wait.min(MAX_SERVER_WAIT);
+            let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+            p.blocked_until = Some(p.blocked_until.map_or(until, |b| b.max(until)));
+        }
+        Err(error)
     }
 
-    /// Waits when the rate-limit window is nearly spent, instead of hitting a 429.
-    async fn pace(&self) {
+    /// Waits while the project's budget is kept for more urgent requests than this
+    /// one, or a 429 asked this process to wait; then a moment more, at random, so that
+    /// processes waiting for the same instant spread out.
+    async fn pace(&self, class: Class) {
         loop {
-            let wait = {
-                let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
-                match (p.remaining, p.reset_at) {
-                    (Some(r), Some(at)) if r <= PACING_RESERVE && Instant::now() < at => {
-                        Some(at - Instant::now())
-                    }
-                    _ => {
-                        if let Some(r) = p.remaining.as_mut() {
-                            *r = r.saturating_sub(1);
-                        }
-                        None
-                    }
-                }
-            };
-            let Some(wait) = wait else { return };
+            let until = self
+                .inner
+                .pacer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .wait(class, Instant::now());
+            let Some(until) = until else { return };
+            let wait = spread(until.saturating_duration_since(Instant::now())).min(MAX_SERVER_WAIT);
             tracing::info!(
-                "pacing: rate-limit window nearly spent, waiting {:.1}s",
+                "pacing: the project's rate budget is low, waiting {:.1}s",
                 wait.as_secs_f64()
             );
-            tokio::time::sleep(wait.min(MAX_SERVER_WAIT)).await;
-            let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
-            p.remaining = None;
-            p.reset_at = None;
+            let cancel = self.cancel.clone();
+            match cancel {
+                Some(c) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = c.cancelled() => return,
+                },
+                None => tokio::time::sleep(wait).await,
+            }
         }
     }
 
@@ -341,6 +482,7 @@ impl Client {
         if let (Some(remaining), Some(reset)) =
             (number("x-ratelimit-remaining"), number("x-ratelimit-reset"))
         {
+            let limit = number("x-ratelimit-limit").map(|l| l.min(u32::MAX as u64) as u32);
             // Reset is either seconds from now or a Unix time; tell them apart by size.
             let secs = if reset > 1_000_000_000 {
                 reset.saturating_sub(OffsetDateTime::now_utc().unix_timestamp().max(0) as u64)
@@ -348,17 +490,12 @@ impl Client {
                 reset
             };
             let remaining = remaining.min(u32::MAX as u64) as u32;
-            let reset_at = Instant::now() + Duration::from_secs(secs);
-            let mut p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
-            // Answers to concurrent requests arrive in any order: within one window the
-            // lowest count (and what was spent since) is the true one.
-            p.remaining = match (p.remaining, p.reset_at) {
-                (Some(known), Some(at)) if reset_at <= at + Duration::from_secs(1) => {
-                    Some(known.min(remaining))
-                }
-                _ => Some(remaining),
-            };
-            p.reset_at = Some(p.reset_at.map_or(reset_at, |at| at.max(reset_at)));
+            let now = Instant::now();
+            self.inner
+                .pacer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .observed(limit, remaining, now + Duration::from_secs(secs), now);
         }
         if let Some(date) = headers
             .get(reqwest::header::DATE)
@@ -705,6 +842,18 @@ impl Client {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        if requests > 0 {
+            tracing::info!(
+                "{requests} API requests, {} rate-limited",
+                self.limited.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 fn transport(e: reqwest::Error) -> ApiError {
     ApiError::Transport {
         connect: e.is_connect(),
@@ -725,4 +874,79 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(limit: u32, remaining: u32, now: Instant) -> Pacer {
+        let mut p = Pacer::default();
+        p.observed(Some(limit), remaining, now + Duration::from_secs(30), now);
+        p
+    }
+
+    #[test]
+    fn as_the_budget_runs_low_polls_hold_back_first_then_writes_never_teardown() {
+        let now = Instant::now();
+        let reset = now + Duration::from_secs(30);
+        // 120 a window: reads keep 30 back, writes 12, teardown nothing.
+        let mut p = pacer(120, 31, now);
+        assert_eq!(p.wait(Class::Read, now), None, "31 left: a poll goes");
+        assert_eq!(p.wait(Class::Read, now), Some(reset), "30 left: polls wait");
+        let mut p = pacer(120, 13, now);
+        assert_eq!(p.wait(Class::Write, now), None);
+        assert_eq!(p.wait(Class::Write, now), Some(reset));
+        let mut p = pacer(120, 0, now);
+        assert_eq!(p.wait(Class::Teardown, now), None, "a DELETE is never held");
+        // Once the window is over, what it said no longer holds.
+        assert_eq!(p.wait(Class::Read, reset), None);
+    }
+
+    #[test]
+    fn after_a_429_nothing_but_teardown_goes_before_the_asked_wait() {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(10);
+        let mut p = Pacer {
+            blocked_until: Some(until),
+            ..Pacer::default()
+        };
+        assert_eq!(p.wait(Class::Read, now), Some(until));
+        assert_eq!(p.wait(Class::Write, now), Some(until));
+        assert_eq!(p.wait(Class::Teardown, now), None);
+        assert_eq!(p.wait(Class::Read, until), None);
+    }
+
+    #[test]
+    fn polls_stretch_as_much_as_the_project_spends_too_fast() {
+        let now = Instant::now();
+        let reset = now + Duration::from_secs(30);
+        let mut p = Pacer::default();
+        p.observed(Some(120), 120, reset, now);
+        assert_eq!(p.slowdown(now), 1.0, "nothing spent yet");
+        // 60 spent in one second by the whole project: 30 spendable (above the reads'
+        // reserve of 30) in 29 s left is 1 a second; spending 30 a second (the mean
+        // with the earlier 0) is 30 times too fast.
+        let later = now + Duration::from_secs(1);
+        p.observed(Some(120), 60, reset, later);
+        let slow = p.slowdown(later);
+        assert!((28.9..=MAX_SLOWDOWN).contains(&slow), "{slow}");
+        // A project that spends slowly is not slowed down.
+        let mut p = Pacer::default();
+        p.observed(Some(120), 120, reset, now);
+        p.observed(Some(120), 119, reset, now + Duration::from_secs(10));
+        assert_eq!(p.slowdown(now + Duration::from_secs(10)), 1.0);
+        // Nor one that announces no budget.
+        assert_eq!(Pacer::default().slowdown(now), 1.0);
+    }
+
+    #[test]
+    fn a_wait_is_spread_by_up_to_half_of_it_and_at_most_five_seconds() {
+        for _ in 0..100 {
+            let w = spread(Duration::from_secs(4));
+            assert!((Duration::from_secs(4)..=Duration::from_secs(6)).contains(&w));
+            let w = spread(Duration::from_secs(40));
+            assert!((Duration::from_secs(40)..=Duration::from_secs(45)).contains(&w));
+        }
+    }
 }

@@ -132,6 +132,10 @@ pub struct Service {
     pub connection_info: Value,
     #[serde(default)]
     pub service_notifications: Vec<Notification>,
+    /// Kafka's ACL entries (the same as `GET .../acl`), so that a service read once
+    /// needs no second read for them.
+    #[serde(default)]
+    pub acl: Vec<Acl>,
 }
 
 impl std::fmt::Debug for Service {

@@ -243,7 +243,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let options = Options {
         force,
         owner: None,
-        budget: settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?,
+        budget: settings::teardown_budget(&args.teardown)?,
         releases: expired
             .iter()
             .map(|l| sweep::release_of(&l.service, &l.run_id))

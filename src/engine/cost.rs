@@ -1,7 +1,10 @@
 //! What a run costs per hour, and the guard `up` runs before creating anything: every
 //! plan must exist in its cloud, and the total must stay under the limit if one is set.
 
+use std::collections::BTreeMap;
+
 use crate::api::Client;
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::progress::Reporter;
@@ -17,24 +20,49 @@ pub struct Price {
     pub unavailable: bool,
 }
 
-/// Prices every service, in manifest order.
+/// Prices every service, in manifest order: each (type, plan, cloud) read once, and
+/// from the disk cache while it is fresh.
 pub async fn prices(
     client: &Client,
     project: &str,
     manifest: &Manifest,
     default_cloud: &str,
 ) -> Vec<Price> {
+    let cache = Cache::new(client.api_url(), project);
+    let keys: Vec<(String, String, String)> = manifest
+        .services
+        .iter()
+        .map(|spec| {
+            let cloud = spec
+                .cloud
+                .clone()
+                .or_else(|| manifest.cloud.clone())
+                .unwrap_or_else(|| default_cloud.to_string());
+            (spec.service_type.clone(), spec.plan.clone(), cloud)
+        })
+        .collect();
+    let cache_key =
+        |(ty, plan, cloud): &(String, String, String)| format!("price/{ty}/{plan}/{cloud}");
+    let mut known: BTreeMap<&(String, String, String), Price> = BTreeMap::new();
     let mut jobs = tokio::task::JoinSet::new();
-    for (i, spec) in manifest.services.iter().enumerate() {
+    for key in &keys {
+        if known.contains_key(key) {
+            continue;
+        }
+        if let Some(usd) = cache.get::<f64>(&cache_key(key)).filter(|v| v.is_finite()) {
+            known.insert(
+                key,
+                Price {
+                    usd: Some(usd),
+                    ..Price::default()
+                },
+            );
+            continue;
+        }
+        known.insert(key, Price::default());
         let client = client.clone();
         let project = project.to_string();
-        let ty = spec.service_type.clone();
-        let plan = spec.plan.clone();
-        let cloud = spec
-            .cloud
-            .clone()
-            .or_else(|| manifest.cloud.clone())
-            .unwrap_or_else(|| default_cloud.to_string());
+        let (ty, plan, cloud) = key.clone();
         jobs.spawn(async move {
             let problem = |text: String| Price {
                 problem: Some(text),
@@ -42,11 +70,12 @@ pub async fn prices(
             };
             let result = match client.price(&project, &ty, &plan, &cloud).await {
                 Ok(p) => match p.base_price_usd.trim().parse::<f64>() {
-                    Ok(v) => Price {
+                    // "NaN" and "inf" parse, and would pass any limit.
+                    Ok(v) if v.is_finite() && v >= 0.0 => Price {
                         usd: Some(v),
                         ..Price::default()
                     },
-                    Err(_) => problem(format!("unreadable price `{}`", p.base_price_usd)),
+                    _ => problem(format!("unreadable price `{}`", p.base_price_usd)),
                 },
                 Err(e) if e.is_not_found() => Price {
                     unavailable: true,
@@ -57,14 +86,22 @@ pub async fn prices(
                 },
                 Err(e) => problem(e.to_string()),
             };
-            (i, result)
+            ((ty, plan, cloud), result)
         });
     }
-    let mut out = vec![Price::default(); manifest.services.len()];
-    while let Some(Ok((i, r))) = jobs.join_next().await {
-        out[i] = r;
+    let mut fresh = Vec::new();
+    while let Some(Ok((key, price))) = jobs.join_next().await {
+        if let Some(usd) = price.usd.filter(|v| v.is_finite()) {
+            fresh.push((cache_key(&key), usd));
+        }
+        if let Some(slot) = known.iter_mut().find(|(k, _)| ***k == key) {
+            *slot.1 = price;
+        }
     }
-    out
+    cache.put(fresh);
+    keys.iter()
+        .map(|k| known.get(k).cloned().unwrap_or_default())
+        .collect()
 }
 
 /// Refuses (exit 2, zero writes) a run with a plan that does not exist in its cloud,

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::shared::Release;
-use super::teardown::{self, Force, Options, Target};
+use super::teardown::{self, Budget, Force, Options, Target};
 use super::{Engine, record_teardown};
 use crate::api::{REQUEST_TIMEOUT, Writes};
 use crate::cli::{ApiArgs, DownArgs};
@@ -32,7 +32,7 @@ async fn down(
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
-    let budget = settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
+    let budget = settings::teardown_budget(&args.teardown)?;
     let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     if let Some(run_id) = &args.run_id {
@@ -93,7 +93,7 @@ async fn from_state(
     state_dir: &std::path::Path,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Duration,
+    budget: Budget,
 ) -> Result<Status> {
     let _lock = StateLock::acquire(state_file, Duration::from_secs(30)).await?;
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
@@ -136,11 +136,22 @@ async fn from_state(
     let project = state.project.clone();
     let owner = state.owner.clone();
     let store = Store::new(state_file.to_path_buf(), state)?;
-    let listed = conn
-        .client
-        .list_services(&project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    // The list tells which names exist and whose they are; a run whose every create
+    // answered (or that only holds tenancies) knows that already: its DELETEs' 404s
+    // confirm, and requests are the project's scarce resource.
+    let uncertain = store
+        .snapshot()
+        .services
+        .iter()
+        .any(|r| r.tenant.is_none() && matches!(r.status, ServiceStatus::Creating));
+    let listed = if uncertain {
+        conn.client
+            .list_services(&project)
+            .await
+            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?
+    } else {
+        Vec::new()
+    };
     let mut targets = Vec::new();
     for record in store.snapshot().services {
         if matches!(
@@ -208,7 +219,9 @@ async fn from_state(
         .chain(writes_until)
         .max()
         .map_or(budget, |until| {
-            budget.max(until.saturating_duration_since(Instant::now()) + Duration::from_secs(3))
+            budget.plain_at_least(
+                until.saturating_duration_since(Instant::now()) + Duration::from_secs(3),
+            )
         });
     let force = if args.force {
         Force::Owner(owner.clone())
@@ -247,7 +260,7 @@ async fn by_tag(
     run_id: &str,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Duration,
+    budget: Budget,
 ) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;

@@ -38,6 +38,9 @@ use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLo
 use provision::{Planned, Provision, Ready, Tracker};
 use teardown::{Force, Options, Target};
 
+/// The disk cache's key for the project's default cloud.
+const DEFAULT_CLOUD: &str = "default_cloud";
+
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
 pub struct Engine {
@@ -60,7 +63,7 @@ pub struct Live {
     pub values: Vec<crate::exports::Value>,
     pub env_file: PathBuf,
     pub ttl: Duration,
-    pub teardown_budget: Duration,
+    pub teardown_budget: teardown::Budget,
     _lock: StateLock,
 }
 
@@ -235,16 +238,34 @@ impl Engine {
             r.manifest.services.len()
         ));
 
-        // The token, the project, its CA and the clock: before anything is created.
-        let (project_info, ca, existing) = tokio::join!(
-            client.project(&project),
-            client.project_ca(&project),
-            client.list_services(&project)
+        // The token, the project, its CA and the clock: before anything is created. The
+        // project's default cloud and CA rarely change: read from the disk cache while
+        // it is fresh (the list proves the token and the project all the same).
+        let cache = crate::cache::Cache::new(client.api_url(), &project);
+        let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
+        let (default_cloud, ca, existing) = tokio::join!(
+            async {
+                match cached_cloud {
+                    Some(cloud) => Ok(cloud),
+                    None => client.project(&project).await.map(|p| p.default_cloud),
+                }
+            },
+            crate::cache::project_ca(&client, &project),
+            async {
+                // A run of shared services only creates no service: nothing to find
+                // by name. Its lease on each service is checked where it is read.
+                if r.manifest.services.iter().all(|s| s.shared.is_some()) {
+                    Ok(Vec::new())
+                } else {
+                    client.list_services(&project).await
+                }
+            }
         );
-        let project_info =
-            project_info.map_err(|e| Error::api(format!("reading project {project}"), e))?;
+        let default_cloud =
+            default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
         let existing = existing
             .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+        cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
         refuse_foreign(&existing, &r.run_id, &owner, &project)?;
         let project_ca = match ca {
             Ok(c) => Some(c),
@@ -261,7 +282,7 @@ impl Engine {
             &project,
             &r.manifest,
             args.max_hourly_usd,
-            &project_info.default_cloud,
+            &default_cloud,
             reporter,
         )
         .await?;
@@ -442,16 +463,21 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
         .map(|s| s.service_name.as_str())
         .collect();
     if !foreign.is_empty() {
-        return Err(Error::usage_hint(
-            format!(
-                "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
-                run_id,
-                foreign.join(", ")
-            ),
-            "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
-        ));
+        return Err(run_id_taken(run_id, project, &foreign));
     }
     Ok(())
+}
+
+/// The run id names services (or leases) of another run.
+pub(crate) fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Error {
+    Error::usage_hint(
+        format!(
+            "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
+            run_id,
+            services.join(", ")
+        ),
+        "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
+    )
 }
 
 /// Each service's name, its manifest entry with the cloud resolved, and whether an

@@ -36,7 +36,10 @@ fn settling(e: &ApiError) -> bool {
 }
 
 /// A create answered 409 "already exists" is done: our earlier attempt went through.
-fn done_if_exists(result: Result<(), ApiError>) -> Result<(), ApiError> {
+/// Topics are looked for ACTIVE this often.
+const TOPIC_LOOK: Duration = Duration::from_millis(500);
+
+pub(super) fn done_if_exists(result: Result<(), ApiError>) -> Result<(), ApiError> {
     match result {
         Err(e) if already_exists(&e) => Ok(()),
         other => other,
@@ -249,9 +252,11 @@ impl Inside<'_> {
             })
             .await?;
         }
-        // The topic list is cached and lags; wait until every topic shows ACTIVE.
+        // The topic list is cached and lags; wait until every topic shows ACTIVE. A
+        // topic is never ACTIVE the instant it is created: the first look waits too.
         let mut shown = 0;
         loop {
+            tokio::time::sleep(TOPIC_LOOK.mul_f64(client.poll_slowdown())).await;
             let listed = patiently(deadline, &format!("listing topics of {name}"), || {
                 client.list_topics(project, name)
             })
@@ -275,13 +280,12 @@ impl Inside<'_> {
             if pending.is_empty() {
                 return Ok(());
             }
-            if Instant::now() + Duration::from_millis(500) >= deadline {
+            if Instant::now() + TOPIC_LOOK >= deadline {
                 return Err(format!(
                     "topics of {name} not ACTIVE before the timeout: {}",
                     pending.join(", ")
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

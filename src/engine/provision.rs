@@ -262,7 +262,13 @@ impl Provision<'_> {
                             finishing.spawn(async move { (i, job.await) });
                         }
                     }
-                    let interval = started.elapsed().mul_f64(GROWTH).clamp(FIRST_POLL, self.poll_cap.max(FIRST_POLL));
+                    // Stretched when the project's rate budget runs low: other jobs
+                    // spend it too, and creates and deletes need it more than a poll.
+                    let interval = started
+                        .elapsed()
+                        .mul_f64(GROWTH)
+                        .clamp(FIRST_POLL, self.poll_cap.max(FIRST_POLL))
+                        .mul_f64(self.client.poll_slowdown());
                     let wait = if confirming { CONFIRM_POLL } else { jitter(interval) };
                     next_poll = Instant::now() + wait;
                 }
@@ -272,16 +278,46 @@ impl Provision<'_> {
         Ok(ready)
     }
 
-    /// One list call for the whole run. Returns whether a service awaits confirmation.
+    /// One tick: a list call for the services not yet seen ready, and for each one
+    /// seen ready on the last tick, its GET with secrets, which is the confirming read
+    /// (ready on two reads in a row, the credentials from the second). Returns whether a
+    /// service awaits confirmation.
     async fn poll(&self, planned: &[Planned], phases: &mut [Phase]) -> Result<bool, Error> {
-        let list = self.client.list_services(self.project).await.map_err(|e| {
-            Error::api(
-                format!("listing the services of project {}", self.project),
-                e,
-            )
-        })?;
+        let waiting: Vec<(usize, bool)> = phases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Phase::Waiting { polls_ready, .. } => Some((i, *polls_ready > 0)),
+                _ => None,
+            })
+            .collect();
+        let list = if waiting.iter().all(|(_, seen)| *seen) {
+            Vec::new()
+        } else {
+            self.client.list_services(self.project).await.map_err(|e| {
+                Error::api(
+                    format!("listing the services of project {}", self.project),
+                    e,
+                )
+            })?
+        };
+        // Credentials: one GET with secrets per service seen ready, at once.
+        let mut fetches = JoinSet::new();
+        for &(i, _) in waiting.iter().filter(|(_, seen)| *seen) {
+            let client = self.client.clone();
+            let project = self.project.to_string();
+            let name = planned[i].name.clone();
+            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
+        }
+        let mut read: BTreeMap<usize, Service> = BTreeMap::new();
+        while let Some(joined) = fetches.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let svc = result.map_err(|e| {
+                Error::api(format!("reading the credentials of {}", planned[i].name), e)
+            })?;
+            read.insert(i, svc);
+        }
         let mut confirming = false;
-        let mut to_fetch = Vec::new();
         for (i, phase) in phases.iter_mut().enumerate() {
             let Phase::Waiting {
                 polls_ready,
@@ -292,18 +328,21 @@ impl Provision<'_> {
                 continue;
             };
             let name = &planned[i].name;
-            let svc = match list.iter().find(|s| &s.service_name == name) {
-                Some(s) => s.clone(),
-                // Missing from the list fails only after its own GET answers 404.
-                None => match self.client.get_service(self.project, name, false).await {
-                    Ok(s) => s,
-                    Err(e) if e.is_not_found() => {
-                        return Err(Error::Provision(format!(
-                            "{name} ({}) disappeared: the API no longer knows it (404)",
-                            planned[i].spec.key
-                        )));
-                    }
-                    Err(e) => return Err(Error::api(format!("checking {name}"), e)),
+            let (svc, with_secrets) = match read.remove(&i) {
+                Some(svc) => (svc, true),
+                None => match list.iter().find(|s| &s.service_name == name) {
+                    Some(s) => (s.clone(), false),
+                    // Missing from the list fails only after its own GET answers 404.
+                    None => match self.client.get_service(self.project, name, false).await {
+                        Ok(s) => (s, false),
+                        Err(e) if e.is_not_found() => {
+                            return Err(Error::Provision(format!(
+                                "{name} ({}) disappeared: the API no longer knows it (404)",
+                                planned[i].spec.key
+                            )));
+                        }
+                        Err(e) => return Err(Error::api(format!("checking {name}"), e)),
+                    },
                 },
             };
             if svc.state == ServiceState::Poweroff {
@@ -336,37 +375,19 @@ impl Provision<'_> {
             } else {
                 svc.state.to_string()
             };
-            if looks_ready {
-                *polls_ready += 1;
-                if secrets.is_none() {
-                    to_fetch.push(i);
-                }
-                if *polls_ready < READY_POLLS {
-                    confirming = true;
-                }
-            } else {
-                *polls_ready = 0;
-            }
             if *last != shown {
                 self.reporter.service(name, &shown);
                 *last = shown;
             }
-        }
-        // Credentials: one GET with secrets per service, when it first looks ready.
-        let mut fetches = JoinSet::new();
-        for i in to_fetch {
-            let client = self.client.clone();
-            let project = self.project.to_string();
-            let name = planned[i].name.clone();
-            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
-        }
-        while let Some(joined) = fetches.join_next().await {
-            let Ok((i, result)) = joined else { continue };
-            let svc = result.map_err(|e| {
-                Error::api(format!("reading the credentials of {}", planned[i].name), e)
-            })?;
-            if let Phase::Waiting { secrets, .. } = &mut phases[i] {
+            if !looks_ready {
+                *polls_ready = 0;
+                continue;
+            }
+            *polls_ready += 1;
+            if with_secrets {
                 *secrets = Some(Box::new(svc));
+            } else if *polls_ready < READY_POLLS {
+                confirming = true;
             }
         }
         Ok(confirming)

@@ -16,7 +16,7 @@ pub struct Resolved {
     pub timeout: Duration,
     pub poll_cap: Duration,
     pub ttl: Duration,
-    pub teardown_budget: Duration,
+    pub teardown_budget: super::teardown::Budget,
     pub state_file: PathBuf,
     pub state_dir: PathBuf,
     pub env_file: PathBuf,
@@ -36,8 +36,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     }
     let timeout = settings::duration(&args.timeout, "--timeout")?;
     let poll_cap = settings::duration(&args.poll_interval, "--poll-interval")?;
-    let teardown_budget =
-        settings::duration(&args.teardown.teardown_timeout, "--teardown-timeout")?;
+    let teardown_budget = settings::teardown_budget(&args.teardown)?;
     let ttl = manifest.ttl_for(timeout)?;
     if let Some(path) = &args.dotenv_report {
         check_report_size(&manifest, path, args.dotenv_max_vars)?;

@@ -6,6 +6,11 @@
 //! run id may own that name), and watched until it provably cannot appear. A
 //! termination-protected service is listed, not deleted, unless forced. Whatever is not
 //! confirmed when the budget runs out is reported (exit 5); so is a task that died.
+//!
+//! The budget depends on what started the teardown: a signal gets the short one (a
+//! platform's kill follows it), anything else the long one, which waits through the
+//! API's own waits (a 429's "try again in 28s"). A signal during a long teardown cuts
+//! what is left of it to the short budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,14 +19,51 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service};
+use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service, spread};
 use crate::naming;
 use crate::progress::Reporter;
 use crate::signals::Signals;
 
-/// The default budget, sized to GitHub's cancel window (SIGINT, 7.5 s, SIGTERM, 2.5 s,
-/// SIGKILL): the report of what is left must be out before the SIGKILL.
-pub const DEFAULT_BUDGET: Duration = Duration::from_secs(8);
+/// How long a teardown may take, by what started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Nothing interrupted the run: `down`, a post step, `after_script`, `run` after its
+    /// command, `up` after a failure.
+    pub plain: Duration,
+    /// A signal started it (or came during it): sized to GitHub's cancel window (SIGINT,
+    /// 7.5 s, SIGTERM, 2.5 s, SIGKILL), so that the report is out before the kill.
+    pub interrupted: Duration,
+}
+
+impl Budget {
+    /// At least `at_least` when nothing interrupts (a lost write's window, say).
+    pub fn plain_at_least(self, at_least: Duration) -> Self {
+        Self {
+            plain: self.plain.max(at_least),
+            ..self
+        }
+    }
+}
+
+/// When teardown must end; a signal brings it forward.
+struct Deadline(watch::Sender<Instant>);
+
+impl Deadline {
+    fn at(&self) -> Instant {
+        *self.0.borrow()
+    }
+
+    /// Brings the deadline forward to `at` (never later).
+    fn shorten(&self, at: Instant) {
+        self.0.send_if_modified(|d| {
+            let sooner = at < *d;
+            if sooner {
+                *d = at;
+            }
+            sooner
+        });
+    }
+}
 /// Backoff between DELETEs of one service: 1.5 s doubling to 8 s keeps it to three in
 /// any ten seconds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(1500);
@@ -104,7 +146,7 @@ pub struct Options {
     /// The run's owner nonce: a name whose create never answered is deleted only if it
     /// carries it. `None` when every target is known to be ours.
     pub owner: Option<String>,
-    pub budget: Duration,
+    pub budget: Budget,
     /// Run tenancies in shared services to release (the services stay).
     pub releases: Vec<super::shared::Release>,
 }
@@ -155,7 +197,7 @@ struct Ctx {
     client: Client,
     project: String,
     options: Options,
-    deadline: Instant,
+    deadline: Arc<Deadline>,
     lister: Lister,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -166,9 +208,10 @@ impl Ctx {
         let _ = self.events.send(Event::Releasing(r.service.clone()));
         let mut wait = FIRST_BACKOFF;
         loop {
+            let deadline = self.deadline.at();
             let attempt = tokio::time::timeout_at(
-                self.deadline.into(),
-                super::shared::release(&self.client, &self.project, &r, self.deadline),
+                deadline.into(),
+                super::shared::release(&self.client, &self.project, &r, deadline),
             )
             .await;
             let (why, unsettled) = match attempt {
@@ -217,19 +260,27 @@ impl Ctx {
                     _ = self.pause(wait) => {}
                     _ = writes.answered() => {}
                 },
-                None => tokio::time::sleep(wait).await,
+                None => self.pause(wait).await,
             }
             wait = (wait * 2).min(MAX_BACKOFF);
         }
     }
 
     fn left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.at().saturating_duration_since(Instant::now())
     }
 
-    /// Sleeps `wait`, or until the budget is spent.
+    /// Sleeps `wait`, or until the budget is spent (a signal may shorten it meanwhile).
     async fn pause(&self, wait: Duration) {
-        tokio::time::sleep(wait.min(self.left())).await;
+        let until = Instant::now() + wait;
+        let mut changed = self.deadline.0.subscribe();
+        loop {
+            let end = until.min(self.deadline.at());
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => return,
+                moved = changed.changed() => if moved.is_err() { return },
+            }
+        }
     }
 
     /// One attempt, cut off when the budget is.
@@ -265,7 +316,7 @@ impl Ctx {
     /// Waits for a list sent after `accepted` to leave the name out. `false`: still
     /// listed after [`REDELETE_AFTER`] (or the budget ran out).
     async fn confirm(&self, name: &str, accepted: Instant) -> bool {
-        let until = (accepted + REDELETE_AFTER).min(self.deadline);
+        let until = (accepted + REDELETE_AFTER).min(self.deadline.at());
         let mut after = accepted;
         while Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
@@ -306,7 +357,7 @@ impl Ctx {
                     }
                     Err(e) => {
                         last = Some(e.to_string());
-                        self.pause(e.retry_after().unwrap_or(backoff)).await;
+                        self.pause(e.retry_after().map_or(backoff, spread)).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
@@ -332,7 +383,7 @@ impl Ctx {
                 },
                 Err(e) if e.is_transient() => {
                     last = Some(e.to_string());
-                    self.pause(e.retry_after().unwrap_or(backoff)).await;
+                    self.pause(e.retry_after().map_or(backoff, spread)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => return Outcome::Failed(e.to_string()),
@@ -432,7 +483,9 @@ impl Lister {
             if *sent >= at {
                 return Ok((*sent, names.clone()));
             }
-            tokio::time::sleep_until((*sent + LIST_GAP).into()).await;
+            // Further apart as the project's rate budget runs low: DELETEs need it more.
+            tokio::time::sleep_until((*sent + LIST_GAP.mul_f64(client.poll_slowdown())).into())
+                .await;
         }
         let sent = Instant::now();
         let list = client.list_services_with(project, Retry::Teardown).await?;
@@ -476,12 +529,23 @@ pub async fn teardown(
             .chain(releases.iter().map(|r| r.service.clone()))
             .collect::<BTreeSet<String>>(),
     ));
-    // Later signals never stop teardown; they are told what it is still doing.
+    let interrupted = signals.is_some_and(|s| s.received().is_some());
+    let budget = if interrupted {
+        options.budget.interrupted
+    } else {
+        options.budget.plain
+    };
+    let (deadline, _) = watch::channel(Instant::now() + budget);
+    let deadline = Arc::new(Deadline(deadline));
+    // Later signals never stop teardown; they are told what it is still doing, and
+    // what is left of it shrinks to the short budget.
     let watcher = signals.map(|s| {
         let mut rx = s.subscribe();
         let still = still.clone();
+        let (deadline, short) = (deadline.clone(), options.budget.interrupted);
         tokio::spawn(async move {
             while let Ok(sig) = rx.recv().await {
+                deadline.shorten(Instant::now() + short);
                 let pending: Vec<String> = still
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -500,7 +564,7 @@ pub async fn teardown(
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         project: project.to_string(),
-        deadline: Instant::now() + options.budget,
+        deadline,
         options,
         lister: Lister::default(),
         events,

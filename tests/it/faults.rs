@@ -139,7 +139,8 @@ fn deletes_that_keep_failing_are_exit_5_with_names() {
     env.sandbox.fault(
         json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "status", "status": 500}}),
     );
-    let down = env.run(&["down"]);
+    // A plain `down` would keep trying for its 10 minutes: a short budget ends it.
+    let down = env.run(&["down", "--teardown-timeout", "5s"]);
     down.expect_code(5)
         .expect_stderr("ae-db-stuck1")
         .expect_stderr("aiven-ephemeral down");

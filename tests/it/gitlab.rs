@@ -314,9 +314,16 @@ fn teardown_always_fits_inside_the_job() {
         let job = job(&given);
         let vars = job_env(&job, &predefined());
         let script = go_seconds(&vars["RUNNER_SCRIPT_TIMEOUT"]);
-        let teardown = go_seconds(&vars["RUNNER_AFTER_SCRIPT_TIMEOUT"]);
+        let after_script = go_seconds(&vars["RUNNER_AFTER_SCRIPT_TIMEOUT"]);
+        // The teardown's budget, as `down` reads it from its environment.
+        let teardown = go_seconds(&vars["AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT"]);
         let total = words_seconds(job["timeout"].as_str().unwrap());
-        assert_eq!(total, script + teardown + 300, "{given:?}");
+        assert_eq!(
+            after_script,
+            teardown + 60,
+            "{given:?}: after_script reports"
+        );
+        assert_eq!(total, script + after_script + 300, "{given:?}");
         for (name, value) in given.iter().filter(|(n, _)| *n != "script") {
             let expected = if *name == "script-timeout" {
                 script

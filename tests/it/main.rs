@@ -12,6 +12,7 @@ mod cancel;
 mod chaos;
 mod commands;
 mod conformance;
+mod crowd;
 mod faults;
 mod gitlab;
 mod inside;

@@ -698,9 +698,17 @@ fn help_describes_every_option_with_global_options_apart() {
                   [default: 20]
 
               --teardown-timeout <DUR>
-                  Longest teardown may take; past it, exit 5 naming what is left. The default fits GitHub's
+                  Longest teardown may take when no signal started it (it waits through the API's own
+                  waits); past it, exit 5 naming what is left
+                  
+                  [env: AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT=]
+                  [default: 10m]
+
+              --signal-teardown-timeout <DUR>
+                  Longest teardown may take after SIGINT, SIGTERM or SIGHUP. The default fits GitHub's
                   cancel window (SIGINT, 7.5s, SIGTERM, 2.5s, SIGKILL)
                   
+                  [env: AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT=]
                   [default: 8s]
 
           -h, --help

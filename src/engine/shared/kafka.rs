@@ -24,11 +24,6 @@ pub(super) async fn create(
     for t in &mut run_spec.topics {
         t.name = format!("{prefix}{}", t.name);
     }
-    run_spec.acls = vec![AclSpec {
-        username: tenant.to_string(),
-        topic: format!("{prefix}*"),
-        permission: "readwrite".into(),
-    }];
     // The service's own ACLs are not the run's to change.
     run_spec.default_acl = true;
     let report = |what: String| step(&what);
@@ -41,12 +36,40 @@ pub(super) async fn create(
         &report,
     )
     .await?;
+    // The user is new: its one ACL is added without reading the service's ACLs (a
+    // retry that finds it there already is fine).
+    let acl = AclSpec {
+        username: tenant.to_string(),
+        topic: format!("{prefix}*"),
+        permission: "readwrite".into(),
+    };
+    step("ACLs");
+    super::super::populate::patiently(
+        a.deadline,
+        &format!(
+            "adding ACL {tenant} readwrite {} in {}",
+            acl.topic, svc.service_name
+        ),
+        || async {
+            super::super::populate::done_if_exists(
+                a.client
+                    .add_acl(
+                        a.project,
+                        &svc.service_name,
+                        &acl.permission,
+                        &acl.topic,
+                        tenant,
+                    )
+                    .await,
+            )
+        },
+    )
+    .await?;
     let user = created
         .users
         .remove(tenant)
         .ok_or_else(|| format!("the API gave no credentials for user {tenant}"))?;
     run_spec.users.clear();
-    run_spec.acls.clear();
     Ok(Tenancy {
         service: as_tenant(svc.clone(), user),
         spec: run_spec,
@@ -60,15 +83,12 @@ pub(super) async fn create(
 pub(super) async fn confine(
     a: &Acquire<'_>,
     shared: &Shared,
-    name: &str,
+    svc: &Service,
     tenant: &str,
 ) -> Result<(), Error> {
-    let acls = a
-        .client
-        .list_acls(a.project, name)
-        .await
-        .map_err(|e| Error::api(format!("listing the ACLs of shared service {name}"), e))?;
-    for acl in acls
+    let name = &svc.service_name;
+    for acl in svc
+        .acl
         .iter()
         .filter(|x| x.username != tenant && glob(&x.username, tenant))
     {
@@ -123,11 +143,8 @@ pub(super) async fn drop(
 ) -> Result<(), String> {
     let name = &svc.service_name;
     let prefix = topic_prefix(tenant);
-    let acls = client
-        .list_acls(project, name)
-        .await
-        .map_err(|e| format!("listing ACLs: {e}"))?;
-    for acl in acls.iter().filter(|a| a.username == tenant) {
+    // The service was read just now, its ACLs with it.
+    for acl in svc.acl.iter().filter(|a| a.username == tenant) {
         gone_if_missing(client.delete_acl(project, name, &acl.id).await)
             .await
             .map_err(|e| format!("deleting ACL {}: {e}", acl.id))?;

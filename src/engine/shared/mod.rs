@@ -66,11 +66,19 @@ impl Acquire<'_> {
         let step = |what: &str| self.reporter.service(name, what);
         let found = self.ensure(spec, shared, name).await?;
         let svc = self.running(spec, shared, name, found).await?;
+        // The guard listed no service for a run of shared services only: a lease of
+        // this run id under another owner is found here.
+        if naming::leases(&svc.tags)
+            .iter()
+            .any(|(run, _, owner)| run == self.run_id && owner != self.owner)
+        {
+            return Err(super::run_id_taken(self.run_id, self.project, &[name]));
+        }
         super::provision::say_notifications(self.reporter, name, &svc);
         let tenant = naming::tenant_of(self.run_id);
         if spec.kind.kafka {
             self.kafka_room(&svc, &tenant)?;
-            kafka::confine(self, shared, name, &tenant).await?;
+            kafka::confine(self, shared, &svc, &tenant).await?;
         }
         // The lease first: whatever exists of the run inside the service from here on
         // can be found and released without this process.
@@ -228,7 +236,8 @@ impl Acquire<'_> {
             let wait = started
                 .elapsed()
                 .mul_f64(0.2)
-                .clamp(Duration::from_secs(1), Duration::from_secs(10));
+                .clamp(Duration::from_secs(1), Duration::from_secs(10))
+                .mul_f64(self.client.poll_slowdown());
             if Instant::now() + wait > self.deadline {
                 return Err(Error::Timeout(format!(
                     "shared service {name} is not running before the timeout (state {})",

@@ -198,7 +198,7 @@ pub(super) async fn drop(
     tenant: &str,
     deadline: Instant,
 ) -> Result<(), String> {
-    let target = admin(svc, client.project_ca(project).await.ok())?;
+    let target = admin(svc, crate::cache::project_ca(client, project).await.ok())?;
     let db = sql::connect_as(&target, ADMIN_DB, "aiven-ephemeral:teardown").await?;
     db.execute(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",

@@ -125,7 +125,7 @@ pub async fn templates(
     if svc.state != ServiceState::Running {
         return Ok(Vec::new());
     }
-    let target = pg::admin(&svc, client.project_ca(project).await.ok())?;
+    let target = pg::admin(&svc, crate::cache::project_ca(client, project).await.ok())?;
     let admin = sql::connect_as(&target, "defaultdb", "aiven-ephemeral:reap").await?;
     let mut all = seed::list(&admin).await?;
     all.sort_by_key(|t| t.used);

@@ -1,5 +1,7 @@
-//! The sandbox's own rate limit (`rate_limit:` in the config): a fixed window, announced
-//! in `X-RateLimit-*` headers, answered with the API's 429 when exceeded.
+//! The sandbox's own rate limit (`rate_limit:` in the config): a fixed window per token,
+//! announced in `X-RateLimit-*` headers on every answer (429s too), answered with the
+//! API's 429 and its "try again in Ns" text when exceeded. Aiven documents no limit; the
+//! text is the one observed from the real API (terraform-provider-aiven#575).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -61,11 +63,14 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next
         return next.run(req).await;
     };
     let (remaining, reset) = limiter.count(limit);
-    let Ok(remaining) = remaining else {
-        note_fault(&req, "rate_limit");
-        return limited(limit.requests, reset, limit.retry_after_header);
+    let mut response = match remaining {
+        Ok(_) => next.run(req).await,
+        Err(()) => {
+            note_fault(&req, "rate_limit");
+            limited(limit.requests, reset, limit.retry_after_header)
+        }
     };
-    let mut response = next.run(req).await;
+    let remaining = remaining.unwrap_or(0);
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(limit.requests));
     headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
@@ -131,6 +136,10 @@ mod tests {
         let refused = call(&app).await;
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        // The budget is announced on the refusal too: a client that was not counting
+        // learns it from its first 429.
+        assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
+        assert_eq!(refused.headers()["x-ratelimit-reset"], "1");
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(call(&app).await.status(), StatusCode::OK);
     }
