@@ -54,13 +54,13 @@ def parse_duration(text):
 
 
 class Sandbox:
-    def __init__(self, delay, backends="simulated", topic_activation="200ms"):
+    def __init__(self, delay, backends="simulated", topic_activation="200ms", extra=""):
         self.dir = tempfile.mkdtemp(prefix="ae-bench-")
         config = os.path.join(self.dir, "sandbox.yaml")
         with open(config, "w") as f:
             f.write(
                 f"token: bench-token\nprojects: [{{name: {PROJECT}}}]\nprovisioning_delay: {delay}\n"
-                f"name_reservation: 1s\nbackends: {backends}\ntopic_activation: {topic_activation}\n"
+                f"name_reservation: 1s\nbackends: {backends}\ntopic_activation: {topic_activation}\n{extra}"
             )
         env = dict(os.environ)
         # Real servers' data directories: as root, PostgreSQL runs as `postgres`, which

@@ -614,24 +614,24 @@ impl Client {
         name: &str,
         include_secrets: bool,
     ) -> Result<Service, ApiError> {
+        self.get_service_with(project, name, include_secrets, Retry::Standard)
+            .await
+    }
+
+    /// A service, trying as hard as `retry` says.
+    pub async fn get_service_with(
+        &self,
+        project: &str,
+        name: &str,
+        include_secrets: bool,
+        retry: Retry,
+    ) -> Result<Service, ApiError> {
         let query = if include_secrets {
             "?include_secrets=true"
         } else {
             ""
         };
         let path = Self::service_path(project, name, query);
-        self.fetch(Method::GET, &path, None, "service", Retry::Standard)
-            .await
-    }
-
-    /// A service without secrets, trying as hard as `retry` says.
-    pub async fn get_service_with(
-        &self,
-        project: &str,
-        name: &str,
-        retry: Retry,
-    ) -> Result<Service, ApiError> {
-        let path = Self::service_path(project, name, "");
         self.fetch(Method::GET, &path, None, "service", retry).await
     }
 
@@ -697,11 +697,11 @@ impl Client {
         project: &str,
         name: &str,
         tags: &BTreeMap<String, Option<String>>,
+        retry: Retry,
     ) -> Result<(), ApiError> {
         let body = json!({ "tags": tags });
         let path = Self::service_path(project, name, "/tags");
-        self.call(Method::PATCH, &path, Some(&body), Retry::Standard)
-            .await
+        self.call(Method::PATCH, &path, Some(&body), retry).await
     }
 
     // -----------------------------------------------------------------------------------
@@ -809,10 +809,14 @@ impl Client {
             .await
     }
 
-    pub async fn list_topics(&self, project: &str, service: &str) -> Result<Vec<Topic>, ApiError> {
+    pub async fn list_topics(
+        &self,
+        project: &str,
+        service: &str,
+        retry: Retry,
+    ) -> Result<Vec<Topic>, ApiError> {
         let path = Self::service_path(project, service, "/topic");
-        self.fetch(Method::GET, &path, None, "topics", Retry::Standard)
-            .await
+        self.fetch(Method::GET, &path, None, "topics", retry).await
     }
 
     pub async fn add_acl(
@@ -835,10 +839,15 @@ impl Client {
             .await
     }
 
-    pub async fn delete_acl(&self, project: &str, service: &str, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_acl(
+        &self,
+        project: &str,
+        service: &str,
+        id: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
         let path = Self::service_path(project, service, &format!("/acl/{}", seg(id)));
-        self.call(Method::DELETE, &path, None, Retry::Standard)
-            .await
+        self.call(Method::DELETE, &path, None, retry).await
     }
 }
 

@@ -136,6 +136,9 @@ pub struct Service {
     /// needs no second read for them.
     #[serde(default)]
     pub acl: Vec<Acl>,
+    /// The databases of a PostgreSQL or MySQL service (`defaultdb` at least).
+    #[serde(default)]
+    pub databases: Vec<String>,
 }
 
 impl std::fmt::Debug for Service {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::Retry;
 use crate::cli::{ApiArgs, ExtendArgs};
 use crate::error::{Error, Result, Status};
 use crate::naming;
@@ -37,7 +38,7 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
         let tags = BTreeMap::from([(key, Some(value))]);
         run.conn
             .client
-            .update_tags(&run.project, &svc.service_name, &tags)
+            .update_tags(&run.project, &svc.service_name, &tags, Retry::Standard)
             .await
             .map_err(|e| Error::api(format!("moving the expiry of {}", svc.service_name), e))?;
         reporter.info(format!("{}: expires {expires}", svc.service_name));

@@ -284,7 +284,8 @@ async fn refresh_expiry(
             let tags = std::collections::BTreeMap::from([(key, Some(value))]);
             let project = project.clone();
             updates.spawn(async move {
-                let update = client.update_tags(&project, &record.name, &tags);
+                let update =
+                    client.update_tags(&project, &record.name, &tags, crate::api::Retry::Standard);
                 match tokio::time::timeout(REFRESH_TIMEOUT, update).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!("{}: cannot move the expiry: {e}", record.name),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use serde_json::json;
 
-use crate::api::{ApiError, Client, ServiceUser};
+use crate::api::{ApiError, Client, Retry, Service, ServiceUser};
 use crate::manifest::ServiceSpec;
 use crate::outputs::Created;
 
@@ -74,7 +74,7 @@ where
 pub async fn populate(
     client: &Client,
     project: &str,
-    name: &str,
+    svc: &Service,
     spec: &ServiceSpec,
     deadline: Instant,
     step: &(dyn Fn(String) + Sync),
@@ -86,7 +86,8 @@ pub async fn populate(
     let inside = Inside {
         client,
         project,
-        name,
+        name: &svc.service_name,
+        known_databases: &svc.databases,
         spec,
         deadline,
         progress: &progress,
@@ -109,6 +110,8 @@ struct Inside<'a> {
     client: &'a Client,
     project: &'a str,
     name: &'a str,
+    /// The databases the service's read named: no list is needed before creating.
+    known_databases: &'a [String],
     spec: &'a ServiceSpec,
     deadline: Instant,
     progress: &'a Progress<'a>,
@@ -147,6 +150,7 @@ impl Inside<'_> {
             client,
             project,
             name,
+            known_databases,
             spec,
             deadline,
             progress,
@@ -154,10 +158,15 @@ impl Inside<'_> {
         if spec.databases.is_empty() || !spec.kind.databases {
             return Ok(());
         }
-        let existing = patiently(deadline, &format!("listing databases of {name}"), || {
-            client.list_databases(project, name)
-        })
-        .await?;
+        // A database service always has one: an empty list means the read had none.
+        let existing = if known_databases.is_empty() {
+            patiently(deadline, &format!("listing databases of {name}"), || {
+                client.list_databases(project, name)
+            })
+            .await?
+        } else {
+            known_databases.to_vec()
+        };
         let (there, missing): (Vec<&String>, Vec<&String>) =
             spec.databases.iter().partition(|d| existing.contains(d));
         if !there.is_empty() {
@@ -191,6 +200,7 @@ impl Inside<'_> {
             spec,
             deadline,
             progress,
+            ..
         } = *self;
         let mut out = BTreeMap::new();
         for user in &spec.users {
@@ -220,6 +230,7 @@ impl Inside<'_> {
             spec,
             deadline,
             progress,
+            ..
         } = *self;
         if spec.topics.is_empty() {
             return Ok(());
@@ -258,7 +269,7 @@ impl Inside<'_> {
         loop {
             tokio::time::sleep(TOPIC_LOOK.mul_f64(client.poll_slowdown())).await;
             let listed = patiently(deadline, &format!("listing topics of {name}"), || {
-                client.list_topics(project, name)
+                client.list_topics(project, name, Retry::Standard)
             })
             .await?;
             let pending: Vec<&str> = spec
@@ -297,6 +308,7 @@ impl Inside<'_> {
             spec,
             deadline,
             progress,
+            ..
         } = *self;
         if spec.acls.is_empty() && spec.default_acl {
             return Ok(());
@@ -330,7 +342,10 @@ impl Inside<'_> {
                 deadline,
                 &format!("removing the default ACL of {name}"),
                 || async {
-                    match client.delete_acl(project, name, "default").await {
+                    match client
+                        .delete_acl(project, name, "default", Retry::Standard)
+                        .await
+                    {
                         Err(e) if e.is_not_found() => Ok(()),
                         other => other,
                     }

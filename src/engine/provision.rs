@@ -500,7 +500,7 @@ impl Provision<'_> {
                     ))
                 })?;
             let step = |what: String| reporter.service(&name, &what);
-            let created = populate::populate(&client, &project, &name, &spec, deadline, &step)
+            let created = populate::populate(&client, &project, &svc, &spec, deadline, &step)
                 .await
                 .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
             if !spec.seed.is_empty() {

@@ -300,7 +300,7 @@ impl Ctx {
     async fn get(&self, name: &str) -> Result<Service, ApiError> {
         self.once(
             self.client
-                .get_service_with(&self.project, name, Retry::Teardown),
+                .get_service_with(&self.project, name, false, Retry::Teardown),
         )
         .await
     }

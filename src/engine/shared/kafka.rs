@@ -6,7 +6,7 @@
 //! should name their groups with the prefix too (docs).
 
 use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
-use crate::api::{Client, Service};
+use crate::api::{Client, Retry, Service};
 use crate::error::Error;
 use crate::manifest::{AclSpec, ServiceSpec, Shared};
 use crate::naming::topic_prefix;
@@ -27,15 +27,9 @@ pub(super) async fn create(
     // The service's own ACLs are not the run's to change.
     run_spec.default_acl = true;
     let report = |what: String| step(&what);
-    let mut created = super::super::populate::populate(
-        a.client,
-        a.project,
-        &svc.service_name,
-        &run_spec,
-        a.deadline,
-        &report,
-    )
-    .await?;
+    let mut created =
+        super::super::populate::populate(a.client, a.project, svc, &run_spec, a.deadline, &report)
+            .await?;
     // The user is new: its one ACL is added without reading the service's ACLs (a
     // retry that finds it there already is fine).
     let acl = AclSpec {
@@ -100,14 +94,18 @@ pub(super) async fn confine(
                     acl.permission,
                     acl.topic
                 );
-                gone_if_missing(a.client.delete_acl(a.project, name, &acl.id).await)
-                    .await
-                    .map_err(|e| {
-                        Error::api(
-                            format!("removing the wildcard ACL of shared service {name}"),
-                            e,
-                        )
-                    })?;
+                gone_if_missing(
+                    a.client
+                        .delete_acl(a.project, name, &acl.id, Retry::Standard)
+                        .await,
+                )
+                .await
+                .map_err(|e| {
+                    Error::api(
+                        format!("removing the wildcard ACL of shared service {name}"),
+                        e,
+                    )
+                })?;
             }
             _ => {
                 return Err(Error::Provision(format!(
@@ -145,12 +143,16 @@ pub(super) async fn drop(
     let prefix = topic_prefix(tenant);
     // The service was read just now, its ACLs with it.
     for acl in svc.acl.iter().filter(|a| a.username == tenant) {
-        gone_if_missing(client.delete_acl(project, name, &acl.id).await)
-            .await
-            .map_err(|e| format!("deleting ACL {}: {e}", acl.id))?;
+        gone_if_missing(
+            client
+                .delete_acl(project, name, &acl.id, RELEASE_RETRY)
+                .await,
+        )
+        .await
+        .map_err(|e| format!("deleting ACL {}: {e}", acl.id))?;
     }
     let topics = client
-        .list_topics(project, name)
+        .list_topics(project, name, RELEASE_RETRY)
         .await
         .map_err(|e| format!("listing topics: {e}"))?;
     for topic in topics.iter().filter(|t| t.topic_name.starts_with(&prefix)) {

@@ -89,7 +89,7 @@ impl Acquire<'_> {
             (naming::TAG_USED.to_string(), Some(self.now())),
         ]);
         self.client
-            .update_tags(self.project, name, &tags)
+            .update_tags(self.project, name, &tags, crate::api::Retry::Standard)
             .await
             .map_err(|e| {
                 Error::api(
@@ -392,7 +392,12 @@ pub async fn release(
         Some(why) => Ok(Released::Unsettled(why.clone())),
         None => Ok(released),
     };
-    let svc = match client.get_service(project, &r.service, true).await {
+    // A release is teardown: its calls are never held back for the budget, and retry
+    // on teardown's own schedule.
+    let svc = match client
+        .get_service_with(project, &r.service, true, RELEASE_RETRY)
+        .await
+    {
         Ok(s) => s,
         Err(e) if e.is_not_found() => return finished(Released::Nothing),
         Err(e) => return Err(format!("reading {}: {e}", r.service)),
@@ -428,7 +433,7 @@ pub async fn release(
         )),
     );
     client
-        .update_tags(project, &r.service, &tags)
+        .update_tags(project, &r.service, &tags, RELEASE_RETRY)
         .await
         .map_err(|e| format!("removing the lease of run {}: {e}", r.run_id))?;
     Ok(Released::Done)
