@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::common::*;
-use crate::shared::{Pool, SCHEMA, SEEDED, env_of, psql, to_database};
+use crate::shared::{Pool, SCHEMA, SEEDED, env_of, psql, redis, to_database};
 
 const PG_ONLY: &str = "project: test-project
 services:
@@ -383,4 +383,87 @@ fn comments_every_run_reads_hold_no_owner_nonce() {
     assert!(seen.contains("aiven-ephemeral run="), "{seen}");
     assert!(!seen.contains(owner), "B's owner nonce is readable: {seen}");
     runs.both_down_and_nothing_left();
+}
+
+const VALKEY_ONLY: &str = "project: test-project
+services:
+  cache: {type: valkey, plan: hobbyist, shared: true}
+";
+
+/// Severity 1.4, 1.5 and 2: the Valkey commands that act on the whole server are refused
+/// to a run: the replication stream (every key, then every write), functions and the
+/// script cache (another run's code, kept after every `down`), key-name tracking by
+/// prefix, the slow log, pausing or unblocking everyone's clients. What runs need still
+/// works on their own keys.
+#[test]
+fn valkey_server_wide_commands_are_refused_to_a_run() {
+    let runs = Runs::new(VALKEY_ONLY, &[]);
+    runs.pool.up_all(std::slice::from_ref(&runs.b));
+    let (a, b) = (runs.a(), runs.b());
+    // The sandbox signs Valkey's certificate with the project CA (`redis` reads it from
+    // DB_CA_CERT).
+    let ca = runs.a.join("ca.pem");
+    std::fs::write(&ca, &runs.pool.sandbox.ca_pem).unwrap();
+    let with_ca = |env: &BTreeMap<String, String>| {
+        let mut env = env.clone();
+        env.insert("DB_CA_CERT".into(), ca.display().to_string());
+        env
+    };
+    let (a, b) = (with_ca(&a), with_ca(&b));
+    let (pa, pb) = (&a["CACHE_KEY_PREFIX"], &b["CACHE_KEY_PREFIX"]);
+    assert_eq!(redis(&b, &["SET", &format!("{pb}secret"), "b"]), "OK");
+    for args in [
+        &["SYNC"][..],
+        &["PSYNC", "?", "-1"],
+        &["REPLCONF", "listening-port", "1"],
+        &[
+            "FUNCTION",
+            "LOAD",
+            "REPLACE",
+            "#!lua name=evil\nredis.register_function('f', function() return 1 end)",
+        ],
+        &["FUNCTION", "FLUSH"],
+        &["FUNCTION", "DELETE", "x"],
+        &["FUNCTION", "RESTORE", "x"],
+        &["SCRIPT", "FLUSH"],
+        &["SCRIPT", "KILL"],
+        &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", pb],
+        &["SLOWLOG", "GET"],
+        &["SLOWLOG", "RESET"],
+        &["CLIENT", "PAUSE", "10"],
+        &["CLIENT", "UNPAUSE"],
+        &["CLIENT", "UNBLOCK", "1"],
+        &["CLIENT", "NO-EVICT", "ON"],
+        &["LATENCY", "LATEST"],
+        &["MODULE", "LIST"],
+        &["RESTORE", &format!("{pa}k"), "0", "x"],
+    ] {
+        // (redis-cli says SYNC's refusal after a line of its own.)
+        let said = redis(&a, args);
+        assert!(said.contains("NOPERM"), "{args:?}: {said}");
+    }
+    // SORT with BY or GET would read any key: refused to a user with key patterns.
+    assert_eq!(redis(&a, &["RPUSH", &format!("{pa}l"), "secret"]), "1");
+    let said = redis(&a, &["SORT", &format!("{pa}l"), "BY", &format!("{pb}*")]);
+    assert!(said.contains("denied"), "{said}");
+    let said = redis(&a, &["SORT", &format!("{pa}l"), "GET", &format!("{pb}*")]);
+    assert!(said.contains("denied"), "{said}");
+    // What runs need works.
+    assert_eq!(redis(&a, &["SORT", &format!("{pa}l"), "ALPHA"]), "secret");
+    assert_eq!(
+        redis(
+            &a,
+            &[
+                "EVAL",
+                "return redis.call('GET', KEYS[1])",
+                "1",
+                &format!("{pa}l2")
+            ]
+        ),
+        ""
+    );
+    assert!(redis(&a, &["INFO", "server"]).contains("redis_version"));
+    assert_eq!(redis(&b, &["GET", &format!("{pb}secret")]), "b");
+    runs.pool.down_all(&[runs.a.clone(), runs.b.clone()]);
+    assert_eq!(runs.pool.leftovers(), Vec::<String>::new());
 }
