@@ -1123,6 +1123,11 @@ fn no_secret_of_a_shared_run_or_service_in_any_output_at_trace() {
         ("down", down.all()),
         ("the state file", state),
     ] {
+        // A verifier is no password, but it is what an offline guess is checked against.
+        assert!(
+            !text.contains("SCRAM-SHA-256$"),
+            "{what} shows a password verifier"
+        );
         for s in &secrets {
             assert!(
                 !text.contains(s.as_str()),
