@@ -467,3 +467,58 @@ fn valkey_server_wide_commands_are_refused_to_a_run() {
     runs.pool.down_all(&[runs.a.clone(), runs.b.clone()]);
     assert_eq!(runs.pool.leftovers(), Vec::<String>::new());
 }
+
+/// Severity 2: a run holding every connection its role may open leaves room for the
+/// planned runs and for the admin: B's `up` and `down` still work.
+#[test]
+fn a_run_cannot_take_the_connections_of_others_or_the_admins() {
+    let runs = Runs::new(PG_ONLY, &[]);
+    let a = runs.a();
+    let limit: usize = runs
+        .pool
+        .admin_sql(
+            "defaultdb",
+            &format!(
+                "select rolconnlimit from pg_roles where rolname = '{}'",
+                a["DB_USER"]
+            ),
+        )
+        .parse()
+        .unwrap();
+    let max: usize = runs
+        .pool
+        .admin_sql("defaultdb", "show max_connections")
+        .parse()
+        .unwrap();
+    assert!(limit * 8 + 5 <= max, "limit {limit} of {max}");
+    let held: Vec<KillOnDrop> = (0..limit)
+        .map(|_| {
+            KillOnDrop(
+                std::process::Command::new("psql")
+                    .args([&a["DB_URI"], "-X", "-q", "-c", "select pg_sleep(120)"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    loop {
+        let (more, out) = psql(&a["DB_URI"], "select 1");
+        if !more {
+            assert!(out.contains("too many connections for role"), "{out}");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "A opened more than {limit} connections"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    runs.pool.up_all(std::slice::from_ref(&runs.b));
+    let b = runs.b();
+    assert!(psql(&b["DB_URI"], "select 1").0);
+    drop(held);
+    runs.both_down_and_nothing_left();
+}

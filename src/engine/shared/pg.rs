@@ -105,6 +105,18 @@ pub fn databases(spec: &ServiceSpec, tenant: &str) -> Vec<String> {
     }
 }
 
+/// Connections kept free of runs for the admin: this tool's own sessions (a few runs'
+/// `up` and `down` at once) and the service's operators.
+const ADMIN_ROOM: i64 = 5;
+/// Runs a shared service makes room for at once, each at its connection limit.
+const PLANNED_RUNS: i64 = 8;
+
+/// A run role's connection limit: the planned runs, each at its limit, leave the admin
+/// its room (Hobbyist's 25 connections give each run 2, Startup-4's 100 give 11).
+fn connection_limit(max_connections: i64) -> i64 {
+    ((max_connections - ADMIN_ROOM) / PLANNED_RUNS).clamp(1, 20)
+}
+
 pub(super) fn password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -136,8 +148,7 @@ pub(super) async fn create(
     )
     .await
     .unwrap_or(100);
-    // A quarter of the plan's connections at most: one run cannot exhaust the others'.
-    let limit = (max / 4).clamp(2, 20);
+    let limit = connection_limit(max);
     let password = password();
     let exists: bool = sql::value(
         &db,
@@ -373,5 +384,22 @@ async fn drop_database(
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_planned_runs_at_their_limit_leave_the_admin_its_room() {
+        for max in [15, 25, 40, 100, 400] {
+            let limit = super::connection_limit(max);
+            assert!(limit >= 1);
+            assert!(
+                limit * super::PLANNED_RUNS + super::ADMIN_ROOM <= max,
+                "max_connections {max}: limit {limit}"
+            );
+        }
+        assert_eq!(super::connection_limit(25), 2);
+        assert_eq!(super::connection_limit(100), 11);
     }
 }
