@@ -68,6 +68,8 @@ pub async fn admin_session(
         ))
         .await
         .map_err(|e| format!("closing database {ADMIN_DB}: {}", sql::said(&e)))?;
+    // One connection at a time: many runs' first `up`s meet here at once.
+    std::mem::drop(first);
     sql::connect_as(target, ADMIN_DB, application).await
 }
 
