@@ -60,7 +60,11 @@ fn init_logging(cli: &Cli, reporter: &Reporter) {
         LogFormat::Json if !cli.output.quiet => format!("{default},progress=info"),
         _ => default.to_string(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The PostgreSQL driver logs every statement at debug, and the statements that set
+    // a role's password carry its SCRAM verifier: never shown, whatever RUST_LOG says.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default))
+        .add_directive("tokio_postgres=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(reporter.log_writer())

@@ -25,13 +25,66 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// What a session runs, which decides how it is set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// The tool's own statements with the admin's rights. Names resolve in `pg_catalog`
+    /// only (CVE-2018-1058: a function or operator a run planted in a schema on the path
+    /// would otherwise run with the admin's rights), and the settings a database's owner
+    /// may give its database (`ALTER DATABASE ... SET role|default_transaction_read_only
+    /// ...`) are overridden: startup options outrank them.
+    Admin,
+    /// Someone's SQL (a seed file), with the server's usual settings.
+    Code,
+}
+
+/// The startup options of an admin session.
+const ADMIN_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c role=none \
+    -c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 \
+    -c idle_in_transaction_session_timeout=0 -c idle_session_timeout=0 \
+    -c local_preload_libraries=";
+
+/// Opens an admin session ([`Session::Admin`]) on `database`.
+pub async fn connect_as(t: &Target, database: &str, application: &str) -> Result<Client, String> {
+    connect(t, database, application, Session::Admin)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A session that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to {database} on {host}:{port} as {user}: {why}")]
+pub struct ConnectError {
+    database: String,
+    host: String,
+    port: u16,
+    user: String,
+    why: String,
+    /// The server's SQLSTATE, when the server answered.
+    pub code: Option<String>,
+}
+
 /// Opens a session on `database`, named `application` (sessions can be found, and ended,
 /// by it). The connection lives as long as the client.
-pub async fn connect_as(t: &Target, database: &str, application: &str) -> Result<Client, String> {
+pub async fn connect(
+    t: &Target,
+    database: &str,
+    application: &str,
+    session: Session,
+) -> Result<Client, ConnectError> {
+    let failed = |why: String, code: Option<String>| ConnectError {
+        database: database.to_string(),
+        host: t.host.clone(),
+        port: t.port,
+        user: t.user.clone(),
+        why,
+        code,
+    };
     let tls = probe::client_config(&TlsMaterial {
         ca_pem: t.ca_pem.clone(),
         client: None,
-    })?;
+    })
+    .map_err(|e| failed(e, None))?;
     let mut config = Config::new();
     config
         .host(&t.host)
@@ -42,16 +95,14 @@ pub async fn connect_as(t: &Target, database: &str, application: &str) -> Result
         .application_name(application)
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(Duration::from_secs(10));
+    if session == Session::Admin {
+        config.options(ADMIN_OPTIONS);
+    }
     let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let (client, connection) = config.connect(connector).await.map_err(|e| {
-        format!(
-            "connecting to {database} on {}:{} as {}: {}",
-            t.host,
-            t.port,
-            t.user,
-            said(&e)
-        )
-    })?;
+    let (client, connection) = config
+        .connect(connector)
+        .await
+        .map_err(|e| failed(said(&e), code(&e).map(str::to_string)))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

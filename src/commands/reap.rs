@@ -35,6 +35,8 @@ pub enum Verdict {
     Idle,
     /// A seed template nobody cloned for `--templates-unused-for`: dropped.
     UnusedTemplate,
+    /// What a failed seed build left (a half-built template, a seed role): dropped.
+    FailedSeed,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,13 +170,20 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         )
         .await
         {
-            Ok(names) => rows.extend(names.into_iter().map(|t| Row {
-                name: format!("{}/{t}", svc.service_name),
-                run: "-".into(),
-                expires: "-".into(),
-                created: String::new(),
-                verdict: Verdict::UnusedTemplate,
-            })),
+            Ok(found) => rows.extend(
+                found
+                    .unused
+                    .into_iter()
+                    .map(|t| (t, Verdict::UnusedTemplate))
+                    .chain(found.failed.into_iter().map(|t| (t, Verdict::FailedSeed)))
+                    .map(|(t, verdict)| Row {
+                        name: format!("{}/{t}", svc.service_name),
+                        run: "-".into(),
+                        expires: "-".into(),
+                        created: String::new(),
+                        verdict,
+                    }),
+            ),
             Err(e) => reporter.warn(format!(
                 "{}: cannot look at its seed templates: {e}",
                 svc.service_name
@@ -218,7 +227,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     }
     let templates = rows
         .iter()
-        .filter(|r| r.verdict == Verdict::UnusedTemplate)
+        .filter(|r| matches!(r.verdict, Verdict::UnusedTemplate | Verdict::FailedSeed))
         .count();
     let idle_action = if args.delete_idle_shared {
         "delete"

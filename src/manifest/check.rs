@@ -520,25 +520,21 @@ fn seed(c: &mut Checks, key: &Spanned<String>, svc: &RawService, kind: &ServiceT
     c.unique("seed file", &svc.seed);
 }
 
-/// Every seed file can be read (the run hashes and applies them later).
+/// Every seed file can be read, inside the manifest's directory (the run hashes and
+/// applies them later).
 pub(super) fn seed_files(m: &Manifest) -> Vec<Problem> {
     m.services
         .iter()
         .flat_map(|s| &s.seed)
         .filter_map(|f| {
-            let e = std::fs::metadata(&f.path)
-                .and_then(|md| {
-                    if md.is_file() {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::other("it is not a file"))
-                    }
-                })
-                .err()?;
+            let message = f.confined().err()?;
             Some(Problem {
                 at: f.at,
-                message: format!("cannot read seed file {}: {e}", f.path.display()),
-                hint: Some("seed paths are relative to the manifest's directory".into()),
+                message,
+                hint: Some(
+                    "seed paths are relative to the manifest's directory, and stay inside it"
+                        .into(),
+                ),
             })
         })
         .collect()

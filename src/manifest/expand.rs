@@ -113,6 +113,12 @@ fn service(key: Spanned<String>, svc: RawService, path: &Path) -> ServiceSpec {
             .iter()
             .map(|f| Seed {
                 path: path.parent().unwrap_or(Path::new(".")).join(&f.value),
+                // `a.yaml`'s parent is "", which names no directory to canonicalize.
+                root: path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
                 at: Loc::of(f),
             })
             .collect(),

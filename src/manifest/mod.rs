@@ -101,7 +101,37 @@ pub enum Shared {
 pub struct Seed {
     /// Resolved against the manifest's directory.
     pub path: PathBuf,
+    /// The manifest's directory, which the file must be inside.
+    pub root: PathBuf,
     pub at: Loc,
+}
+
+impl Seed {
+    /// The file itself, symlinks followed, if it is a regular file inside the manifest's
+    /// directory: a seed's text is run as SQL and may be quoted in errors, so `../`, an
+    /// absolute path or a symlink never takes it elsewhere.
+    pub fn confined(&self) -> Result<PathBuf, String> {
+        let cannot =
+            |e: std::io::Error| format!("cannot read seed file {}: {e}", self.path.display());
+        let real = self.path.canonicalize().map_err(cannot)?;
+        let root = self.root.canonicalize().map_err(cannot)?;
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "seed file {} is outside the manifest's directory",
+                self.path.display()
+            ));
+        }
+        if !real.is_file() {
+            return Err(cannot(std::io::Error::other("it is not a file")));
+        }
+        Ok(real)
+    }
+
+    /// The file's text (see [`Seed::confined`]).
+    pub fn read(&self) -> Result<String, String> {
+        std::fs::read_to_string(self.confined()?)
+            .map_err(|e| format!("reading seed file {}: {e}", self.path.display()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 mod common;
 mod action;
 mod api_rules;
+mod attacks;
 mod avn;
 mod backends;
 mod cancel;

@@ -2,8 +2,8 @@
 //! tenancy of its own inside it, named from the run id ([`naming::tenant`]):
 //!
 //! - PostgreSQL ([`pg`]): a role and its databases, made over SQL by the admin user;
-//!   CONNECT revoked from PUBLIC, a per-role connection limit, seeds cloned from a
-//!   template database.
+//!   CONNECT revoked from PUBLIC, a per-role connection limit that leaves the admin
+//!   room, seeds cloned from a template database (see `docs/security.md`).
 //! - Valkey ([`valkey`]): an ACL user through the API, on the key and channel prefix
 //!   `<tenant>:`, without the commands that escape key patterns.
 //! - Kafka ([`kafka`]): a user whose only ACL is readwrite on `<tenant>.*`, and the

@@ -6,8 +6,12 @@
 //! - `GRANT role TO admin`, which `CREATE DATABASE ... OWNER role` needs (PostgreSQL 16
 //!   asks that the creator can `SET ROLE` to the owner);
 //! - the databases `run-<id>_<db>` (or `run-<id>` when the manifest lists none), owned
-//!   by the role, cloned from the seed template when there is one, with CONNECT and TEMP
-//!   revoked from PUBLIC: no other run's role can connect to them.
+//!   by the role, cloned from the seed template when there is one and from `template0`
+//!   otherwise (never from `template1`, where runs may plant objects), with CONNECT and
+//!   TEMP revoked from PUBLIC: no other run's role can connect to them.
+//!
+//! The admin works from a database of its own ([`ADMIN_DB`]), in sessions whose names
+//! resolve in `pg_catalog` only ([`sql::Session::Admin`]).
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +24,53 @@ use crate::outputs::Created;
 use crate::secret::Secret;
 use crate::sql::{self, ident, literal};
 
-/// Where the admin user connects for what is not inside a run's database.
-const ADMIN_DB: &str = "defaultdb";
+/// Where the admin user works for what is not inside a run's database: made by this
+/// tool from `template0`, CONNECT and TEMP for nobody else, its `public` the admin's. No
+/// run can plant an object, hold a session or take a lock there. (`defaultdb`'s and
+/// `template1`'s `public` belong to `postgres` on Aiven, with CREATE for every role
+/// unless Aiven says otherwise: the admin cannot take that away.)
+pub const ADMIN_DB: &str = "aiven-ephemeral-admin";
 
-/// The comment on a run's role: `aiven-ephemeral run=<id> owner=<owner>`.
+/// The comment on a run's role: `aiven-ephemeral run=<id> owner=<digest>`. Every role
+/// reads every role's comment: the owner nonce is there only as a digest.
 fn marker(run_id: &str, owner: &str) -> String {
-    format!("aiven-ephemeral run={run_id} owner={owner}")
+    format!(
+        "aiven-ephemeral run={run_id} owner={}",
+        seed::digest([owner.as_bytes()])
+    )
+}
+
+/// An admin session in [`ADMIN_DB`], which is made on first use.
+pub async fn admin_session(
+    target: &sql::Target,
+    application: &str,
+) -> Result<tokio_postgres::Client, String> {
+    let session = sql::connect(target, ADMIN_DB, application, sql::Session::Admin).await;
+    match session {
+        Ok(db) => return Ok(db),
+        // 3D000: invalid_catalog_name (no such database).
+        Err(e) if e.code.as_deref() == Some("3D000") => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let first = sql::connect_as(target, "defaultdb", application).await?;
+    let create = format!("CREATE DATABASE {} TEMPLATE template0", ident(ADMIN_DB));
+    match first.batch_execute(&create).await {
+        Ok(()) => {}
+        // Another run made it a moment ago (42P04 duplicate_database, or 23505 when both
+        // inserted at once).
+        Err(e) if matches!(sql::code(&e), Some("42P04" | "23505")) => {}
+        Err(e) => return Err(format!("creating database {ADMIN_DB}: {}", sql::said(&e))),
+    }
+    first
+        .batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            ident(ADMIN_DB)
+        ))
+        .await
+        .map_err(|e| format!("closing database {ADMIN_DB}: {}", sql::said(&e)))?;
+    // One connection at a time: many runs' first `up`s meet here at once.
+    std::mem::drop(first);
+    sql::connect_as(target, ADMIN_DB, application).await
 }
 
 /// The admin user's way in.
@@ -62,7 +107,19 @@ pub fn databases(spec: &ServiceSpec, tenant: &str) -> Vec<String> {
     }
 }
 
-fn password() -> String {
+/// Connections kept free of runs for the admin: this tool's own sessions (a few runs'
+/// `up` and `down` at once) and the service's operators.
+const ADMIN_ROOM: i64 = 5;
+/// Runs a shared service makes room for at once, each at its connection limit.
+const PLANNED_RUNS: i64 = 8;
+
+/// A run role's connection limit: the planned runs, each at its limit, leave the admin
+/// its room (Hobbyist's 25 connections give each run 2, Startup-4's 100 give 11).
+fn connection_limit(max_connections: i64) -> i64 {
+    ((max_connections - ADMIN_ROOM) / PLANNED_RUNS).clamp(1, 20)
+}
+
+pub(super) fn password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..24)
@@ -78,7 +135,7 @@ pub(super) async fn create(
     step: &(dyn Fn(&str) + Sync),
 ) -> Result<Tenancy, String> {
     let target = admin(svc, a.project_ca.clone())?;
-    let db = sql::connect_as(&target, ADMIN_DB, &format!("aiven-ephemeral:{tenant}")).await?;
+    let db = admin_session(&target, &format!("aiven-ephemeral:{tenant}")).await?;
     let template = if spec.seed.is_empty() {
         None
     } else {
@@ -88,17 +145,16 @@ pub(super) async fn create(
     step("role");
     let max: i64 = sql::value(
         &db,
-        "SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'",
+        "SELECT pg_catalog.current_setting('max_connections')::bigint",
         &[],
     )
     .await
     .unwrap_or(100);
-    // A quarter of the plan's connections at most: one run cannot exhaust the others'.
-    let limit = (max / 4).clamp(2, 20);
+    let limit = connection_limit(max);
     let password = password();
     let exists: bool = sql::value(
         &db,
-        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+        "SELECT count(*) > 0 FROM pg_catalog.pg_roles WHERE rolname = $1",
         &[&tenant],
     )
     .await?;
@@ -126,19 +182,17 @@ pub(super) async fn create(
         step(&format!("databases {i}/{}", names.len()));
         let present: bool = sql::value(
             &db,
-            "SELECT count(*) > 0 FROM pg_database WHERE datname = $1",
+            "SELECT count(*) > 0 FROM pg_catalog.pg_database WHERE datname = $1",
             &[name],
         )
         .await?;
         if !present {
-            let from = template
-                .as_ref()
-                .map(|t| format!(" TEMPLATE {}", ident(t)))
-                .unwrap_or_default();
+            let from = template.as_deref().unwrap_or("template0");
             let create = format!(
-                "CREATE DATABASE {} OWNER {}{from}",
+                "CREATE DATABASE {} OWNER {} TEMPLATE {}",
                 ident(name),
-                ident(tenant)
+                ident(tenant),
+                ident(from)
             );
             clone_patiently(&db, &create, a.deadline)
                 .await
@@ -150,8 +204,8 @@ pub(super) async fn create(
         ))
         .await
         .map_err(|e| format!("revoking CONNECT on {name} from PUBLIC: {}", sql::said(&e)))?;
-        if template.is_some() {
-            seed::hand_over(&target, name, tenant).await?;
+        if let Some(t) = &template {
+            seed::hand_over(&target, name, t, tenant).await?;
         }
     }
     if let Some(t) = &template {
@@ -199,16 +253,16 @@ pub(super) async fn drop(
     deadline: Instant,
 ) -> Result<(), String> {
     let target = admin(svc, crate::cache::project_ca(client, project).await.ok())?;
-    let db = sql::connect_as(&target, ADMIN_DB, "aiven-ephemeral:teardown").await?;
+    let db = admin_session(&target, "aiven-ephemeral:teardown").await?;
     db.execute(
-        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
         &[&format!("aiven-ephemeral:{tenant}")],
     )
     .await
     .map_err(|e| format!("ending the run's own sessions: {}", sql::said(&e)))?;
     let row = db
         .query_opt(
-            "SELECT oid::bigint, coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+            "SELECT oid::bigint, coalesce(pg_catalog.shobj_description(oid, 'pg_authid'), '') FROM pg_catalog.pg_roles WHERE rolname = $1",
             &[&tenant],
         )
         .await
@@ -227,7 +281,7 @@ pub(super) async fn drop(
     }
     let dbs: Vec<String> = sql::column(
         &db,
-        "SELECT datname FROM pg_database WHERE datdba = $1::bigint::oid",
+        "SELECT datname FROM pg_catalog.pg_database WHERE datdba = $1::bigint::oid",
         &[&oid],
     )
     .await?;
@@ -257,27 +311,47 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `DROP OWNED BY` the run's role in every database that takes connections.
+/// `DROP OWNED BY` the run's role in every database where it owns something or holds a
+/// grant. Another run may have granted it something in a database of its own and then
+/// closed that database (its CONNECT revoked, connections disallowed, a limit of 0):
+/// such a database is opened to the admin first (the admin acts for every run's role),
+/// or the role could never be dropped.
 async fn drop_owned_everywhere(
     target: &sql::Target,
     admin: &tokio_postgres::Client,
     tenant: &str,
 ) -> Result<(), String> {
-    let names: Vec<String> = sql::column(
-        admin,
-        "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
-        &[],
-    )
-    .await?;
-    for name in names {
-        let db = match sql::connect_as(target, &name, "aiven-ephemeral:teardown").await {
-            Ok(db) => db,
-            // A database the admin cannot enter holds nothing it could drop either.
-            Err(e) => {
-                tracing::debug!("skipping {name}: {e}");
-                continue;
-            }
-        };
+    let rows = admin
+        .query(
+            "SELECT DISTINCT d.datname, \
+               (NOT d.datallowconn OR d.datconnlimit <> -1 \
+                  OR NOT pg_catalog.has_database_privilege(d.oid, 'CONNECT')) \
+               AND pg_catalog.pg_has_role(d.datdba, 'USAGE') \
+               AND pg_catalog.starts_with(o.rolname, 'run-') \
+             FROM pg_catalog.pg_shdepend s \
+             JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+             JOIN pg_catalog.pg_roles o ON o.oid = d.datdba \
+             WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+               AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) \
+             ORDER BY 1",
+            &[&tenant],
+        )
+        .await
+        .map_err(|e| sql::said(&e))?;
+    for row in rows {
+        let (name, closed): (String, bool) = (row.get(0), row.get(1));
+        if closed {
+            let d = ident(&name);
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
+                     ALTER DATABASE {d} CONNECTION LIMIT -1; \
+                     GRANT CONNECT ON DATABASE {d} TO CURRENT_USER"
+                ))
+                .await
+                .map_err(|e| format!("opening {name} to the admin: {}", sql::said(&e)))?;
+        }
+        let db = sql::connect_as(target, &name, "aiven-ephemeral:teardown").await?;
         db.batch_execute(&format!("DROP OWNED BY {}", ident(tenant)))
             .await
             .map_err(|e| {
@@ -312,5 +386,22 @@ async fn drop_database(
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_planned_runs_at_their_limit_leave_the_admin_its_room() {
+        for max in [15, 25, 40, 100, 400] {
+            let limit = super::connection_limit(max);
+            assert!(limit >= 1);
+            assert!(
+                limit * super::PLANNED_RUNS + super::ADMIN_ROOM <= max,
+                "max_connections {max}: limit {limit}"
+            );
+        }
+        assert_eq!(super::connection_limit(25), 2);
+        assert_eq!(super::connection_limit(100), 11);
     }
 }

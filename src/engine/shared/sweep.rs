@@ -11,7 +11,6 @@ use time::format_description::well_known::Rfc3339;
 use super::{Release, pg, seed};
 use crate::api::{Client, Service, ServiceState};
 use crate::naming;
-use crate::sql;
 
 /// A run's lease on a shared service, as `reap` finds it.
 pub struct Lease {
@@ -108,8 +107,17 @@ fn parse(t: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(t, &Rfc3339).ok()
 }
 
-/// The seed templates on a shared PostgreSQL service not cloned for `unused_for`; the
-/// most recently used one always stays. Dropped unless `dry_run`.
+/// What `reap` drops of seed templates on one service.
+pub struct Templates {
+    /// Templates not cloned for `unused_for`.
+    pub unused: Vec<String>,
+    /// What failed builds left: unfinished templates nobody builds, seed roles.
+    pub failed: Vec<String>,
+}
+
+/// The seed templates on a shared PostgreSQL service not cloned for `unused_for` (the
+/// most recently used one always stays), and what failed builds left. Dropped unless
+/// `dry_run`.
 pub async fn templates(
     client: &Client,
     project: &str,
@@ -117,23 +125,26 @@ pub async fn templates(
     now: OffsetDateTime,
     unused_for: Duration,
     dry_run: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Templates, String> {
     let svc = client
         .get_service(project, name, true)
         .await
         .map_err(|e| format!("reading {name}: {e}"))?;
     if svc.state != ServiceState::Running {
-        return Ok(Vec::new());
+        return Ok(Templates {
+            unused: Vec::new(),
+            failed: Vec::new(),
+        });
     }
     let target = pg::admin(&svc, crate::cache::project_ca(client, project).await.ok())?;
-    let admin = sql::connect_as(&target, "defaultdb", "aiven-ephemeral:reap").await?;
+    let admin = pg::admin_session(&target, "aiven-ephemeral:reap").await?;
+    let failed = seed::leftovers(&admin, dry_run).await?;
     let mut all = seed::list(&admin).await?;
     all.sort_by_key(|t| t.used);
     let newest = all.pop();
     let mut dropped = Vec::new();
     for t in all {
-        // One without its ready mark is being built (or a build died, which the next
-        // builder redoes): never dropped here.
+        // One without its ready mark is being built, or is a failed build's (above).
         let stale = t.used.is_some_and(|u| u + unused_for <= now);
         if !stale {
             continue;
@@ -144,5 +155,8 @@ pub async fn templates(
         dropped.push(t.name);
     }
     drop(newest);
-    Ok(dropped)
+    Ok(Templates {
+        unused: dropped,
+        failed,
+    })
 }
