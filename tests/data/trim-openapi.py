@@ -54,6 +54,10 @@ OPERATIONS = [
     ("get", "/project/{project}/service/{service_name}/acl"),
     ("post", "/project/{project}/service/{service_name}/acl"),
     ("delete", "/project/{project}/service/{service_name}/acl/{kafka_acl_id}"),
+    ("get", "/project/{project}/service/{service_name}/kafka/acl"),
+    ("post", "/project/{project}/service/{service_name}/kafka/acl"),
+    ("get", "/project/{project}/service/{service_name}/kafka/acl/{kafka_acl_id}"),
+    ("delete", "/project/{project}/service/{service_name}/kafka/acl/{kafka_acl_id}"),
 ]
 
 

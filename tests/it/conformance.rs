@@ -331,6 +331,29 @@ fn exercise(s: &Sandbox) -> Vec<(String, String, u16, Value)> {
         Some(json!({"permission": "read", "topic": "t*", "username": "ku"})),
     );
     call("GET", format!("{k}/acl"), None);
+    let native = call(
+        "POST",
+        format!("{k}/kafka/acl"),
+        Some(json!({
+            "principal": "User:ku", "resource_type": "Group", "resource_name": "t.",
+            "pattern_type": "PREFIXED", "operation": "Read", "permission_type": "ALLOW",
+        })),
+    );
+    let native = native["acl"]["id"].as_str().unwrap();
+    call("GET", format!("{k}/kafka/acl"), None);
+    call("GET", format!("{k}/kafka/acl/{native}"), None);
+    // The service's read carries its Kafka-native ACLs.
+    call("GET", k.clone(), None);
+    call("DELETE", format!("{k}/kafka/acl/{native}"), None);
+    call("GET", format!("{k}/kafka/acl/{native}"), None);
+    call(
+        "POST",
+        format!("{p}/service/cf-pg/kafka/acl"),
+        Some(json!({
+            "principal": "User:u", "resource_type": "Topic", "resource_name": "t",
+            "pattern_type": "LITERAL", "operation": "Read", "permission_type": "ALLOW",
+        })),
+    );
     call("DELETE", format!("{k}/acl/default"), None);
     call("DELETE", format!("{k}/topic/t1"), None);
     // Errors, in the API's shape.

@@ -87,6 +87,7 @@ async fn services(State(s): S) -> Response {
                     "users": svc.users.iter().map(|u| &u.username).collect::<Vec<_>>(),
                     "topics": svc.topics.iter().map(|t| &t.topic_name).collect::<Vec<_>>(),
                     "acls": svc.acls,
+                    "kafka_acls": svc.kafka_acls,
                     "components": svc.components.iter().map(|c| json!({"component": c.component, "host": c.host, "port": c.port})).collect::<Vec<_>>(),
                 })
             })

@@ -310,6 +310,7 @@ pub fn service_json(svc: &Service, now: OffsetDateTime, include_secrets: bool) -
     }
     if svc.service_type == "kafka" {
         out["acl"] = acl_json(&svc.acls);
+        out["kafka_acl"] = json!(svc.kafka_acls);
         out["topics"] = json!(
             svc.topics
                 .iter()

@@ -82,6 +82,14 @@ fn api_routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
         ),
         ("/project/{p}/service/{s}/acl", get(acl_list).post(acl_add)),
         ("/project/{p}/service/{s}/acl/{id}", delete(acl_delete)),
+        (
+            "/project/{p}/service/{s}/kafka/acl",
+            get(kafka_acl_list).post(kafka_acl_add),
+        ),
+        (
+            "/project/{p}/service/{s}/kafka/acl/{id}",
+            get(kafka_acl_get).delete(kafka_acl_delete),
+        ),
     ]
 }
 
@@ -773,5 +781,47 @@ async fn acl_delete(State(s): S, Path((p, name, id)): Path<(String, String, Stri
         lock(&s.world)
             .delete_acl(&p, &name, &id)
             .map(|acls| json!({"acl": acl_json(&acls), "message": "deleted"})),
+    )
+}
+
+async fn kafka_acl_list(State(s): S, Path((p, name)): Path<(String, String)>) -> Response {
+    respond(
+        lock(&s.world)
+            .list_kafka_acls(&p, &name)
+            .map(|(acls, native)| json!({"acl": acl_json(&acls), "kafka_acl": native})),
+    )
+}
+
+async fn kafka_acl_add(
+    State(s): S,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    respond(
+        parse_body(&body)
+            .and_then(|body| lock(&s.world).add_kafka_acl(&p, &name, &body))
+            .map(|acl| json!({"acl": acl, "message": "added"})),
+    )
+}
+
+async fn kafka_acl_get(
+    State(s): S,
+    Path((p, name, id)): Path<(String, String, String)>,
+) -> Response {
+    respond(
+        lock(&s.world)
+            .get_kafka_acl(&p, &name, &id)
+            .map(|acl| json!({"acl": acl})),
+    )
+}
+
+async fn kafka_acl_delete(
+    State(s): S,
+    Path((p, name, id)): Path<(String, String, String)>,
+) -> Response {
+    respond(
+        lock(&s.world)
+            .delete_kafka_acl(&p, &name, &id)
+            .map(|()| json!({"message": "deleted"})),
     )
 }

@@ -306,6 +306,7 @@ impl World {
             users: vec![shape::admin_user(ty, password, cert, now)],
             databases: shape::databases(ty, forked_databases),
             acls: shape::default_acls(ty),
+            kafka_acls: Vec::new(),
             components: shape::components(ty, &user_config, project_vpc_id.is_some(), port),
             name: kind.name,
             plan: kind.plan.service_plan.clone(),

@@ -83,6 +83,9 @@ pub struct Service {
     pub databases: Vec<String>,
     pub topics: Vec<Topic>,
     pub acls: Vec<Acl>,
+    /// Kafka-native ACLs (`.../kafka/acl`); absent from worlds saved before them.
+    #[serde(default)]
+    pub kafka_acls: Vec<KafkaAcl>,
     pub components: Vec<Component>,
     pub service_integrations: Vec<Value>,
     pub maintenance: Value,
@@ -140,6 +143,19 @@ pub struct Acl {
     pub permission: String,
     pub topic: String,
     pub username: String,
+}
+
+/// A Kafka-native ACL entry, serialised as the API renders it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KafkaAcl {
+    pub id: String,
+    pub host: String,
+    pub operation: String,
+    pub pattern_type: String,
+    pub permission_type: String,
+    pub principal: String,
+    pub resource_name: String,
+    pub resource_type: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

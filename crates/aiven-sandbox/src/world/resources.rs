@@ -1,11 +1,12 @@
-//! Sub-resources of running services: databases, users, topics and ACLs.
+//! Sub-resources of running services: databases, users, topics and ACLs (Aiven's and
+//! Kafka-native).
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::World;
 use super::ids::{generate_password, random_hex};
-use super::model::{Acl, Service, Topic, User};
+use super::model::{Acl, KafkaAcl, Service, Topic, User};
 use super::shape::{default_access_control, has_databases};
 use crate::error::{ApiError, ApiResult};
 
@@ -408,13 +409,129 @@ impl World {
         let before = svc.acls.len();
         svc.acls.retain(|a| a.id != id);
         if before == svc.acls.len() {
-            return Err(
-                ApiError::new(404, format!("ACL entry '{id}' does not exist"))
-                    .code("service_acl_not_found"),
-            );
+            return Err(no_such_acl(id));
         }
         Ok(svc.acls.clone())
     }
+}
+
+/// The enums of a Kafka-native ACL's fields, as the OpenAPI description lists them.
+const OPERATIONS: &[&str] = &[
+    "All",
+    "Alter",
+    "AlterConfigs",
+    "ClusterAction",
+    "Create",
+    "CreateTokens",
+    "Delete",
+    "Describe",
+    "DescribeConfigs",
+    "DescribeTokens",
+    "IdempotentWrite",
+    "Read",
+    "Write",
+];
+const RESOURCE_TYPES: &[&str] = &[
+    "Cluster",
+    "DelegationToken",
+    "Group",
+    "Topic",
+    "TransactionalId",
+    "User",
+];
+
+impl World {
+    /// Adds a Kafka-native ACL. An identical entry is not added twice: the existing one
+    /// is the answer, as Kafka's own `CreateAcls` treats a binding it has.
+    pub fn add_kafka_acl(
+        &mut self,
+        project: &str,
+        name: &str,
+        body: &Value,
+    ) -> ApiResult<KafkaAcl> {
+        let text = |k: &str, required: bool| -> ApiResult<Option<String>> {
+            match body.get(k) {
+                None | Some(Value::Null) if !required => Ok(None),
+                Some(Value::String(v)) if v.chars().count() <= 256 => Ok(Some(v.clone())),
+                Some(Value::String(_)) => Err(ApiError::new(
+                    400,
+                    format!("Invalid {k}: at most 256 characters"),
+                )
+                .code("bad_request")),
+                _ => Err(ApiError::new(400, format!("Missing required field '{k}'"))),
+            }
+        };
+        let one_of = |k: &str, allowed: &[&str]| -> ApiResult<String> {
+            let value = text(k, true)?.unwrap_or_default();
+            if allowed.contains(&value.as_str()) {
+                Ok(value)
+            } else {
+                Err(ApiError::new(400, format!("Invalid {k} '{value}'")))
+            }
+        };
+        let acl = KafkaAcl {
+            id: format!("acl{}", random_hex(&mut self.rng, 12)),
+            host: text("host", false)?.unwrap_or_else(|| "*".to_string()),
+            operation: one_of("operation", OPERATIONS)?,
+            pattern_type: one_of("pattern_type", &["LITERAL", "PREFIXED"])?,
+            permission_type: one_of("permission_type", &["ALLOW", "DENY"])?,
+            principal: text("principal", true)?.unwrap_or_default(),
+            resource_name: text("resource_name", true)?.unwrap_or_default(),
+            resource_type: one_of("resource_type", RESOURCE_TYPES)?,
+        };
+        let svc = self.running_service(project, name)?;
+        if svc.service_type != "kafka" {
+            return Err(ApiError::new(
+                409,
+                "Kafka-native ACLs are only supported by Kafka services",
+            )
+            .code("kafka_acl_not_supported"));
+        }
+        let same = |a: &KafkaAcl| {
+            KafkaAcl {
+                id: acl.id.clone(),
+                ..a.clone()
+            } == acl
+        };
+        if let Some(existing) = svc.kafka_acls.iter().find(|a| same(a)) {
+            return Ok(existing.clone());
+        }
+        svc.kafka_acls.push(acl.clone());
+        Ok(acl)
+    }
+
+    /// Both kinds of ACL, as `GET .../kafka/acl` lists them.
+    pub fn list_kafka_acls(
+        &mut self,
+        project: &str,
+        name: &str,
+    ) -> ApiResult<(Vec<Acl>, Vec<KafkaAcl>)> {
+        let svc = self.running_service(project, name)?;
+        Ok((svc.acls.clone(), svc.kafka_acls.clone()))
+    }
+
+    pub fn get_kafka_acl(&mut self, project: &str, name: &str, id: &str) -> ApiResult<KafkaAcl> {
+        let svc = self.running_service(project, name)?;
+        svc.kafka_acls
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .ok_or_else(|| no_such_acl(id))
+    }
+
+    pub fn delete_kafka_acl(&mut self, project: &str, name: &str, id: &str) -> ApiResult<()> {
+        let svc = self.running_service(project, name)?;
+        let before = svc.kafka_acls.len();
+        svc.kafka_acls.retain(|a| a.id != id);
+        if before == svc.kafka_acls.len() {
+            return Err(no_such_acl(id));
+        }
+        Ok(())
+    }
+}
+
+fn no_such_acl(id: &str) -> ApiError {
+    ApiError::new(404, format!("ACL entry '{id}' does not exist")).code("service_acl_not_found")
 }
 
 fn no_such_user(username: &str) -> ApiError {
