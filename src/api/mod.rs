@@ -849,6 +849,37 @@ impl Client {
         let path = Self::service_path(project, service, &format!("/acl/{}", seg(id)));
         self.call(Method::DELETE, &path, None, retry).await
     }
+
+    pub async fn add_kafka_acl(
+        &self,
+        project: &str,
+        service: &str,
+        acl: &KafkaAcl,
+    ) -> Result<(), ApiError> {
+        let body = json!({
+            "principal": acl.principal,
+            "resource_type": acl.resource_type,
+            "resource_name": acl.resource_name,
+            "pattern_type": acl.pattern_type,
+            "operation": acl.operation,
+            "permission_type": acl.permission_type,
+            "host": acl.host,
+        });
+        let path = Self::service_path(project, service, "/kafka/acl");
+        self.call(Method::POST, &path, Some(&body), Retry::Standard)
+            .await
+    }
+
+    pub async fn delete_kafka_acl(
+        &self,
+        project: &str,
+        service: &str,
+        id: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        let path = Self::service_path(project, service, &format!("/kafka/acl/{}", seg(id)));
+        self.call(Method::DELETE, &path, None, retry).await
+    }
 }
 
 impl Drop for Inner {

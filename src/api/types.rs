@@ -136,6 +136,9 @@ pub struct Service {
     /// needs no second read for them.
     #[serde(default)]
     pub acl: Vec<Acl>,
+    /// Kafka's Kafka-native ACL entries (`GET .../kafka/acl` lists them too).
+    #[serde(default)]
+    pub kafka_acl: Vec<KafkaAcl>,
     /// The databases of a PostgreSQL or MySQL service (`defaultdb` at least).
     #[serde(default)]
     pub databases: Vec<String>,
@@ -260,6 +263,21 @@ pub struct Acl {
     pub permission: String,
     pub topic: String,
     pub username: String,
+}
+
+/// A Kafka-native ACL entry; `id` is the API's (unused in a request).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct KafkaAcl {
+    #[serde(default)]
+    pub id: String,
+    pub principal: String,
+    pub resource_type: String,
+    pub resource_name: String,
+    pub pattern_type: String,
+    pub operation: String,
+    pub permission_type: String,
+    #[serde(default)]
+    pub host: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use crate::common::*;
 use crate::shared::{Pool, SCHEMA, SEEDED, env_of, psql, redis, to_database};
 
@@ -521,4 +523,130 @@ fn a_run_cannot_take_the_connections_of_others_or_the_admins() {
     assert!(psql(&b["DB_URI"], "select 1").0);
     drop(held);
     runs.both_down_and_nothing_left();
+}
+
+const KAFKA_ONLY: &str = "project: test-project
+services:
+  events: {type: kafka, plan: startup-2, shared: true, topics: [{name: orders, partitions: 1, replication: 1}]}
+";
+
+/// Whether Kafka lets `user` do `op` on `resource_type` `name`, by the ACLs `GET
+/// .../kafka/acl` lists, as aiven-docs `kafka/concepts/acl.md` and
+/// `kafka/howto/manage-acls.md` say they combine: a DENY of either kind wins; an Aiven
+/// ACL that matches the user gives it every consumer group and its topics by
+/// permission; a native ALLOW gives its operation (Read or Write give Describe, as in
+/// Kafka), on its name (LITERAL, `*` any) or its prefix (PREFIXED).
+fn kafka_may(acls: &Value, user: &str, resource_type: &str, name: &str, op: &str) -> bool {
+    fn glob(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => glob(&p[1..], n) || (!n.is_empty() && glob(p, &n[1..])),
+            (Some(b'?'), Some(_)) => glob(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let native = acls["kafka_acl"].as_array().unwrap().iter().filter(|a| {
+        let principal = a["principal"].as_str().unwrap();
+        let resource = a["resource_name"].as_str().unwrap();
+        let granted = a["operation"].as_str().unwrap();
+        principal
+            .strip_prefix("User:")
+            .is_some_and(|p| glob(p.as_bytes(), user.as_bytes()))
+            && a["resource_type"] == resource_type
+            && match a["pattern_type"].as_str().unwrap() {
+                "PREFIXED" => name.starts_with(resource),
+                _ => resource == "*" || resource == name,
+            }
+            && (granted == op
+                || granted == "All"
+                || (op == "Describe" && ["Read", "Write", "Delete", "Alter"].contains(&granted)))
+    });
+    let (mut allow, mut deny) = (false, false);
+    for a in native {
+        match a["permission_type"].as_str().unwrap() {
+            "DENY" => deny = true,
+            _ => allow = true,
+        }
+    }
+    let aiven = acls["acl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| glob(a["username"].as_str().unwrap().as_bytes(), user.as_bytes()));
+    for a in aiven {
+        let permission = a["permission"].as_str().unwrap();
+        allow |= match resource_type {
+            "Group" => true,
+            "Topic" => {
+                glob(a["topic"].as_str().unwrap().as_bytes(), name.as_bytes())
+                    && match op {
+                        "Read" => permission.contains("read") || permission == "admin",
+                        "Write" => permission.contains("write") || permission == "admin",
+                        "Describe" => true,
+                        _ => permission == "admin",
+                    }
+            }
+            _ => permission == "admin",
+        };
+    }
+    allow && !deny
+}
+
+/// Issue 23: run A's Kafka user is confined to its own prefix: it may consume in its
+/// own groups, use its own transactional ids and topics, and none of B's (nor any
+/// unprefixed group). The sandbox's Kafka listener is simulated, so what is checked is
+/// what Kafka decides from: the ACLs the service holds, read through the API.
+#[test]
+fn a_kafka_run_cannot_use_another_runs_groups_transactions_or_topics() {
+    let runs = Runs::new(KAFKA_ONLY, &[]);
+    runs.pool.up_all(std::slice::from_ref(&runs.b));
+    let (a, b) = (runs.a(), runs.b());
+    let (pa, pb) = (&a["EVENTS_TOPIC_PREFIX"], &b["EVENTS_TOPIC_PREFIX"]);
+    let user = pa.trim_end_matches('.');
+    let acls = runs.pool.sandbox.api(
+        "GET",
+        &format!("/v1/project/{PROJECT}/service/ae-events-shared/kafka/acl"),
+        None,
+    );
+    assert_eq!(acls.0, 200, "{}", acls.1);
+    let may = |resource_type: &str, name: &str, op: &str| {
+        kafka_may(&acls.1, user, resource_type, name, op)
+    };
+    // What a run needs, on its own names.
+    for (resource_type, name, op) in [
+        ("Topic", format!("{pa}orders"), "Read"),
+        ("Topic", format!("{pa}orders"), "Write"),
+        ("Topic", format!("{pa}orders"), "Describe"),
+        ("Group", format!("{pa}app"), "Read"),
+        ("Group", format!("{pa}app"), "Describe"),
+        ("TransactionalId", format!("{pa}tx"), "Write"),
+    ] {
+        assert!(
+            may(resource_type, &name, op),
+            "A may not {op} its own {resource_type} {name}: {}",
+            acls.1
+        );
+    }
+    // B's names, unprefixed ones, and making topics.
+    for (resource_type, name, op) in [
+        ("Topic", format!("{pb}orders"), "Read"),
+        ("Topic", format!("{pb}orders"), "Write"),
+        ("Group", format!("{pb}app"), "Read"),
+        ("Group", format!("{pb}app"), "Describe"),
+        ("Group", format!("{pb}app"), "Delete"),
+        ("Group", "app".to_string(), "Read"),
+        ("TransactionalId", format!("{pb}tx"), "Write"),
+        ("TransactionalId", format!("{pb}tx"), "Describe"),
+        ("Topic", format!("{pa}more"), "Create"),
+        ("Cluster", "kafka-cluster".to_string(), "Create"),
+    ] {
+        assert!(
+            !may(resource_type, &name, op),
+            "A may {op} {resource_type} {name}: {}",
+            acls.1
+        );
+    }
+    runs.pool.down_all(&[runs.a.clone(), runs.b.clone()]);
+    assert_eq!(runs.pool.leftovers(), Vec::<String>::new());
 }

@@ -99,7 +99,7 @@ impl Pool {
     }
 
     /// What is left of runs in the shared services: pg roles and databases, Valkey and
-    /// Kafka users, Kafka topics and ACLs, and leases.
+    /// Kafka users, Kafka topics and ACLs (Aiven's and Kafka-native), and leases.
     pub(crate) fn leftovers(&self) -> Vec<String> {
         let pg = format!("/v1/project/{PROJECT}/service/ae-db-shared");
         let mut left: Vec<String> = if self.sandbox.api("GET", &pg, None).0 == 404 {
@@ -145,12 +145,15 @@ impl Pool {
         {
             left.push(format!("topic {}", t["topic_name"]));
         }
-        for a in ok(self.sandbox.api("GET", &format!("{kafka}/acl"), None))["acl"]
-            .as_array()
-            .unwrap()
-        {
+        let acls = ok(self.sandbox.api("GET", &format!("{kafka}/kafka/acl"), None));
+        for a in acls["acl"].as_array().unwrap() {
             if a["username"].as_str().unwrap().starts_with("run-") {
                 left.push(format!("acl {a}"));
+            }
+        }
+        for a in acls["kafka_acl"].as_array().unwrap() {
+            if a["principal"].as_str().unwrap().starts_with("User:run-") {
+                left.push(format!("kafka-native acl {a}"));
             }
         }
         left
@@ -342,7 +345,8 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
     }
     assert_eq!(redis(&b, &["GET", &format!("{pb}k")]), "b");
 
-    // Kafka: each run's topics carry its prefix, and its user's only ACL is on it.
+    // Kafka: each run's topics carry its prefix, and its user's ACLs are
+    // Kafka-native ones on that prefix (checked in `attacks`).
     let kafka = format!("/v1/project/{PROJECT}/service/ae-events-shared");
     let mut topics: Vec<String> =
         ok(pool.sandbox.api("GET", &format!("{kafka}/topic"), None))["topics"]
@@ -358,30 +362,24 @@ fn two_runs_on_shared_services_reach_nothing_of_each_other_and_leave_nothing() {
     ];
     expected.sort();
     assert_eq!(topics, expected);
-    let acls = ok(pool.sandbox.api("GET", &format!("{kafka}/acl"), None))["acl"].clone();
+    let acls = ok(pool.sandbox.api("GET", &format!("{kafka}/kafka/acl"), None));
     for env in [&a, &b] {
-        let user = env["EVENTS_TOPIC_PREFIX"].trim_end_matches('.');
-        let mine: Vec<(String, String)> = acls
+        let prefix = &env["EVENTS_TOPIC_PREFIX"];
+        let principal = format!("User:{}", prefix.trim_end_matches('.'));
+        let mine: Vec<&Value> = acls["kafka_acl"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|x| x["username"] == user)
-            .map(|x| {
-                (
-                    x["topic"].as_str().unwrap().into(),
-                    x["permission"].as_str().unwrap().into(),
-                )
-            })
+            .filter(|x| x["principal"] == principal.as_str())
             .collect();
-        assert_eq!(
-            mine,
-            vec![(
-                format!("{}*", env["EVENTS_TOPIC_PREFIX"]),
-                "readwrite".into()
-            )]
+        assert_eq!(mine.len(), 4, "{acls}");
+        assert!(
+            mine.iter()
+                .all(|x| x["resource_name"] == prefix.as_str() && x["pattern_type"] == "PREFIXED"),
+            "{acls}"
         );
     }
-
+    let acls = acls["acl"].clone();
     // Aiven's wildcard ACL would give every run every topic: gone.
     assert!(
         acls.as_array()

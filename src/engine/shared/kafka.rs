@@ -1,14 +1,15 @@
-//! A run's tenancy in a shared Kafka service: a user whose one ACL is readwrite on the
-//! topics `<tenant>.*`, and the manifest's topics created under that prefix by this tool
-//! (never by granting the run `admin`, which may create any topic).
+//! A run's tenancy in a shared Kafka service: a user confined by Kafka-native ACLs to
+//! the prefix `<tenant>.` (topics it may read and write, consumer groups, transactional
+//! ids), and the manifest's topics created under that prefix by this tool (never by
+//! granting the run `admin` or `Create`, which would let it make topics).
 //!
-//! Consumer groups are not isolated: Aiven's ACLs give every user every group. Runs
-//! should name their groups with the prefix too (docs).
+//! The user has no Aiven ACL: Aiven ACLs give their users every consumer group
+//! (aiven-docs `kafka/concepts/acl.md`), native ACLs only what they name.
 
 use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
-use crate::api::{Client, Retry, Service};
+use crate::api::{Client, KafkaAcl, Retry, Service};
 use crate::error::Error;
-use crate::manifest::{AclSpec, ServiceSpec, Shared};
+use crate::manifest::{ServiceSpec, Shared};
 use crate::naming::topic_prefix;
 
 pub(super) async fn create(
@@ -30,35 +31,30 @@ pub(super) async fn create(
     let mut created =
         super::super::populate::populate(a.client, a.project, svc, &run_spec, a.deadline, &report)
             .await?;
-    // The user is new: its one ACL is added without reading the service's ACLs (a
-    // retry that finds it there already is fine).
-    let acl = AclSpec {
-        username: tenant.to_string(),
-        topic: format!("{prefix}*"),
-        permission: "readwrite".into(),
-    };
+    // The user is new: its ACLs are added without reading the service's (a retry that
+    // finds one there already is fine). One call each, the fewest that confine it.
     step("ACLs");
-    super::super::populate::patiently(
-        a.deadline,
-        &format!(
-            "adding ACL {tenant} readwrite {} in {}",
-            acl.topic, svc.service_name
-        ),
-        || async {
-            super::super::populate::done_if_exists(
-                a.client
-                    .add_acl(
-                        a.project,
-                        &svc.service_name,
-                        &acl.permission,
-                        &acl.topic,
-                        tenant,
-                    )
-                    .await,
-            )
-        },
-    )
-    .await?;
+    for acl in run_acls(tenant, &prefix) {
+        super::super::populate::patiently(
+            a.deadline,
+            &format!(
+                "adding ACL {} {} {} on {} in {}",
+                acl.principal,
+                acl.operation,
+                acl.resource_type,
+                acl.resource_name,
+                svc.service_name
+            ),
+            || async {
+                super::super::populate::done_if_exists(
+                    a.client
+                        .add_kafka_acl(a.project, &svc.service_name, &acl)
+                        .await,
+                )
+            },
+        )
+        .await?;
+    }
     let user = created
         .users
         .remove(tenant)
@@ -71,9 +67,37 @@ pub(super) async fn create(
     })
 }
 
-/// An ACL whose user pattern takes in the run's user would give it other runs' topics:
-/// Aiven's wildcard `default` ACL (`*`, `*`, admin) on a service this tool created is
-/// removed (it is ours); on a service the user manages any such ACL is refused.
+/// What a run's user may do, all on names that start with its prefix: read and write
+/// topics (Describe comes with either), consume in groups, produce in transactions.
+fn run_acls(tenant: &str, prefix: &str) -> Vec<KafkaAcl> {
+    [
+        ("Topic", "Read"),
+        ("Topic", "Write"),
+        ("Group", "Read"),
+        ("TransactionalId", "Write"),
+    ]
+    .into_iter()
+    .map(|(resource_type, operation)| KafkaAcl {
+        id: String::new(),
+        principal: principal(tenant),
+        resource_type: resource_type.into(),
+        resource_name: prefix.into(),
+        pattern_type: "PREFIXED".into(),
+        operation: operation.into(),
+        permission_type: "ALLOW".into(),
+        host: "*".into(),
+    })
+    .collect()
+}
+
+fn principal(user: &str) -> String {
+    format!("User:{user}")
+}
+
+/// An ACL whose user pattern takes in the run's user would give it other runs' topics
+/// (and, Aiven's, every group): Aiven's wildcard `default` ACL (`*`, `*`, admin) on a
+/// service this tool created is removed (it is ours); any other such ACL, or native
+/// ALLOW whose principal pattern takes the user in, is refused.
 pub(super) async fn confine(
     a: &Acquire<'_>,
     shared: &Shared,
@@ -115,6 +139,23 @@ pub(super) async fn confine(
             }
         }
     }
+    if let Some(acl) = svc.kafka_acl.iter().find(|x| {
+        x.permission_type == "ALLOW"
+            && x.principal != principal(tenant)
+            && x.principal
+                .strip_prefix("User:")
+                .is_some_and(|user| glob(user, tenant))
+    }) {
+        return Err(Error::Provision(format!(
+            "shared Kafka service {name} has Kafka-native ACL {} (ALLOW {} {} on {} `{}` {}), which also applies to this run's user: runs on it would not be confined to their own names. Nothing was written",
+            acl.id,
+            acl.principal,
+            acl.operation,
+            acl.resource_type,
+            acl.resource_name,
+            acl.pattern_type
+        )));
+    }
     Ok(())
 }
 
@@ -141,15 +182,25 @@ pub(super) async fn drop(
 ) -> Result<(), String> {
     let name = &svc.service_name;
     let prefix = topic_prefix(tenant);
-    // The service was read just now, its ACLs with it.
-    for acl in svc.acl.iter().filter(|a| a.username == tenant) {
-        gone_if_missing(
+    // The service was read just now, its ACLs with it (an Aiven ACL is what runs of
+    // earlier versions were given).
+    let me = principal(tenant);
+    let aiven = svc.acl.iter().filter(|a| a.username == tenant);
+    let native = svc.kafka_acl.iter().filter(|a| a.principal == me);
+    for (id, is_native) in aiven
+        .map(|a| (&a.id, false))
+        .chain(native.map(|a| (&a.id, true)))
+    {
+        let deleted = if is_native {
             client
-                .delete_acl(project, name, &acl.id, RELEASE_RETRY)
-                .await,
-        )
-        .await
-        .map_err(|e| format!("deleting ACL {}: {e}", acl.id))?;
+                .delete_kafka_acl(project, name, id, RELEASE_RETRY)
+                .await
+        } else {
+            client.delete_acl(project, name, id, RELEASE_RETRY).await
+        };
+        gone_if_missing(deleted)
+            .await
+            .map_err(|e| format!("deleting ACL {id}: {e}"))?;
     }
     let topics = client
         .list_topics(project, name, RELEASE_RETRY)

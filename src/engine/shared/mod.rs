@@ -6,7 +6,8 @@
 //!   room, seeds cloned from a template database (see `docs/security.md`).
 //! - Valkey ([`valkey`]): an ACL user through the API, on the key and channel prefix
 //!   `<tenant>:`, without the commands that escape key patterns.
-//! - Kafka ([`kafka`]): a user whose only ACL is readwrite on `<tenant>.*`, and the
+//! - Kafka ([`kafka`]): a user whose Kafka-native ACLs confine it to the prefix
+//!   `<tenant>.` (topics, consumer groups, transactional ids), and the
 //!   manifest's topics under that prefix.
 //!
 //! A run holds a **lease** on the service, a tag `aiven-ephemeral-lease-<run id>` =
