@@ -134,8 +134,12 @@ impl Shared {
 
 fn write_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+    // The world holds every service's passwords and keys: the owner's only.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        procs::private_dir(dir, true)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
@@ -143,6 +147,9 @@ fn write_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
+    // A temporary file left by an earlier process of this pid kept its own mode.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(&serde_json::to_vec_pretty(value)?)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -344,5 +351,30 @@ fn resume_endpoints(shared: &Arc<Shared>) {
             }
             shared.bring_up(&project, svc).await;
         });
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_saved_world_is_the_owners_only() {
+        let base = std::env::temp_dir().join(format!("world-test-{}", std::process::id()));
+        let path = base.join("state").join("sandbox.json");
+        std::fs::create_dir_all(&base).unwrap();
+        // A stale temporary file of this process, world-readable.
+        std::fs::create_dir(path.parent().unwrap()).ok();
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, "{}").unwrap();
+        std::fs::set_permissions(&tmp, PermissionsExt::from_mode(0o644)).unwrap();
+        super::write_atomic(&path, &serde_json::json!({"secret": 1})).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let file = mode(&path);
+        std::fs::remove_dir_all(&base).unwrap();
+        super::write_atomic(&path, &serde_json::json!({})).unwrap();
+        let (dir, fresh) = (mode(path.parent().unwrap()), mode(&path));
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!((file, dir, fresh), (0o600, 0o700, 0o600));
     }
 }

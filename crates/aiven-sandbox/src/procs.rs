@@ -57,11 +57,22 @@ pub fn spawn_server(cmd: Command) -> io::Result<Child> {
     answer.recv().map_err(|_| gone())?
 }
 
-/// A new, empty data directory under `base`, named after this process.
+/// Creates `dir` (and, if `parents`, what leads to it) readable by its owner only: a
+/// server's data and the saved world hold passwords and keys, and the bases are shared
+/// temporary directories.
+pub fn private_dir(dir: &Path, parents: bool) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(parents);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// A new, empty data directory under `base`, named after this process, 0700.
 pub fn new_dir(base: &Path) -> io::Result<PathBuf> {
     let pid = std::process::id();
     let dir = base.join(format!("{DIR_PREFIX}{pid}-{:08x}", rand::random::<u32>()));
-    std::fs::create_dir(&dir)?;
+    private_dir(&dir, false)?;
     if let Some(start) = start_time(pid) {
         std::fs::write(dir.join("owner"), start)?;
     }
@@ -153,4 +164,19 @@ pub fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
             m.mode() & bit != 0
         })
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn data_directories_are_the_owners_only() {
+        let base = std::env::temp_dir().join(format!("procs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = super::new_dir(&base).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(mode, 0o700);
+    }
 }
