@@ -13,19 +13,21 @@ time p50/p95/max and exit codes, `down` wall time and exit codes, API requests p
 services for the dedicated runs, tenancies (lease tags, users, roles, databases, topics)
 for the shared ones, whose services must still be RUNNING.
 
-Three scenarios, each in a sandbox of its own: dedicated runs on a fresh runner (an
-empty disk cache: the project's default cloud, its CA and the prices are read), the
-same with the cache an earlier run filled, and shared runs on a warm pool (one run first
-creates the shared services, as the first job of the day would; not measured). Every
-process of a scenario shares one cache directory, as jobs on one runner do. Each
+Three scenarios, each in a sandbox of its own: dedicated runs on fresh runners (each
+process with an empty disk cache of its own: the project's default cloud, its CA and
+the prices are read), the same with one cache an earlier run filled (jobs on one
+runner, or a cache kept between jobs), and shared runs on a warm pool (one run first
+creates the shared services, as the first job of the day would; not measured). Each
 measured phase starts as the sandbox's rate-limit window turns over, with the whole
 budget, so that runs of the benchmark compare.
+
 Needs what bench/run.py needs (PostgreSQL and redis-server for the shared pool).
 """
 
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import statistics
@@ -58,13 +60,15 @@ def percentile(values, p):
 def all_at_once(sandbox, dirs, args, cache):
     """Runs `aiven-ephemeral ARGS` in every dir at once: (wall, code, requests, 429s) each."""
     results = [None] * len(dirs)
-    env = dict(env_for(sandbox), RUST_LOG="aiven_ephemeral=info", XDG_CACHE_HOME=cache)
+    env = dict(env_for(sandbox), RUST_LOG="aiven_ephemeral=info")
     start = threading.Event()
 
     def one(i, d):
         start.wait()
         t0 = time.monotonic()
-        p = subprocess.run([BIN] + args, cwd=d, env=env, capture_output=True, text=True)
+        # No cache given: each process has its own, as jobs on fresh runners do.
+        own = dict(env, XDG_CACHE_HOME=cache or os.path.join(d, ".cache"))
+        p = subprocess.run([BIN] + args, cwd=d, env=own, capture_output=True, text=True)
         wall = time.monotonic() - t0
         counts = COUNT.findall(p.stderr)
         reqs, limited = (int(counts[-1][0]), int(counts[-1][1])) if counts else (None, None)
@@ -132,6 +136,7 @@ def scenario(kind, runs, delay_text):
         fresh_window(sandbox)
         sandbox.clear()
         print(f"scale: {runs} {kind} runs, up at once (D = {delay:g} s)", flush=True)
+        cache = None if kind == "dedicated-cold" else cache
         up, up_wall = all_at_once(sandbox, dirs, ["up", "-q"], cache)
         up_429 = sum(r["status"] == 429 for r in sandbox.requests())
         fresh_window(sandbox)
@@ -140,6 +145,8 @@ def scenario(kind, runs, delay_text):
         down, down_wall = all_at_once(sandbox, dirs, ["down", "-q"], cache)
         down_429 = sum(r["status"] == 429 for r in sandbox.requests())
         if shared:
+            # The check reads through the API too: with a budget of its own.
+            fresh_window(sandbox)
             left = []
             for d in dirs:
                 with open(os.path.join(d, ".aiven-ephemeral", "state.json")) as f:
@@ -173,8 +180,12 @@ def section(results, date):
         "count (logged at `-v`), 429s included. Each phase starts with a fresh window. `cold`: an empty "
         "disk cache (a fresh runner); `warm`: the cache an earlier run filled; shared: a warm pool.",
         "",
-        "| | N | `up` p50 / p95 / max | `up` exits | requests per run (mean / max) | 429s (up / down) | `down` wall | `down` exits | left after the downs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "",
+        "The ups' requests need ⌈N × requests per run / 120⌉ windows: past the first, the last "
+        "`up` cannot be ready before (windows − 1) × 60 s, however well it paces.",
+        "",
+        "| | N | `up` p50 / p95 / max | `up` exits | requests per run (mean / max) | windows the ups need | 429s (up / down) | `down` wall | `down` exits | left after the downs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         d = r["delay"]
@@ -184,6 +195,7 @@ def section(results, date):
             f"| {up['p50']:.1f} / {up['p95']:.1f} / {up['max']:.1f} s ({up['max'] / d:.2f}·D) "
             f"| {'all 0' if up['codes'] == [0] else up['codes']} "
             f"| {fmt(up['requests_mean'])} / {up['requests_max']} up, {fmt(down['requests_mean'])} / {down['requests_max']} down "
+            f"| {math.ceil(r['runs'] * (up['requests_mean'] or 0) / 120)} "
             f"| {r['up_429']} / {r['down_429']} | {down['wall']:.1f} s "
             f"| {'all 0' if down['codes'] == [0] else down['codes']} "
             f"| {len(r['left']) or 'nothing'} |"

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::populate;
 use super::teardown::{Create, Target};
 use crate::api::{ApiError, Client, CreateService, Service, ServiceState, Writes};
+use crate::cache::Cache;
 use crate::error::Error;
 use crate::manifest::ServiceSpec;
 use crate::naming;
@@ -145,6 +146,16 @@ impl Tracker {
     }
 }
 
+/// The disk cache's key for how long a service like this one took to be ready.
+fn ready_key(spec: &ServiceSpec) -> String {
+    format!(
+        "ready/{}/{}/{}",
+        spec.service_type,
+        spec.plan,
+        spec.cloud.as_deref().unwrap_or("-")
+    )
+}
+
 /// Everything provisioning needs.
 pub struct Provision<'a> {
     pub client: Client,
@@ -227,6 +238,17 @@ impl Provision<'_> {
         }
         let mut ready: Vec<Ready> = Vec::new();
         let mut next_poll = Instant::now() + FIRST_POLL;
+        let mut confirming = false;
+        let cache = Cache::new(self.client.api_url(), self.project);
+        // The soonest any of this run's services could be ready, as earlier runs saw.
+        let soonest = planned
+            .iter()
+            .filter(|p| !p.exists && p.spec.shared.is_none())
+            .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|seen| seen.into_iter().reduce(f64::min))
+            .map(|secs| started + Duration::from_secs_f64(secs * 0.9));
+        let mut seen_ready: BTreeMap<String, f64> = BTreeMap::new();
 
         while ready.len() < planned.len() {
             let waiting = phases.iter().any(|p| matches!(p, Phase::Waiting { .. }));
@@ -249,12 +271,30 @@ impl Provision<'_> {
                     ready.push(r);
                 }
                 _ = tokio::time::sleep_until(next_poll.into()), if waiting => {
-                    let confirming = self.poll(planned, &mut phases).await?;
+                    // While the project's budget is contended, no poll comes before the
+                    // soonest this run could be ready: one that early only spends what
+                    // creates and deletes (this run's and other jobs') need.
+                    if let Some(soonest) = soonest
+                        && !confirming
+                        && Instant::now() < soonest
+                        && self.client.poll_slowdown() > 1.0
+                    {
+                        next_poll = soonest;
+                        continue;
+                    }
+                    confirming = self.poll(planned, &mut phases).await?;
                     for (i, phase) in phases.iter_mut().enumerate() {
                         if let Phase::Waiting { polls_ready, secrets, .. } = phase
                             && *polls_ready >= READY_POLLS
                             && let Some(svc) = secrets.take()
                         {
+                            if !planned[i].exists {
+                                let took = started.elapsed().as_secs_f64();
+                                seen_ready
+                                    .entry(ready_key(&planned[i].spec))
+                                    .and_modify(|t| *t = t.min(took))
+                                    .or_insert(took);
+                            }
                             *phase = Phase::Finishing;
                             say_notifications(self.reporter, &planned[i].name, &svc);
                             self.reporter.service(&planned[i].name, "probing");
@@ -274,6 +314,7 @@ impl Provision<'_> {
                 }
             }
         }
+        cache.put(seen_ready);
         ready.sort_by_key(|r| r.index);
         Ok(ready)
     }

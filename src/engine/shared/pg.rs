@@ -61,13 +61,21 @@ pub async fn admin_session(
         Err(e) if matches!(sql::code(&e), Some("42P04" | "23505")) => {}
         Err(e) => return Err(format!("creating database {ADMIN_DB}: {}", sql::said(&e))),
     }
-    first
-        .batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
-            ident(ADMIN_DB)
-        ))
-        .await
-        .map_err(|e| format!("closing database {ADMIN_DB}: {}", sql::said(&e)))?;
+    // Every first user closes it (the one that made it may have died since); runs that
+    // meet here update the same catalog row, and all but one are told "tuple
+    // concurrently updated" (XX000): that one's REVOKE is as good, so try again.
+    let revoke = format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(ADMIN_DB));
+    let mut tries = 0;
+    loop {
+        match first.batch_execute(&revoke).await {
+            Ok(()) => break,
+            Err(e) if sql::code(&e) == Some("XX000") && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => return Err(format!("closing database {ADMIN_DB}: {}", sql::said(&e))),
+        }
+    }
     // One connection at a time: many runs' first `up`s meet here at once.
     std::mem::drop(first);
     sql::connect_as(target, ADMIN_DB, application).await
