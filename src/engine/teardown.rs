@@ -64,6 +64,7 @@ impl Deadline {
         });
     }
 }
+
 /// Backoff between DELETEs of one service: 1.5 s doubling to 8 s keeps it to three in
 /// any ten seconds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(1500);
