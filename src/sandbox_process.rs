@@ -72,6 +72,13 @@ pub fn find(dir: &Path) -> Option<Server> {
 /// The sandbox process for `dir`: the running one, or a new one.
 pub async fn ensure(dir: &Path) -> Result<Server> {
     crate::state::prepare_dir(dir)?;
+    // One command at a time finds or starts the directory's process: two runs started
+    // at once in one directory (their own state files) must not start two.
+    let _starting = crate::state::StateLock::acquire(
+        &dir.join("sandbox-process"),
+        START_TIMEOUT + STOP_TIMEOUT,
+    )
+    .await?;
     if let Some(server) = find(dir) {
         // One that does not answer is stopping (a command before this one let it go):
         // it still holds its servers' ports and the directory's files, so a new one

@@ -39,6 +39,8 @@ const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 /// Processes that were told to wait spread their return over up to this much more, so
 /// that they do not all come back at the same instant.
 const MAX_SPREAD: Duration = Duration::from_secs(5);
+/// How long an estimate of the project's spending holds at full weight, in seconds.
+const FRESH: f64 = 2.0;
 /// The most a poll interval is stretched when the project's budget runs low (past it,
 /// the reserve for writes and teardown holds polls back until the window resets).
 const MAX_SLOWDOWN: f64 = 30.0;
@@ -196,7 +198,12 @@ impl Pacer {
                     f64::from(r.saturating_sub(Class::Read.reserve(self.limit.unwrap_or(r))))
                         .max(0.5);
                 let lasts = spendable / at.saturating_duration_since(now).as_secs_f64().max(1.0);
-                (self.spending / lasts).clamp(1.0, MAX_SLOWDOWN)
+                // What was seen long ago says less of how fast the project spends now.
+                let age = self.seen.map_or(0.0, |(then, _)| {
+                    now.saturating_duration_since(then).as_secs_f64()
+                });
+                let spending = self.spending * (FRESH / age.max(FRESH));
+                (spending / lasts).clamp(1.0, MAX_SLOWDOWN)
             }
             _ => 1.0,
         }
@@ -284,14 +291,29 @@ impl Client {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    /// How much longer than planned to wait between polls: more as the project's rate
-    /// budget runs low (every process using the token spends it).
-    pub fn poll_slowdown(&self) -> f64 {
+    /// Whether the project spends its rate budget faster than it lasts (every process
+    /// using the token spends it).
+    pub fn contended(&self) -> bool {
         self.inner
             .pacer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .slowdown(Instant::now())
+            > 1.0
+    }
+
+    /// A poll interval, stretched as much as the project spends its budget too fast,
+    /// but never past the window's end (a new window brings a whole budget).
+    pub fn paced(&self, interval: Duration) -> Duration {
+        let p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let stretched = interval.mul_f64(p.slowdown(now));
+        match p.reset_at {
+            Some(at) if stretched > interval => {
+                stretched.min(interval.max(at.saturating_duration_since(now) + MAX_SPREAD / 5))
+            }
+            _ => stretched,
+        }
     }
 
     /// The API's clock, from the `Date` of its last answer, advanced by the time since.
@@ -337,9 +359,13 @@ impl Client {
             .retry(backoff)
             .sleep(sleep)
             .when(|e| e.is_transient() && !self.cancelled() && !self.unreachable(e))
-            .adjust(|e, planned| match e.retry_after() {
-                Some(asked) => Some(spread(asked.min(MAX_SERVER_WAIT))),
-                None => planned,
+            // The API's asked wait replaces a planned one; it never adds a retry that the
+            // mode does not have (a teardown's DELETE retries on teardown's schedule).
+            .adjust(|e, planned| {
+                planned.map(|p| {
+                    e.retry_after()
+                        .map_or(p, |asked| spread(asked.min(MAX_SERVER_WAIT)))
+                })
             })
             .notify(|e, wait| {
                 tracing::warn!(

@@ -247,7 +247,9 @@ impl Provision<'_> {
             .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
             .collect::<Option<Vec<f64>>>()
             .and_then(|seen| seen.into_iter().reduce(f64::min))
-            .map(|secs| started + Duration::from_secs_f64(secs * 0.9));
+            // What was seen includes the poll schedule's overshoot: a poll then finds
+            // it ready, not one just before.
+            .map(|secs| started + Duration::from_secs_f64(secs));
         let mut seen_ready: BTreeMap<String, f64> = BTreeMap::new();
 
         while ready.len() < planned.len() {
@@ -277,7 +279,7 @@ impl Provision<'_> {
                     if let Some(soonest) = soonest
                         && !confirming
                         && Instant::now() < soonest
-                        && self.client.poll_slowdown() > 1.0
+                        && self.client.contended()
                     {
                         next_poll = soonest;
                         continue;
@@ -304,11 +306,12 @@ impl Provision<'_> {
                     }
                     // Stretched when the project's rate budget runs low: other jobs
                     // spend it too, and creates and deletes need it more than a poll.
-                    let interval = started
-                        .elapsed()
-                        .mul_f64(GROWTH)
-                        .clamp(FIRST_POLL, self.poll_cap.max(FIRST_POLL))
-                        .mul_f64(self.client.poll_slowdown());
+                    let interval = self.client.paced(
+                        started
+                            .elapsed()
+                            .mul_f64(GROWTH)
+                            .clamp(FIRST_POLL, self.poll_cap.max(FIRST_POLL)),
+                    );
                     let wait = if confirming { CONFIRM_POLL } else { jitter(interval) };
                     next_poll = Instant::now() + wait;
                 }

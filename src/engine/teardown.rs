@@ -53,6 +53,19 @@ impl Deadline {
         *self.0.borrow()
     }
 
+    /// Once the deadline has passed, however often it is brought forward meanwhile.
+    async fn passed(&self) {
+        let mut changed = self.0.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.at().into()) => return,
+                moved = changed.changed() => if moved.is_err() {
+                    return tokio::time::sleep_until(self.at().into()).await;
+                },
+            }
+        }
+    }
+
     /// Brings the deadline forward to `at` (never later).
     fn shorten(&self, at: Instant) {
         self.0.send_if_modified(|d| {
@@ -273,25 +286,20 @@ impl Ctx {
 
     /// Sleeps `wait`, or until the budget is spent (a signal may shorten it meanwhile).
     async fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut changed = self.deadline.0.subscribe();
-        loop {
-            let end = until.min(self.deadline.at());
-            tokio::select! {
-                _ = tokio::time::sleep_until(end.into()) => return,
-                moved = changed.changed() => if moved.is_err() { return },
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.deadline.passed() => {}
         }
     }
 
-    /// One attempt, cut off when the budget is.
+    /// One attempt, cut off when the budget is (a signal may shorten it meanwhile).
     async fn once<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.left(), call).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::Transport {
+        tokio::select! {
+            r = call => r,
+            _ = self.deadline.passed() => Err(ApiError::Transport {
                 message: "no answer before the teardown budget ran out".into(),
                 connect: false,
             }),
@@ -382,6 +390,12 @@ impl Ctx {
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 },
+                // Asked to wait past the budget: waiting for the end would change nothing.
+                Err(e) if e.retry_after().is_some_and(|asked| asked > self.left()) => {
+                    return Outcome::Failed(format!(
+                        "{e} (past what is left of the teardown budget)"
+                    ));
+                }
                 Err(e) if e.is_transient() => {
                     last = Some(e.to_string());
                     self.pause(e.retry_after().map_or(backoff, spread)).await;
@@ -484,9 +498,10 @@ impl Lister {
             if *sent >= at {
                 return Ok((*sent, names.clone()));
             }
-            // Further apart as the project's rate budget runs low: DELETEs need it more.
-            tokio::time::sleep_until((*sent + LIST_GAP.mul_f64(client.poll_slowdown())).into())
-                .await;
+            // Further apart as the project's rate budget runs low (DELETEs need it
+            // more), but always inside the wait for a DELETE to show.
+            let gap = client.paced(LIST_GAP).min(REDELETE_AFTER / 4);
+            tokio::time::sleep_until((*sent + gap).into()).await;
         }
         let sent = Instant::now();
         let list = client.list_services_with(project, Retry::Teardown).await?;

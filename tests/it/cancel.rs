@@ -103,10 +103,8 @@ fn signal_during_output_delivery_deletes_at_once_and_the_command_never_starts() 
     let mut cmd = env.cmd(&["run", "--", "touch", marker.to_str().unwrap()]);
     cmd.env("GITHUB_ACTIONS", "true").env("GITHUB_ENV", &fifo);
     let child = cmd.spawn().expect("binary starts");
-    // Delivery starts once the last sub-resource (the database list) is confirmed.
-    let (out, _) = signal_at(&env, child, Signal::SIGINT, |r| {
-        r.iter().any(|r| is(r, "GET", "/db"))
-    });
+    // Delivery starts once the database and the user are made.
+    let (out, _) = signal_at(&env, child, Signal::SIGINT, populated);
     assert!(
         !marker.exists(),
         "the command ran after the signal\n{}",
@@ -241,9 +239,7 @@ fn the_lock_is_per_state_file() {
     let env = Env::new(PG);
     let child = env.spawn(&["run", "--", "sleep", "30"]);
     env.sandbox
-        .wait_for("the first run to be up", Duration::from_secs(30), |r| {
-            r.iter().any(|r| is(r, "GET", "/db"))
-        });
+        .wait_for("the first run to be up", Duration::from_secs(30), populated);
     env.run(&["up", "--state-file", ".aiven-ephemeral/other.json"])
         .expect_code(0);
     env.run(&["down", "--state-file", ".aiven-ephemeral/other.json"])

@@ -144,9 +144,8 @@ fn after_a_signal_the_short_budget_holds_however_long_the_api_asks_to_wait() {
 fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
     let env = Env::new(PG);
     env.run(&["up"]).expect_code(0);
-    env.sandbox.fault(
-        json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "status", "status": 503}}),
-    );
+    // Told to come back in 30 s: after the signal, that wait is not the budget's.
+    env.sandbox.fault(json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "rate_limit", "seconds": 30}}));
     let child = env.spawn(&["down", "--signal-teardown-timeout", "2s"]);
     env.sandbox
         .wait_for("a DELETE", Duration::from_secs(30), |r| {

@@ -389,17 +389,52 @@ fn sandbox_mode_needs_no_account_and_persists_between_commands() {
     assert_no_sandbox_process(dir.path());
 }
 
+#[test]
+fn two_sandbox_runs_started_at_once_in_one_directory_share_one_sandbox_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "project: test-project\nservices:\n  db: {type: mysql, plan: hobbyist}\n";
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), manifest).unwrap();
+    let ups: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let file = format!(".aiven-ephemeral/{id}.json");
+            sandbox_cmd(dir.path(), &["up", "--sandbox", "--state-file", &file])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for up in ups {
+        wait(up, std::time::Duration::from_secs(60)).expect_code(0);
+    }
+    assert_eq!(
+        sandbox_processes(dir.path()).len(),
+        1,
+        "one process per state directory"
+    );
+    for id in ["a", "b"] {
+        let file = format!(".aiven-ephemeral/{id}.json");
+        run(sandbox_cmd(dir.path(), &["down", "--state-file", &file])).expect_code(0);
+    }
+    assert_no_sandbox_process(dir.path());
+}
+
+/// The sandbox processes serving `dir`'s state directory.
+fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
+    let state_dir = dir.join(".aiven-ephemeral");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
+        .collect()
+}
+
 /// No sandbox process serves `dir` (it may take a moment to stop after a failure).
 fn assert_no_sandbox_process(dir: &std::path::Path) {
     let state_dir = dir.join(".aiven-ephemeral");
     let start = std::time::Instant::now();
     loop {
-        let serving: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
-            .collect();
+        let serving = sandbox_processes(dir);
         if serving.is_empty() && !state_dir.join("sandbox-server.json").exists() {
             return;
         }

@@ -222,10 +222,7 @@ fn sigint_during_run_tears_down_and_stops_the_command() {
     let env = Env::new(PG);
     let child = env.spawn(&["run", "--", "sh", "-c", "trap '' INT TERM; sleep 60"]);
     env.sandbox
-        .wait_for("the command to start", Duration::from_secs(30), |r| {
-            r.iter()
-                .any(|r| r["method"] == "GET" && r["path"].as_str().unwrap_or("").ends_with("/db"))
-        });
+        .wait_for("the command to start", Duration::from_secs(30), populated);
     std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     signal(&child, Signal::SIGINT);

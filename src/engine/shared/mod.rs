@@ -234,11 +234,12 @@ impl Acquire<'_> {
             }
             // A fifth of the time waited, 1 s to 10 s: a few dozen reads for a
             // service that takes minutes, and the moment it is ready overshot by little.
-            let wait = started
-                .elapsed()
-                .mul_f64(0.2)
-                .clamp(Duration::from_secs(1), Duration::from_secs(10))
-                .mul_f64(self.client.poll_slowdown());
+            let wait = self.client.paced(
+                started
+                    .elapsed()
+                    .mul_f64(0.2)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(10)),
+            );
             if Instant::now() + wait > self.deadline {
                 return Err(Error::Timeout(format!(
                     "shared service {name} is not running before the timeout (state {})",

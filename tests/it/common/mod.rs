@@ -426,3 +426,16 @@ pub fn require(tool: &str) {
         "{tool} is needed: scripts/run-tests installs it (apt-get install postgresql redis-server redis-tools zsh fish tmux)"
     );
 }
+
+/// Whether the run of [`PG`] has made what its manifest asks inside the service (its
+/// database and its user, both answered): what comes next is delivery, then `run`'s
+/// command.
+pub fn populated(requests: &[Value]) -> bool {
+    ["/db", "/user"].iter().all(|part| {
+        requests.iter().any(|r| {
+            r["method"] == "POST"
+                && r["status"] == 200
+                && r["path"].as_str().is_some_and(|p| p.ends_with(part))
+        })
+    })
+}
