@@ -52,8 +52,15 @@ pub fn duration(value: &str, what: &str) -> Result<Duration> {
 /// The teardown budgets, by what starts the teardown.
 pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> Result<crate::engine::teardown::Budget> {
     Ok(crate::engine::teardown::Budget {
-        plain: duration(&args.teardown_timeout, "--teardown-timeout")?,
-        interrupted: duration(&args.signal_teardown_timeout, "--signal-teardown-timeout")?,
+        // Either may come from the environment: the error names both ways in.
+        plain: duration(
+            &args.teardown_timeout,
+            "--teardown-timeout (or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT)",
+        )?,
+        interrupted: duration(
+            &args.signal_teardown_timeout,
+            "--signal-teardown-timeout (or AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT)",
+        )?,
     })
 }
 

@@ -337,8 +337,17 @@ pub fn is_service_name(s: &str) -> bool {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `90s`, `20m`, `2h`"))?;
+    use humantime::DurationError as E;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        // In the user's words, not the parser's ("expected number at 0").
+        let why = match e {
+            E::UnknownUnit { unit, .. } if unit.is_empty() => " (a unit is needed)".to_string(),
+            E::UnknownUnit { unit, .. } => format!(" (unknown unit `{unit}`)"),
+            E::NumberOverflow => " (too long)".to_string(),
+            _ => String::new(),
+        };
+        format!("`{text}` is not a duration{why}; write e.g. `90s`, `20m`, `2h`")
+    })?;
     if d.is_zero() {
         return Err(format!("`{text}` is zero; give a positive duration"));
     }

@@ -166,3 +166,17 @@ fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
     env.sandbox.admin("DELETE", "/faults", None);
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn a_bad_teardown_budget_is_refused_before_any_call_whichever_way_it_came() {
+    let env = Env::new(PG);
+    let flag = env.run(&["down", "--run-id", "x1", "--teardown-timeout", "bogus"]);
+    flag.expect_code(2);
+    pinned!(flag.stderr, @"error: --teardown-timeout (or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT) `bogus` is not a duration; write e.g. `90s`, `20m`, `2h`");
+    let mut cmd = env.cmd(&["down", "--run-id", "x1"]);
+    cmd.env("AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT", "10");
+    let from_env = run(cmd);
+    from_env.expect_code(2);
+    pinned!(from_env.stderr, @"error: --signal-teardown-timeout (or AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT) `10` is not a duration (a unit is needed); write e.g. `90s`, `20m`, `2h`");
+    assert!(env.sandbox.requests().is_empty(), "nothing was sent");
+}
