@@ -566,6 +566,19 @@ impl Client {
         serde_json::from_value(value).map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
     }
 
+    /// Deletes one object inside a service (`/user/`, `/topic/`, `/acl/`, ...).
+    async fn delete_inside(
+        &self,
+        project: &str,
+        service: &str,
+        kind: &str,
+        id: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        let path = Self::service_path(project, service, &format!("{kind}{}", seg(id)));
+        self.call(Method::DELETE, &path, None, retry).await
+    }
+
     fn project_path(project: &str, rest: &str) -> String {
         format!("/project/{}{rest}", seg(project))
     }
@@ -809,8 +822,8 @@ impl Client {
         username: &str,
         retry: Retry,
     ) -> Result<(), ApiError> {
-        let path = Self::service_path(project, service, &format!("/user/{}", seg(username)));
-        self.call(Method::DELETE, &path, None, retry).await
+        self.delete_inside(project, service, "/user/", username, retry)
+            .await
     }
 
     pub async fn delete_topic(
@@ -820,8 +833,8 @@ impl Client {
         topic: &str,
         retry: Retry,
     ) -> Result<(), ApiError> {
-        let path = Self::service_path(project, service, &format!("/topic/{}", seg(topic)));
-        self.call(Method::DELETE, &path, None, retry).await
+        self.delete_inside(project, service, "/topic/", topic, retry)
+            .await
     }
 
     pub async fn create_topic(
@@ -872,8 +885,8 @@ impl Client {
         id: &str,
         retry: Retry,
     ) -> Result<(), ApiError> {
-        let path = Self::service_path(project, service, &format!("/acl/{}", seg(id)));
-        self.call(Method::DELETE, &path, None, retry).await
+        self.delete_inside(project, service, "/acl/", id, retry)
+            .await
     }
 
     pub async fn add_kafka_acl(
@@ -903,8 +916,8 @@ impl Client {
         id: &str,
         retry: Retry,
     ) -> Result<(), ApiError> {
-        let path = Self::service_path(project, service, &format!("/kafka/acl/{}", seg(id)));
-        self.call(Method::DELETE, &path, None, retry).await
+        self.delete_inside(project, service, "/kafka/acl/", id, retry)
+            .await
     }
 }
 
