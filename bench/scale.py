@@ -212,13 +212,21 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "aiven-ephemeral"], cwd=ROOT, check=True)
-    results = []
+    # Every scenario's latest result, so that `--only` redoes one and keeps the others.
+    saved_path = os.path.splitext(args.out)[0] + "-scale.json"
+    saved = {}
+    if os.path.exists(saved_path):
+        with open(saved_path) as f:
+            saved = json.load(f)
     for kind in KINDS:
         if args.only and args.only != kind:
             continue
         r = scenario(kind, args.runs, args.delay)
         print(json.dumps(r, indent=1), flush=True)
-        results.append(r)
+        saved[kind] = r
+        with open(saved_path, "w") as f:
+            json.dump(saved, f, indent=1)
+    results = [saved[k] for k in KINDS if k in saved]
     text = section(results, dt.date.today().isoformat())
     print(text)
     replace_section(args.out, text.rstrip("\n").split("\n") + [""])

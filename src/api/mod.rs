@@ -291,6 +291,14 @@ impl Client {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
+    /// What is left of the wait a 429 asked of this process, if any.
+    pub fn asked_to_wait(&self) -> Option<Duration> {
+        let p = self.inner.pacer.lock().unwrap_or_else(|e| e.into_inner());
+        p.blocked_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
+
     /// Whether the project spends its rate budget faster than it lasts (every process
     /// using the token spends it).
     pub fn contended(&self) -> bool {

@@ -256,6 +256,10 @@ impl Ctx {
             {
                 wait = until.saturating_duration_since(Instant::now()) + LANDED_MARGIN;
             }
+            // A 429 asked this process to wait: trying sooner only spends the budget.
+            if let Some(asked) = self.client.asked_to_wait() {
+                wait = wait.max(spread(asked));
+            }
             if self.left().is_zero() || (self.left() <= wait && answer.is_none()) {
                 return Outcome::Failed(format!("run {}'s tenancy: {why}", r.run_id));
             }
