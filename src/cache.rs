@@ -62,6 +62,10 @@ impl Cache {
     /// Stores facts; a failure is logged, never fatal.
     pub fn put<T: Serialize>(&self, facts: impl IntoIterator<Item = (String, T)>) {
         let Some(path) = &self.path else { return };
+        let mut facts = facts.into_iter().peekable();
+        if facts.peek().is_none() {
+            return;
+        }
         let mut file = self.read();
         let stored = now();
         for (key, value) in facts {
@@ -145,6 +149,11 @@ mod tests {
             path: Some(dir.path().join("sub").join("c.json")),
         };
         assert_eq!(cache.get::<f64>("price"), None);
+        cache.put(Vec::<(String, f64)>::new());
+        assert!(
+            !cache.path.as_ref().unwrap().exists(),
+            "nothing to keep, nothing written"
+        );
         cache.put([("price".to_string(), 0.5)]);
         assert_eq!(cache.get::<f64>("price"), Some(0.5));
         assert_eq!(cache.get::<String>("price"), None, "another type is a miss");

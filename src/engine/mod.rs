@@ -243,6 +243,8 @@ impl Engine {
         // it is fresh (the list proves the token and the project all the same).
         let cache = crate::cache::Cache::new(client.api_url(), &project);
         let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
+        // Stored only when read: storing a cached value again would keep it forever.
+        let read_cloud = cached_cloud.is_none();
         let (default_cloud, ca, existing) = tokio::join!(
             async {
                 match cached_cloud {
@@ -265,7 +267,9 @@ impl Engine {
             default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
         let existing = existing
             .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
-        cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
+        if read_cloud {
+            cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
+        }
         refuse_foreign(&existing, &r.run_id, &owner, &project)?;
         let project_ca = match ca {
             Ok(c) => Some(c),

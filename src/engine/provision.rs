@@ -317,6 +317,10 @@ impl Provision<'_> {
                 }
             }
         }
+        // Only what is sooner than known is kept: a crowd's polls wait on the budget, and
+        // what they saw would otherwise teach the next crowd to wait longer still (a
+        // known time ends with its entry's 24 h).
+        seen_ready.retain(|key, took| cache.get::<f64>(key).is_none_or(|known| *took < known));
         cache.put(seen_ready);
         ready.sort_by_key(|r| r.index);
         Ok(ready)
