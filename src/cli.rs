@@ -257,6 +257,9 @@ pub struct PlanArgs {
     /// Price against the sandbox: no account needed
     #[arg(long)]
     pub sandbox: bool,
+    /// What `up --reuse` would do to the run's services now (needs --run-id and the API)
+    #[arg(long, requires = "run_id")]
+    pub reuse: bool,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -299,9 +302,31 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub dotenv_max_vars: usize,
     #[command(flatten)]
+    pub preview: PreviewArgs,
+    #[command(flatten)]
     pub teardown: TeardownArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// An environment that lives for a pull request: `up --reuse`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PreviewArgs {
+    /// Keep the run for later pushes: adopt its services where they exist (from any
+    /// machine, with or without a state file), create the missing ones, apply manifest
+    /// changes, move its expiry to now + ttl, and leave it up on failure. Needs a run id
+    /// stable for the pull request (pr-<number>, mr-<iid>)
+    #[arg(long, requires = "run_id")]
+    pub reuse: bool,
+    /// With --reuse: recreate the manifest's databases (then run its seed) and Kafka
+    /// topics, empty; the services stay
+    #[arg(long, requires = "reuse")]
+    pub reset: bool,
+    /// Post or update the run's one comment on its pull request (GitHub Actions, with
+    /// GITHUB_TOKEN) or merge request (GitLab CI, with AIVEN_EPHEMERAL_GITLAB_TOKEN); a
+    /// refusal is a warning
+    #[arg(long, env = "AIVEN_EPHEMERAL_COMMENT")]
+    pub comment: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -350,6 +375,9 @@ pub struct DownArgs {
     /// The run is in the sandbox (needed only with --run-id and no state file)
     #[arg(long)]
     pub sandbox: bool,
+    /// Update the run's comment on its pull request or merge request: deleted, total cost
+    #[arg(long, env = "AIVEN_EPHEMERAL_COMMENT")]
+    pub comment: bool,
     #[command(flatten)]
     pub teardown: TeardownArgs,
     /// The manifest, for the project name when there is no state file
@@ -380,6 +408,18 @@ pub struct RunArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    /// Every run of this tool in the project, with its age, expiry and cost so far (no
+    /// state file needed; the project comes from --project or the manifest)
+    #[arg(long)]
+    pub all: bool,
+    /// The manifest, for the project with --all
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "aiven-ephemeral.yaml",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,

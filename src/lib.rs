@@ -8,7 +8,8 @@
 //! - what the engine uses: `connection` (the API, or the sandbox process of
 //!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`,
 //!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
-//!   (what the API rarely changes, on disk);
+//!   (what the API rarely changes, on disk), `comment` (the one comment on a pull or
+//!   merge request of a run made with `up --reuse`);
 //! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
@@ -33,6 +34,7 @@ pub mod catalogue;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod comment;
 pub mod connection;
 pub mod engine;
 pub mod error;

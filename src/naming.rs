@@ -12,6 +12,9 @@ pub const TAG_KEY: &str = "aiven-ephemeral-key";
 pub const TAG_EXPIRES: &str = "aiven-ephemeral-expires";
 pub const TAG_CI: &str = "aiven-ephemeral-ci";
 pub const TAG_KEEP: &str = "aiven-ephemeral-keep";
+/// On the services of a run made with `up --reuse` (an environment per pull request):
+/// `true`. Only such a run is ever adopted by a later `up --reuse`.
+pub const TAG_REUSE: &str = "aiven-ephemeral-reuse";
 /// On a shared service this tool created: the manifest key it was made for.
 pub const TAG_SHARED: &str = "aiven-ephemeral-shared";
 /// On a shared service: when a run last released its lease (idle time counts from it).
@@ -40,6 +43,13 @@ pub fn new_run_id() -> String {
 /// A fresh owner nonce, stored before any create and sent as `aiven-ephemeral-owner`.
 pub fn new_owner() -> String {
     random_string(20)
+}
+
+/// The owner of a run made with `up --reuse`: derived from the run id, so that every
+/// push, re-run and concurrent job of a pull request is the same owner, from any
+/// machine. A random owner ([`new_owner`]) never contains `-`, so the two never meet.
+pub fn reuse_owner(run_id: &str) -> String {
+    format!("reuse-{run_id}")
 }
 
 /// The longest run id.
@@ -225,6 +235,14 @@ mod tests {
         assert!(check_run_id("UPPER").is_err());
         assert!(check_run_id("a".repeat(21).as_str()).is_err());
         assert!(check_run_id("123-2-leg-a").is_ok());
+    }
+
+    #[test]
+    fn reuse_owners_never_look_random() {
+        let owner = reuse_owner("pr-42");
+        assert_eq!(owner, "reuse-pr-42");
+        assert!(owner.len() <= 64);
+        assert!((0..100).all(|_| !new_owner().contains('-')));
     }
 
     #[test]

@@ -738,6 +738,23 @@ impl Client {
         .await
     }
 
+    /// Changes a service's plan, cloud or `user_config` (the API merges `user_config`
+    /// key by key). A plan or cloud change rebuilds its nodes; the data stays.
+    pub async fn update_service(
+        &self,
+        project: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        self.call(
+            Method::PUT,
+            &Self::service_path(project, name, ""),
+            Some(body),
+            Retry::Standard,
+        )
+        .await
+    }
+
     /// Merges tags: `None` removes a key.
     pub async fn update_tags(
         &self,
@@ -831,6 +848,17 @@ impl Client {
         retry: Retry,
     ) -> Result<(), ApiError> {
         self.delete_inside(project, service, "/user/", username, retry)
+            .await
+    }
+
+    pub async fn delete_database(
+        &self,
+        project: &str,
+        service: &str,
+        database: &str,
+        retry: Retry,
+    ) -> Result<(), ApiError> {
+        self.delete_inside(project, service, "/db/", database, retry)
             .await
     }
 
@@ -949,7 +977,7 @@ fn transport(e: reqwest::Error) -> ApiError {
 }
 
 /// An error with its causes, on one line: reqwest's own text rarely says what failed.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -7,6 +7,8 @@ use crate::api::{Client, ServiceState};
 use crate::cli::{ApiArgs, PlanArgs};
 use crate::connection::Connection;
 use crate::engine::cost::prices;
+use crate::engine::provision::Planned;
+use crate::engine::reuse;
 use crate::engine::shared;
 use crate::error::{Error, Result, Status};
 use crate::exports;
@@ -45,6 +47,9 @@ pub struct PlanOutput {
     pub services: Vec<PlannedService>,
     pub total_hourly_usd: Option<f64>,
     pub limits: Limits,
+    /// `--reuse`: what `up --reuse` would do to the run's services now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<reuse::Changes>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +97,14 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         })
         .collect::<Result<_>>()?;
     let online = args.sandbox || settings::token(global)?.is_some();
+    if args.reuse && (!online || project.is_none()) {
+        return Err(Error::usage_hint(
+            "plan --reuse compares the manifest with the run's services: it needs the API and a project",
+            "set AIVEN_TOKEN (or use --sandbox) and `project:` or --project",
+        ));
+    }
     let mut total = None;
+    let mut changes = None;
     if online && let Some(project) = &project {
         let (_, state_dir) = settings::state_paths(None);
         let conn = if args.sandbox {
@@ -120,6 +132,19 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                         look(&conn.client, project, spec, how, planned).await;
                     }
                 }
+                if args.reuse {
+                    changes = Some(
+                        push(
+                            &conn.client,
+                            project,
+                            &manifest,
+                            &services,
+                            &run_id,
+                            &info.default_cloud,
+                        )
+                        .await?,
+                    );
+                }
                 Ok(())
             }
             Err(e) => Err(e),
@@ -132,6 +157,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         run_id,
         project,
         total_hourly_usd: total,
+        reuse: changes,
         limits: Limits {
             max_hourly_usd: manifest.limits.max_hourly_usd,
             max_services: manifest.limits.max_services,
@@ -156,6 +182,40 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         )),
         _ => Ok(Status::Success),
     }
+}
+
+/// What `up --reuse` would do now: the run's services as listed, against the manifest.
+async fn push(
+    client: &Client,
+    project: &str,
+    manifest: &crate::manifest::Manifest,
+    services: &[PlannedService],
+    run_id: &str,
+    default_cloud: &str,
+) -> Result<reuse::Changes> {
+    let listed = client
+        .list_services(project)
+        .await
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    reuse::refuse_unreusable(&listed, run_id, project)?;
+    let owner = naming::reuse_owner(run_id);
+    let planned: Vec<Planned> = manifest
+        .services
+        .iter()
+        .zip(services)
+        .map(|(spec, s)| {
+            let mut spec = spec.clone();
+            spec.cloud = spec.cloud.or_else(|| manifest.cloud.clone());
+            Planned {
+                exists: listed.iter().any(|l| {
+                    l.service_name == s.name && l.tag(naming::TAG_OWNER) == Some(owner.as_str())
+                }),
+                name: s.name.clone(),
+                spec,
+            }
+        })
+        .collect();
+    reuse::changes(&planned, &listed, &owner, default_cloud)
 }
 
 fn print_table(p: &PlanOutput, online: bool) {
@@ -216,6 +276,12 @@ fn print_table(p: &PlanOutput, online: bool) {
             println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
         }
         None => println!("total: unknown (see the problems above)"),
+    }
+    if let Some(changes) = &p.reuse {
+        println!("up --reuse would:");
+        for line in reuse::describe(changes) {
+            println!("  {line}");
+        }
     }
 }
 

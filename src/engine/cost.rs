@@ -28,7 +28,6 @@ pub async fn prices(
     manifest: &Manifest,
     default_cloud: &str,
 ) -> Vec<Price> {
-    let cache = Cache::new(client.api_url(), project);
     let keys: Vec<(String, String, String)> = manifest
         .services
         .iter()
@@ -41,11 +40,22 @@ pub async fn prices(
             (spec.service_type.clone(), spec.plan.clone(), cloud)
         })
         .collect();
+    prices_of(client, project, &keys).await
+}
+
+/// Prices each (type, plan, cloud), in order: each read once, and from the disk cache
+/// while it is fresh.
+pub async fn prices_of(
+    client: &Client,
+    project: &str,
+    keys: &[(String, String, String)],
+) -> Vec<Price> {
+    let cache = Cache::new(client.api_url(), project);
     let cache_key =
         |(ty, plan, cloud): &(String, String, String)| format!("price/{ty}/{plan}/{cloud}");
     let mut known: BTreeMap<&(String, String, String), Price> = BTreeMap::new();
     let mut jobs = tokio::task::JoinSet::new();
-    for key in &keys {
+    for key in keys {
         if known.contains_key(key) {
             continue;
         }
@@ -106,7 +116,7 @@ pub async fn prices(
 
 /// Refuses (exit 2, zero writes) a run with a plan that does not exist in its cloud,
 /// or whose hourly price exceeds the manifest's `limits.max_hourly_usd` or
-/// `--max-hourly-usd`, whichever is lower.
+/// `--max-hourly-usd`, whichever is lower. Returns each service's price.
 pub async fn cost_guard(
     client: &Client,
     project: &str,
@@ -114,7 +124,7 @@ pub async fn cost_guard(
     flag: Option<f64>,
     default_cloud: &str,
     reporter: &Reporter,
-) -> Result<()> {
+) -> Result<Vec<Price>> {
     let limit = match (manifest.limits.max_hourly_usd, flag) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -142,7 +152,7 @@ pub async fn cost_guard(
                 tracing::warn!("services.{}: cannot read its price: {problem}", spec.key);
             }
         }
-        return Ok(());
+        return Ok(prices);
     };
     let mut lines = Vec::new();
     let mut total = 0.0;
@@ -173,5 +183,5 @@ pub async fn cost_guard(
         ));
     }
     reporter.info(format!("cost: {total:.3} USD/h (limit {limit:.3})"));
-    Ok(())
+    Ok(prices)
 }

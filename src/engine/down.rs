@@ -22,7 +22,46 @@ impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
     /// still being deleted.
     pub async fn down(&self, args: &DownArgs) -> Result<Status> {
-        down(&self.global, args, self.reporter, &self.signals).await
+        let result = down(&self.global, args, self.reporter, &self.signals).await;
+        if args.comment {
+            self.comment_closed(args, &result).await;
+        }
+        result
+    }
+
+    /// `down --comment`: the pull request's comment says the run is deleted (or what is
+    /// left), with its total cost. Only an existing comment is edited: a run that never
+    /// commented gets none on its way out.
+    async fn comment_closed(&self, args: &DownArgs, result: &Result<Status>) {
+        let left = match result {
+            Ok(_) => Vec::new(),
+            Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
+            Err(_) => return,
+        };
+        let (state_file, _) = settings::state_paths(args.state.state_file.as_deref());
+        let recorded = state::read(&state_file).ok().flatten();
+        let Some(run_id) = args
+            .run_id
+            .clone()
+            .or_else(|| recorded.as_ref().map(|s| s.run_id.clone()))
+        else {
+            return;
+        };
+        let project = match recorded.filter(|s| s.run_id == run_id) {
+            Some(s) => s.project,
+            None => {
+                let manifest = crate::manifest::load_if_present(&args.file).ok().flatten();
+                match settings::project(&self.global, manifest.as_ref()) {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        let report = crate::comment::Report::Closed {
+            at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+            left,
+        };
+        crate::comment::publish(&run_id, &project, report, self.reporter).await;
     }
 }
 

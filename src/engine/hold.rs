@@ -68,6 +68,12 @@ impl Engine {
     /// `run`: the command is found, the run brought up, the command held, the run torn
     /// down, whatever happens.
     pub async fn run(&self, args: &RunArgs) -> Result<Status> {
+        if args.up.preview.reuse {
+            return Err(Error::usage_hint(
+                "`run` deletes its services when the command ends; --reuse keeps them for a pull request's later pushes",
+                "use `aiven-ephemeral up --reuse --run-id pr-<number>`, then the command; the pull request's close runs `down`",
+            ));
+        }
         // A command that cannot start would only be found after minutes of provisioning.
         locate(&args.command[0])?;
         // Subscribed before anything starts: a signal at any moment reaches the command.

@@ -16,6 +16,7 @@ mod hold;
 pub mod populate;
 pub mod provision;
 mod resolve;
+pub mod reuse;
 pub mod shared;
 pub mod teardown;
 
@@ -64,6 +65,10 @@ pub struct Live {
     pub env_file: PathBuf,
     pub ttl: Duration,
     pub teardown_budget: teardown::Budget,
+    /// Made with `up --reuse`: it outlives this command, and a failure leaves it be.
+    pub reuse: bool,
+    /// The run's expiry as its tags say.
+    pub expires: String,
     _lock: StateLock,
 }
 
@@ -90,6 +95,10 @@ struct Guarded {
     planned: Vec<Planned>,
     expires: String,
     project_ca: Option<String>,
+    /// `--reuse`: what this push changes on the run's existing services.
+    changes: Option<reuse::Changes>,
+    /// Each planned service's hourly price.
+    prices: Vec<cost::Price>,
 }
 
 impl Engine {
@@ -132,20 +141,27 @@ impl Engine {
             planned,
             expires,
             project_ca,
+            changes,
+            prices,
         } = self.or_signal(self.guard(&r, args)).await?;
 
         let stop = self.signals.token().child_token();
         let work = async {
+            if let Some(changes) = &changes {
+                self.push_changes(&live, changes, &expires).await?;
+            }
             let ready = self
                 .provision(&live, &planned, &expires, &project_ca, &stop, &r, started)
                 .await?;
+            let rows = comment_rows(&planned, &ready, &prices);
             let delivery = Delivery::new(&live, &planned, ready, project_ca.clone(), &r, args);
             let (reporter, stop) = (self.reporter, stop.clone());
             // Delivery writes files: off the runtime, so that a stuck write (a full disk,
             // a pipe nobody reads) cannot hold teardown back.
-            tokio::task::spawn_blocking(move || delivery.write(reporter, &stop))
+            let values = tokio::task::spawn_blocking(move || delivery.write(reporter, &stop))
                 .await
-                .map_err(|e| Error::Provision(format!("delivering the outputs failed: {e}")))?
+                .map_err(|e| Error::Provision(format!("delivering the outputs failed: {e}")))??;
+            Ok((values, rows))
         };
         let outcome = tokio::select! {
             biased;
@@ -161,7 +177,7 @@ impl Engine {
             None => outcome,
         };
         match outcome {
-            Ok(values) => {
+            Ok((values, rows)) => {
                 live.values = values;
                 live.store.set_status(RunStatus::Up)?;
                 tracing::info!(
@@ -169,18 +185,72 @@ impl Engine {
                     started.elapsed().as_secs_f64(),
                     live.conn.client.request_count()
                 );
+                if args.preview.comment && live.reuse {
+                    let report = crate::comment::Report::Up {
+                        rows,
+                        expires: live.expires.clone(),
+                        failed: None,
+                    };
+                    crate::comment::publish(&live.run_id, &live.project, report, self.reporter)
+                        .await;
+                }
                 Ok(live)
             }
-            Err(e) => Err(self.fail(live, args.keep_on_failure, e).await),
+            Err(e) => Err(self.fail(live, args, e).await),
         }
+    }
+
+    /// `--reuse`: this push's changes to services that exist, and the deletion of those
+    /// no longer in the manifest. A deletion not confirmed is said, not fatal: the
+    /// service keeps the run's tags and its old expiry, so the close or `reap` ends it.
+    async fn push_changes(
+        &self,
+        live: &Live,
+        changes: &reuse::Changes,
+        expires: &str,
+    ) -> Result<()> {
+        let client = &live.conn.client;
+        reuse::apply(client, &live.project, changes, expires).await?;
+        if changes.delete.is_empty() {
+            return Ok(());
+        }
+        let targets = changes
+            .delete
+            .iter()
+            .map(|(name, _)| Target::existing(name.clone()))
+            .collect();
+        let options = Options {
+            force: Force::No,
+            owner: Some(live.owner.clone()),
+            budget: live.teardown_budget,
+            releases: Vec::new(),
+        };
+        let report = teardown::teardown(
+            client,
+            &live.project,
+            targets,
+            options,
+            self.reporter,
+            Some(&self.signals),
+        )
+        .await;
+        for (name, why) in &report.failed {
+            self.reporter.warn(format!(
+                "{name}: no longer in the manifest, but not confirmed deleted: {why} (the pull request's close, or `reap` once it expires, deletes it)"
+            ));
+        }
+        Ok(())
     }
 
     /// `up`: a delivered run, left live for later steps; `down` ends it.
     pub async fn up(&self, args: &UpArgs) -> Result<Status> {
         let live = self.bring_up(args).await?;
-        // A signal that came as the run became ready still tears it down.
+        // A signal that came as the run became ready still tears it down (a run made
+        // with --reuse outlives every push).
         if let Some(e) = self.interrupted() {
-            self.tear_down(live).await?;
+            if !live.reuse {
+                self.tear_down(live).await?;
+            }
             return Err(e);
         }
         self.reporter.info(format!(
@@ -190,10 +260,17 @@ impl Engine {
             live.env_file.display(),
             outputs::shell_env_file(&live.env_file).display()
         ));
-        self.reporter.info(format!(
-            "tear down with: aiven-ephemeral down{}",
-            state::state_flag(live.store.path())
-        ));
+        if live.reuse {
+            self.reporter.info(format!(
+                "it stays for later pushes until {}; delete it with: aiven-ephemeral down --run-id {} (from any machine)",
+                live.expires, live.run_id
+            ));
+        } else {
+            self.reporter.info(format!(
+                "tear down with: aiven-ephemeral down{}",
+                state::state_flag(live.store.path())
+            ));
+        }
         live.conn.close().await;
         Ok(Status::Success)
     }
@@ -208,6 +285,7 @@ impl Engine {
         }
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
         let previous = state::read(&r.state_file)?.filter(State::live);
+        let reuse = args.preview.reuse;
         if let Some(prev) = &previous {
             resumable(prev, r, args, &project)?;
         }
@@ -227,10 +305,15 @@ impl Engine {
         if let Some(backends) = conn.sandbox_backends() {
             reporter.info(format!("sandbox: {backends}"));
         }
-        let owner = previous
-            .as_ref()
-            .map(|p| p.owner.clone())
-            .unwrap_or_else(naming::new_owner);
+        // A run made with --reuse has one owner wherever it is brought up.
+        let owner = if reuse {
+            naming::reuse_owner(&r.run_id)
+        } else {
+            previous
+                .as_ref()
+                .map(|p| p.owner.clone())
+                .unwrap_or_else(naming::new_owner)
+        };
         let client = conn.client.clone();
         reporter.info(format!(
             "run {} in project {project} ({} service(s))",
@@ -270,6 +353,9 @@ impl Engine {
         if read_cloud {
             cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
         }
+        if reuse {
+            reuse::refuse_unreusable(&existing, &r.run_id, &project)?;
+        }
         refuse_foreign(&existing, &r.run_id, &owner, &project)?;
         let project_ca = match ca {
             Ok(c) => Some(c),
@@ -281,7 +367,7 @@ impl Engine {
                 None
             }
         };
-        cost::cost_guard(
+        let prices = cost::cost_guard(
             &client,
             &project,
             &r.manifest,
@@ -296,6 +382,15 @@ impl Engine {
             .unwrap_or_else(time::OffsetDateTime::now_utc);
         let expires = naming::rfc3339(now + r.ttl);
         let planned = plan_services(r, &existing, &owner)?;
+        let changes = if reuse {
+            let changes = reuse::changes(&planned, &existing, &owner, &default_cloud)?;
+            for line in reuse::describe(&changes) {
+                reporter.info(line);
+            }
+            Some(changes)
+        } else {
+            None
+        };
         let record = new_state(r, args, &planned, &expires, &owner, &project, &conn);
         let store = Store::new(r.state_file.clone(), record)?;
         let tracker = Tracker::recording(&store);
@@ -311,11 +406,15 @@ impl Engine {
                 env_file: r.env_file.clone(),
                 ttl: r.ttl,
                 teardown_budget: r.teardown_budget,
+                reuse,
+                expires: expires.clone(),
                 _lock: lock,
             },
             planned,
             expires,
             project_ca,
+            changes,
+            prices,
         })
     }
 
@@ -358,16 +457,36 @@ impl Engine {
             deadline: started + r.timeout,
             poll_cap: r.poll_cap,
             project_ca: project_ca.clone(),
+            reuse: live.reuse,
+            reset: r.reset,
         };
         let result = provision.run(planned).await;
         self.reporter.end_group();
         result
     }
 
-    /// A failed `up`: tear down (or keep, loudly) and return the error to report.
-    async fn fail(&self, live: Live, keep_on_failure: bool, error: Error) -> Error {
+    /// A failed `up`: tear down (or keep, loudly) and return the error to report. A run
+    /// made with --reuse stays as it is: it is the pull request's, not this push's.
+    async fn fail(&self, live: Live, args: &UpArgs, error: Error) -> Error {
         let error = self.interrupted().unwrap_or(error);
-        if keep_on_failure && !matches!(error, Error::Interrupted { .. }) {
+        if live.reuse {
+            self.reporter.annotate_error(&error.to_string(), None);
+            self.reporter.warn(format!(
+                "--reuse: run {} is left as it is for the next push (it expires at {}); `aiven-ephemeral down --run-id {}` deletes it",
+                live.run_id, live.expires, live.run_id
+            ));
+            if args.preview.comment {
+                let report = crate::comment::Report::Up {
+                    rows: Vec::new(),
+                    expires: live.expires.clone(),
+                    failed: Some(error.to_string()),
+                };
+                crate::comment::publish(&live.run_id, &live.project, report, self.reporter).await;
+            }
+            live.conn.close().await;
+            return error;
+        }
+        if args.keep_on_failure && !matches!(error, Error::Interrupted { .. }) {
             let _ = live.store.set_status(RunStatus::Kept);
             self.reporter.warn(format!(
                 "--keep-on-failure: the run's services (and its tenancies in shared services) were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
@@ -437,6 +556,26 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             ),
         ));
     }
+    let reuse_owner = naming::reuse_owner(&prev.run_id);
+    if args.preview.reuse != (prev.owner == reuse_owner) {
+        return Err(Error::usage_hint(
+            format!(
+                "{} holds run {}, made {} --reuse",
+                r.state_file.display(),
+                prev.run_id,
+                if args.preview.reuse {
+                    "without"
+                } else {
+                    "with"
+                }
+            ),
+            if args.preview.reuse {
+                "a test run is never adopted by `up --reuse`: tear it down first, or give this run its own --state-file"
+            } else {
+                "it is an environment per pull request: bring it up with `up --reuse`"
+            },
+        ));
+    }
     if prev.project != project || prev.sandbox != args.sandbox {
         return Err(Error::usage(format!(
             "run {} in {} was started in project {}{}; it cannot resume elsewhere",
@@ -466,10 +605,22 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
         })
         .map(|s| s.service_name.as_str())
         .collect();
-    if !foreign.is_empty() {
-        return Err(run_id_taken(run_id, project, &foreign));
+    if foreign.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let reused = existing.iter().any(|s| {
+        foreign.contains(&s.service_name.as_str()) && s.tag(naming::TAG_REUSE) == Some("true")
+    });
+    if reused {
+        return Err(Error::usage_hint(
+            format!(
+                "run {run_id} in project {project} is an environment per pull request, made with --reuse (services {})",
+                foreign.join(", ")
+            ),
+            "bring it up with `up --reuse`, or give this run another run id",
+        ));
+    }
+    Err(run_id_taken(run_id, project, &foreign))
 }
 
 /// The run id names services (or leases) of another run.
@@ -621,6 +772,31 @@ pub async fn record_teardown(
             }
         ),
     })
+}
+
+/// What the pull request's comment shows of each service this run owns (shared
+/// services are not the run's to pay for).
+fn comment_rows(
+    planned: &[Planned],
+    ready: &[Ready],
+    prices: &[cost::Price],
+) -> Vec<crate::comment::Row> {
+    ready
+        .iter()
+        .filter(|rd| planned[rd.index].spec.shared.is_none())
+        .map(|rd| {
+            let p = &planned[rd.index];
+            crate::comment::Row {
+                name: p.name.clone(),
+                key: p.spec.key.clone(),
+                service_type: p.spec.service_type.clone(),
+                plan: rd.service.plan.clone(),
+                usd_h: prices.get(rd.index).and_then(|pr| pr.usd),
+                created: rd.service.create_time.clone(),
+                ready_secs: Some(rd.ready_in.as_secs()),
+            }
+        })
+        .collect()
 }
 
 /// Everything delivery needs, owned, so that it can run off the runtime.

@@ -104,6 +104,70 @@ pub async fn populate(
     Ok(Created { users })
 }
 
+/// `up --reuse --reset`: the manifest's databases and Kafka topics of a service that
+/// exists are deleted through the API (its data with them), so that `populate` makes
+/// them again, empty, and the seed runs on them. Users and ACLs stay: they hold no data.
+pub async fn reset(
+    client: &Client,
+    project: &str,
+    svc: &mut Service,
+    spec: &ServiceSpec,
+    deadline: Instant,
+) -> Result<(), String> {
+    let name = svc.service_name.clone();
+    // The service was just seen ready: a 404 is about the database or topic, gone.
+    let gone = |r: Result<(), ApiError>| match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    };
+    if spec.kind.databases {
+        for db in &spec.databases {
+            let what = format!("deleting database `{db}` of {name} (--reset)");
+            patiently(deadline, &what, || async {
+                gone(
+                    client
+                        .delete_database(project, &name, db, Retry::Standard)
+                        .await,
+                )
+            })
+            .await?;
+        }
+        svc.databases.retain(|d| !spec.databases.contains(d));
+    }
+    if spec.kind.kafka && !spec.topics.is_empty() {
+        for topic in &spec.topics {
+            let what = format!("deleting topic `{}` of {name} (--reset)", topic.name);
+            patiently(deadline, &what, || async {
+                gone(
+                    client
+                        .delete_topic(project, &name, &topic.name, Retry::Standard)
+                        .await,
+                )
+            })
+            .await?;
+        }
+        // Kafka deletes a topic in the background: a create before it is gone would
+        // find the old one "already exists", data and all.
+        loop {
+            let listed = patiently(deadline, &format!("listing topics of {name}"), || {
+                client.list_topics(project, &name, Retry::Standard)
+            })
+            .await?;
+            if !listed
+                .iter()
+                .any(|t| spec.topics.iter().any(|s| s.name == t.topic_name))
+            {
+                break;
+            }
+            if Instant::now() + TOPIC_LOOK > deadline {
+                return Err("the reset's topics were not gone before the timeout".into());
+            }
+            tokio::time::sleep(TOPIC_LOOK).await;
+        }
+    }
+    Ok(())
+}
+
 /// One service's contents, being created.
 #[derive(Clone, Copy)]
 struct Inside<'a> {

@@ -171,6 +171,10 @@ pub struct Provision<'a> {
     pub deadline: Instant,
     pub poll_cap: Duration,
     pub project_ca: Option<String>,
+    /// `up --reuse`: services are tagged as reusable.
+    pub reuse: bool,
+    /// `--reset`: the contents of services that exist go back to the seed's state.
+    pub reset: bool,
 }
 
 enum Phase {
@@ -192,6 +196,9 @@ impl Provision<'_> {
         // targets next, and a create sent after that would be an orphan.
         let stop = self.cancel.child_token();
         let _stop_on_return = stop.clone().drop_guard();
+        // The seed runs where this process created the service, or where --reset
+        // emptied it: never again on data a previous push (or a concurrent job) made.
+        let mut fresh: Vec<bool> = planned.iter().map(|p| !p.exists).collect();
         let mut phases: Vec<Phase> = planned
             .iter()
             .map(|p| {
@@ -261,7 +268,7 @@ impl Provision<'_> {
                 }
                 Some(joined) = creates.0.join_next() => {
                     let (i, result) = joined.map_err(|e| Error::Provision(format!("create task failed: {e}")))?;
-                    result?;
+                    fresh[i] = result?;
                     phases[i] = Phase::Waiting { polls_ready: 0, secrets: None, last: String::new() };
                 }
                 Some(joined) = finishing.join_next() => {
@@ -300,7 +307,7 @@ impl Provision<'_> {
                             *phase = Phase::Finishing;
                             say_notifications(self.reporter, &planned[i].name, &svc);
                             self.reporter.service(&planned[i].name, "probing");
-                            let job = self.finish_job(i, &planned[i], *svc, started);
+                            let job = self.finish_job(i, &planned[i], *svc, started, fresh[i]);
                             finishing.spawn(async move { (i, job.await) });
                         }
                     }
@@ -441,11 +448,13 @@ impl Provision<'_> {
         Ok(confirming)
     }
 
+    /// Creates one service; `Ok(true)` when this create made it, `Ok(false)` when it was
+    /// already there with our owner tag (adopted).
     fn create_job(
         &self,
         planned: &Planned,
         stop: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<bool, Error>> + Send + 'static {
         let client = self.client.clone();
         let project = self.project.to_string();
         let owner = self.owner.to_string();
@@ -461,6 +470,9 @@ impl Provision<'_> {
             self.expires,
             self.ci_tag,
         ));
+        if self.reuse {
+            tags.insert(naming::TAG_REUSE.to_string(), "true".to_string());
+        }
         async move {
             if !tracker.start(&name, &stop) {
                 return Err(Error::Provision("cancelled".into()));
@@ -483,15 +495,17 @@ impl Provision<'_> {
             let body = create_body(&name, &spec, &tags);
             let (result, may_have_landed) = send_create(&client, &project, &body, &stop).await;
             let outcome = match result {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_conflict() => adopt(&client, &project, &name, &owner, &e).await,
+                Ok(_) => Ok(true),
+                Err(e) if e.is_conflict() => adopt(&client, &project, &name, &owner, &e)
+                    .await
+                    .map(|()| false),
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(()) => {
+                Ok(made) => {
                     tracker.finish(&name, Create::Created);
                     store.set_service(&name, ServiceStatus::Created)?;
-                    Ok(())
+                    Ok(made)
                 }
                 Err(e) => {
                     match may_have_landed {
@@ -516,7 +530,9 @@ impl Provision<'_> {
         planned: &Planned,
         svc: Service,
         started: Instant,
+        fresh: bool,
     ) -> impl std::future::Future<Output = Result<Ready, Error>> + Send + 'static {
+        let reset = self.reset && planned.exists;
         let client = self.client.clone();
         let project = self.project.to_string();
         let spec = planned.spec.clone();
@@ -532,6 +548,7 @@ impl Provision<'_> {
             }),
         };
         async move {
+            let mut svc = svc;
             let name = svc.service_name.clone();
             let primary = svc
                 .primary_component()
@@ -548,10 +565,18 @@ impl Provision<'_> {
                     ))
                 })?;
             let step = |what: String| reporter.service(&name, &what);
+            if reset {
+                step("reset".into());
+                populate::reset(&client, &project, &mut svc, &spec, deadline)
+                    .await
+                    .map_err(|e| {
+                        Error::Provision(format!("{name} (services.{}): {e}", spec.key))
+                    })?;
+            }
             let created = populate::populate(&client, &project, &svc, &spec, deadline, &step)
                 .await
                 .map_err(|e| Error::Provision(format!("{name} (services.{}): {e}", spec.key)))?;
-            if !spec.seed.is_empty() {
+            if !spec.seed.is_empty() && (fresh || reset) {
                 // A dedicated service: the seed runs in its first database.
                 step("seed".into());
                 let admin = super::shared::pg::admin(&svc, tls.ca_pem.clone())

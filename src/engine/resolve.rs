@@ -20,6 +20,8 @@ pub struct Resolved {
     pub state_file: PathBuf,
     pub state_dir: PathBuf,
     pub env_file: PathBuf,
+    /// `up --reuse --reset`: the services' contents go back to the seed's state.
+    pub reset: bool,
 }
 
 pub fn resolve(args: &UpArgs) -> Result<Resolved> {
@@ -38,6 +40,9 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let poll_cap = settings::duration(&args.poll_interval, "--poll-interval")?;
     let teardown_budget = settings::teardown_budget(&args.teardown)?;
     let ttl = manifest.ttl_for(timeout)?;
+    if args.preview.reset {
+        check_reset(&manifest)?;
+    }
     if let Some(path) = &args.dotenv_report {
         check_report_size(&manifest, path, args.dotenv_max_vars)?;
     }
@@ -58,7 +63,37 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
         state_file,
         state_dir,
         env_file,
+        reset: args.preview.reset,
     })
+}
+
+/// `--reset` brings back what it can recreate through the API: the manifest's databases
+/// (then its seed) and Kafka topics. Anything else is refused before a call is sent.
+fn check_reset(manifest: &Manifest) -> Result<()> {
+    for spec in &manifest.services {
+        let problem = if spec.shared.is_some() {
+            Some("a shared service's tenancy is not reset (its template is the seed's state; `down` then `up` gives a fresh one)".to_string())
+        } else if spec.kind.databases && spec.databases.is_empty() {
+            Some(format!(
+                "--reset recreates the manifest's `databases:`, and this {} service lists none (its default database cannot be dropped)",
+                spec.service_type
+            ))
+        } else if !spec.kind.databases && !spec.kind.kafka {
+            Some(format!(
+                "--reset cannot empty a {} service through the API (it recreates databases and Kafka topics only)",
+                spec.service_type
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::usage_hint(
+                format!("services.{}: {problem}", spec.key),
+                "to start it afresh, remove the service from the manifest for one push (it is deleted), then add it back",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The dotenv report's variables are known before anything is created: too many is a
