@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
+use crate::naming;
 use crate::settings;
 use crate::state;
 
@@ -40,6 +41,9 @@ struct Output {
 }
 
 pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
+    if args.all {
+        return all_runs(global, args).await;
+    }
     let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let run = state::read(&state_file)?.ok_or_else(|| {
         Error::usage_hint(
@@ -197,4 +201,132 @@ fn expired(expires_at: Option<&str>) -> bool {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         })
         .is_some_and(|t| t < time::OffsetDateTime::now_utc())
+}
+
+/// One run of this tool in the project, as its services' tags tell.
+#[derive(Serialize)]
+struct RunRow {
+    run_id: String,
+    /// Made with `up --reuse`: it lives across pushes.
+    reuse: bool,
+    services: Vec<String>,
+    /// Since its first service was created.
+    created: Option<String>,
+    expires: Option<String>,
+    hourly_usd: Option<f64>,
+    /// Each service's price times its age, when every price is known.
+    cost_so_far_usd: Option<f64>,
+}
+
+/// `status --all`: every run of this tool in the project (long-lived pull-request runs
+/// above all), from one list and the cached prices.
+async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
+    let manifest = crate::manifest::load_if_present(&args.file)?;
+    let project = settings::project(global, manifest.as_ref())?;
+    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let conn = if args.sandbox {
+        Connection::sandbox(global, &state_dir).await?
+    } else {
+        settings::require_token(global)?;
+        Connection::real(global, None)?
+    };
+    let listed = conn
+        .client
+        .list_services(&project)
+        .await
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let now = conn
+        .client
+        .server_time()
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let ours: Vec<&crate::api::Service> =
+        listed.iter().filter(|s| naming::is_ours(&s.tags)).collect();
+    let keys: Vec<(String, String, String)> = ours
+        .iter()
+        .map(|s| (s.service_type.clone(), s.plan.clone(), s.cloud_name.clone()))
+        .collect();
+    let prices = crate::engine::cost::prices_of(&conn.client, &project, &keys).await;
+    conn.close().await;
+    let mut runs: Vec<RunRow> = Vec::new();
+    for (svc, price) in ours.iter().zip(&prices) {
+        let run_id = svc.tag(naming::TAG_RUN).unwrap_or_default().to_string();
+        let row = match runs.iter_mut().position(|r| r.run_id == run_id) {
+            Some(i) => &mut runs[i],
+            None => {
+                runs.push(RunRow {
+                    run_id,
+                    reuse: svc.tag(naming::TAG_REUSE) == Some("true"),
+                    services: Vec::new(),
+                    created: None,
+                    expires: None,
+                    hourly_usd: Some(0.0),
+                    cost_so_far_usd: Some(0.0),
+                });
+                runs.last_mut().expect("just pushed")
+            }
+        };
+        row.services.push(svc.service_name.clone());
+        let earliest = |a: &mut Option<String>, b: Option<&str>| {
+            if let Some(b) = b
+                && a.as_deref().is_none_or(|a| b < a)
+            {
+                *a = Some(b.to_string());
+            }
+        };
+        earliest(&mut row.created, svc.create_time.as_deref());
+        earliest(&mut row.expires, svc.tag(naming::TAG_EXPIRES));
+        let age = svc.create_time.as_deref().and_then(parse).map(|t| now - t);
+        row.hourly_usd = row.hourly_usd.zip(price.usd).map(|(a, b)| a + b);
+        row.cost_so_far_usd = match (row.cost_so_far_usd, price.usd, age) {
+            (Some(sum), Some(usd), Some(age)) => {
+                Some(sum + usd * age.as_seconds_f64().max(0.0) / 3600.0)
+            }
+            _ => None,
+        };
+    }
+    // The oldest first: long-lived runs are what this view is for.
+    runs.sort_by(|a, b| a.created.cmp(&b.created));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).expect("runs serialise")
+        );
+        return Ok(Status::Success);
+    }
+    println!("runs of aiven-ephemeral in project {project}:");
+    let usd = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let age = r.created.as_deref().and_then(parse).map(|t| {
+                let secs = (now - t).whole_seconds().max(0) as u64;
+                humantime::format_duration(std::time::Duration::from_secs(secs - secs % 60))
+                    .to_string()
+            });
+            vec![
+                r.run_id.clone(),
+                if r.reuse { "reuse" } else { "run" }.into(),
+                r.services.len().to_string(),
+                age.unwrap_or_else(|| "-".into()),
+                match &r.expires {
+                    Some(e) if expired(Some(e)) => format!("{e} (passed)"),
+                    Some(e) => e.clone(),
+                    None => "-".into(),
+                },
+                usd(r.hourly_usd),
+                usd(r.cost_so_far_usd),
+            ]
+        })
+        .collect();
+    super::print_table(
+        &[
+            "RUN", "KIND", "SERVICES", "AGE", "EXPIRES", "USD/H", "SO FAR",
+        ],
+        &rows,
+    );
+    Ok(Status::Success)
+}
+
+fn parse(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }
