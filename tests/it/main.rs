@@ -19,6 +19,7 @@ mod gitlab;
 mod inside;
 mod lifecycle;
 mod manual;
+mod preview;
 mod sandbox;
 mod secrets;
 mod shared;

@@ -697,6 +697,23 @@ fn help_describes_every_option_with_global_options_apart() {
                   
                   [default: 20]
 
+              --reuse
+                  Keep the run for later pushes: adopt its services where they exist (from any machine, with
+                  or without a state file), create the missing ones, apply manifest changes, move its expiry
+                  to now + ttl, and leave it up on failure. Needs a run id stable for the pull request
+                  (pr-<number>, mr-<iid>)
+
+              --reset
+                  With --reuse: recreate the manifest's databases (then run its seed) and Kafka topics,
+                  empty; the services stay
+
+              --comment
+                  Post or update the run's one comment on its pull request (GitHub Actions, with
+                  GITHUB_TOKEN) or merge request (GitLab CI, with AIVEN_EPHEMERAL_GITLAB_TOKEN); a refusal
+                  is a warning
+                  
+                  [env: AIVEN_EPHEMERAL_COMMENT=]
+
               --teardown-timeout <DUR>
                   Longest teardown may take when no signal started it (it waits through the API's own
                   waits); past it, exit 5 naming what is left
