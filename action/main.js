@@ -28,6 +28,9 @@ async function main() {
   lib.setOutput('env-file', envFile);
 
   const keepOnFailure = lib.booleanInput('keep-on-failure');
+  // A pull request's environment outlives the job: post leaves it to the close.
+  const reuse = lib.booleanInput('reuse');
+  if (reuse && !lib.input('run-id')) throw new Error('input reuse: needs a run-id stable for the pull request, e.g. pr-${{ github.event.pull_request.number }}');
   const binary = await lib.resolveBinary();
   const manifest = path.resolve(lib.input('manifest') || 'aiven-ephemeral.yaml');
   let project = lib.input('project');
@@ -42,10 +45,12 @@ async function main() {
   lib.saveState('project', project || '');
   lib.saveState('api-url', lib.input('api-url'));
   lib.saveState('keep-on-failure', String(keepOnFailure));
+  lib.saveState('reuse', String(reuse));
 
   const args = ['up', '-f', manifest, '--run-id', runId, '--state-file', stateFile, '--env-file', envFile,
     '--timeout', lib.input('timeout') || '20m', '--teardown-timeout', lib.input('teardown-timeout') || '4m', '--github-env', lib.input('github-env') || 'all'];
   if (keepOnFailure) args.push('--keep-on-failure');
+  if (reuse) args.push('--reuse');
   const code = await lib.run(binary, args, lib.binaryEnv());
   if (!recordedServices(stateFile, runId)) lib.saveState('created', 'nothing');
   if (code !== 0) lib.fail(`aiven-ephemeral up failed with exit code ${code}`);

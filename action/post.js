@@ -12,6 +12,11 @@ async function post() {
     console.log('aiven-ephemeral: main created no service; nothing to tear down');
     return;
   }
+  if (lib.getState('reuse') === 'true') {
+    console.log(`aiven-ephemeral: run ${runId} is the pull request's environment (reuse): it stays for later pushes; `
+      + 'the workflow on `pull_request: closed` deletes it, `reap` once it expires');
+    return;
+  }
   // job-status defaults to ${{ job.status }}, which the runner evaluates again for post.
   if (lib.getState('keep-on-failure') === 'true' && lib.input('job-status') === 'failure') {
     console.log(`::warning::aiven-ephemeral: the job failed and keep-on-failure is set: run ${runId} is kept for debugging. `

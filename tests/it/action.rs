@@ -747,3 +747,41 @@ fn booleans_follow_the_actions_toolkit() {
         assert!(!args_file.exists(), "{value}: up must not run");
     }
 }
+
+#[test]
+fn with_reuse_post_leaves_the_pull_requests_environment_to_the_close() {
+    let runner = Runner::new(ONE);
+    // Without a run id stable for the pull request, nothing starts.
+    let main = runner.node("main.js", &inputs(&[("reuse", "true")]));
+    main.expect_code(1);
+    assert!(
+        main.stdout.contains("input reuse: needs a run-id"),
+        "{}",
+        main.stdout
+    );
+    let reuse = inputs(&[("reuse", "true"), ("run-id", "pr-5")]);
+    runner.node("main.js", &reuse).expect_code(0);
+    let post = runner.node("post.js", &runner.post_env());
+    post.expect_code(0);
+    assert!(
+        post.stdout
+            .contains("run pr-5 is the pull request's environment (reuse): it stays"),
+        "{}",
+        post.stdout
+    );
+    assert_eq!(runner.env.sandbox.live_names(), vec!["ae-cache-pr-5"]);
+    assert_eq!(runner.env.sandbox.count("DELETE", "/v1"), 0);
+    // The next push's job adopts it: no create.
+    let creates = runner
+        .env
+        .sandbox
+        .count("POST", "/v1/project/test-project/service");
+    runner.node("main.js", &reuse).expect_code(0);
+    assert_eq!(
+        runner
+            .env
+            .sandbox
+            .count("POST", "/v1/project/test-project/service"),
+        creates
+    );
+}

@@ -153,6 +153,10 @@ struct Job {
 
 impl Job {
     fn new(script: &str) -> Self {
+        Self::with(script, &[])
+    }
+
+    fn with(script: &str, inputs: &[(&str, &str)]) -> Self {
         // Not at the default path: after_script must be told where the manifest is.
         let env = Env::new("");
         std::fs::remove_file(env.path("aiven-ephemeral.yaml")).unwrap();
@@ -162,7 +166,9 @@ impl Job {
             "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n",
         )
         .unwrap();
-        let job = job(&[("script", script), ("manifest", "ci/services.yaml")]);
+        let mut given = vec![("script", script), ("manifest", "ci/services.yaml")];
+        given.extend_from_slice(inputs);
+        let job = job(&given);
         let vars = job_env(&job, &predefined());
         // The image has aiven-ephemeral on PATH.
         let bin_dir = tempfile::tempdir().unwrap();
@@ -333,4 +339,37 @@ fn teardown_always_fits_inside_the_job() {
             assert_eq!(go_seconds(value), expected, "{name}");
         }
     }
+}
+
+#[test]
+fn with_reuse_the_merge_requests_environment_outlives_the_job() {
+    let mut job = Job::with(r#"test -n "$CACHE_URI""#, &[("reuse", "true")]);
+    // Not a merge request pipeline: said, nothing created.
+    let out = job.run("script");
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("reuse needs a merge request pipeline"),
+        "{}",
+        out.stderr
+    );
+    assert!(job.env.sandbox.requests().is_empty());
+
+    job.vars.insert("CI_MERGE_REQUEST_IID".into(), "42".into());
+    job.run("script").expect_code(0);
+    let after = job.run("after_script");
+    after.expect_code(0);
+    assert!(after.stdout.contains("mr-42 stays"), "{}", after.stdout);
+    assert_eq!(job.env.sandbox.live_names(), vec!["ae-cache-mr-42"]);
+    // The merge request's next pipeline adopts it.
+    let creates = job
+        .env
+        .sandbox
+        .count("POST", "/v1/project/test-project/service");
+    job.run("script").expect_code(0);
+    assert_eq!(
+        job.env
+            .sandbox
+            .count("POST", "/v1/project/test-project/service"),
+        creates
+    );
 }
