@@ -290,3 +290,44 @@ fn sigkill_mid_create_then_down_rechecks_unanswered_creates() {
         env.sandbox.live_names()
     );
 }
+
+/// What is said is what happened: when the DELETEs fail after a signal, nothing (not
+/// even the GitHub error annotation written while the teardown starts) says that
+/// everything was deleted.
+#[test]
+fn an_interrupted_run_whose_deletes_fail_never_says_they_were_deleted() {
+    let env = Env::new(PG);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    env.sandbox.fault(
+        json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "status", "status": 500}}),
+    );
+    let mut cmd = env.cmd(&[
+        "up",
+        "--run-id",
+        "fails1",
+        "--signal-teardown-timeout",
+        "2s",
+    ]);
+    cmd.env("GITHUB_ACTIONS", "true");
+    let child = cmd.spawn().expect("binary starts");
+    env.sandbox
+        .wait_for("the create", Duration::from_secs(30), |r| creates(r) == 1);
+    signal(&child, Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(60));
+    out.expect_code(5);
+    pinned!(out.all(), @r"
+    ::error::teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-fails1%0A  finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+
+    run fails1 in project test-project (1 service(s))
+    ::group::Creating 1 service(s)
+    ae-db-fails1: creating
+    ::warning::received SIGINT: tearing down
+    ::group::Deleting 1 service(s)
+    ::endgroup::
+    ::warning::ae-db-fails1: not confirmed deleted: HTTP 500: Internal Server Error
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-fails1
+      finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+    ");
+    assert_eq!(env.sandbox.live_names(), ["ae-db-fails1"]);
+}
