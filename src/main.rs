@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            aiven_ephemeral::say!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -65,8 +65,11 @@ fn init_logging(cli: &Cli, reporter: &Reporter) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(default))
         .add_directive("tokio_postgres=info".parse().expect("a valid directive"));
+    // The writer never fails, and a failed write is not to be reported with a panicking
+    // `eprintln!`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(reporter.log_writer())
         .with_target(false);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())

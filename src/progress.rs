@@ -163,7 +163,7 @@ impl Reporter {
             Mode::Json => tracing::info!(target: "progress", "{text}"),
             Mode::Live => {
                 if let Some(m) = &self.multi {
-                    let _ = m.println(text);
+                    live_println(m, text);
                 }
             }
             Mode::Github => say!("{text}"),
@@ -272,7 +272,10 @@ impl Reporter {
         if let Some((overall, _)) = &view.overall {
             overall.inc(1);
         }
-        let _ = multi.println(format!("✓ {:<width$} {took:>6}  {text}", cut(name, width)));
+        live_println(
+            multi,
+            &format!("✓ {:<width$} {took:>6}  {text}", cut(name, width)),
+        );
     }
 
     /// Stops the live view so that later output is not overdrawn, and gives the
@@ -376,18 +379,34 @@ where
     }
 }
 
-/// Writes to stderr, suspending the live view while it does.
+/// Writes to stderr, above the live view's rows when there is one. It never fails: a
+/// terminal or pipe that went away (EIO after a hangup, EPIPE) must not stop a run
+/// halfway through creating or deleting, and the log's own complaint about a failed
+/// write would be one more failed write.
 pub struct LogWriter(Option<MultiProgress>);
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &self.0 {
-            Some(multi) => multi.suspend(|| std::io::stderr().write(buf)),
-            None => std::io::stderr().write(buf),
+            // Not `suspend`: it panics when the terminal cannot be written to.
+            Some(multi) => live_println(multi, String::from_utf8_lossy(buf).trim_end()),
+            None => {
+                let _ = std::io::stderr().write_all(buf);
+            }
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// A line above the live view's rows. When the terminal is gone the view stops drawing
+/// (it would keep every failed frame to draw again).
+fn live_println(multi: &MultiProgress, text: &str) {
+    if multi.println(text).is_err() {
+        multi.set_draw_target(ProgressDrawTarget::hidden());
     }
 }

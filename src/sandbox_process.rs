@@ -302,9 +302,11 @@ pub async fn serve(dir: &Path) -> Result<()> {
         crate::state::write_private(&path, &json)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     }
-    eprintln!(
+    crate::say!(
         "sandbox {} serving {} ({})",
-        server.pid, server.url, server.backends
+        server.pid,
+        server.url,
+        server.backends
     );
     let token = signals.token();
     loop {
@@ -312,7 +314,7 @@ pub async fn serve(dir: &Path) -> Result<()> {
             _ = token.cancelled() => break,
             _ = tokio::time::sleep(WATCH_EVERY) => {
                 if !dir.join(SERVER_FILE).exists() {
-                    eprintln!("{} is gone; stopping", dir.join(SERVER_FILE).display());
+                    crate::say!("{} is gone; stopping", dir.join(SERVER_FILE).display());
                     break;
                 }
             }

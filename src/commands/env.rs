@@ -85,7 +85,8 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         crate::say!(
             "warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text"
         );
-        print!("{}", outputs::env::render(&values, args.format));
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(outputs::env::render(&values, args.format).as_bytes());
     } else {
         let name = match args.format {
             Format::Dotenv => "env",

@@ -53,7 +53,8 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
                 // nothing past the subcommand's name would complete.
                 script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
             }
-            print!("{script}");
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(script.as_bytes());
             Ok(Status::Success)
         }
     }
@@ -73,7 +74,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        crate::say!(out "{}", text.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {

@@ -166,7 +166,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         services,
     };
     if args.json {
-        println!(
+        crate::say!(out
             "{}",
             serde_json::to_string_pretty(&output).expect("plan serialises")
         );
@@ -219,7 +219,7 @@ async fn push(
 }
 
 fn print_table(p: &PlanOutput, online: bool) {
-    println!(
+    crate::say!(out
         "run id {}, project {}",
         p.run_id,
         p.project
@@ -230,19 +230,19 @@ fn print_table(p: &PlanOutput, online: bool) {
         p.services.iter().partition(|s| s.shared.is_some());
     if !own.is_empty() {
         if !shared.is_empty() {
-            println!("this run's own services (deleted by `down`):");
+            crate::say!(out "this run's own services (deleted by `down`):");
         }
         rows(&own);
     }
     if !shared.is_empty() {
         // Prose lines fit 80 columns; the table is as wide as it must be.
-        println!(
+        crate::say!(out
             "shared services: they outlive the run and are billed per hour while powered on,\n\
              whether or not a run uses them; the run gets its own tenancy inside:"
         );
         rows(&shared);
         if shared.iter().any(|s| s.service_type == "kafka") {
-            println!(
+            crate::say!(out
                 "  note: `reap` powers idle shared services off; Kafka topic data does not\n\
                  \x20 survive power-off (PostgreSQL data comes back from backups)"
             );
@@ -252,30 +252,30 @@ fn print_table(p: &PlanOutput, online: bool) {
         Some(t) => {
             let standing: f64 = shared.iter().filter_map(|s| s.hourly_usd).sum();
             if shared.is_empty() {
-                println!(
+                crate::say!(out
                     "total: {t:.3} USD/h ({:.2} USD per 8h working day)",
                     t * 8.0
                 );
             } else {
                 // Shared services are billed around the clock, the run's own while it lives.
                 let own_usd = t - standing;
-                println!("total: {t:.3} USD/h");
+                crate::say!(out "total: {t:.3} USD/h");
                 if !own.is_empty() {
-                    println!(
+                    crate::say!(out
                         "  this run's own services: {own_usd:.3} USD/h ({:.2} USD per 8h working day)",
                         own_usd * 8.0
                     );
                 }
-                println!(
+                crate::say!(out
                     "  shared services: {standing:.3} USD/h, billed around the clock while powered\n  on: {:.2} USD per day",
                     standing * 24.0
                 );
             }
         }
         None if !online => {
-            println!("prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
+            crate::say!(out "prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices")
         }
-        None => println!("total: unknown (see the problems above)"),
+        None => crate::say!(out "total: unknown (see the problems above)"),
     }
     if let Some(changes) = &p.reuse {
         println!("up --reuse would:");
@@ -340,7 +340,7 @@ async fn look(
 }
 
 fn rows(services: &[&PlannedService]) {
-    println!(
+    crate::say!(out
         "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
         "KEY", "NAME", "TYPE", "PLAN", "CLOUD", "USD/H"
     );
@@ -350,7 +350,7 @@ fn rows(services: &[&PlannedService]) {
             (None, Some(_)) => "n/a".to_string(),
             (None, None) => "-".to_string(),
         };
-        println!(
+        crate::say!(out
             "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
             s.key,
             s.name,
@@ -360,14 +360,14 @@ fn rows(services: &[&PlannedService]) {
             price
         );
         if let Some(problem) = &s.problem {
-            println!("  problem: {problem}");
+            crate::say!(out "  problem: {problem}");
         }
         if let Some(tenancy) = &s.tenancy {
-            println!("  this run: {tenancy}");
+            crate::say!(out "  this run: {tenancy}");
         }
         if let Some(now) = &s.now {
-            println!("  now: {now}");
+            crate::say!(out "  now: {now}");
         }
-        println!("  env: {}", s.env.join(" "));
+        crate::say!(out "  env: {}", s.env.join(" "));
     }
 }

@@ -196,7 +196,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         .filter(|r| matches!(r.verdict, Verdict::Expired | Verdict::TooOld))
         .collect();
     if args.json {
-        println!(
+        crate::say!(out
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialise")
         );

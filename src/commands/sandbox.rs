@@ -22,33 +22,33 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
         .map_err(|e| Error::usage(e.to_string()))?;
     let url = sandbox.url().to_string();
     // Machine-readable first, on stdout: `eval` or source it.
-    println!("AIVEN_API_URL={url}");
-    println!("AIVEN_TOKEN={}", sandbox.token());
-    println!("AIVEN_PROJECT={project}");
+    crate::say!(out "AIVEN_API_URL={url}");
+    crate::say!(out "AIVEN_TOKEN={}", sandbox.token());
+    crate::say!(out "AIVEN_PROJECT={project}");
     if url.starts_with("https://") {
         let ca = std::env::temp_dir().join(format!("aiven-sandbox-ca-{}.pem", std::process::id()));
         crate::state::write_private(&ca, sandbox.ca_pem().as_bytes())
             .map_err(|e| Error::io(format!("cannot write {}", ca.display()), e))?;
-        println!("AIVEN_CA_CERT={}", ca.display());
+        crate::say!(out "AIVEN_CA_CERT={}", ca.display());
     }
-    eprintln!(
+    crate::say!(
         "Aiven API sandbox listening on {url} ({})",
         sandbox.backend_description()
     );
-    eprintln!(
+    crate::say!(
         "  aiven-ephemeral: AIVEN_API_URL={url} AIVEN_TOKEN={} AIVEN_PROJECT={project} aiven-ephemeral up",
         sandbox.token()
     );
-    eprintln!(
+    crate::say!(
         "  avn:             avn --url {url} --auth-token {} service list --project {project}",
         sandbox.token()
     );
-    eprintln!("  admin:           curl {url}/_sandbox/services");
-    eprintln!("Ctrl-C stops it.");
+    crate::say!("  admin:           curl {url}/_sandbox/services");
+    crate::say!("Ctrl-C stops it.");
     let signals = crate::signals::Signals::install()
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     signals.token().cancelled().await;
-    eprintln!("stopping the sandbox");
+    crate::say!("stopping the sandbox");
     sandbox.shutdown().await;
     Ok(Status::Success)
 }

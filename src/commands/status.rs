@@ -122,13 +122,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         services: rows,
     };
     if args.json {
-        println!(
+        crate::say!(out
             "{}",
             serde_json::to_string_pretty(&out).expect("status serialises")
         );
         return Ok(Status::Success);
     }
-    println!(
+    crate::say!(out
         "run {} in project {}{}: {}, expires {}{}",
         out.run_id,
         out.project,
@@ -149,7 +149,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         }
     );
     if let Some(p) = &out.sandbox_process {
-        println!("sandbox {p}");
+        crate::say!(out "sandbox {p}");
     }
     let rows: Vec<Vec<String>> = out
         .services
@@ -189,7 +189,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         &rows,
     );
     if !out.live && run.live() {
-        println!("(set AIVEN_TOKEN to see the API's view)");
+        crate::say!(out "(set AIVEN_TOKEN to see the API's view)");
     }
     Ok(Status::Success)
 }

@@ -341,8 +341,29 @@ impl Group {
     fn prepare(command: &mut std::process::Command) {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(command, 0);
+        #[cfg(target_os = "linux")]
+        Self::die_with_us(command);
         #[cfg(windows)]
         std::os::windows::process::CommandExt::creation_flags(command, 0x0000_0200); // CREATE_NEW_PROCESS_GROUP
+    }
+
+    /// The command must not outlive a `kill -9` of this tool with the services'
+    /// credentials in its environment: the kernel kills it when its parent dies. The
+    /// parent is the thread that spawns it, and it must live as long as the process: the
+    /// spawn happens in the future `main` blocks on, on the main thread. A parent gone
+    /// before the request is caught by its pid.
+    #[cfg(target_os = "linux")]
+    fn die_with_us(command: &mut std::process::Command) {
+        let parent = nix::unistd::getpid();
+        let arm = move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
+            }
+            Ok(())
+        };
+        // SAFETY: prctl, getppid and raise are async-signal-safe.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(command, arm) };
     }
 
     fn forward(&self, sig: Signal) {

@@ -494,12 +494,14 @@ impl Engine {
             ));
             return error;
         }
-        self.reporter.annotate_error(&error.to_string(), None);
-        match self.tear_down(live).await {
+        let outcome = match self.tear_down(live).await {
             // A signal during teardown still decides the exit code.
             Ok(()) => self.interrupted().unwrap_or(error),
             Err(incomplete) => incomplete,
-        }
+        };
+        // Said once the teardown is over: the error says what it did.
+        self.reporter.annotate_error(&outcome.to_string(), None);
+        outcome
     }
 
     /// The error for an interruption by `signal`, after teardown.

@@ -56,19 +56,57 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
+    patiently_while(deadline, what, settling, op).await
+}
+
+/// Retries `op` while `again` says its answer may still change, until `deadline`. A
+/// timeout names the API's last answer: it is what the wait was for.
+async fn patiently_while<T, F, Fut>(
+    deadline: Instant,
+    what: &str,
+    again: impl Fn(&ApiError) -> bool,
+    op: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(300))
         .with_max_delay(Duration::from_secs(5))
         .with_max_times(usize::MAX)
         .with_jitter();
+    let last = Mutex::new(None::<String>);
     let attempt = op
         .retry(backoff)
-        .when(|e| settling(e) && Instant::now() < deadline)
-        .notify(|e, wait| tracing::debug!("{what}: {e}; again in {:.1}s", wait.as_secs_f64()));
+        .when(|e| again(e) && Instant::now() < deadline)
+        .notify(|e, wait| {
+            tracing::debug!("{what}: {e}; again in {:.1}s", wait.as_secs_f64());
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        });
     match tokio::time::timeout_at(deadline.into(), attempt).await {
         Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: not done before the timeout")),
+        Err(_) => Err(match last.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => format!("{what}: not done before the timeout; the API's last answer: {e}"),
+            None => format!("{what}: not done before the timeout"),
+        }),
     }
+}
+
+/// The API's 409 "Cluster only has N broker(s), cannot set replication factor to R"
+/// while brokers join a new cluster; once all `nodes` of the service answer, it is
+/// final: no wait makes more brokers.
+fn short_of_brokers_for_good(e: &ApiError, nodes: usize) -> bool {
+    if e.status() != Some(409) {
+        return false;
+    }
+    let has = e
+        .message()
+        .split("only has ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    has.is_some_and(|n| nodes > 0 && n >= nodes)
 }
 
 pub async fn populate(
@@ -87,6 +125,7 @@ pub async fn populate(
         client,
         project,
         name: &svc.service_name,
+        nodes: svc.node_states.len(),
         known_databases: &svc.databases,
         spec,
         deadline,
@@ -174,6 +213,8 @@ struct Inside<'a> {
     client: &'a Client,
     project: &'a str,
     name: &'a str,
+    /// The nodes the ready service has (Kafka: its brokers); 0 when not told.
+    nodes: usize,
     /// The databases the service's read named: no list is needed before creating.
     known_databases: &'a [String],
     spec: &'a ServiceSpec,
@@ -218,6 +259,7 @@ impl Inside<'_> {
             spec,
             deadline,
             progress,
+            ..
         } = *self;
         if spec.databases.is_empty() || !spec.kind.databases {
             return Ok(());
@@ -284,6 +326,7 @@ impl Inside<'_> {
             client,
             project,
             name,
+            nodes,
             spec,
             deadline,
             progress,
@@ -315,7 +358,8 @@ impl Inside<'_> {
                 body["config"] = json!(topic.config);
             }
             let what = format!("creating topic `{}` in {name}", topic.name);
-            patiently(deadline, &what, || async {
+            let again = |e: &ApiError| settling(e) && !short_of_brokers_for_good(e, nodes);
+            patiently_while(deadline, &what, again, || async {
                 done_if_exists(client.create_topic(project, name, &body).await)
             })
             .await?;
@@ -411,5 +455,25 @@ impl Inside<'_> {
             .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_brokers_is_final_only_once_every_node_answers() {
+        let e = |m: &str| {
+            ApiError::from_response(409, None, format!(r#"{{"message":"{m}"}}"#).as_bytes())
+        };
+        let said = e("Cluster only has 3 broker(s), cannot set replication factor to 5");
+        assert!(short_of_brokers_for_good(&said, 3));
+        assert!(
+            !short_of_brokers_for_good(&said, 6),
+            "brokers still joining"
+        );
+        assert!(!short_of_brokers_for_good(&said, 0), "nodes not told");
+        assert!(!short_of_brokers_for_good(&e("Service not running yet"), 3));
     }
 }

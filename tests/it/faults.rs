@@ -232,3 +232,28 @@ fn an_https_api_behind_a_private_ca_needs_ca_cert() {
     run(down).expect_code(0);
     assert!(env.sandbox.live_names().is_empty());
 }
+
+/// A topic asking more replicas than the cluster has brokers: once every broker of the
+/// service answers, the API's 409 cannot change, and the run ends at once with its
+/// words, naming the service (it used to wait out the whole --timeout).
+#[test]
+fn a_topic_with_more_replicas_than_brokers_fails_at_once_with_the_apis_words() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  events:\n    type: kafka\n    plan: startup-2\n    topics:\n      - {name: orders, replication: 5}\n",
+    );
+    let started = std::time::Instant::now();
+    let up = env.run(&["up", "--run-id", "repl1", "--timeout", "3m"]);
+    up.expect_code(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let said = up
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect::<Vec<_>>();
+    pinned!(said.join("\n"), @"error: ae-events-repl1 (services.events): creating topic `orders` in ae-events-repl1: HTTP 409: Cluster only has 3 broker(s), cannot set replication factor to 5");
+    assert!(env.sandbox.live_names().is_empty());
+}

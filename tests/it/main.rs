@@ -25,3 +25,4 @@ mod secrets;
 mod shared;
 mod signals;
 mod tenancy_sandbox;
+mod terminal;

@@ -290,3 +290,94 @@ fn sigkill_mid_create_then_down_rechecks_unanswered_creates() {
         env.sandbox.live_names()
     );
 }
+
+/// What is said is what happened: when the DELETEs fail after a signal, nothing (not
+/// even the GitHub error annotation written while the teardown starts) says that
+/// everything was deleted.
+#[test]
+fn an_interrupted_run_whose_deletes_fail_never_says_they_were_deleted() {
+    let env = Env::new(PG);
+    env.sandbox
+        .service_fault(json!({"name": "*", "ready_after": "60s"}));
+    env.sandbox.fault(
+        json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "status", "status": 500}}),
+    );
+    let mut cmd = env.cmd(&[
+        "up",
+        "--run-id",
+        "fails1",
+        "--signal-teardown-timeout",
+        "2s",
+    ]);
+    cmd.env("GITHUB_ACTIONS", "true");
+    let child = cmd.spawn().expect("binary starts");
+    env.sandbox
+        .wait_for("the create", Duration::from_secs(30), |r| creates(r) == 1);
+    signal(&child, Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(60));
+    out.expect_code(5);
+    pinned!(out.all(), @r"
+    ::error::teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-fails1%0A  finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+
+    run fails1 in project test-project (1 service(s))
+    ::group::Creating 1 service(s)
+    ae-db-fails1: creating
+    ::warning::received SIGINT: tearing down
+    ::group::Deleting 1 service(s)
+    ::endgroup::
+    ::warning::ae-db-fails1: not confirmed deleted: HTTP 500: Internal Server Error
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-fails1
+      finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+    ");
+    assert_eq!(env.sandbox.live_names(), ["ae-db-fails1"]);
+}
+
+/// `kill -9` of `run` leaves its command without a parent, with the services'
+/// credentials in its environment: the kernel ends it too (Linux: the parent-death
+/// signal). `down` then deletes the services.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigkill_of_run_ends_its_command() {
+    let env = Env::new(PG);
+    let pid_file = env.path("command.pid");
+    // Its output is not the test's pipes, which it would hold open.
+    let script = format!(
+        "echo $$ > {}; exec sleep 60 >/dev/null 2>&1",
+        pid_file.display()
+    );
+    let child = env.spawn(&["run", "--", "sh", "-c", &script]);
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    signal(&child, Signal::SIGKILL);
+    wait(child, Duration::from_secs(10));
+    // Gone, or a zombie waiting for whoever adopted it to reap it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|s| !s.starts_with('Z'))
+        })
+    };
+    let start = std::time::Instant::now();
+    while alive() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the command {pid} outlived run's SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}

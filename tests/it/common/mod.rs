@@ -304,8 +304,15 @@ impl Env {
 /// The binary in `dir` against `sandbox`, with a clean environment.
 pub fn cmd_in(dir: &Path, sandbox: &Sandbox, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
+    cmd.args(args);
+    against(&mut cmd, dir, sandbox);
+    cmd
+}
+
+/// Points a command (the binary, or a program that execs it) at `sandbox`, in `dir`,
+/// with a clean environment.
+pub fn against(cmd: &mut Command, dir: &Path, sandbox: &Sandbox) {
+    cmd.current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir)
@@ -316,7 +323,6 @@ pub fn cmd_in(dir: &Path, sandbox: &Sandbox, args: &[&str]) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd
 }
 
 /// A client's whole answer, errors included, as a person reads it.
