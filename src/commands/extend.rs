@@ -14,7 +14,7 @@ use crate::progress::Reporter;
 const SHORT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
-    let ttl = crate::settings::duration(&args.ttl, "--ttl")?;
+    let ttl = args.ttl;
     let run = super::RunRef::locate(global, &args.run).await?;
     let services = run.services().await?;
     if services.is_empty() {

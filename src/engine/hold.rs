@@ -19,8 +19,6 @@ use crate::signals::Signal;
 const KILL_AFTER: Duration = Duration::from_secs(5);
 /// One expiry update may take this long; the next round tries again.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
-/// For tests only: how often the expiry is pushed forward, instead of ttl/3.
-const REFRESH_ENV: &str = "AIVEN_EPHEMERAL_REFRESH_EVERY";
 
 /// Variables the command does not get (unless `--pass-token`): it gets the services,
 /// not the keys to the project.
@@ -136,6 +134,7 @@ async fn hold(
         live.project.clone(),
         live.store.clone(),
         live.ttl,
+        args.refresh_every,
     ));
 
     let mut teardown = None;
@@ -256,11 +255,9 @@ async fn refresh_expiry(
     project: String,
     store: crate::state::Store,
     ttl: Duration,
+    every: Option<Duration>,
 ) {
-    let every = std::env::var(REFRESH_ENV)
-        .ok()
-        .and_then(|v| crate::manifest::parse_duration(&v).ok())
-        .unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
+    let every = every.unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
     loop {
         tokio::time::sleep(every).await;
         let now = client
