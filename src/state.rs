@@ -278,6 +278,14 @@ impl Store {
         Ok(out)
     }
 
+    /// [`Store::update`] for a record the command can go on without: a failed write is
+    /// said, naming the file and what the record no longer tells (`lost`).
+    pub fn update_or_warn(&self, lost: &str, change: impl FnOnce(&mut State)) {
+        if let Err(e) = self.update(change) {
+            tracing::warn!("{e}; {lost}");
+        }
+    }
+
     pub fn save(&self) -> Result<()> {
         self.update(|_| ())
     }

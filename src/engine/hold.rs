@@ -295,7 +295,10 @@ async fn refresh_expiry(
             });
         }
         while updates.join_next().await.is_some() {}
-        let _ = store.update(|s| s.expires_at = Some(expires));
+        store.update_or_warn(
+            "it keeps the previous expiry; the services' tags have the new one",
+            |s| s.expires_at = Some(expires),
+        );
     }
 }
 
