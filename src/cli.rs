@@ -282,7 +282,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "10s", value_name = "DUR", value_parser = duration)]
     pub poll_interval: Duration,
     /// Refuse to create anything that would cost more per hour
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = usd)]
     pub max_hourly_usd: Option<f64>,
     /// On failure, keep the services for debugging (and say so loudly)
     #[arg(long)]
@@ -511,6 +511,16 @@ pub struct SandboxArgs {
 }
 
 /// Parses the command line, adding the advice clap cannot know to its errors.
+/// A price limit: `NaN` and `inf` parse as numbers, and no total is over them.
+fn usd(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a positive number of US dollars; write e.g. `2.5`"
+        )),
+    }
+}
+
 /// Durations are parsed with the command line, as the manifest's are: a bad one is
 /// refused before anything runs.
 fn duration(text: &str) -> Result<Duration, String> {

@@ -153,6 +153,42 @@ fn cost_guard_blocks_before_any_write() {
 }
 
 #[test]
+fn the_cost_guard_passes_no_price_or_limit_that_is_not_a_number() {
+    let env = Env::new(PG);
+    for price in ["NaN", "inf", "-1"] {
+        env.sandbox.admin("DELETE", "/faults", None);
+        env.sandbox.fault(json!({
+            "method": "GET",
+            "path": "/v1/project/*/pricing/service-types/*/plans/*/clouds/*",
+            "fault": {"kind": "body", "body": {"base_price_usd": price, "extra_disk_price_per_gb_usd": "0.000"}},
+        }));
+        let up = env.run(&["up", "--max-hourly-usd", "1000"]);
+        up.expect_code(2);
+        assert_eq!(
+            // After the line naming the run: the error, whole.
+            up.stderr.lines().skip(1).collect::<Vec<_>>(),
+            [
+                format!("error: cannot check the cost limit: no price for services.db (unreadable price `{price}`)").as_str(),
+                "  hint: try again: without prices the limit cannot be checked, and nothing was created",
+            ],
+            "{}",
+            up.stderr
+        );
+    }
+    for limit in ["NaN", "inf", "0"] {
+        let up = env.run(&["up", "--max-hourly-usd", limit]);
+        up.expect_code(2);
+        assert_eq!(
+            up.stderr,
+            format!(
+                "error: invalid value '{limit}' for '--max-hourly-usd <USD>': `{limit}` is not a positive number of US dollars; write e.g. `2.5`\n\nFor more information, try '--help'.\n"
+            )
+        );
+    }
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0, "nothing was created");
+}
+
+#[test]
 fn env_rebuilds_a_live_runs_env_from_the_api() {
     let env = Env::new(
         "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, users: [app_user]}\n  events: {type: kafka, plan: startup-2, users: [svc]}\n",
