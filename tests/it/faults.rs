@@ -377,3 +377,22 @@ fn an_expiry_refresh_that_cannot_be_recorded_is_warned_about() {
     ");
     assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
 }
+
+#[test]
+fn an_answer_whose_field_changed_type_is_refused_without_quoting_the_value() {
+    let env = Env::new(PG);
+    // A field that became a string holding a password, where a list is read.
+    env.sandbox.fault(json!({
+        "method": "GET",
+        "path": "/v1/project/*/service",
+        "fault": {"kind": "body", "body": {"services": [{
+            "service_name": "other", "service_type": "pg", "state": "RUNNING",
+            "users": "avnadmin:S3cretPassw0rd",
+        }]}},
+    }));
+    let up = env.run(&["up", "-vv"]);
+    up.expect_code(1);
+    assert!(!up.all().contains("S3cretPassw0rd"), "{}", up.all());
+    pinned!(up.stderr.lines().last().unwrap_or_default(), @"error: listing the services of project test-project: unexpected response: GET /project/test-project/service: `services[0].users`: expected a sequence (the value is not shown: it may be a secret)");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0, "nothing was created");
+}
