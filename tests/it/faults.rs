@@ -396,3 +396,43 @@ fn an_answer_whose_field_changed_type_is_refused_without_quoting_the_value() {
     pinned!(up.stderr.lines().last().unwrap_or_default(), @"error: listing the services of project test-project: unexpected response: GET /project/test-project/service: `services[0].users`: expected a sequence (the value is not shown: it may be a secret)");
     assert_eq!(env.sandbox.count("POST", "/v1"), 0, "nothing was created");
 }
+
+#[test]
+fn termination_protection_is_read_from_the_service_whatever_the_refusal_says() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "prot2"]).expect_code(0);
+    let (status, _) = env.sandbox.api(
+        "PUT",
+        &format!("/v1/project/{PROJECT}/service/ae-db-prot2"),
+        Some(json!({"termination_protection": true})),
+    );
+    assert_eq!(status, 200);
+    // A wording the tool has never seen: only the service's own field says why.
+    let reworded = |times: Option<u64>| {
+        json!({
+            "method": "DELETE",
+            "path": "/v1/project/*/service/ae-db-prot2",
+            "times": times,
+            "fault": {"kind": "status", "status": 403, "message": "Termination protection is enabled for this service"},
+        })
+    };
+    env.sandbox.fault(reworded(None));
+    let down = env.run(&["down"]);
+    down.expect_code(5);
+    let mut named: Vec<&str> = down
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ae-db-prot2"))
+        .map(|l| l.split_once("] ").map_or(l, |(_, said)| said))
+        .collect();
+    named.dedup();
+    pinned!(named.join("\n"), @r"
+    warning: ae-db-prot2: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-prot2
+    ");
+    assert_eq!(env.sandbox.live_names(), vec!["ae-db-prot2"]);
+    env.sandbox.admin("DELETE", "/faults", None);
+    env.sandbox.fault(reworded(Some(1)));
+    env.run(&["down", "--force"]).expect_code(0);
+    assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
+}
