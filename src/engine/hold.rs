@@ -260,11 +260,16 @@ async fn refresh_expiry(
     let every = every.unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
     loop {
         tokio::time::sleep(every).await;
+        // An `extend` meanwhile set a new ttl: kept, not undone.
+        if let Err(e) = store.take_extension() {
+            tracing::warn!("{e}; the extension is applied to the tags all the same");
+        }
+        let state = store.snapshot();
+        let ttl = state.extended_ttl_secs.map_or(ttl, Duration::from_secs);
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
         let expires = naming::rfc3339(now + ttl);
-        let state = store.snapshot();
         let mut updates = JoinSet::new();
         for record in state.services {
             // A shared service's expiry is the run's lease on it.

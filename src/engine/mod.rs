@@ -540,6 +540,7 @@ fn new_state(
         manifest: Some(settings::absolute(&args.manifest.file)),
         env_file: Some(r.env_file.clone()),
         tenancy_writes_until: None,
+        extended_ttl_secs: None,
         services: planned
             .iter()
             .map(|p| ServiceRecord {
