@@ -4,6 +4,7 @@
 //! each one in bash against the sandbox, so they stay true.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -240,8 +241,8 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub manifest: ManifestArgs,
     /// The `--timeout` `up` will be given: the ttl must exceed it by 10m
-    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR")]
-    pub timeout: String,
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR", value_parser = duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -278,13 +279,13 @@ pub struct UpArgs {
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// Give up waiting after this long, counted from the start (e.g. 20m)
-    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR")]
-    pub timeout: String,
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_name = "DUR", value_parser = duration)]
+    pub timeout: Duration,
     /// Longest wait between polls (the interval grows to it)
-    #[arg(long, default_value = "10s", value_name = "DUR")]
-    pub poll_interval: String,
+    #[arg(long, default_value = "10s", value_name = "DUR", value_parser = duration)]
+    pub poll_interval: Duration,
     /// Refuse to create anything that would cost more per hour
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = usd)]
     pub max_hourly_usd: Option<f64>,
     /// On failure, keep the services for debugging (and say so loudly)
     #[arg(long)]
@@ -337,18 +338,20 @@ pub struct TeardownArgs {
         long,
         env = "AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT",
         default_value = "10m",
-        value_name = "DUR"
+        value_name = "DUR",
+        value_parser = duration_or("AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT")
     )]
-    pub teardown_timeout: String,
+    pub teardown_timeout: Duration,
     /// Longest teardown may take after SIGINT, SIGTERM or SIGHUP. The default fits GitHub's
     /// cancel window (SIGINT, 7.5s, SIGTERM, 2.5s, SIGKILL)
     #[arg(
         long,
         env = "AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT",
         default_value = "8s",
-        value_name = "DUR"
+        value_name = "DUR",
+        value_parser = duration_or("AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT")
     )]
-    pub signal_teardown_timeout: String,
+    pub signal_teardown_timeout: Duration,
 }
 
 /// The run's state file, for the commands that act on a run.
@@ -399,6 +402,10 @@ pub struct RunArgs {
     /// Leave AIVEN_TOKEN and friends in the command's environment
     #[arg(long)]
     pub pass_token: bool,
+    /// How often the expiry moves forward (default: a third of the ttl, at least 1m).
+    /// For tests, hence hidden
+    #[arg(long, env = "AIVEN_EPHEMERAL_REFRESH_EVERY", hide = true, value_name = "DUR", value_parser = refresh_every)]
+    pub refresh_every: Option<Duration>,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -436,8 +443,8 @@ pub struct ReapArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Also select services created more than this long ago, whatever their expiry
-    #[arg(long, value_name = "DUR")]
-    pub older_than: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub older_than: Option<Duration>,
     /// Clear termination protection on this tool's services before deleting
     #[arg(long)]
     pub force: bool,
@@ -449,15 +456,15 @@ pub struct ReapArgs {
     pub sandbox: bool,
     /// Power off a shared service this tool created once it has had no live lease for
     /// this long (Aiven bills only while powered on; the next run powers it on again)
-    #[arg(long, default_value = "24h", value_name = "DUR")]
-    pub shared_idle: String,
+    #[arg(long, default_value = "24h", value_name = "DUR", value_parser = duration)]
+    pub shared_idle: Duration,
     /// Delete idle shared services instead of powering them off
     #[arg(long)]
     pub delete_idle_shared: bool,
     /// Drop seed templates of shared PostgreSQL services not cloned for this long (the
     /// most recently used one stays)
-    #[arg(long, default_value = "24h", value_name = "DUR")]
-    pub templates_unused_for: String,
+    #[arg(long, default_value = "24h", value_name = "DUR", value_parser = duration)]
+    pub templates_unused_for: Duration,
     #[command(flatten)]
     pub manifest: ManifestArgs,
     #[command(flatten)]
@@ -494,8 +501,8 @@ pub struct ExtendArgs {
     #[command(flatten)]
     pub run: RunRefArgs,
     /// New time to live, from now (the API's clock)
-    #[arg(long, value_name = "DUR")]
-    pub ttl: String,
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub ttl: Duration,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -544,6 +551,43 @@ pub struct SandboxArgs {
 }
 
 /// Parses the command line, adding the advice clap cannot know to its errors.
+/// A price limit: `NaN` and `inf` parse as numbers, and no total is over them.
+fn usd(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a positive number of US dollars; write e.g. `2.5`"
+        )),
+    }
+}
+
+/// Durations are parsed with the command line, as the manifest's are: a bad one is
+/// refused before anything runs.
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::manifest::parse_duration(text)
+}
+
+/// Each round re-tags every service of the run: a round a moment long would be a loop
+/// spending the project's request budget.
+fn refresh_every(text: &str) -> Result<Duration, String> {
+    const SHORTEST: Duration = Duration::from_secs(1);
+    let every = duration_or("AIVEN_EPHEMERAL_REFRESH_EVERY")(text)?;
+    if every < SHORTEST {
+        return Err(format!(
+            "`{text}` is shorter than 1s; each round re-tags every service of the run (set by the flag or AIVEN_EPHEMERAL_REFRESH_EVERY)"
+        ));
+    }
+    Ok(every)
+}
+
+/// [`duration`] for a flag that a variable may set: clap names only the flag, so the
+/// error names the variable too.
+fn duration_or(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| duration(text).map_err(|e| format!("{e} (set by the flag or {variable})"))
+}
+
 pub fn parse() -> Cli {
     Cli::try_parse().unwrap_or_else(|e| {
         let e = with_tip(e, std::env::args().skip(1));

@@ -56,17 +56,74 @@ fn read_server(path: &Path) -> Option<Server> {
 }
 
 /// The sandbox process serving `dir`, if one is alive: from the directory's server file,
-/// else from the registry.
+/// else from the registry. A file only names a pid, which may since belong to another
+/// process: only one that is this program serving `dir` is found (and ever signalled).
 pub fn find(dir: &Path) -> Option<Server> {
     let dir = absolute_dir(dir);
     let from_dir = read_server(&dir.join(SERVER_FILE));
     let from_registry = || {
         std::fs::read_dir(registry())
             .ok()?
-            .filter_map(|e| read_server(&e.ok()?.path()))
-            .find(|s| s.dir == dir && alive(s.pid))
+            .filter_map(|e| e.ok())
+            .filter(|e| mine(&e.path()))
+            .filter_map(|e| read_server(&e.path()))
+            .find(|s| s.dir == dir && serves(s.pid, &dir))
     };
-    from_dir.filter(|s| alive(s.pid)).or_else(from_registry)
+    from_dir
+        .filter(|s| s.dir == dir && serves(s.pid, &dir))
+        .or_else(from_registry)
+}
+
+/// Whether a registry entry was written by this user: another local user could plant
+/// one naming any pid.
+#[cfg(unix)]
+fn mine(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_file() && m.uid() == nix::unistd::Uid::effective().as_raw())
+}
+
+#[cfg(not(unix))]
+fn mine(_: &Path) -> bool {
+    true
+}
+
+#[cfg(unix)]
+fn mine_dir(path: &Path) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_dir()
+            && m.uid() == nix::unistd::Uid::effective().as_raw()
+            && m.permissions().mode() & 0o077 == 0
+    })
+}
+
+#[cfg(not(unix))]
+fn mine_dir(_: &Path) -> bool {
+    true
+}
+
+/// Whether `pid` is this program's sandbox process for `dir` (its executable and its
+/// `sandbox --detach-for <dir>`), not a process that got a dead one's pid. Where
+/// `/proc` is missing (macOS, Windows), being alive is all that can be told cheaply.
+fn serves(pid: u32, dir: &Path) -> bool {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if !Path::new("/proc/self").exists() {
+        return alive(pid);
+    }
+    let same_program = match (
+        std::fs::read_link(proc_dir.join("exe")),
+        std::env::current_exe(),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
+    };
+    let args = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+    let for_dir = args.windows(3).any(|w| {
+        w[0] == b"sandbox" && w[1] == b"--detach-for" && w[2] == dir.as_os_str().as_encoded_bytes()
+    });
+    same_program && for_dir && alive(pid)
 }
 
 /// The sandbox process for `dir`: the running one, or a new one.
@@ -84,7 +141,7 @@ pub async fn ensure(dir: &Path) -> Result<Server> {
         // it still holds its servers' ports and the directory's files, so a new one
         // starts only once it is gone.
         let started = Instant::now();
-        while alive(server.pid) {
+        while serves(server.pid, &server.dir) {
             if healthy(&server).await {
                 return Ok(server);
             }
@@ -191,7 +248,7 @@ pub async fn stop(dir: &Path) -> bool {
     };
     terminate(server.pid);
     let started = Instant::now();
-    while alive(server.pid) {
+    while serves(server.pid, &server.dir) {
         if started.elapsed() > STOP_TIMEOUT {
             kill(server.pid);
             break;
@@ -293,12 +350,24 @@ pub async fn serve(dir: &Path) -> Result<()> {
         dir: dir.clone(),
     };
     let json = serde_json::to_vec_pretty(&server).unwrap_or_default();
-    std::fs::create_dir_all(registry())
+    // The registry is this user's alone; one someone else made is not used.
+    let mut registry_dir = std::fs::DirBuilder::new();
+    registry_dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut registry_dir, 0o700);
+    registry_dir
+        .create(registry())
         .map_err(|e| Error::io(format!("cannot create {}", registry().display()), e))?;
-    for path in [
-        registry().join(format!("{}.json", server.pid)),
-        dir.join(SERVER_FILE),
-    ] {
+    let mut files = vec![dir.join(SERVER_FILE)];
+    if mine_dir(&registry()) {
+        files.push(registry().join(format!("{}.json", server.pid)));
+    } else {
+        tracing::warn!(
+            "{} is not this user's alone (0700): no entry there",
+            registry().display()
+        );
+    }
+    for path in files {
         crate::state::write_private(&path, &json)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     }

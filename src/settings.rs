@@ -2,7 +2,6 @@
 //! the project.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
@@ -45,23 +44,12 @@ pub fn require_token(global: &ApiArgs) -> Result<Secret> {
     })
 }
 
-pub fn duration(value: &str, what: &str) -> Result<Duration> {
-    crate::manifest::parse_duration(value).map_err(|e| Error::usage(format!("{what} {e}")))
-}
-
 /// The teardown budgets, by what starts the teardown.
-pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> Result<crate::engine::teardown::Budget> {
-    Ok(crate::engine::teardown::Budget {
-        // Either may come from the environment: the error names both ways in.
-        plain: duration(
-            &args.teardown_timeout,
-            "--teardown-timeout (or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT)",
-        )?,
-        interrupted: duration(
-            &args.signal_teardown_timeout,
-            "--signal-teardown-timeout (or AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT)",
-        )?,
-    })
+pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> crate::engine::teardown::Budget {
+    crate::engine::teardown::Budget {
+        plain: args.teardown_timeout,
+        interrupted: args.signal_teardown_timeout,
+    }
 }
 
 /// The state file, and the directory it lives in (lock, `.gitignore`, certs).

@@ -82,6 +82,10 @@ pub struct State {
     /// still land (RFC 3339, this machine's clock): a release is not finished before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenancy_writes_until: Option<String>,
+    /// The ttl `extend` gave the run (seconds): the expiry refresh of a live `run` keeps
+    /// it instead of undoing the extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_ttl_secs: Option<u64>,
 }
 
 impl State {
@@ -195,25 +199,14 @@ pub struct StateLock {
 impl StateLock {
     /// Waits up to `wait` for the lock, without blocking the runtime.
     pub async fn acquire(state_file: &Path, wait: Duration) -> Result<Self> {
-        let dir = state_file
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        prepare_dir(dir)?;
-        let mut path = state_file.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        let file = private(OpenOptions::new().create(true).truncate(false).write(true))
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
         let started = std::time::Instant::now();
         loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Self { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+            match Self::try_acquire(state_file)? {
+                Some(lock) => return Ok(lock),
+                None if started.elapsed() < wait => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
+                None => {
                     return Err(Error::usage_hint(
                         format!(
                             "another aiven-ephemeral process is using {}",
@@ -222,11 +215,67 @@ impl StateLock {
                         "wait for it to finish, or give this run its own --state-file",
                     ));
                 }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::io(format!("cannot lock {}", path.display()), e));
-                }
             }
         }
+    }
+
+    /// The lock if no other process holds it.
+    pub fn try_acquire(state_file: &Path) -> Result<Option<Self>> {
+        let dir = state_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        prepare_dir(dir)?;
+        let path = beside(state_file, ".lock");
+        let file = private(OpenOptions::new().create(true).truncate(false).write(true))
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::io(format!("cannot lock {}", path.display()), e))
+            }
+        }
+    }
+}
+
+/// `<state file><suffix>`: the files that belong to one state file.
+fn beside(state_file: &Path, suffix: &str) -> PathBuf {
+    let mut path = state_file.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
+}
+
+/// A new expiry for a run, from `extend`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Extension {
+    pub run_id: String,
+    pub expires_at: String,
+    pub ttl_secs: u64,
+}
+
+/// Records an extension: in the state file when no process holds the run, else in
+/// `<state file>.extend`, which the holder (a live `run`) applies at its next write;
+/// only a lock holder writes the state file. `false`: handed to the holder.
+pub fn record_extension(state_file: &Path, extension: &Extension) -> Result<bool> {
+    let Some(_lock) = StateLock::try_acquire(state_file)? else {
+        let path = beside(state_file, ".extend");
+        let json = serde_json::to_vec_pretty(extension).expect("an extension serialises");
+        write_private(&path, &json)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        return Ok(false);
+    };
+    if let Some(state) = read(state_file)?.filter(|s| s.live() && s.run_id == extension.run_id) {
+        Store::new(state_file.to_path_buf(), state)?.update(|s| extend(s, extension))?;
+    }
+    Ok(true)
+}
+
+fn extend(state: &mut State, extension: &Extension) {
+    if state.run_id == extension.run_id {
+        state.expires_at = Some(extension.expires_at.clone());
+        state.extended_ttl_secs = Some(extension.ttl_secs);
     }
 }
 
@@ -264,9 +313,22 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Changes the state and saves it before returning.
+    /// Changes the state and saves it before returning, with any extension `extend`
+    /// handed over meanwhile.
     pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Claimed by a rename: an `extend` that comes meanwhile leaves a new one.
+        let handed = beside(&self.path, ".extend");
+        let taken = beside(&self.path, &format!(".extend.{}", std::process::id()));
+        if std::fs::rename(&handed, &taken).is_ok() {
+            let extension = std::fs::read(&taken)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Extension>(&b).ok());
+            if let Some(extension) = &extension {
+                extend(&mut state, extension);
+            }
+            let _ = std::fs::remove_file(&taken);
+        }
         let out = change(&mut state);
         let json = serde_json::to_vec_pretty(&*state).expect("state serialises");
         write_private(&self.path, &json).map_err(|e| {
@@ -276,6 +338,22 @@ impl Store {
             )
         })?;
         Ok(out)
+    }
+
+    /// Applies an extension `extend` handed over, if there is one.
+    pub fn take_extension(&self) -> Result<()> {
+        if beside(&self.path, ".extend").exists() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::update`] for a record the command can go on without: a failed write is
+    /// said, naming the file and what the record no longer tells (`lost`).
+    pub fn update_or_warn(&self, lost: &str, change: impl FnOnce(&mut State)) {
+        if let Err(e) = self.update(change) {
+            tracing::warn!("{e}; {lost}");
+        }
     }
 
     pub fn save(&self) -> Result<()> {

@@ -122,14 +122,10 @@ impl ApiError {
         }
     }
 
-    /// Authentication, or a 403 for lack of permission (exit 3 either way).
+    /// Authentication, or a 403 for lack of permission (exit 3 either way). A DELETE's 403
+    /// may be termination protection instead: teardown reads the service to tell.
     pub fn is_auth_or_permission(&self) -> bool {
-        self.is_auth() || (self.status() == Some(403) && !self.is_termination_protected())
-    }
-
-    /// The 403 a DELETE gets for a termination-protected service.
-    pub fn is_termination_protected(&self) -> bool {
-        self.status() == Some(403) && self.message().contains("protected against termination")
+        self.is_auth() || self.status() == Some(403)
     }
 
     /// An untrusted TLS certificate: no retry will change that.
@@ -178,7 +174,9 @@ impl ApiError {
     }
 }
 
-/// Parses the "try again in 28s" the API writes into its 429 messages.
+/// Parses the "try again in 28s" the API writes into its 429 messages (seen in
+/// terraform-provider-aiven#575: "Rate limit 120 exceeded - try again in 28s"). Only a
+/// wait: the status decides whether to retry, and another wording means our own backoff.
 fn try_again_in(message: &str) -> Option<Duration> {
     let rest = &message[message.find("try again in ")? + "try again in ".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -208,6 +206,7 @@ mod tests {
 
     #[test]
     fn retry_after_from_header_then_from_text() {
+        // The text as terraform-provider-aiven#575 quotes it.
         let body = br#"{"message":"too many requests in a given amount of time: Rate limit 120 exceeded - try again in 28s"}"#;
         assert_eq!(
             ApiError::from_response(429, None, body).retry_after(),
@@ -231,20 +230,20 @@ mod tests {
     }
 
     #[test]
-    fn auth_and_protection_are_told_apart() {
+    fn a_protection_refusal_is_not_an_authentication_failure() {
         let auth = ApiError::from_response(
             403,
             None,
             br#"{"errors":[{"error_code":"authentication_failed","message":"Authentication failed","status":403}],"message":"Authentication failed"}"#,
         );
         assert!(auth.is_auth());
+        // The text as terraform-provider-aiven#506 quotes it.
         let protected = ApiError::from_response(
             403,
             None,
-            br#"{"message":"Service is protected against termination and shutdown. Remove termination protection first."}"#,
+            br#"{"errors":[{"message":"Service is protected against termination and shutdown. Remove termination protection first.","status":403}],"message":"Service is protected against termination and shutdown. Remove termination protection first."}"#,
         );
         assert!(!protected.is_auth());
-        assert!(protected.is_termination_protected());
         assert!(ApiError::from_response(401, None, br#"{"message":"Invalid token"}"#).is_auth());
     }
 }

@@ -387,8 +387,9 @@ impl Client {
         if bytes.is_empty() {
             return serde_json::from_value(json!({})).map_err(|e| ApiError::Decode(e.to_string()));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| ApiError::Decode(format!("{method} {path}: {}", undecodable("", e))))
     }
 
     /// A connection refused (or unresolvable) before the API ever answered.
@@ -571,7 +572,8 @@ impl Client {
         let value = answer.get_mut(key).map(Value::take).ok_or_else(|| {
             ApiError::Decode(format!("{method} {path}: no `{key}` in the answer"))
         })?;
-        serde_json::from_value(value).map_err(|e| ApiError::Decode(format!("{method} {path}: {e}")))
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| ApiError::Decode(format!("{method} {path}: {}", undecodable(key, e))))
     }
 
     /// Deletes one object inside a service (`/user/`, `/topic/`, `/acl/`, ...).
@@ -989,6 +991,40 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Why an answer did not decode: where, and what was expected, never the value found
+/// (serde quotes it, and a field whose type changed may hold a password or a key).
+fn undecodable(key: &str, e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let at = match (key, e.path().to_string()) {
+        ("", path) => path,
+        (key, path) if path == "." => key.to_string(),
+        (key, path) if path.starts_with('[') => format!("{key}{path}"),
+        (key, path) => format!("{key}.{path}"),
+    };
+    let inner = e.into_inner();
+    if !inner.is_data() {
+        // Syntax: serde_json says where, not what it read.
+        return format!("the answer is not JSON ({inner})");
+    }
+    let message = inner.to_string();
+    let message = match inner.line() {
+        0 => message.as_str(),
+        line => message
+            .strip_suffix(&format!(" at line {line} column {}", inner.column()))
+            .unwrap_or(&message),
+    };
+    let why = match message.split_once(", expected ") {
+        Some((_, expected)) => format!("expected {expected}"),
+        // These name fields and types, never a value.
+        None if message.starts_with("missing field")
+            || message.starts_with("data did not match") =>
+        {
+            message.to_string()
+        }
+        None => "a value it cannot read".to_string(),
+    };
+    format!("`{at}`: {why} (the value is not shown: it may be a secret)")
 }
 
 #[cfg(test)]

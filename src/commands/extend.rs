@@ -14,7 +14,7 @@ use crate::progress::Reporter;
 const SHORT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
-    let ttl = crate::settings::duration(&args.ttl, "--ttl")?;
+    let ttl = args.ttl;
     let run = super::RunRef::locate(global, &args.run).await?;
     let services = run.services().await?;
     if services.is_empty() {
@@ -57,8 +57,18 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
             humantime::format_duration(ttl)
         ));
     }
-    if let Some(store) = &run.store {
-        store.update(|s| s.expires_at = Some(expires.clone()))?;
+    if run.recorded {
+        let extension = crate::state::Extension {
+            run_id: run.run_id.clone(),
+            expires_at: expires.clone(),
+            ttl_secs: ttl.as_secs(),
+        };
+        if !crate::state::record_extension(&run.state_file, &extension)? {
+            reporter.info(format!(
+                "run {} is held by another process (its `run`): it keeps the new ttl",
+                run.run_id
+            ));
+        }
     }
     run.conn.close().await;
     Ok(Status::Success)

@@ -22,7 +22,7 @@ use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
 use crate::settings;
-use crate::state::{self, Store};
+use crate::state;
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
     let api = cli.command.api().cloned().unwrap_or_default();
@@ -90,7 +90,8 @@ pub struct RunRef {
     pub run_id: String,
     /// Known from the state file; tag lookups then also require it.
     pub owner: Option<String>,
-    pub store: Option<Store>,
+    /// Whether the state file records the run (its holder writes it, not a reader).
+    pub recorded: bool,
     pub manifest: Option<PathBuf>,
     pub state_file: PathBuf,
     pub state_dir: PathBuf,
@@ -109,7 +110,7 @@ impl RunRef {
                     run_id: s.run_id.clone(),
                     owner: Some(s.owner.clone()),
                     manifest: s.manifest.clone().filter(|p| p.exists()),
-                    store: Some(Store::new(state_file.clone(), s)?),
+                    recorded: true,
                     conn,
                     state_file,
                     state_dir,
@@ -122,7 +123,7 @@ impl RunRef {
                     project: settings::project(global, m.as_ref())?,
                     run_id: id.to_string(),
                     owner: None,
-                    store: None,
+                    recorded: false,
                     manifest: None,
                     conn: if args.sandbox {
                         Connection::sandbox(global, &state_dir).await?

@@ -82,14 +82,9 @@ pub fn judge(
 }
 
 pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Result<Status> {
-    let older_than = args
-        .older_than
-        .as_deref()
-        .map(|d| settings::duration(d, "--older-than"))
-        .transpose()?;
-    let shared_idle = settings::duration(&args.shared_idle, "--shared-idle")?;
-    let templates_unused_for =
-        settings::duration(&args.templates_unused_for, "--templates-unused-for")?;
+    let older_than = args.older_than;
+    let shared_idle = args.shared_idle;
+    let templates_unused_for = args.templates_unused_for;
     let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
     let (project, conn) = if args.sandbox {
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
@@ -252,7 +247,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let options = Options {
         force,
         owner: None,
-        budget: settings::teardown_budget(&args.teardown)?,
+        budget: settings::teardown_budget(&args.teardown),
         releases: expired
             .iter()
             .map(|l| sweep::release_of(&l.service, &l.run_id))
@@ -276,7 +271,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
                     "{}: unused since {} (over --shared-idle {}); {}",
                     i.name,
                     i.since,
-                    args.shared_idle,
+                    humantime::format_duration(args.shared_idle),
                     if args.delete_idle_shared {
                         "deleted".to_string()
                     } else {

@@ -7,7 +7,7 @@ use crate::manifest::ManifestError;
 use crate::progress::Reporter;
 
 pub fn validate(args: &ValidateArgs, reporter: &Reporter) -> Result<Status> {
-    let timeout = crate::settings::duration(&args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     let checked =
         crate::manifest::load(&args.manifest.file).and_then(|m| m.ttl_for(timeout).map(|_| m));
     let manifest = checked.map_err(|e| annotated(e, reporter))?;

@@ -71,7 +71,7 @@ async fn down(
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
-    let budget = settings::teardown_budget(&args.teardown)?;
+    let budget = settings::teardown_budget(&args.teardown);
     let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     if let Some(run_id) = &args.run_id {

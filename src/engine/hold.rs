@@ -19,8 +19,6 @@ use crate::signals::Signal;
 const KILL_AFTER: Duration = Duration::from_secs(5);
 /// One expiry update may take this long; the next round tries again.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
-/// For tests only: how often the expiry is pushed forward, instead of ttl/3.
-const REFRESH_ENV: &str = "AIVEN_EPHEMERAL_REFRESH_EVERY";
 
 /// Variables the command does not get (unless `--pass-token`): it gets the services,
 /// not the keys to the project.
@@ -142,6 +140,7 @@ async fn hold(
         live.project.clone(),
         live.store.clone(),
         live.ttl,
+        args.refresh_every,
     ));
 
     let mut teardown = None;
@@ -262,18 +261,21 @@ async fn refresh_expiry(
     project: String,
     store: crate::state::Store,
     ttl: Duration,
+    every: Option<Duration>,
 ) {
-    let every = std::env::var(REFRESH_ENV)
-        .ok()
-        .and_then(|v| crate::manifest::parse_duration(&v).ok())
-        .unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
+    let every = every.unwrap_or_else(|| (ttl / 3).max(Duration::from_secs(60)));
     loop {
         tokio::time::sleep(every).await;
+        // An `extend` meanwhile set a new ttl: kept, not undone.
+        if let Err(e) = store.take_extension() {
+            tracing::warn!("{e}; the extension is applied to the tags all the same");
+        }
+        let state = store.snapshot();
+        let ttl = state.extended_ttl_secs.map_or(ttl, Duration::from_secs);
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
         let expires = naming::rfc3339(now + ttl);
-        let state = store.snapshot();
         let mut updates = JoinSet::new();
         for record in state.services {
             // A shared service's expiry is the run's lease on it.
@@ -304,7 +306,10 @@ async fn refresh_expiry(
             });
         }
         while updates.join_next().await.is_some() {}
-        let _ = store.update(|s| s.expires_at = Some(expires));
+        store.update_or_warn(
+            "it keeps the previous expiry; the services' tags have the new one",
+            |s| s.expires_at = Some(expires),
+        );
     }
 }
 

@@ -176,10 +176,14 @@ impl Engine {
             Some(e) => Err(e),
             None => outcome,
         };
+        // A run whose record cannot say it is up has failed like any other: torn down.
+        let outcome = outcome.and_then(|values| {
+            live.store.set_status(RunStatus::Up)?;
+            Ok(values)
+        });
         match outcome {
             Ok((values, rows)) => {
                 live.values = values;
-                live.store.set_status(RunStatus::Up)?;
                 tracing::info!(
                     "ready after {:.1}s and {} API requests",
                     started.elapsed().as_secs_f64(),
@@ -487,7 +491,13 @@ impl Engine {
             return error;
         }
         if args.keep_on_failure && !matches!(error, Error::Interrupted { .. }) {
-            let _ = live.store.set_status(RunStatus::Kept);
+            live.store.update_or_warn(
+                &format!(
+                    "it does not say the run was kept: a plain `aiven-ephemeral down{}` deletes its services",
+                    state::state_flag(live.store.path())
+                ),
+                |s| s.status = RunStatus::Kept,
+            );
             self.reporter.warn(format!(
                 "--keep-on-failure: the run's services (and its tenancies in shared services) were NOT deleted and keep costing money until `aiven-ephemeral down --force{}` (or `reap`) deletes them",
                 state::state_flag(live.store.path())
@@ -683,6 +693,7 @@ fn new_state(
         manifest: Some(settings::absolute(&args.manifest.file)),
         env_file: Some(r.env_file.clone()),
         tenancy_writes_until: None,
+        extended_ttl_secs: None,
         services: planned
             .iter()
             .map(|p| ServiceRecord {
@@ -733,7 +744,10 @@ pub async fn record_teardown(
     reporter: &Reporter,
     signals: Option<&Signals>,
 ) -> Result<()> {
-    let _ = store.set_status(RunStatus::TearingDown);
+    store.update_or_warn(
+        "it does not say teardown started; `down` finds the run's services all the same",
+        |s| s.status = RunStatus::TearingDown,
+    );
     let force_flag = !matches!(options.force, Force::No);
     let report = teardown::teardown(client, project, targets, options, reporter, signals).await;
     let run_id = store.snapshot().run_id;
@@ -745,15 +759,23 @@ pub async fn record_teardown(
             &report.failed,
         ));
     }
-    store.update(|s| {
-        for name in &report.deleted {
-            if let Some(r) = s.record(name) {
-                r.status = ServiceStatus::Deleted;
+    let complete = report.complete();
+    // The services are gone whether or not the record can say so; the env file with
+    // their credentials goes all the same.
+    store.update_or_warn(
+        "it does not say which services were deleted; `down` finds them gone",
+        |s| {
+            for name in &report.deleted {
+                if let Some(r) = s.record(name) {
+                    r.status = ServiceStatus::Deleted;
+                }
             }
-        }
-    })?;
-    if report.complete() {
-        store.set_status(RunStatus::TornDown)?;
+            if complete {
+                s.status = RunStatus::TornDown;
+            }
+        },
+    );
+    if complete {
         if let Some(env_file) = store.snapshot().env_file {
             outputs::remove(&env_file, store.path());
         }

@@ -36,9 +36,9 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     for spec in &manifest.services {
         naming::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
     }
-    let timeout = settings::duration(&args.timeout, "--timeout")?;
-    let poll_cap = settings::duration(&args.poll_interval, "--poll-interval")?;
-    let teardown_budget = settings::teardown_budget(&args.teardown)?;
+    let timeout = args.timeout;
+    let poll_cap = args.poll_interval;
+    let teardown_budget = settings::teardown_budget(&args.teardown);
     let ttl = manifest.ttl_for(timeout)?;
     if args.preview.reset {
         check_reset(&manifest)?;

@@ -385,15 +385,29 @@ impl Ctx {
                     last = Some("still listed after DELETE".into());
                 }
                 Err(e) if e.is_not_found() => return Outcome::Gone,
-                Err(e) if e.is_termination_protected() => match self.unprotect(&t.name).await {
-                    Ok(true) => {}
-                    Ok(false) => return Outcome::Protected,
-                    Err(e) => {
-                        last = Some(format!("clearing termination protection: {e}"));
-                        self.pause(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                // A 403 may be termination protection: the service's documented field
+                // says so, not the wording of the refusal.
+                Err(e) if e.status() == Some(403) && !e.is_auth() => {
+                    match self.get(&t.name).await {
+                        Ok(svc) if svc.termination_protection => match self.unprotect(&svc).await {
+                            Ok(true) => {}
+                            Ok(false) => return Outcome::Protected,
+                            Err(e) => {
+                                last = Some(format!("clearing termination protection: {e}"));
+                                self.pause(backoff).await;
+                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                            }
+                        },
+                        Ok(_) => return Outcome::Failed(e.to_string()),
+                        Err(read) => {
+                            last = Some(format!(
+                                "{e}; reading whether it is termination-protected: {read}"
+                            ));
+                            self.pause(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
                     }
-                },
+                }
                 // Asked to wait past the budget: waiting for the end would change nothing.
                 Err(e) if e.retry_after().is_some_and(|asked| asked > self.left()) => {
                     return Outcome::Failed(format!(
@@ -457,14 +471,11 @@ impl Ctx {
     }
 
     /// `Ok(true)`: protection cleared, delete again. `Ok(false)`: leave it.
-    async fn unprotect(&self, name: &str) -> Result<bool, ApiError> {
-        if matches!(self.options.force, Force::No) {
+    async fn unprotect(&self, svc: &Service) -> Result<bool, ApiError> {
+        if matches!(self.options.force, Force::No) || !self.options.force.allows(svc) {
             return Ok(false);
         }
-        let svc = self.get(name).await?;
-        if !self.options.force.allows(&svc) {
-            return Ok(false);
-        }
+        let name = svc.service_name.as_str();
         tracing::warn!("{name}: clearing termination protection (--force)");
         self.once(
             self.client

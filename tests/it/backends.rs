@@ -237,7 +237,8 @@ fn real_servers_die_with_a_killed_sandbox_and_the_next_start_removes_their_data(
     let left = dirs_of(killed.pid(), tmp.path());
     assert_eq!(left.len(), 2, "one data directory per server: {left:?}");
     signal(&killed.child, nix::sys::signal::Signal::SIGKILL);
-    wait(killed.child, std::time::Duration::from_secs(5));
+    let gone = wait(killed.child, std::time::Duration::from_secs(5));
+    assert_eq!(gone.code, None, "killed by the signal: {}", gone.stderr);
     wait_gone(&servers);
 
     // The next sandbox removes what the killed one could not.
@@ -472,7 +473,7 @@ fn shared_services_serve_again_after_a_sandbox_process_that_lived_a_moment() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         signal(&child, nix::sys::signal::Signal::SIGINT);
-        wait(child, std::time::Duration::from_secs(30));
+        wait(child, std::time::Duration::from_secs(30)).expect_code(130);
         let next = psql_run();
         assert!(!next.stderr.contains("powered off"), "{}", next.stderr);
     }
@@ -497,7 +498,8 @@ fn down_after_a_sigkilled_up_sandbox_leaves_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     signal(&child, nix::sys::signal::Signal::SIGKILL);
-    wait(child, std::time::Duration::from_secs(5));
+    let gone = wait(child, std::time::Duration::from_secs(5));
+    assert_eq!(gone.code, None, "killed by the signal: {}", gone.stderr);
     let pid: u32 = serde_json::from_slice::<serde_json::Value>(
         &std::fs::read(d.path("sandbox-server.json")).unwrap(),
     )

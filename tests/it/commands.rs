@@ -1,5 +1,7 @@
 //! The other commands: validate, plan, env, extend, reap, completions, --help.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -150,6 +152,42 @@ fn cost_guard_blocks_before_any_write() {
         .expect_code(2)
         .expect_stderr("USD/h");
     assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+}
+
+#[test]
+fn the_cost_guard_passes_no_price_or_limit_that_is_not_a_number() {
+    let env = Env::new(PG);
+    for price in ["NaN", "inf", "-1"] {
+        env.sandbox.admin("DELETE", "/faults", None);
+        env.sandbox.fault(json!({
+            "method": "GET",
+            "path": "/v1/project/*/pricing/service-types/*/plans/*/clouds/*",
+            "fault": {"kind": "body", "body": {"base_price_usd": price, "extra_disk_price_per_gb_usd": "0.000"}},
+        }));
+        let up = env.run(&["up", "--max-hourly-usd", "1000"]);
+        up.expect_code(2);
+        assert_eq!(
+            // After the line naming the run: the error, whole.
+            up.stderr.lines().skip(1).collect::<Vec<_>>(),
+            [
+                format!("error: cannot check the cost limit: no price for services.db (unreadable price `{price}`)").as_str(),
+                "  hint: try again: without prices the limit cannot be checked, and nothing was created",
+            ],
+            "{}",
+            up.stderr
+        );
+    }
+    for limit in ["NaN", "inf", "0"] {
+        let up = env.run(&["up", "--max-hourly-usd", limit]);
+        up.expect_code(2);
+        assert_eq!(
+            up.stderr,
+            format!(
+                "error: invalid value '{limit}' for '--max-hourly-usd <USD>': `{limit}` is not a positive number of US dollars; write e.g. `2.5`\n\nFor more information, try '--help'.\n"
+            )
+        );
+    }
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0, "nothing was created");
 }
 
 #[test]
@@ -448,4 +486,82 @@ fn status_says_when_a_live_runs_expiry_has_passed() {
         stale.stdout
     );
     env.run(&["down"]).expect_code(0);
+}
+
+/// The state file's inode and contents: a write (even of the same text) replaces it.
+fn state_file_identity(env: &Env) -> (u64, String) {
+    use std::os::unix::fs::MetadataExt;
+    let path = env.path(".aiven-ephemeral/state.json");
+    let ino = std::fs::metadata(&path).expect("state file").ino();
+    (ino, std::fs::read_to_string(&path).expect("state file"))
+}
+
+#[test]
+fn env_reads_the_state_file_and_never_writes_it() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "envro"]).expect_code(0);
+    let before = state_file_identity(&env);
+    env.run(&["env"]).expect_code(0);
+    assert_eq!(state_file_identity(&env), before);
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn extend_during_a_live_run_is_kept_by_its_expiry_refresh() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&[
+        "run",
+        "--run-id",
+        "extrun",
+        "--",
+        "sh",
+        "-c",
+        "while [ ! -e go ]; do sleep 0.05; done",
+    ]);
+    cmd.env("AIVEN_EPHEMERAL_REFRESH_EVERY", "1s");
+    let child = cmd.spawn().expect("binary starts");
+    let refreshes = |r: &[Value]| {
+        r.iter()
+            .filter(|r| {
+                r["method"] == "PATCH" && r["path"].as_str().is_some_and(|p| p.ends_with("/tags"))
+            })
+            .count()
+    };
+    env.sandbox
+        .wait_for("a first expiry refresh", Duration::from_secs(60), |r| {
+            refreshes(r) >= 1
+        });
+    let extend = env.run(&["extend", "--ttl", "30h"]);
+    extend.expect_code(0);
+    assert!(
+        extend.stderr.lines().any(|l| l
+            .ends_with("run extrun is held by another process (its `run`): it keeps the new ttl")),
+        "{}",
+        extend.stderr
+    );
+    let after = refreshes(&env.sandbox.requests());
+    env.sandbox.wait_for(
+        "two refreshes after the extension",
+        Duration::from_secs(10),
+        |r| refreshes(r) >= after + 2,
+    );
+    let (_, svc) = env.sandbox.api(
+        "GET",
+        &format!("/v1/project/{PROJECT}/service/ae-db-extrun"),
+        None,
+    );
+    let expires = svc["service"]["tags"]["aiven-ephemeral-expires"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let expires =
+        time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("expiry tag `{expires}`: {e}"));
+    assert!(
+        expires > time::OffsetDateTime::now_utc() + Duration::from_secs(29 * 3600),
+        "the refresh undid the extension: expires {expires}"
+    );
+    std::fs::write(env.path("go"), "").expect("go");
+    wait(child, Duration::from_secs(60)).expect_code(0);
+    assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
 }

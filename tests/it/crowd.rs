@@ -168,15 +168,52 @@ fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
 }
 
 #[test]
-fn a_bad_teardown_budget_is_refused_before_any_call_whichever_way_it_came() {
+fn bad_durations_are_refused_before_any_call_whichever_way_they_came() {
     let env = Env::new(PG);
     let flag = env.run(&["down", "--run-id", "x1", "--teardown-timeout", "bogus"]);
     flag.expect_code(2);
-    pinned!(flag.stderr, @"error: --teardown-timeout (or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT) `bogus` is not a duration; write e.g. `90s`, `20m`, `2h`");
+    pinned!(flag.stderr, @r"
+    error: invalid value 'bogus' for '--teardown-timeout <DUR>': `bogus` is not a duration; write e.g. `90s`, `20m`, `2h` (set by the flag or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT)
+
+    For more information, try '--help'.
+    ");
+    // `reap` sweeps (and drops seed templates) before it tears anything down: the
+    // budget is refused before any of that.
+    let reap = env.run(&["reap", "--teardown-timeout", "bogus"]);
+    reap.expect_code(2);
+    pinned!(reap.stderr, @r"
+    error: invalid value 'bogus' for '--teardown-timeout <DUR>': `bogus` is not a duration; write e.g. `90s`, `20m`, `2h` (set by the flag or AIVEN_EPHEMERAL_TEARDOWN_TIMEOUT)
+
+    For more information, try '--help'.
+    ");
     let mut cmd = env.cmd(&["down", "--run-id", "x1"]);
     cmd.env("AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT", "10");
     let from_env = run(cmd);
     from_env.expect_code(2);
-    pinned!(from_env.stderr, @"error: --signal-teardown-timeout (or AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT) `10` is not a duration (a unit is needed); write e.g. `90s`, `20m`, `2h`");
+    pinned!(from_env.stderr, @r"
+    error: invalid value '10' for '--signal-teardown-timeout <DUR>': `10` is not a duration (a unit is needed); write e.g. `90s`, `20m`, `2h` (set by the flag or AIVEN_EPHEMERAL_SIGNAL_TEARDOWN_TIMEOUT)
+
+    For more information, try '--help'.
+    ");
+    // Each refresh round re-tags every service: none at all, or a moment apart, would be
+    // a loop spending the project's request budget.
+    for (every, said) in [
+        ("0s", "`0s` is zero; give a positive duration"),
+        (
+            "10ms",
+            "`10ms` is shorter than 1s; each round re-tags every service of the run",
+        ),
+    ] {
+        let mut cmd = env.cmd(&["run", "--", "true"]);
+        cmd.env("AIVEN_EPHEMERAL_REFRESH_EVERY", every);
+        let refresh = run(cmd);
+        refresh.expect_code(2);
+        assert_eq!(
+            refresh.stderr,
+            format!(
+                "error: invalid value '{every}' for '--refresh-every <DUR>': {said} (set by the flag or AIVEN_EPHEMERAL_REFRESH_EVERY)\n\nFor more information, try '--help'.\n"
+            ),
+        );
+    }
     assert!(env.sandbox.requests().is_empty(), "nothing was sent");
 }

@@ -257,3 +257,207 @@ fn a_topic_with_more_replicas_than_brokers_fails_at_once_with_the_apis_words() {
     pinned!(said.join("\n"), @"error: ae-events-repl1 (services.events): creating topic `orders` in ae-events-repl1: HTTP 409: Cluster only has 3 broker(s), cannot set replication factor to 5");
     assert!(env.sandbox.live_names().is_empty());
 }
+
+/// The state file replaced by a directory: no write of it lands any more, as on a full
+/// or read-only disk (a read-only mode would not stop root).
+fn state_becomes_unwritable(env: &Env) {
+    let state = env.path(".aiven-ephemeral/state.json");
+    std::fs::remove_file(&state).expect("the state file exists");
+    std::fs::create_dir_all(state.join("in-the-way")).expect("a directory in its place");
+}
+
+/// `up` in GitHub Actions whose `$GITHUB_ENV` is a FIFO nobody reads: it waits there with
+/// every service ready and the env file written. The state file becomes unwritable, then
+/// the FIFO is opened and `up` goes on to record that the run is up.
+fn up_losing_its_state_file_at_delivery(env: &Env, extra: &[&str]) -> Run {
+    let fifo = env.path("github-env");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut args = vec!["up"];
+    args.extend(extra);
+    let mut cmd = env.cmd(&args);
+    cmd.env("GITHUB_ACTIONS", "true").env("GITHUB_ENV", &fifo);
+    let mut child = cmd.spawn().expect("binary starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.path(".aiven-ephemeral/env.sh").exists() {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "up ended before delivery:\n{}",
+            wait(child, std::time::Duration::from_secs(1)).stderr
+        );
+        assert!(std::time::Instant::now() < deadline, "no env file in 60s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    state_becomes_unwritable(env);
+    // A reader that never blocks: `up` opens the FIFO, writes (a few KiB fit in the pipe)
+    // and goes on.
+    let _reader = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        nix::libc::O_NONBLOCK,
+    )
+    .open(&fifo)
+    .expect("FIFO opens");
+    wait(child, std::time::Duration::from_secs(60))
+}
+
+/// The lines that speak of the state file, whole.
+fn state_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains("state.json"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn up_whose_last_state_write_fails_tears_its_services_down_and_says_what_the_record_lost() {
+    let env = Env::new(PG);
+    let out = up_losing_its_state_file_at_delivery(&env, &[]);
+    out.expect_code(1);
+    pinned!(state_lines(&out.stderr), @r"
+    ::warning::cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it does not say teardown started; `down` finds the run's services all the same
+    ::warning::cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it does not say which services were deleted; `down` finds them gone
+    error: cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21)
+    ");
+    assert_eq!(
+        env.sandbox.live_names(),
+        Vec::<String>::new(),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.sandbox
+            .count("DELETE", "/v1/project/test-project/service/"),
+        1
+    );
+    assert!(
+        !env.path(".aiven-ephemeral/env").exists(),
+        "the env file with the deleted services' credentials is gone"
+    );
+}
+
+#[test]
+fn a_kept_run_whose_record_cannot_say_so_is_warned_about() {
+    let env = Env::new(PG);
+    let out = up_losing_its_state_file_at_delivery(&env, &["--keep-on-failure"]);
+    out.expect_code(1);
+    pinned!(state_lines(&out.stderr), @r"
+    ::warning::cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it does not say the run was kept: a plain `aiven-ephemeral down` deletes its services
+    error: cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21)
+    ");
+    assert_eq!(env.sandbox.live_services().len(), 1, "kept, as asked");
+    assert_eq!(
+        env.sandbox
+            .count("DELETE", "/v1/project/test-project/service/"),
+        0
+    );
+}
+
+#[test]
+fn an_expiry_refresh_that_cannot_be_recorded_is_warned_about() {
+    let env = Env::new(PG);
+    let mut cmd = env.cmd(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "rm \"$AIVEN_EPHEMERAL_STATE_FILE\" && mkdir \"$AIVEN_EPHEMERAL_STATE_FILE\" && while [ ! -e go ]; do sleep 0.05; done",
+    ]);
+    cmd.env("AIVEN_EPHEMERAL_REFRESH_EVERY", "1s");
+    let child = cmd.spawn().expect("binary starts");
+    let state = env.path(".aiven-ephemeral/state.json");
+    let refreshes = |r: &[serde_json::Value]| {
+        r.iter()
+            .filter(|r| {
+                r["method"] == "PATCH" && r["path"].as_str().is_some_and(|p| p.ends_with("/tags"))
+            })
+            .count()
+    };
+    env.sandbox.wait_for(
+        "the command to take the state file away",
+        std::time::Duration::from_secs(60),
+        |_| state.is_dir(),
+    );
+    let before = refreshes(&env.sandbox.requests());
+    // The second round starts once the first has written (or failed to write) its record.
+    env.sandbox.wait_for(
+        "two expiry refreshes",
+        std::time::Duration::from_secs(10),
+        |r| refreshes(r) >= before + 2,
+    );
+    std::fs::write(env.path("go"), "").expect("go");
+    let out = wait(child, std::time::Duration::from_secs(60));
+    out.expect_code(0);
+    // One warning per round, however many rounds came: without their times.
+    let mut lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("state.json"))
+        .map(|l| l.split_once("] ").map_or(l, |(_, said)| said))
+        .collect();
+    lines.dedup();
+    pinned!(lines.join("\n"), @r"
+    warning: cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it keeps the previous expiry; the services' tags have the new one
+    warning: cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it does not say teardown started; `down` finds the run's services all the same
+    warning: cannot write state file .aiven-ephemeral/state.json: Is a directory (os error 21); it does not say which services were deleted; `down` finds them gone
+    ");
+    assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
+}
+
+#[test]
+fn an_answer_whose_field_changed_type_is_refused_without_quoting_the_value() {
+    let env = Env::new(PG);
+    // A field that became a string holding a password, where a list is read.
+    env.sandbox.fault(json!({
+        "method": "GET",
+        "path": "/v1/project/*/service",
+        "fault": {"kind": "body", "body": {"services": [{
+            "service_name": "other", "service_type": "pg", "state": "RUNNING",
+            "users": "avnadmin:S3cretPassw0rd",
+        }]}},
+    }));
+    let up = env.run(&["up", "-vv"]);
+    up.expect_code(1);
+    assert!(!up.all().contains("S3cretPassw0rd"), "{}", up.all());
+    pinned!(up.stderr.lines().last().unwrap_or_default(), @"error: listing the services of project test-project: unexpected response: GET /project/test-project/service: `services[0].users`: expected a sequence (the value is not shown: it may be a secret)");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0, "nothing was created");
+}
+
+#[test]
+fn termination_protection_is_read_from_the_service_whatever_the_refusal_says() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "prot2"]).expect_code(0);
+    let (status, _) = env.sandbox.api(
+        "PUT",
+        &format!("/v1/project/{PROJECT}/service/ae-db-prot2"),
+        Some(json!({"termination_protection": true})),
+    );
+    assert_eq!(status, 200);
+    // A wording the tool has never seen: only the service's own field says why.
+    let reworded = |times: Option<u64>| {
+        json!({
+            "method": "DELETE",
+            "path": "/v1/project/*/service/ae-db-prot2",
+            "times": times,
+            "fault": {"kind": "status", "status": 403, "message": "Termination protection is enabled for this service"},
+        })
+    };
+    env.sandbox.fault(reworded(None));
+    let down = env.run(&["down"]);
+    down.expect_code(5);
+    let mut named: Vec<&str> = down
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ae-db-prot2"))
+        .map(|l| l.split_once("] ").map_or(l, |(_, said)| said))
+        .collect();
+    named.dedup();
+    pinned!(named.join("\n"), @r"
+    warning: ae-db-prot2: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-prot2
+    ");
+    assert_eq!(env.sandbox.live_names(), vec!["ae-db-prot2"]);
+    env.sandbox.admin("DELETE", "/faults", None);
+    env.sandbox.fault(reworded(Some(1)));
+    env.run(&["down", "--force"]).expect_code(0);
+    assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
+}

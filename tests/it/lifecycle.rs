@@ -601,3 +601,40 @@ fn a_finished_runs_state_file_does_not_stand_in_the_way_of_down_by_run_id() {
         .expect_stderr("holds run old3, not new4");
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn a_recorded_pid_that_is_not_the_sandbox_process_is_never_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    let state_dir = dir.path().join(".aiven-ephemeral");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // A dead sandbox's pid, now another process's.
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep starts");
+    let server = json!({
+        "pid": other.id(), "url": "http://127.0.0.1:9", "token": "t", "backends": "simulated",
+        "dir": std::fs::canonicalize(&state_dir).unwrap(),
+    });
+    let registry = tmp.path().join("aiven-ephemeral-sandboxes");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&registry)
+        .unwrap();
+    for file in [
+        state_dir.join("sandbox-server.json"),
+        registry.join(format!("{}.json", other.id())),
+    ] {
+        std::fs::write(file, server.to_string()).unwrap();
+    }
+    let mut down = sandbox_cmd(dir.path(), &["down", "--sandbox", "--missing-ok"]);
+    down.env("TMPDIR", tmp.path());
+    run(down).expect_code(0);
+    assert!(
+        other.try_wait().expect("wait").is_none(),
+        "the process that got the pid was signalled"
+    );
+    other.kill().expect("kill");
+    other.wait().expect("reaped");
+}

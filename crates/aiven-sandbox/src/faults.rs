@@ -57,6 +57,9 @@ pub enum Fault {
         #[serde(with = "duration")]
         delay: Duration,
     },
+    /// The request is applied; its answer keeps its status and gets this JSON body
+    /// instead (an API whose field changed type, or wrote a value no client may trust).
+    Body { body: serde_json::Value },
     /// The request is applied at once; its answer comes after the delay (a client
     /// that dies meanwhile never learns of what it did).
     SlowAnswer {

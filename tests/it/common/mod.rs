@@ -388,23 +388,58 @@ pub fn out(o: Output) -> Run {
     }
 }
 
-/// Waits for a spawned child, failing the test if it does not end in time.
+/// Waits for a spawned child, failing the test if it does not end in time. Its pipes are
+/// read meanwhile: a child writing more than a pipe holds would otherwise block.
 pub fn wait(mut child: Child, timeout: Duration) -> Run {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return out(child.wait_with_output().expect("output"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let o = child.wait_with_output().expect("output");
+            let _ = child.wait();
             panic!(
                 "process did not end within {timeout:?}\n--- stderr\n{}",
-                String::from_utf8_lossy(&o.stderr)
+                stderr.join().unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout read"),
+        stderr: stderr.join().expect("stderr read"),
     }
+}
+
+#[test]
+fn wait_reads_what_a_child_writes_meanwhile() {
+    // Four times what a pipe holds, on each pipe.
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            "head -c 262144 /dev/zero; head -c 262144 /dev/zero >&2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let out = wait(child, Duration::from_secs(10));
+    out.expect_code(0);
+    assert_eq!((out.stdout.len(), out.stderr.len()), (262144, 262144));
 }
 
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {

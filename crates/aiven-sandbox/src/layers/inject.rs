@@ -28,6 +28,7 @@ pub async fn faults(
     let kill = req.extensions().get::<ConnKill>().cloned();
     let mut lost_response = false;
     let mut slow_answer = None;
+    let mut body = None;
     let mut latency = std::time::Duration::ZERO;
     for fault in fired {
         match fault {
@@ -57,6 +58,7 @@ pub async fn faults(
             }
             Fault::LostResponse => lost_response = true,
             Fault::SlowAnswer { delay } => slow_answer = Some(delay),
+            Fault::Body { body: b } => body = Some(b),
         }
     }
     let entry = req.extensions().get::<Entry>().cloned();
@@ -64,10 +66,16 @@ pub async fn faults(
         tokio::time::sleep(latency).await;
         next.run(req).await
     });
-    let response = match applied.await {
+    let mut response = match applied.await {
         Ok(response) => response,
         Err(e) => ApiError::new(500, format!("the sandbox failed: {e}")).into_response(),
     };
+    if let Some(body) = body {
+        if let Some(entry) = &entry {
+            entry.fault("body");
+        }
+        response = (response.status(), axum::Json(body)).into_response();
+    }
     if lost_response {
         // The connection closes before the log layer sees the answer: note it here.
         if let Some(entry) = &entry {

@@ -78,7 +78,8 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next
     response
 }
 
-/// The API's 429, with `Retry-After` when `header`.
+/// The API's 429, with `Retry-After` when `header`; the text as
+/// terraform-provider-aiven#575 quotes it.
 pub fn limited(limit: u32, seconds: u64, header: bool) -> Response {
     let message = format!(
         "Too many requests in a given amount of time: Rate limit {limit} exceeded - try again in {seconds}s"

@@ -24,6 +24,7 @@ pub use model::{
     Acl, Component, Persisted, Project, Serve, Service, ServiceState, Topic, User, Vpc,
 };
 
+/// The refusal as terraform-provider-aiven#506 quotes it (a 403 to a DELETE or power-off).
 pub const TERMINATION_PROTECTED: &str =
     "Service is protected against termination and shutdown. Remove termination protection first.";
 
