@@ -3,14 +3,12 @@
 //! $GITHUB_STEP_SUMMARY and INPUT_* variables.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::common::github::GitHub;
 use crate::common::*;
 
 fn repo() -> PathBuf {
@@ -75,13 +73,13 @@ fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-struct Runner {
-    env: Env,
+pub(crate) struct Runner {
+    pub(crate) env: Env,
     files: tempfile::TempDir,
 }
 
 impl Runner {
-    fn new(manifest: &str) -> Self {
+    pub(crate) fn new(manifest: &str) -> Self {
         let node = Command::new("node").arg("--version").output();
         assert!(
             node.is_ok_and(|o| o.status.success()),
@@ -172,7 +170,8 @@ impl Runner {
 }
 
 const MANIFEST: &str = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, users: [app_user]}\n  cache: {type: valkey, plan: hobbyist}\n";
-const ONE: &str = "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n";
+pub(crate) const ONE: &str =
+    "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n";
 
 fn masked(log: &str) -> Vec<String> {
     log.lines()
@@ -344,60 +343,6 @@ fn action_yml_parses_and_declares_every_input_it_uses() {
     }
 }
 
-/// A server laid out like GitHub's release downloads, on 127.0.0.1:0: an asset answers
-/// with a redirect to its storage, as github.com does. Records the paths asked for.
-struct Releases {
-    url: String,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl Releases {
-    fn serve(assets: BTreeMap<String, Vec<u8>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let log = asked.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                reader.read_line(&mut request).unwrap();
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split(' ').nth(1).unwrap_or("").to_string();
-                log.lock().unwrap().push(path.clone());
-                let answer = if let Some(body) =
-                    path.strip_prefix("/storage/").and_then(|n| assets.get(n))
-                {
-                    let mut a = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    a.extend_from_slice(body);
-                    a
-                } else if let Some(name) = path
-                    .strip_prefix("/aiven-ephemeral/aiven-ephemeral/releases/download/")
-                    .filter(|rest| assets.contains_key(*rest))
-                {
-                    format!("HTTP/1.1 302 Found\r\nlocation: /storage/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes()
-                } else {
-                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        .to_vec()
-                };
-                let _ = stream.write_all(&answer);
-            }
-        });
-        Self { url, asked }
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
 const VERSION: &str = "v1.2.3";
 const ASSET: &str = "aiven-ephemeral-x86_64-unknown-linux-musl";
 
@@ -452,10 +397,10 @@ fn release_assets(binary: &[u8]) -> (tempfile::TempDir, BTreeMap<String, Vec<u8>
 
 /// Main and post of one use from a checkout, without input `binary`, against a release
 /// server.
-fn from_release(
+pub(crate) fn from_release(
     runner: &Runner,
     checkout: &Path,
-    server: &Releases,
+    server: &GitHub,
     reference: &str,
 ) -> (Run, Run) {
     let mut extra = inputs(&[("binary", "")]);
@@ -476,7 +421,7 @@ fn from_release(
 fn the_binary_resolves_at_every_kind_of_ref() {
     let binary = std::fs::read(BIN).unwrap();
     let (dir, served) = release_assets(&binary);
-    let server = Releases::serve(served);
+    let server = GitHub::serving(served);
     let checkout = released_checkout(dir.path());
     let release: Value = serde_json::from_str(
         &std::fs::read_to_string(checkout.path().join("action/release.json")).unwrap(),
@@ -524,7 +469,7 @@ fn a_download_that_does_not_match_the_committed_checksum_is_refused() {
     tampered.extend_from_slice(b"tampered");
     let mut served = BTreeMap::new();
     served.insert(format!("{VERSION}/{ASSET}"), tampered);
-    let server = Releases::serve(served);
+    let server = GitHub::serving(served);
     let runner = Runner::new(ONE);
     let (main, post) = from_release(&runner, checkout.path(), &server, "v1");
     main.expect_code(1);

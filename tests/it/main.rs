@@ -19,6 +19,7 @@ mod gitlab;
 mod inside;
 mod lifecycle;
 mod manual;
+mod release;
 mod sandbox;
 mod secrets;
 mod shared;
