@@ -3,12 +3,15 @@
 //! $GITHUB_STEP_SUMMARY and INPUT_* variables.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::common::github::GitHub;
+use crate::common::github::{DownloadFault, GitHub};
 use crate::common::*;
 
 fn repo() -> PathBuf {
@@ -403,18 +406,162 @@ pub(crate) fn from_release(
     server: &GitHub,
     reference: &str,
 ) -> (Run, Run) {
+    from_release_via(runner, checkout, &server.url, reference, &BTreeMap::new())
+}
+
+/// The same with the download from `url` and more of the runner's variables.
+fn from_release_via(
+    runner: &Runner,
+    checkout: &Path,
+    url: &str,
+    reference: &str,
+    more: &BTreeMap<String, String>,
+) -> (Run, Run) {
     let mut extra = inputs(&[("binary", "")]);
     extra.insert("GITHUB_ACTION_REF".into(), reference.into());
     extra.insert(
         "GITHUB_ACTION_REPOSITORY".into(),
         "aiven-ephemeral/aiven-ephemeral".into(),
     );
-    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), server.url.clone());
+    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), url.into());
+    extra.extend(more.clone());
     let main = runner.step("1", &checkout.join("action"), "main.js", &extra);
     let mut post_extra = extra.clone();
     post_extra.extend(runner.post_env());
     let post = runner.step("1", &checkout.join("action"), "post.js", &post_extra);
     (main, post)
+}
+
+/// A small stand-in for the release asset that runs this build: faults are about the
+/// download, and the debug binary is too large to send over and over.
+fn stand_in() -> Vec<u8> {
+    format!("#!/bin/sh\nexec '{BIN}' \"$@\"\n").into_bytes()
+}
+
+/// What the action printed about its download, with the port and the asset's length
+/// (which holds this build's path) replaced: the server cuts it off at half.
+fn download_lines(run: &Run) -> String {
+    let length = stand_in().len();
+    let cut = format!("after {} of {length} bytes", length / 2);
+    run.stdout
+        .lines()
+        .filter(|l| l.contains("GET "))
+        .map(|l| l.replace(&cut, "after [HALF] of [LENGTH] bytes"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn env_vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_download_outlasts_a_hang_and_a_502() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    // A connection that never answers, then a proxy's 502: the third attempt succeeds.
+    server.fault_downloads(&[DownloadFault::Hang, DownloadFault::Status(502)]);
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("AIVEN_EPHEMERAL_DOWNLOAD_TIMEOUT", "2")]);
+    let (main, post) = from_release_via(&runner, checkout.path(), &server.url, "v1", &more);
+    main.expect_code(0);
+    post.expect_code(0);
+    pinned!(download_lines(&main), @r"
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: no answer for 2 s; trying again in 1 s (attempt 2 of 3)
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: HTTP 502; trying again in 2 s (attempt 3 of 3)
+    ");
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn a_cut_off_download_says_so_and_a_missing_one_is_not_retried() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    server.fault_downloads(&[DownloadFault::Truncate; 3]);
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(1);
+    post.expect_code(0);
+    pinned!(download_lines(&main), @r"
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes; trying again in 1 s (attempt 2 of 3)
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes; trying again in 2 s (attempt 3 of 3)
+    ::error::GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes (gave up after 3 attempts)
+    ");
+    assert!(runner.env.sandbox.requests().is_empty(), "nothing ran");
+
+    // A 404 (a release without this asset) is an answer, not a fault: asked once.
+    let server = GitHub::serving(BTreeMap::new());
+    let runner = Runner::new(ONE);
+    let (main, _) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(1);
+    assert_eq!(server.asked().len(), 1, "{:?}", server.asked());
+    pinned!(download_lines(&main), @"::error::GET http://127.0.0.1:[PORT]/aiven-ephemeral/aiven-ephemeral/releases/download/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: HTTP 404");
+}
+
+/// An HTTP proxy on 127.0.0.1:0 for plain-HTTP targets (absolute-form requests): it
+/// sends each to `upstream` whatever host it names, and records the URLs.
+fn proxy(upstream: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let target = line.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(target.clone());
+            let path = target
+                .strip_prefix("http://")
+                .and_then(|t| t.find('/').map(|i| t[i..].to_string()))
+                .unwrap_or_default();
+            let mut server = TcpStream::connect(upstream.trim_start_matches("http://")).unwrap();
+            server
+                .write_all(format!("GET {path} HTTP/1.1\r\nconnection: close\r\n\r\n").as_bytes())
+                .unwrap();
+            std::io::copy(&mut server, &mut client).unwrap();
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_download_goes_through_the_proxy_unless_no_proxy_names_the_host() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    let (proxy_url, seen) = proxy(server.url.clone());
+    // A name only the proxy can reach.
+    let mirror = format!(
+        "http://releases.test:{}",
+        server.url.rsplit(':').next().unwrap()
+    );
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("HTTP_PROXY", &proxy_url)]);
+    let (main, post) = from_release_via(&runner, checkout.path(), &mirror, "v1", &more);
+    main.expect_code(0);
+    post.expect_code(0);
+    let path = format!("/aiven-ephemeral/aiven-ephemeral/releases/download/{VERSION}/{ASSET}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("{mirror}{path}"),
+            format!("{mirror}/storage/{VERSION}/{ASSET}")
+        ]
+    );
+
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "localhost,.test")]);
+    let (main, _) = from_release_via(&runner, checkout.path(), &mirror, "v1", &more);
+    main.expect_code(1);
+    assert!(main.stdout.contains("releases.test"), "{}", main.stdout);
+    assert_eq!(seen.lock().unwrap().len(), 2, "NO_PROXY bypasses the proxy");
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //! workflow calls (releases listed with their drafts to who may push, a draft created,
 //! assets uploaded to its `upload_url`, the draft published or deleted) and the download
 //! URLs the action follows (`/OWNER/REPO/releases/download/TAG/ASSET`, answered with a
-//! 302 to storage as github.com does, and only for a published release). The next uploads
-//! can be made to fail.
+//! 302 to storage as github.com does, and only for a published release). Faults can be
+//! queued for the next downloads from storage and for the next uploads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,6 +16,17 @@ use serde_json::{Value, json};
 
 pub const REPO: &str = "aiven-ephemeral/aiven-ephemeral";
 pub const GH_TOKEN: &str = "ghs_release_token";
+
+/// What the next download from storage meets.
+#[derive(Clone, Copy, Debug)]
+pub enum DownloadFault {
+    /// Headers never come: the connection stays open until the client gives up.
+    Hang,
+    /// An error status, e.g. 502 from a proxy.
+    Status(u16),
+    /// The full length announced, half the body sent, the connection closed.
+    Truncate,
+}
 
 #[derive(Clone, Debug)]
 pub struct Release {
@@ -30,6 +41,7 @@ struct State {
     releases: Vec<Release>,
     next_id: u64,
     asked: Vec<String>,
+    download_faults: VecDeque<DownloadFault>,
     failing_uploads: usize,
     /// The repository's git remote: publishing a draft whose tag is missing creates the
     /// tag on the default branch, as GitHub does.
@@ -153,6 +165,14 @@ impl GitHub {
         self.state.lock().unwrap().releases.clone()
     }
 
+    pub fn fault_downloads(&self, faults: &[DownloadFault]) {
+        self.state
+            .lock()
+            .unwrap()
+            .download_faults
+            .extend(faults.iter().copied());
+    }
+
     pub fn fail_uploads(&self, n: usize) {
         self.state.lock().unwrap().failing_uploads = n;
     }
@@ -198,10 +218,25 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, base: &str) {
             .iter()
             .find(|r| r.tag == tag && !r.draft)
             .and_then(|r| r.assets.get(name).cloned());
+        let fault = s.download_faults.pop_front();
         drop(s);
-        match body {
-            Some(body) => answer(&mut stream, 200, "", &body),
-            None => answer(&mut stream, 404, "", b"Not Found"),
+        match (fault, body) {
+            (_, None) => answer(&mut stream, 404, "", b"Not Found"),
+            (Some(DownloadFault::Hang), _) => {
+                // Until the client closes the connection.
+                let mut buf = [0; 64];
+                while stream.read(&mut buf).is_ok_and(|n| n > 0) {}
+            }
+            (Some(DownloadFault::Status(code)), _) => answer(&mut stream, code, "", b"Bad Gateway"),
+            (Some(DownloadFault::Truncate), Some(body)) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body[..body.len() / 2]);
+            }
+            (None, Some(body)) => answer(&mut stream, 200, "", &body),
         }
     } else if !req.authorized {
         drop(s);
