@@ -100,7 +100,11 @@ impl RunRef {
         let manifest = args.file.as_path();
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
-        match (recorded, args.run_id.as_deref()) {
+        let run_id = match &args.run_id {
+            Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
+            None => None,
+        };
+        match (recorded, run_id.as_deref()) {
             (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
                 let conn = Connection::for_state(global, &s, args.sandbox, &state_dir).await?;
                 Ok(Self {
@@ -115,7 +119,6 @@ impl RunRef {
                 })
             }
             (_, Some(id)) => {
-                naming::check_run_id(id).map_err(Error::usage)?;
                 let m = crate::manifest::load_if_present(manifest)?;
                 Ok(Self {
                     project: settings::project(global, m.as_ref())?,

@@ -57,10 +57,7 @@ pub struct Limits {
 pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
     let run_id = match &args.run_id {
-        Some(id) => {
-            naming::check_run_id(id).map_err(Error::usage)?;
-            id.clone()
-        }
+        Some(id) => naming::run_id(id).map_err(Error::usage)?,
         None => "xxxxxxxx".to_string(),
     };
     let project = settings::project(global, Some(&manifest)).ok();

@@ -73,9 +73,53 @@ fn bad_run_ids_are_usage_errors() {
     env.run(&["up", "--run-id", "Has_Caps"])
         .expect_code(2)
         .expect_stderr("run id");
-    env.run(&["up", "--run-id", "this-run-id-is-far-too-long"])
-        .expect_code(2);
+    let long = "a".repeat(65);
+    let out = env.run(&["up", "--run-id", &long]);
+    out.expect_code(2);
+    pinned!(out.stderr.trim(), @r"
+    error: run id `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` is invalid: 1-64 characters of [a-z0-9-], not starting or ending with `-` (over 20 it is shortened)
+      hint: omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>
+    ");
     assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn ci_run_ids_over_20_characters_are_shortened_and_kept_apart() {
+    // The shipped GitHub example's ids with an 11-digit run id: two legs of one run.
+    let env =
+        Env::new("project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n");
+    for leg in ["consumer", "producer"] {
+        let id = format!("12345678901-1-{leg}");
+        env.run(&[
+            "up",
+            "--run-id",
+            &id,
+            "--state-file",
+            &format!("{leg}/state.json"),
+        ])
+        .expect_code(0);
+    }
+    let names = env.sandbox.live_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in &names {
+        assert!(
+            name.starts_with("ae-cache-12345678901-1-") && name.len() == 29,
+            "{name}"
+        );
+    }
+    // `down --run-id` with the same long id, no state file: finds that leg's only.
+    env.run(&[
+        "down",
+        "--run-id",
+        "12345678901-1-consumer",
+        "--state-file",
+        "none/state.json",
+    ])
+    .expect_code(0);
+    assert_eq!(env.sandbox.live_names().len(), 1);
+    env.run(&["down", "--state-file", "producer/state.json"])
+        .expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
 }
 
 #[test]
