@@ -385,6 +385,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "flow list",
             "project: test-project\nservices:\n  k: {type: kafka, plan: startup-2, topics: [orders]}\n",
         ),
+        (
+            "second document",
+            "---\nproject: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n---\nproject: other-project\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -472,6 +476,14 @@ fn validate_and_up_agree_on_bad_manifests() {
           |
         3 |   k: {type: kafka, plan: startup-2, topics: [orders]}
           |                                              ^ topics must be a list of topics, e.g. [{name: orders, partitions: 3}]
+
+        ## second document
+        error: aiven-ephemeral.yaml:5:1: a second YAML document starts here: a manifest is one document
+         --> aiven-ephemeral.yaml:5:1
+          |
+        5 | ---
+          | ^ a second YAML document starts here: a manifest is one document
+          hint: remove this `---` and merge what follows into the mapping above, or move it to a manifest of its own
     "#);
 }
 
