@@ -45,13 +45,27 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
             let mut command = Cli::command();
             let name = command.get_name().to_string();
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut command, name, &mut script);
+            clap_complete::generate(*shell, &mut command, &name, &mut script);
             let mut script = String::from_utf8_lossy(&script).into_owned();
             if *shell == clap_complete::Shell::Bash {
                 // clap_complete mangles the `-` of the name one way where it tracks the
                 // subcommand and another in the labels it matches that against, so
                 // nothing past the subcommand's name would complete.
                 script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
+            }
+            if *shell == clap_complete::Shell::Fish {
+                // clap_complete gives fish no values for a positional argument, so fish
+                // offered files for the shell's name.
+                use clap::ValueEnum;
+                let shells: Vec<String> = clap_complete::Shell::value_variants()
+                    .iter()
+                    .filter_map(|s| Some(s.to_possible_value()?.get_name().to_string()))
+                    .collect();
+                script.push_str(&format!(
+                    "complete -c {name} -n \"__fish_{}_using_subcommand completions\" -f -a \"{}\"\n",
+                    name.replace('-', "_"),
+                    shells.join(" ")
+                ));
             }
             print!("{script}");
             Ok(Status::Success)

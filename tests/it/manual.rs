@@ -216,7 +216,8 @@ fn completions_complete_options_and_values_in_fish() {
             "-c",
             "aiven-ephemeral completions fish | source
              complete -C 'aiven-ephemeral up --ti'
-             complete -C 'aiven-ephemeral env --format '",
+             complete -C 'aiven-ephemeral env --format '
+             complete -C 'aiven-ephemeral completions '",
         ])
         .env(
             "PATH",
@@ -232,6 +233,11 @@ fn completions_complete_options_and_values_in_fish() {
     dotenv	NAME=value lines (also a GitLab dotenv report)
     json	One JSON object
     shell	export NAME='value' lines, to source
+    bash
+    elvish
+    fish
+    powershell
+    zsh
     ");
 }
 
