@@ -493,3 +493,37 @@ fn status_says_when_a_live_runs_expiry_has_passed() {
     );
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn plan_fits_80_columns() {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pg-kafka-valkey.yaml"),
+    )
+    .unwrap()
+    .replace("project: my-ci-project", "project: test-project");
+    let env = Env::new(&example);
+    let out = env.run(&["plan", "--run-id", "p1"]);
+    out.expect_code(0);
+    for line in out.stdout.lines() {
+        assert!(line.chars().count() <= 80, "{} columns: {line}", line.len());
+    }
+    pinned!(out.stdout, @r"
+    run id p1, project test-project
+    KEY     NAME          TYPE    PLAN       CLOUD                USD/H
+    db      ci-db-p1      pg      startup-4  google-europe-west1  0.130
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY DB_USER_APP_USER_PASSWORD
+           DB_USER_APP_USER_URI DATABASE_URL
+    events  ci-events-p1  kafka   startup-2  google-europe-west1  0.397
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT
+           EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY
+           EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_SASL_BOOTSTRAP_SERVERS
+           EVENTS_SASL_MECHANISM EVENTS_USER EVENTS_PASSWORD
+           EVENTS_SCHEMA_REGISTRY_URI EVENTS_USER_APP_USER_PASSWORD
+           EVENTS_USER_APP_USER_ACCESS_CERT EVENTS_USER_APP_USER_ACCESS_KEY
+    cache   ci-cache-p1   valkey  hobbyist   google-europe-west1  0.026
+      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER
+           CACHE_PASSWORD
+    total: 0.553 USD/h (4.42 USD per 8h working day)
+    ");
+}
