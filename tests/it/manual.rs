@@ -776,13 +776,14 @@ fn help_describes_every_option_with_global_options_apart() {
     ");
 }
 
-/// The live view at 80 and 120 columns: what each service waits on, the overall row,
-/// nothing past the edge; then Ctrl-C: a clean teardown in the same line format.
+/// The live view at 80 and 200 columns: what each service waits on, the overall row,
+/// nothing past the edge, names cut only where the width asks; then Ctrl-C: a clean
+/// teardown in the same line format.
 #[test]
 fn the_live_view_in_a_terminal_at_two_widths_with_ctrl_c() {
     let manifest = "project: test-project\nservices:\n  db:\n    type: pg\n    plan: hobbyist\n  a-rather-long-service-key-for-events:\n    type: kafka\n    plan: startup-2\n    topics:\n      - {name: orders, partitions: 3}\n      - {name: payments}\n";
     let mut screens = Vec::new();
-    for width in [80u16, 120] {
+    for width in [80u16, 200] {
         let mut config = fast_config();
         config.topic_activation = Duration::from_secs(120);
         let env = Env::with(manifest, Sandbox::with(config));
@@ -828,19 +829,19 @@ fn the_live_view_in_a_terminal_at_two_widths_with_ctrl_c() {
         ✓ ae-db-lv80                                   [T]  deleted
         error: interrupted by SIGINT; everything this run created was deleted
         EXIT=130
-        ## 120 columns, waiting
-        run lv120 in project test-project (2 service(s))
+        ## 200 columns, waiting
+        run lv200 in project test-project (2 service(s))
         Creating 2 service(s)
-        * ae-db-lv120                                  [T]  REBUILDING
-        * ae-a-rather-long-service-key-for-events…     [T]  topics 0/2 ACTIVE
+        * ae-db-lv200                                       [T]  REBUILDING
+        * ae-a-rather-long-service-key-for-events-lv200     [T]  topics 0/2 ACTIVE
           0/2 ready, [T] elapsed, [T] left
         ## after Ctrl-C
-        run lv120 in project test-project (2 service(s))
+        run lv200 in project test-project (2 service(s))
         Creating 2 service(s)
         warning: received SIGINT: tearing down
         Deleting 2 service(s)
-        ✓ ae-a-rather-long-service-key-for-events…     [T]  deleted
-        ✓ ae-db-lv120                                  [T]  deleted
+        ✓ ae-a-rather-long-service-key-for-events-lv200     [T]  deleted
+        ✓ ae-db-lv200                                       [T]  deleted
         error: interrupted by SIGINT; everything this run created was deleted
         EXIT=130
     ");
