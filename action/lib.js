@@ -39,6 +39,10 @@ function escapeData(s) {
   return String(s).replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
 }
 
+function warn(message) {
+  process.stdout.write(`::warning::${escapeData(message)}\n`);
+}
+
 function fail(message) {
   process.stdout.write(`::error::${escapeData(message)}\n`);
   process.exitCode = 1;
@@ -215,6 +219,18 @@ function sha256(bytes) {
   return crypto.createHash('sha256').update(bytes).digest('hex');
 }
 
+/** The files that make up the action's code, as release-file.js hashes them. */
+const ACTION_FILES = ['action.yml', 'action/lib.js', 'action/main.js', 'action/post.js'];
+
+/** SHA-256 over the action's code: what a release records, and what runs compares. */
+function actionCodeHash(root = path.join(__dirname, '..')) {
+  const hash = crypto.createHash('sha256');
+  for (const file of ACTION_FILES) {
+    hash.update(`${file}\0`).update(fs.readFileSync(path.join(root, file))).update('\0');
+  }
+  return hash.digest('hex');
+}
+
 function releaseFile() {
   let text;
   try {
@@ -236,6 +252,13 @@ async function resolveBinary() {
     return resolved;
   }
   const release = releaseFile();
+  // At a branch or a commit after the release, the code is newer than the binary it runs.
+  if (!input('version') && release.action_sha256 && release.action_sha256 !== actionCodeHash()) {
+    const ref = process.env.GITHUB_ACTION_REF || 'this revision';
+    warn(`the action at ${ref} is not the code released as ${release.version}, yet runs `
+      + `${release.version}'s binary (the last release it knows): they may not match. Use the action at a `
+      + 'release tag such as @v1, or set input `binary` to a build of the same revision');
+  }
   const version = input('version') || release.version;
   const checksums = (release.releases || {})[version];
   if (!checksums) {
@@ -304,6 +327,24 @@ function randomRunId() {
   return Array.from(crypto.randomBytes(8), (b) => alphabet[b % alphabet.length]).join('');
 }
 
+/** The names a runner key-value file text sets (`NAME<<DELIM` heredocs, `NAME=value`). */
+function namesSet(text) {
+  const names = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i += 1) {
+    const heredoc = lines[i].match(/^([^=<]+)<<(.+)$/);
+    if (heredoc) {
+      names.push(heredoc[1]);
+      while (i + 1 < lines.length && lines[i + 1] !== heredoc[2]) i += 1;
+      i += 1;
+    } else if (lines[i].includes('=')) {
+      names.push(lines[i].slice(0, lines[i].indexOf('=')));
+    }
+  }
+  return names;
+}
+
 module.exports = {
-  binaryEnv, booleanInput, fail, getState, input, randomRunId, resolveBinary, run, saveState, setOutput,
+  actionCodeHash, binaryEnv, booleanInput, fail, getState, input, namesSet, randomRunId, resolveBinary, run,
+  saveState, setOutput, warn,
 };

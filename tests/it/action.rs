@@ -717,13 +717,12 @@ fn two_uses_in_one_job_work_side_by_side() {
     std::fs::write(runner.env.path("db.yaml"), PG).unwrap();
     let first = runner.step("1", &action_dir(), "main.js", &BTreeMap::new());
     first.expect_code(0);
-    let second = runner.step(
-        "2",
-        &action_dir(),
-        "main.js",
-        &inputs(&[("manifest", "db.yaml")]),
-    );
+    // The runner gives later steps what earlier ones put in $GITHUB_ENV.
+    let mut given = key_values(&runner.file("env"));
+    given.extend(inputs(&[("manifest", "db.yaml")]));
+    let second = runner.step("2", &action_dir(), "main.js", &given);
     second.expect_code(0);
+    assert!(!second.stdout.contains("::warning::"), "{}", second.stdout);
     assert_eq!(runner.env.sandbox.live_names().len(), 2);
     assert_ne!(
         runner.outputs("1")["state-file"],
@@ -835,4 +834,67 @@ fn booleans_follow_the_actions_toolkit() {
         );
         assert!(!args_file.exists(), "{value}: up must not run");
     }
+}
+
+#[test]
+fn a_second_use_that_overwrites_the_first_ones_variables_says_so() {
+    let runner = Runner::new(ONE);
+    // Another manifest with a service of the same key: the same variable names.
+    std::fs::write(
+        runner.env.path("other.yaml"),
+        "project: test-project\nname_prefix: other\nservices:\n  cache: {type: valkey, plan: hobbyist}\n",
+    )
+    .unwrap();
+    runner
+        .step("1", &action_dir(), "main.js", &BTreeMap::new())
+        .expect_code(0);
+    let mut given = key_values(&runner.file("env"));
+    given.extend(inputs(&[("manifest", "other.yaml")]));
+    let second = runner.step("2", &action_dir(), "main.js", &given);
+    second.expect_code(0);
+    let warning: Vec<&str> = second
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning::"))
+        .collect();
+    pinned!(warning.join("\n"), @"::warning::CACHE_SERVICE_NAME, CACHE_URI, CACHE_HOST, CACHE_PORT, CACHE_USER, CACHE_PASSWORD were set by an earlier step (another use of this action?) and are now this run's: the steps after see only these. Give the services of one use an `env_prefix` in its manifest, or set `github-env: none` on it and read its env-file");
+    for step in ["2", "1"] {
+        runner
+            .step(step, &action_dir(), "post.js", &runner.post_env_of(step))
+            .expect_code(0);
+    }
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn action_code_newer_than_its_release_is_warned_about() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    let release: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkout.path().join("action/release.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(release["action_sha256"].as_str().unwrap().len(), 64);
+    let runner = Runner::new(ONE);
+    let (main, _) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(0);
+    assert!(!main.stdout.contains("::warning::"), "{}", main.stdout);
+    runner.node("post.js", &runner.post_env()).expect_code(0);
+
+    // main, a commit later: its code changed, its release.json did not.
+    let main_js = checkout.path().join("action/main.js");
+    let mut code = std::fs::read_to_string(&main_js).unwrap();
+    code.push_str("// a change after the release\n");
+    std::fs::write(&main_js, code).unwrap();
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(&runner, checkout.path(), &server, "main");
+    main.expect_code(0);
+    post.expect_code(0);
+    let warning: Vec<&str> = main
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning::"))
+        .collect();
+    pinned!(warning.join("\n"), @"::warning::the action at main is not the code released as v1.2.3, yet runs v1.2.3's binary (the last release it knows): they may not match. Use the action at a release tag such as @v1, or set input `binary` to a build of the same revision");
 }
