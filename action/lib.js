@@ -8,6 +8,7 @@ const http = require('node:http');
 const https = require('node:https');
 const os = require('node:os');
 const path = require('node:path');
+const tls = require('node:tls');
 const { spawn } = require('node:child_process');
 
 const REPO = 'aiven-ephemeral/aiven-ephemeral';
@@ -36,6 +37,10 @@ function booleanInput(name) {
 /** Workflow-command escaping, as the runner expects it. */
 function escapeData(s) {
   return String(s).replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+}
+
+function warn(message) {
+  process.stdout.write(`::warning::${escapeData(message)}\n`);
 }
 
 function fail(message) {
@@ -75,30 +80,155 @@ function target() {
   }
 }
 
-function download(url, redirects = 5) {
-  const client = new URL(url).protocol === 'http:' ? http : https;
+/**
+ * The proxy for a URL, as the Actions toolkit (@actions/http-client) reads it:
+ * https_proxy/HTTPS_PROXY or http_proxy/HTTP_PROXY, unless NO_PROXY lists the host
+ * (`host`, `host:port`, a domain suffix, or `*`) or the host is a loopback address.
+ */
+function proxyFor(url) {
+  const target = new URL(url);
+  const host = target.hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  if (host === 'localhost' || host.startsWith('127.') || host === '::1') return null;
+  const port = target.port || (target.protocol === 'https:' ? '443' : '80');
+  const noProxy = (process.env.no_proxy || process.env.NO_PROXY || '').split(',')
+    .map((e) => e.trim().toLowerCase()).filter(Boolean);
+  const bypass = noProxy.some((e) => e === '*' || e === host || e === `${host}:${port}`
+    || host.endsWith(e.startsWith('.') ? e : `.${e}`));
+  if (bypass) return null;
+  const proxy = target.protocol === 'https:'
+    ? process.env.https_proxy || process.env.HTTPS_PROXY
+    : process.env.http_proxy || process.env.HTTP_PROXY;
+  return proxy ? new URL(proxy) : null;
+}
+
+function proxyAuthorization(proxy) {
+  if (!proxy.username) return {};
+  const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+  return { 'proxy-authorization': `Basic ${Buffer.from(credentials).toString('base64')}` };
+}
+
+/** An https agent whose connections are tunnelled through the proxy with CONNECT. */
+function tunnel(proxy) {
+  const agent = new https.Agent({ keepAlive: false });
+  agent.createConnection = (options, done) => {
+    const authority = `${options.host}:${options.port}`;
+    http.request({
+      host: proxy.hostname, port: proxy.port || 80, method: 'CONNECT', path: authority,
+      headers: { host: authority, ...proxyAuthorization(proxy) },
+    }).on('connect', (res, socket) => {
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        done(new Error(`proxy ${proxy.host} refused CONNECT ${authority}: HTTP ${res.statusCode}`));
+        return;
+      }
+      done(null, tls.connect({ socket, servername: options.servername || options.host }));
+    }).on('error', done).end();
+  };
+  return agent;
+}
+
+/** The download's idle limit: no byte for this long ends the attempt. */
+function downloadTimeoutMs() {
+  const seconds = Number(process.env.AIVEN_EPHEMERAL_DOWNLOAD_TIMEOUT || 60);
+  if (!(seconds > 0)) throw new Error(`AIVEN_EPHEMERAL_DOWNLOAD_TIMEOUT: ${process.env.AIVEN_EPHEMERAL_DOWNLOAD_TIMEOUT} is not a number of seconds`);
+  return seconds * 1000;
+}
+
+/** One GET: { redirect } or { status } or { body }; a stalled or cut-off body rejects. */
+function get(url) {
+  const target = new URL(url);
+  const proxy = proxyFor(url);
+  const headers = { 'user-agent': 'aiven-ephemeral-action' };
+  let request;
+  if (proxy && target.protocol === 'http:') {
+    // A plain-HTTP target: the whole URL to the proxy.
+    request = http.request({
+      host: proxy.hostname, port: proxy.port || 80, path: url,
+      headers: { ...headers, host: target.host, ...proxyAuthorization(proxy) },
+    });
+  } else {
+    const client = target.protocol === 'http:' ? http : https;
+    request = client.request(url, { headers, agent: proxy ? tunnel(proxy) : undefined });
+  }
+  const timeout = downloadTimeoutMs();
   return new Promise((resolve, reject) => {
-    client.get(url, { headers: { 'user-agent': 'aiven-ephemeral-action' } }, (res) => {
-      if ([301, 302, 303, 307, 308].includes(res.statusCode) && res.headers.location && redirects > 0) {
+    request.setTimeout(timeout, () => request.destroy(new Error(`no answer for ${timeout / 1000} s`)));
+    request.on('error', reject);
+    request.on('response', (res) => {
+      if ([301, 302, 303, 307, 308].includes(res.statusCode) && res.headers.location) {
         res.resume();
-        resolve(download(new URL(res.headers.location, url).toString(), redirects - 1));
+        resolve({ redirect: new URL(res.headers.location, url).toString() });
         return;
       }
       if (res.statusCode !== 200) {
         res.resume();
-        reject(new Error(`GET ${url}: HTTP ${res.statusCode}`));
+        resolve({ status: res.statusCode });
         return;
       }
       const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve(Buffer.concat(chunks)));
-      res.on('error', reject);
-    }).on('error', reject);
+      let received = 0;
+      res.on('data', (c) => { chunks.push(c); received += c.length; });
+      res.on('close', () => {
+        const length = Number(res.headers['content-length']);
+        if (!res.complete || (length && received !== length)) {
+          reject(new Error(`the download was cut off after ${received} of ${length || 'unknown'} bytes`));
+        } else {
+          resolve({ body: Buffer.concat(chunks) });
+        }
+      });
+    });
+    request.end();
   });
+}
+
+const ATTEMPTS = 3;
+
+/**
+ * GET with redirects, retried as the Actions toolkit's tool-cache retries: on a network
+ * error, a stall, a cut-off body, HTTP 5xx, 408 or 429; never on another status.
+ */
+async function download(url) {
+  let last;
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {
+    let at = url;
+    try {
+      for (let redirects = 0; ; redirects += 1) {
+        const answer = await get(at);
+        if (answer.body) return answer.body;
+        if (answer.status) {
+          const retryable = answer.status >= 500 || answer.status === 408 || answer.status === 429;
+          if (!retryable) throw Object.assign(new Error(`GET ${at}: HTTP ${answer.status}`), { final: true });
+          throw new Error(`HTTP ${answer.status}`);
+        }
+        if (redirects === 5) throw Object.assign(new Error(`GET ${url}: more than 5 redirects`), { final: true });
+        at = answer.redirect;
+      }
+    } catch (e) {
+      if (e.final) throw e;
+      last = `GET ${at}: ${e.message}`;
+    }
+    if (attempt < ATTEMPTS) {
+      console.log(`aiven-ephemeral: ${last}; trying again in ${attempt} s (attempt ${attempt + 1} of ${ATTEMPTS})`);
+      await new Promise((r) => { setTimeout(r, attempt * 1000); });
+    }
+  }
+  throw new Error(`${last} (gave up after ${ATTEMPTS} attempts)`);
 }
 
 function sha256(bytes) {
   return crypto.createHash('sha256').update(bytes).digest('hex');
+}
+
+/** The files that make up the action's code, as release-file.js hashes them. */
+const ACTION_FILES = ['action.yml', 'action/lib.js', 'action/main.js', 'action/post.js'];
+
+/** SHA-256 over the action's code: what a release records, and what runs compares. */
+function actionCodeHash(root = path.join(__dirname, '..')) {
+  const hash = crypto.createHash('sha256');
+  for (const file of ACTION_FILES) {
+    hash.update(`${file}\0`).update(fs.readFileSync(path.join(root, file))).update('\0');
+  }
+  return hash.digest('hex');
 }
 
 function releaseFile() {
@@ -122,6 +252,13 @@ async function resolveBinary() {
     return resolved;
   }
   const release = releaseFile();
+  // At a branch or a commit after the release, the code is newer than the binary it runs.
+  if (!input('version') && release.action_sha256 && release.action_sha256 !== actionCodeHash()) {
+    const ref = process.env.GITHUB_ACTION_REF || 'this revision';
+    warn(`the action at ${ref} is not the code released as ${release.version}, yet runs `
+      + `${release.version}'s binary (the last release it knows): they may not match. Use the action at a `
+      + 'release tag such as @v1, or set input `binary` to a build of the same revision');
+  }
   const version = input('version') || release.version;
   const checksums = (release.releases || {})[version];
   if (!checksums) {
@@ -190,6 +327,24 @@ function randomRunId() {
   return Array.from(crypto.randomBytes(8), (b) => alphabet[b % alphabet.length]).join('');
 }
 
+/** The names a runner key-value file text sets (`NAME<<DELIM` heredocs, `NAME=value`). */
+function namesSet(text) {
+  const names = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i += 1) {
+    const heredoc = lines[i].match(/^([^=<]+)<<(.+)$/);
+    if (heredoc) {
+      names.push(heredoc[1]);
+      while (i + 1 < lines.length && lines[i + 1] !== heredoc[2]) i += 1;
+      i += 1;
+    } else if (lines[i].includes('=')) {
+      names.push(lines[i].slice(0, lines[i].indexOf('=')));
+    }
+  }
+  return names;
+}
+
 module.exports = {
-  binaryEnv, booleanInput, fail, getState, input, randomRunId, resolveBinary, run, saveState, setOutput,
+  actionCodeHash, binaryEnv, booleanInput, fail, getState, input, namesSet, randomRunId, resolveBinary, run,
+  saveState, setOutput, warn,
 };

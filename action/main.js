@@ -51,7 +51,20 @@ async function main() {
     '--timeout', lib.input('timeout') || '20m', '--teardown-timeout', lib.input('teardown-timeout') || '4m', '--github-env', lib.input('github-env') || 'all'];
   if (keepOnFailure) args.push('--keep-on-failure');
   if (reuse) args.push('--reuse');
+  // What earlier steps set (another use of this action, say) is in this step's
+  // environment; what `up` appends to $GITHUB_ENV overrides it for the steps after.
+  const githubEnv = process.env.GITHUB_ENV;
+  const envBefore = githubEnv && fs.existsSync(githubEnv) ? fs.statSync(githubEnv).size : 0;
   const code = await lib.run(binary, args, lib.binaryEnv());
+  if (githubEnv && fs.existsSync(githubEnv)) {
+    const appended = fs.readFileSync(githubEnv).subarray(envBefore).toString('utf8');
+    const overwritten = lib.namesSet(appended).filter((name) => process.env[name] !== undefined);
+    if (overwritten.length) {
+      lib.warn(`${overwritten.join(', ')} were set by an earlier step (another use of this action?) and are `
+        + 'now this run\'s: the steps after see only these. Give the services of one use an `env_prefix` '
+        + 'in its manifest, or set `github-env: none` on it and read its env-file');
+    }
+  }
   if (!recordedServices(stateFile, runId)) lib.saveState('created', 'nothing');
   if (code !== 0) lib.fail(`aiven-ephemeral up failed with exit code ${code}`);
   process.exitCode = code;

@@ -52,24 +52,41 @@ pub fn reuse_owner(run_id: &str) -> String {
     format!("reuse-{run_id}")
 }
 
-/// The longest run id.
+/// The longest run id, as used in names and tags.
 pub const MAX_RUN_ID: usize = 20;
+/// The longest run id accepted: a longer one than [`MAX_RUN_ID`] is shortened.
+const MAX_GIVEN_RUN_ID: usize = 64;
+/// What a shortened run id keeps of the given one, before `-<hash>`.
+const KEPT: usize = MAX_RUN_ID - 7;
 
-/// Run ids are `[a-z0-9-]{1,20}`; a trailing `-` would end service names with one.
-pub fn check_run_id(id: &str) -> Result<(), String> {
-    let ok = (1..=MAX_RUN_ID).contains(&id.len())
-        && id
+/// The run id to use for the one given: `[a-z0-9-]{1,64}`, not starting or ending with
+/// `-`. Up to 20 characters it is used as given. A longer one (CI ids such as
+/// `$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>` pass 20 with 11-digit run ids) becomes its
+/// first 13 characters and 6 hex digits of the SHA-256 of the whole: the same for every
+/// command given it (so `down --run-id` finds what `up` made), readable, and distinct
+/// for ids that differ only past the 13th character but for a 1 in 16.7 million chance.
+pub fn run_id(given: &str) -> Result<String, String> {
+    let ok = (1..=MAX_GIVEN_RUN_ID).contains(&given.len())
+        && given
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.ends_with('-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "run id `{id}` is invalid: 1-20 characters of [a-z0-9-], not starting or ending with `-`"
-        ))
+        && !given.ends_with('-')
+        && !given.starts_with('-');
+    if !ok {
+        return Err(format!(
+            "run id `{given}` is invalid: 1-64 characters of [a-z0-9-], not starting or ending with `-` (over 20 it is shortened)"
+        ));
     }
+    if given.len() <= MAX_RUN_ID {
+        return Ok(given.to_string());
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(given.as_bytes());
+    let kept = given[..KEPT].trim_end_matches('-');
+    Ok(format!(
+        "{kept}-{:06x}",
+        u32::from_be_bytes([0, hash[0], hash[1], hash[2]])
+    ))
 }
 
 /// FNV-1a: a tiny, stable hash for the suffix of shortened keys (stable across versions
@@ -227,14 +244,41 @@ mod tests {
     fn generated_ids_are_valid() {
         for _ in 0..100 {
             let id = new_run_id();
-            check_run_id(&id).unwrap();
+            assert_eq!(run_id(&id).unwrap(), id);
             assert!(is_valid_service_name(
                 &service_name("ae", "db", &id).unwrap()
             ));
         }
-        assert!(check_run_id("UPPER").is_err());
-        assert!(check_run_id("a".repeat(21).as_str()).is_err());
-        assert!(check_run_id("123-2-leg-a").is_ok());
+        assert!(run_id("UPPER").is_err());
+        assert!(run_id("a".repeat(65).as_str()).is_err());
+        assert!(run_id("-a").is_err() && run_id("a-").is_err());
+        assert_eq!(run_id("123-2-leg-a").unwrap(), "123-2-leg-a");
+    }
+
+    #[test]
+    fn long_run_ids_are_shortened_the_same_way_and_apart() {
+        // GitHub's 11-digit run ids: the shipped example's ids.
+        let consumer = run_id("12345678901-1-consumer").unwrap();
+        let producer = run_id("12345678901-1-producer").unwrap();
+        assert_eq!(consumer, run_id("12345678901-1-consumer").unwrap());
+        assert_ne!(consumer, producer);
+        // The README's example.
+        assert_eq!(consumer, "12345678901-1-e8bc27");
+        for id in [&consumer, &producer] {
+            assert_eq!(id.len(), MAX_RUN_ID, "{id}");
+            assert_eq!(run_id(id).unwrap(), *id, "a short id is itself");
+        }
+        // A `-` where the kept part ends is not doubled.
+        assert_eq!(
+            run_id(&format!("{}-{}", "a".repeat(12), "b".repeat(30)))
+                .unwrap()
+                .len(),
+            19
+        );
+        let longest = run_id(&"a".repeat(64)).unwrap();
+        assert!(is_valid_service_name(
+            &service_name("ae", "db", &longest).unwrap()
+        ));
     }
 
     #[test]

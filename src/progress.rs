@@ -68,8 +68,15 @@ struct View {
     terminal: Option<nix::sys::termios::Termios>,
 }
 
-/// Names are cut to this in the live view, so that a row fits 80 columns.
-const MAX_NAME_WIDTH: usize = 40;
+/// The longest name the live view shows whole: what the terminal's width leaves after
+/// a row's spinner, age and 29 columns for what the service waits on (40 at 80
+/// columns), and never cut below 20 nor above 64, the longest service name.
+fn max_name_width() -> usize {
+    let columns = console::Term::stderr()
+        .size_checked()
+        .map_or(80, |(_, columns)| usize::from(columns));
+    columns.saturating_sub(2 + 1 + 6 + 2 + 29).clamp(20, 64)
+}
 
 /// `14s`, `3m05s`, `1h02m`: short enough for a column.
 pub fn compact(d: Duration) -> String {
@@ -106,7 +113,7 @@ impl Reporter {
             .map(|n| n.chars().count())
             .max()
             .unwrap_or(0)
-            .min(MAX_NAME_WIDTH);
+            .min(max_name_width());
         #[cfg(unix)]
         if view.terminal.is_none() {
             view.terminal = quiet_control_characters();
@@ -230,7 +237,7 @@ impl Reporter {
         let mut view = self.view();
         let width = view
             .name_width
-            .max(name.chars().count().min(MAX_NAME_WIDTH));
+            .max(name.chars().count().min(max_name_width()));
         let overall = view.overall.as_ref().map(|(b, _)| b.clone());
         let (bar, _) = view.bars.entry(name.to_string()).or_insert_with(|| {
             let bar = ProgressBar::new_spinner().with_style(Self::row_style(width));
@@ -260,7 +267,7 @@ impl Reporter {
         let mut view = self.view();
         let width = view
             .name_width
-            .max(name.chars().count().min(MAX_NAME_WIDTH));
+            .max(name.chars().count().min(max_name_width()));
         let took = match view.bars.remove(name) {
             Some((bar, started)) => {
                 bar.finish_and_clear();

@@ -1,6 +1,7 @@
 // The release workflow's step that writes action/release.json: the release the action
-// runs by default, and the SHA-256 of every asset of every release so far (input
-// `version` may pick an earlier one). The action trusts only these committed checksums.
+// runs by default, the SHA-256 of every asset of every release so far (input `version`
+// may pick an earlier one), and that of the action's code. The action trusts only these
+// committed checksums.
 //   node .github/scripts/release-file.js v1.2.3 dist/
 'use strict';
 
@@ -25,6 +26,9 @@ if (!Object.keys(checksums).length) {
   process.exit(1);
 }
 release.version = version;
+// The code this release's binary goes with: the action warns when it runs other code
+// (at a branch or commit after the release) with this binary.
+release.action_sha256 = require('../../action/lib.js').actionCodeHash();
 release.releases = { ...release.releases, [version]: checksums };
 fs.writeFileSync(file, `${JSON.stringify(release, null, 2)}\n`);
 console.log(`${file}: ${version} with ${Object.keys(checksums).join(', ')}`);

@@ -45,13 +45,27 @@ pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
             let mut command = Cli::command();
             let name = command.get_name().to_string();
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut command, name, &mut script);
+            clap_complete::generate(*shell, &mut command, &name, &mut script);
             let mut script = String::from_utf8_lossy(&script).into_owned();
             if *shell == clap_complete::Shell::Bash {
                 // clap_complete mangles the `-` of the name one way where it tracks the
                 // subcommand and another in the labels it matches that against, so
                 // nothing past the subcommand's name would complete.
                 script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
+            }
+            if *shell == clap_complete::Shell::Fish {
+                // clap_complete gives fish no values for a positional argument, so fish
+                // offered files for the shell's name.
+                use clap::ValueEnum;
+                let shells: Vec<String> = clap_complete::Shell::value_variants()
+                    .iter()
+                    .filter_map(|s| Some(s.to_possible_value()?.get_name().to_string()))
+                    .collect();
+                script.push_str(&format!(
+                    "complete -c {name} -n \"__fish_{}_using_subcommand completions\" -f -a \"{}\"\n",
+                    name.replace('-', "_"),
+                    shells.join(" ")
+                ));
             }
             use std::io::Write as _;
             let _ = std::io::stdout().write_all(script.as_bytes());
@@ -102,7 +116,11 @@ impl RunRef {
         let manifest = args.file.as_path();
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
-        match (recorded, args.run_id.as_deref()) {
+        let run_id = match &args.run_id {
+            Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
+            None => None,
+        };
+        match (recorded, run_id.as_deref()) {
             (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
                 let conn = Connection::for_state(global, &s, args.sandbox, &state_dir).await?;
                 Ok(Self {
@@ -117,7 +135,6 @@ impl RunRef {
                 })
             }
             (_, Some(id)) => {
-                naming::check_run_id(id).map_err(Error::usage)?;
                 let m = crate::manifest::load_if_present(manifest)?;
                 Ok(Self {
                     project: settings::project(global, m.as_ref())?,

@@ -62,10 +62,7 @@ pub struct Limits {
 pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
     let run_id = match &args.run_id {
-        Some(id) => {
-            naming::check_run_id(id).map_err(Error::usage)?;
-            id.clone()
-        }
+        Some(id) => naming::run_id(id).map_err(Error::usage)?,
         None => "xxxxxxxx".to_string(),
     };
     let project = settings::project(global, Some(&manifest)).ok();
@@ -278,9 +275,9 @@ fn print_table(p: &PlanOutput, online: bool) {
         None => crate::say!(out "total: unknown (see the problems above)"),
     }
     if let Some(changes) = &p.reuse {
-        println!("up --reuse would:");
+        crate::say!(out "up --reuse would:");
         for line in reuse::describe(changes) {
-            println!("  {line}");
+            crate::say!(out "  {line}");
         }
     }
 }
@@ -339,35 +336,75 @@ async fn look(
     });
 }
 
+/// The width `plan` fits its lines to: a terminal's, or anything it is piped into.
+const WIDTH: usize = 80;
+
 fn rows(services: &[&PlannedService]) {
-    crate::say!(out
-        "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
-        "KEY", "NAME", "TYPE", "PLAN", "CLOUD", "USD/H"
-    );
-    for s in services {
-        let price = match (s.hourly_usd, &s.problem) {
-            (Some(v), _) => format!("{v:.3}"),
-            (None, Some(_)) => "n/a".to_string(),
-            (None, None) => "-".to_string(),
-        };
-        crate::say!(out
-            "{:<16} {:<40} {:<12} {:<14} {:<22} {:>9}",
-            s.key,
-            s.name,
-            s.service_type,
-            s.plan,
-            s.cloud.as_deref().unwrap_or("(project default)"),
-            price
-        );
+    let cells: Vec<[String; 6]> = services
+        .iter()
+        .map(|s| {
+            let price = match (s.hourly_usd, &s.problem) {
+                (Some(v), _) => format!("{v:.3}"),
+                (None, Some(_)) => "n/a".to_string(),
+                (None, None) => "-".to_string(),
+            };
+            [
+                s.key.clone(),
+                s.name.clone(),
+                s.service_type.clone(),
+                s.plan.clone(),
+                s.cloud
+                    .clone()
+                    .unwrap_or_else(|| "(project default)".into()),
+                price,
+            ]
+        })
+        .collect();
+    let headers = ["KEY", "NAME", "TYPE", "PLAN", "CLOUD", "USD/H"];
+    let mut widths = headers.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Columns as wide as their widest cell, two spaces apart; the price right-aligned.
+    let line = |row: [&str; 6]| {
+        let [k, n, t, p, c, usd] = row;
+        let [wk, wn, wt, wp, wc, wu] = widths;
+        crate::say!(out "{k:<wk$}  {n:<wn$}  {t:<wt$}  {p:<wp$}  {c:<wc$}  {usd:>wu$}");
+    };
+    line(headers);
+    for (s, row) in services.iter().zip(&cells) {
+        line(row.each_ref().map(String::as_str));
         if let Some(problem) = &s.problem {
-            crate::say!(out "  problem: {problem}");
+            crate::say!(out "{}", wrapped("problem", problem));
         }
         if let Some(tenancy) = &s.tenancy {
-            crate::say!(out "  this run: {tenancy}");
+            crate::say!(out "{}", wrapped("this run", tenancy));
         }
         if let Some(now) = &s.now {
-            crate::say!(out "  now: {now}");
+            crate::say!(out "{}", wrapped("now", now));
         }
-        crate::say!(out "  env: {}", s.env.join(" "));
+        crate::say!(out "{}", wrapped("env", &s.env.join(" ")));
     }
+}
+
+/// `  label: text`, its words wrapped at [`WIDTH`] under the text's first column.
+fn wrapped(label: &str, text: &str) -> String {
+    let indent = format!("  {label}: ");
+    let mut out = indent.clone();
+    let mut column = indent.len();
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 && column + 1 + word.chars().count() > WIDTH {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent.len()));
+            column = indent.len();
+        } else if i > 0 {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.chars().count();
+    }
+    out
 }

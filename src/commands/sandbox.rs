@@ -21,15 +21,17 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
         .await
         .map_err(|e| Error::usage(e.to_string()))?;
     let url = sandbox.url().to_string();
-    // Machine-readable first, on stdout: `eval` or source it.
-    crate::say!(out "AIVEN_API_URL={url}");
-    crate::say!(out "AIVEN_TOKEN={}", sandbox.token());
-    crate::say!(out "AIVEN_PROJECT={project}");
+    // Machine-readable first, on stdout: sourced, the variables reach the commands the
+    // shell runs next.
+    let export = crate::outputs::env::export_line;
+    crate::say!(out "{}", export("AIVEN_API_URL", &url).trim_end());
+    crate::say!(out "{}", export("AIVEN_TOKEN", sandbox.token()).trim_end());
+    crate::say!(out "{}", export("AIVEN_PROJECT", &project).trim_end());
     if url.starts_with("https://") {
         let ca = std::env::temp_dir().join(format!("aiven-sandbox-ca-{}.pem", std::process::id()));
         crate::state::write_private(&ca, sandbox.ca_pem().as_bytes())
             .map_err(|e| Error::io(format!("cannot write {}", ca.display()), e))?;
-        crate::say!(out "AIVEN_CA_CERT={}", ca.display());
+        crate::say!(out "{}", export("AIVEN_CA_CERT", &ca.display().to_string()).trim_end());
     }
     crate::say!(
         "Aiven API sandbox listening on {url} ({})",

@@ -287,13 +287,13 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     // The oldest first: long-lived runs are what this view is for.
     runs.sort_by(|a, b| a.created.cmp(&b.created));
     if args.json {
-        println!(
+        crate::say!(out
             "{}",
             serde_json::to_string_pretty(&runs).expect("runs serialise")
         );
         return Ok(Status::Success);
     }
-    println!("runs of aiven-ephemeral in project {project}:");
+    crate::say!(out "runs of aiven-ephemeral in project {project}:");
     let usd = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
     let rows: Vec<Vec<String>> = runs
         .iter()

@@ -74,10 +74,11 @@ async fn down(
     let budget = settings::teardown_budget(&args.teardown);
     let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
-    if let Some(run_id) = &args.run_id {
-        naming::check_run_id(run_id).map_err(Error::usage)?;
-    }
-    match (existing, &args.run_id) {
+    let run_id = match &args.run_id {
+        Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
+        None => None,
+    };
+    match (existing, &run_id) {
         // A finished run's state file says nothing about another run: go by its tags.
         (Some(s), Some(id)) if &s.run_id != id && s.status == RunStatus::TornDown => {
             by_tag(global, args, id, reporter, signals, budget).await

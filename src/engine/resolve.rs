@@ -27,10 +27,7 @@ pub struct Resolved {
 pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
     let run_id = match &args.run_id {
-        Some(id) => {
-            naming::check_run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?;
-            id.clone()
-        }
+        Some(id) => naming::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
         None => naming::new_run_id(),
     };
     for spec in &manifest.services {

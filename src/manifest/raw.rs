@@ -212,6 +212,16 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
             )),
         });
     }
+    if let Some(line) = second_document(text) {
+        return Err(Problem {
+            at: Loc { line, column: 1 },
+            message: "a second YAML document starts here: a manifest is one document".into(),
+            hint: Some(
+                "remove this `---` and merge what follows into the mapping above, or move it to a manifest of its own"
+                    .into(),
+            ),
+        });
+    }
     serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -237,6 +247,22 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
         let (message, hint) = in_words(said, key);
         Problem { at, message, hint }
     })
+}
+
+/// The line (from 1) of a `---` that starts a document after content: at column 1 it
+/// always marks a document, whatever came before. A leading one only opens the first.
+fn second_document(text: &str) -> Option<u64> {
+    let mut content = false;
+    for (n, line) in text.lines().enumerate() {
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']));
+        if marker && content {
+            return Some(n as u64 + 1);
+        }
+        content |= !marker && !line.trim().is_empty() && !line.trim_start().starts_with('#');
+    }
+    None
 }
 
 /// The parser's message about the value of `key`, said in the user's words.

@@ -36,6 +36,12 @@ pub fn check(values: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
+/// `export NAME='value'`: a POSIX shell that sources it passes the variable on to the
+/// commands it runs.
+pub fn export_line(name: &str, value: &str) -> String {
+    format!("export {name}='{}'\n", value.replace('\'', r"'\''"))
+}
+
 pub fn render(values: &[Value], format: Format) -> String {
     match format {
         Format::Dotenv => values
@@ -44,7 +50,7 @@ pub fn render(values: &[Value], format: Format) -> String {
             .collect(),
         Format::Shell => values
             .iter()
-            .map(|v| format!("export {}='{}'\n", v.name, v.value.replace('\'', r"'\''")))
+            .map(|v| export_line(&v.name, &v.value))
             .collect(),
         Format::Json => {
             let map: serde_json::Map<String, serde_json::Value> = values

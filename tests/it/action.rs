@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::common::github::{DownloadFault, GitHub};
 use crate::common::*;
 
 fn repo() -> PathBuf {
@@ -75,13 +76,13 @@ fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-struct Runner {
-    env: Env,
+pub(crate) struct Runner {
+    pub(crate) env: Env,
     files: tempfile::TempDir,
 }
 
 impl Runner {
-    fn new(manifest: &str) -> Self {
+    pub(crate) fn new(manifest: &str) -> Self {
         let node = Command::new("node").arg("--version").output();
         assert!(
             node.is_ok_and(|o| o.status.success()),
@@ -172,7 +173,8 @@ impl Runner {
 }
 
 const MANIFEST: &str = "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, users: [app_user]}\n  cache: {type: valkey, plan: hobbyist}\n";
-const ONE: &str = "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n";
+pub(crate) const ONE: &str =
+    "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n";
 
 fn masked(log: &str) -> Vec<String> {
     log.lines()
@@ -344,60 +346,6 @@ fn action_yml_parses_and_declares_every_input_it_uses() {
     }
 }
 
-/// A server laid out like GitHub's release downloads, on 127.0.0.1:0: an asset answers
-/// with a redirect to its storage, as github.com does. Records the paths asked for.
-struct Releases {
-    url: String,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl Releases {
-    fn serve(assets: BTreeMap<String, Vec<u8>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let log = asked.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                reader.read_line(&mut request).unwrap();
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split(' ').nth(1).unwrap_or("").to_string();
-                log.lock().unwrap().push(path.clone());
-                let answer = if let Some(body) =
-                    path.strip_prefix("/storage/").and_then(|n| assets.get(n))
-                {
-                    let mut a = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    a.extend_from_slice(body);
-                    a
-                } else if let Some(name) = path
-                    .strip_prefix("/aiven-ephemeral/aiven-ephemeral/releases/download/")
-                    .filter(|rest| assets.contains_key(*rest))
-                {
-                    format!("HTTP/1.1 302 Found\r\nlocation: /storage/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes()
-                } else {
-                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        .to_vec()
-                };
-                let _ = stream.write_all(&answer);
-            }
-        });
-        Self { url, asked }
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
 const VERSION: &str = "v1.2.3";
 const ASSET: &str = "aiven-ephemeral-x86_64-unknown-linux-musl";
 
@@ -452,11 +400,22 @@ fn release_assets(binary: &[u8]) -> (tempfile::TempDir, BTreeMap<String, Vec<u8>
 
 /// Main and post of one use from a checkout, without input `binary`, against a release
 /// server.
-fn from_release(
+pub(crate) fn from_release(
     runner: &Runner,
     checkout: &Path,
-    server: &Releases,
+    server: &GitHub,
     reference: &str,
+) -> (Run, Run) {
+    from_release_via(runner, checkout, &server.url, reference, &BTreeMap::new())
+}
+
+/// The same with the download from `url` and more of the runner's variables.
+fn from_release_via(
+    runner: &Runner,
+    checkout: &Path,
+    url: &str,
+    reference: &str,
+    more: &BTreeMap<String, String>,
 ) -> (Run, Run) {
     let mut extra = inputs(&[("binary", "")]);
     extra.insert("GITHUB_ACTION_REF".into(), reference.into());
@@ -464,7 +423,8 @@ fn from_release(
         "GITHUB_ACTION_REPOSITORY".into(),
         "aiven-ephemeral/aiven-ephemeral".into(),
     );
-    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), server.url.clone());
+    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), url.into());
+    extra.extend(more.clone());
     let main = runner.step("1", &checkout.join("action"), "main.js", &extra);
     let mut post_extra = extra.clone();
     post_extra.extend(runner.post_env());
@@ -472,11 +432,143 @@ fn from_release(
     (main, post)
 }
 
+/// A small stand-in for the release asset that runs this build: faults are about the
+/// download, and the debug binary is too large to send over and over.
+fn stand_in() -> Vec<u8> {
+    format!("#!/bin/sh\nexec '{BIN}' \"$@\"\n").into_bytes()
+}
+
+/// What the action printed about its download, with the port and the asset's length
+/// (which holds this build's path) replaced: the server cuts it off at half.
+fn download_lines(run: &Run) -> String {
+    let length = stand_in().len();
+    let cut = format!("after {} of {length} bytes", length / 2);
+    run.stdout
+        .lines()
+        .filter(|l| l.contains("GET "))
+        .map(|l| l.replace(&cut, "after [HALF] of [LENGTH] bytes"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn env_vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_download_outlasts_a_hang_and_a_502() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    // A connection that never answers, then a proxy's 502: the third attempt succeeds.
+    server.fault_downloads(&[DownloadFault::Hang, DownloadFault::Status(502)]);
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("AIVEN_EPHEMERAL_DOWNLOAD_TIMEOUT", "2")]);
+    let (main, post) = from_release_via(&runner, checkout.path(), &server.url, "v1", &more);
+    main.expect_code(0);
+    post.expect_code(0);
+    pinned!(download_lines(&main), @r"
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: no answer for 2 s; trying again in 1 s (attempt 2 of 3)
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: HTTP 502; trying again in 2 s (attempt 3 of 3)
+    ");
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn a_cut_off_download_says_so_and_a_missing_one_is_not_retried() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    server.fault_downloads(&[DownloadFault::Truncate; 3]);
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(1);
+    post.expect_code(0);
+    pinned!(download_lines(&main), @r"
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes; trying again in 1 s (attempt 2 of 3)
+    aiven-ephemeral: GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes; trying again in 2 s (attempt 3 of 3)
+    ::error::GET http://127.0.0.1:[PORT]/storage/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: the download was cut off after [HALF] of [LENGTH] bytes (gave up after 3 attempts)
+    ");
+    assert!(runner.env.sandbox.requests().is_empty(), "nothing ran");
+
+    // A 404 (a release without this asset) is an answer, not a fault: asked once.
+    let server = GitHub::serving(BTreeMap::new());
+    let runner = Runner::new(ONE);
+    let (main, _) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(1);
+    assert_eq!(server.asked().len(), 1, "{:?}", server.asked());
+    pinned!(download_lines(&main), @"::error::GET http://127.0.0.1:[PORT]/aiven-ephemeral/aiven-ephemeral/releases/download/v1.2.3/aiven-ephemeral-x86_64-unknown-linux-musl: HTTP 404");
+}
+
+/// An HTTP proxy on 127.0.0.1:0 for plain-HTTP targets (absolute-form requests): it
+/// sends each to `upstream` whatever host it names, and records the URLs.
+fn proxy(upstream: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let target = line.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(target.clone());
+            let path = target
+                .strip_prefix("http://")
+                .and_then(|t| t.find('/').map(|i| t[i..].to_string()))
+                .unwrap_or_default();
+            let mut server = TcpStream::connect(upstream.trim_start_matches("http://")).unwrap();
+            server
+                .write_all(format!("GET {path} HTTP/1.1\r\nconnection: close\r\n\r\n").as_bytes())
+                .unwrap();
+            std::io::copy(&mut server, &mut client).unwrap();
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_download_goes_through_the_proxy_unless_no_proxy_names_the_host() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    let (proxy_url, seen) = proxy(server.url.clone());
+    // A name only the proxy can reach.
+    let mirror = format!(
+        "http://releases.test:{}",
+        server.url.rsplit(':').next().unwrap()
+    );
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("HTTP_PROXY", &proxy_url)]);
+    let (main, post) = from_release_via(&runner, checkout.path(), &mirror, "v1", &more);
+    main.expect_code(0);
+    post.expect_code(0);
+    let path = format!("/aiven-ephemeral/aiven-ephemeral/releases/download/{VERSION}/{ASSET}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("{mirror}{path}"),
+            format!("{mirror}/storage/{VERSION}/{ASSET}")
+        ]
+    );
+
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "localhost,.test")]);
+    let (main, _) = from_release_via(&runner, checkout.path(), &mirror, "v1", &more);
+    main.expect_code(1);
+    assert!(main.stdout.contains("releases.test"), "{}", main.stdout);
+    assert_eq!(seen.lock().unwrap().len(), 2, "NO_PROXY bypasses the proxy");
+}
+
 #[test]
 fn the_binary_resolves_at_every_kind_of_ref() {
     let binary = std::fs::read(BIN).unwrap();
     let (dir, served) = release_assets(&binary);
-    let server = Releases::serve(served);
+    let server = GitHub::serving(served);
     let checkout = released_checkout(dir.path());
     let release: Value = serde_json::from_str(
         &std::fs::read_to_string(checkout.path().join("action/release.json")).unwrap(),
@@ -524,7 +616,7 @@ fn a_download_that_does_not_match_the_committed_checksum_is_refused() {
     tampered.extend_from_slice(b"tampered");
     let mut served = BTreeMap::new();
     served.insert(format!("{VERSION}/{ASSET}"), tampered);
-    let server = Releases::serve(served);
+    let server = GitHub::serving(served);
     let runner = Runner::new(ONE);
     let (main, post) = from_release(&runner, checkout.path(), &server, "v1");
     main.expect_code(1);
@@ -573,10 +665,7 @@ fn a_download_that_does_not_match_the_committed_checksum_is_refused() {
 fn post_succeeds_calmly_when_main_created_nothing() {
     let cases: [(&str, &[(&str, &str)]); 5] = [
         ("a bad manifest", &[("manifest", "broken.yaml")]),
-        (
-            "a too-long run id",
-            &[("run-id", "this-run-id-is-far-too-long")],
-        ),
+        ("a run id that is not one", &[("run-id", "Not_A_Run_Id")]),
         (
             "a missing token (a pull request from a fork)",
             &[("token", "")],
@@ -628,13 +717,12 @@ fn two_uses_in_one_job_work_side_by_side() {
     std::fs::write(runner.env.path("db.yaml"), PG).unwrap();
     let first = runner.step("1", &action_dir(), "main.js", &BTreeMap::new());
     first.expect_code(0);
-    let second = runner.step(
-        "2",
-        &action_dir(),
-        "main.js",
-        &inputs(&[("manifest", "db.yaml")]),
-    );
+    // The runner gives later steps what earlier ones put in $GITHUB_ENV.
+    let mut given = key_values(&runner.file("env"));
+    given.extend(inputs(&[("manifest", "db.yaml")]));
+    let second = runner.step("2", &action_dir(), "main.js", &given);
     second.expect_code(0);
+    assert!(!second.stdout.contains("::warning::"), "{}", second.stdout);
     assert_eq!(runner.env.sandbox.live_names().len(), 2);
     assert_ne!(
         runner.outputs("1")["state-file"],
@@ -784,4 +872,67 @@ fn with_reuse_post_leaves_the_pull_requests_environment_to_the_close() {
             .count("POST", "/v1/project/test-project/service"),
         creates
     );
+}
+
+#[test]
+fn a_second_use_that_overwrites_the_first_ones_variables_says_so() {
+    let runner = Runner::new(ONE);
+    // Another manifest with a service of the same key: the same variable names.
+    std::fs::write(
+        runner.env.path("other.yaml"),
+        "project: test-project\nname_prefix: other\nservices:\n  cache: {type: valkey, plan: hobbyist}\n",
+    )
+    .unwrap();
+    runner
+        .step("1", &action_dir(), "main.js", &BTreeMap::new())
+        .expect_code(0);
+    let mut given = key_values(&runner.file("env"));
+    given.extend(inputs(&[("manifest", "other.yaml")]));
+    let second = runner.step("2", &action_dir(), "main.js", &given);
+    second.expect_code(0);
+    let warning: Vec<&str> = second
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning::"))
+        .collect();
+    pinned!(warning.join("\n"), @"::warning::CACHE_SERVICE_NAME, CACHE_URI, CACHE_HOST, CACHE_PORT, CACHE_USER, CACHE_PASSWORD were set by an earlier step (another use of this action?) and are now this run's: the steps after see only these. Give the services of one use an `env_prefix` in its manifest, or set `github-env: none` on it and read its env-file");
+    for step in ["2", "1"] {
+        runner
+            .step(step, &action_dir(), "post.js", &runner.post_env_of(step))
+            .expect_code(0);
+    }
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
+#[test]
+fn action_code_newer_than_its_release_is_warned_about() {
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    let release: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkout.path().join("action/release.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(release["action_sha256"].as_str().unwrap().len(), 64);
+    let runner = Runner::new(ONE);
+    let (main, _) = from_release(&runner, checkout.path(), &server, "v1");
+    main.expect_code(0);
+    assert!(!main.stdout.contains("::warning::"), "{}", main.stdout);
+    runner.node("post.js", &runner.post_env()).expect_code(0);
+
+    // main, a commit later: its code changed, its release.json did not.
+    let main_js = checkout.path().join("action/main.js");
+    let mut code = std::fs::read_to_string(&main_js).unwrap();
+    code.push_str("// a change after the release\n");
+    std::fs::write(&main_js, code).unwrap();
+    let runner = Runner::new(ONE);
+    let (main, post) = from_release(&runner, checkout.path(), &server, "main");
+    main.expect_code(0);
+    post.expect_code(0);
+    let warning: Vec<&str> = main
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning::"))
+        .collect();
+    pinned!(warning.join("\n"), @"::warning::the action at main is not the code released as v1.2.3, yet runs v1.2.3's binary (the last release it knows): they may not match. Use the action at a release tag such as @v1, or set input `binary` to a build of the same revision");
 }

@@ -64,16 +64,9 @@ echo ALL-GOOD
         "a real PostgreSQL served: {}",
         out.stderr
     );
-    // The manifest asks for PostgreSQL 16: where it is not installed, the user is told.
-    let told = out
-        .stderr
-        .contains("PostgreSQL 16 is asked for but not installed where the sandbox runs");
-    assert_eq!(
-        told,
-        !std::path::Path::new("/usr/lib/postgresql/16/bin/postgres").exists(),
-        "{}",
-        out.stderr
-    );
+    // The example asks no version: whatever PostgreSQL the machine has, there is nothing
+    // to warn about (a version the sandbox lacks is told: see shared.rs).
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
     let tmp_path = tmp.path().to_string_lossy().to_string();
     assert!(
         processes_mentioning(&tmp_path).is_empty(),

@@ -75,9 +75,53 @@ fn bad_run_ids_are_usage_errors() {
     env.run(&["up", "--run-id", "Has_Caps"])
         .expect_code(2)
         .expect_stderr("run id");
-    env.run(&["up", "--run-id", "this-run-id-is-far-too-long"])
-        .expect_code(2);
+    let long = "a".repeat(65);
+    let out = env.run(&["up", "--run-id", &long]);
+    out.expect_code(2);
+    pinned!(out.stderr.trim(), @r"
+    error: run id `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` is invalid: 1-64 characters of [a-z0-9-], not starting or ending with `-` (over 20 it is shortened)
+      hint: omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>
+    ");
     assert!(env.sandbox.requests().is_empty());
+}
+
+#[test]
+fn ci_run_ids_over_20_characters_are_shortened_and_kept_apart() {
+    // The shipped GitHub example's ids with an 11-digit run id: two legs of one run.
+    let env =
+        Env::new("project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n");
+    for leg in ["consumer", "producer"] {
+        let id = format!("12345678901-1-{leg}");
+        env.run(&[
+            "up",
+            "--run-id",
+            &id,
+            "--state-file",
+            &format!("{leg}/state.json"),
+        ])
+        .expect_code(0);
+    }
+    let names = env.sandbox.live_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in &names {
+        assert!(
+            name.starts_with("ae-cache-12345678901-1-") && name.len() == 29,
+            "{name}"
+        );
+    }
+    // `down --run-id` with the same long id, no state file: finds that leg's only.
+    env.run(&[
+        "down",
+        "--run-id",
+        "12345678901-1-consumer",
+        "--state-file",
+        "none/state.json",
+    ])
+    .expect_code(0);
+    assert_eq!(env.sandbox.live_names().len(), 1);
+    env.run(&["down", "--state-file", "producer/state.json"])
+        .expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
 }
 
 #[test]
@@ -564,4 +608,38 @@ fn extend_during_a_live_run_is_kept_by_its_expiry_refresh() {
     std::fs::write(env.path("go"), "").expect("go");
     wait(child, Duration::from_secs(60)).expect_code(0);
     assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
+}
+
+#[test]
+fn plan_fits_80_columns() {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pg-kafka-valkey.yaml"),
+    )
+    .unwrap()
+    .replace("project: my-ci-project", "project: test-project");
+    let env = Env::new(&example);
+    let out = env.run(&["plan", "--run-id", "p1"]);
+    out.expect_code(0);
+    for line in out.stdout.lines() {
+        assert!(line.chars().count() <= 80, "{} columns: {line}", line.len());
+    }
+    pinned!(out.stdout, @r"
+    run id p1, project test-project
+    KEY     NAME          TYPE    PLAN       CLOUD                USD/H
+    db      ci-db-p1      pg      startup-4  google-europe-west1  0.130
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY DB_USER_APP_USER_PASSWORD
+           DB_USER_APP_USER_URI DATABASE_URL
+    events  ci-events-p1  kafka   startup-2  google-europe-west1  0.397
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT
+           EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY
+           EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_SASL_BOOTSTRAP_SERVERS
+           EVENTS_SASL_MECHANISM EVENTS_USER EVENTS_PASSWORD
+           EVENTS_SCHEMA_REGISTRY_URI EVENTS_USER_APP_USER_PASSWORD
+           EVENTS_USER_APP_USER_ACCESS_CERT EVENTS_USER_APP_USER_ACCESS_KEY
+    cache   ci-cache-p1   valkey  hobbyist   google-europe-west1  0.026
+      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER
+           CACHE_PASSWORD
+    total: 0.553 USD/h (4.42 USD per 8h working day)
+    ");
 }

@@ -54,8 +54,8 @@ fn interpolate(node: &Value, inputs: &BTreeMap<String, String>) -> Value {
     }
 }
 
-/// The component's job with these inputs over the spec's defaults.
-fn job(given: &[(&str, &str)]) -> Value {
+/// The component's inputs (these over the spec's defaults) and its jobs document.
+fn inputs_and_body(given: &[(&str, &str)]) -> (BTreeMap<String, String>, String) {
     let text = component();
     let (spec, body) = text.split_once("\n---\n").expect("spec and body");
     let spec: Value = serde_saphyr::from_str(spec).unwrap();
@@ -68,10 +68,30 @@ fn job(given: &[(&str, &str)]) -> Value {
     for (k, v) in given {
         inputs.insert(k.to_string(), v.to_string());
     }
-    let body: Value = serde_saphyr::from_str(body).unwrap();
-    let jobs = interpolate(&body, &inputs);
+    (inputs, body.to_string())
+}
+
+fn the_job(jobs: Value) -> Value {
     assert_eq!(jobs.as_object().unwrap().len(), 1);
     jobs.as_object().unwrap().values().next().unwrap().clone()
+}
+
+/// The component's job with these inputs, interpolated as GitLab's structured
+/// interpolation does: in the strings of the parsed YAML.
+fn job(given: &[(&str, &str)]) -> Value {
+    let (inputs, body) = inputs_and_body(given);
+    let body: Value = serde_saphyr::from_str(&body).unwrap();
+    the_job(interpolate(&body, &inputs))
+}
+
+/// The same, as GitLab's text-level interpolation (`ci_text_interpolation`) does: each
+/// block replaced in the document's text, a string input pasted as it is, then the YAML
+/// parsed. Err is the YAML error GitLab would report.
+fn job_text_level(given: &[(&str, &str)]) -> Result<Value, String> {
+    let (inputs, body) = inputs_and_body(given);
+    let body: Value =
+        serde_saphyr::from_str(&interpolate_str(&body, &inputs)).map_err(|e| e.to_string())?;
+    Ok(the_job(body))
 }
 
 /// Seconds of a duration as GitLab reads `timeout:` (parts added up: "40m 5m 5m").
@@ -181,8 +201,9 @@ impl Job {
         }
     }
 
-    /// One of the job's script sections, as the runner runs it: the lines in one fresh
-    /// `sh`, stopping at the first failing line.
+    /// One of the job's script sections, as the runner runs it: in the first bash of its
+    /// list (else sh), after the runner's own prelude (pipefail where the shell has it,
+    /// errexit), the lines evaluated with nothing on stdin.
     fn shell(&self, section: &str) -> Command {
         let lines: Vec<&str> = self.job[section]
             .as_array()
@@ -195,10 +216,17 @@ impl Job {
             self.bin_dir.path().display(),
             std::env::var("PATH").unwrap()
         );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-e")
-            .arg("-c")
-            .arg(lines.join("\n"))
+        let shell = ["/usr/local/bin/bash", "/usr/bin/bash", "/bin/bash"]
+            .into_iter()
+            .find(|s| Path::new(s).exists())
+            .unwrap_or("sh");
+        let quoted = format!("'{}'", lines.join("\n").replace('\'', r"'\''"));
+        let mut cmd = Command::new(shell);
+        cmd.arg("-c")
+            .arg(format!(
+                "if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n\
+                 set +o noclobber\n: | eval {quoted}\nexit 0\n"
+            ))
             .current_dir(self.env.dir.path())
             .env_clear()
             .envs(&self.vars)
@@ -372,4 +400,60 @@ fn with_reuse_the_merge_requests_environment_outlives_the_job() {
             .count("POST", "/v1/project/test-project/service"),
         creates
     );
+}
+
+#[test]
+fn a_failing_line_or_pipe_fails_the_job_as_in_gitlab_script() {
+    // As GitLab's `script:`: errexit and pipefail, a condition's failure is not one.
+    for (script, code, reached) in [
+        (
+            "echo one > one.txt\nfalse\necho two > reached.txt",
+            1,
+            false,
+        ),
+        ("false | tee log.txt\necho two > reached.txt", 1, false),
+        ("exit 3", 3, false),
+        (
+            "if false; then echo no; fi\nfalse || true\n[[ -n \"$CACHE_URI\" ]] && echo ok > reached.txt",
+            0,
+            true,
+        ),
+    ] {
+        let job = Job::new(script);
+        let out = job.run("script");
+        out.expect_code(code);
+        assert_eq!(
+            job.env.path("reached.txt").exists(),
+            reached,
+            "{script}: {}",
+            out.stderr
+        );
+        assert!(job.env.sandbox.live_names().is_empty(), "run tore down");
+    }
+}
+
+#[test]
+fn text_level_interpolation_gives_the_same_job() {
+    // GitLab pastes a string input into the text before reading the YAML: the script must
+    // land in the same variable as with structured interpolation, however it is written.
+    for script in [
+        "make test",
+        r#"echo "host: $DB_HOST" && test -n "$DB_URI""#,
+        r#""quoted" start: 'single' and "double""#,
+        "it's # not a comment: {a: [b]}",
+        "- a list? *no alias* &no anchor !no tag | > % @ `",
+    ] {
+        let given = [("script", script), ("manifest", "ci/my services.yaml")];
+        let text = job_text_level(&given).unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert_eq!(text, job(&given), "{script}");
+        assert_eq!(
+            text["variables"]["AIVEN_EPHEMERAL_SCRIPT"]["value"], script,
+            "{script}"
+        );
+    }
+    // A script of several lines cannot be pasted into YAML text unchanged: GitLab refuses
+    // the configuration rather than running something else (the README says to use `;`,
+    // `&&` or a script file under text-level interpolation).
+    let given = [("script", "echo one\nfoo: bar")];
+    assert!(job_text_level(&given).is_err());
 }

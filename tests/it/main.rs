@@ -20,6 +20,7 @@ mod inside;
 mod lifecycle;
 mod manual;
 mod preview;
+mod release;
 mod sandbox;
 mod secrets;
 mod shared;

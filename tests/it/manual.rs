@@ -216,7 +216,8 @@ fn completions_complete_options_and_values_in_fish() {
             "-c",
             "aiven-ephemeral completions fish | source
              complete -C 'aiven-ephemeral up --ti'
-             complete -C 'aiven-ephemeral env --format '",
+             complete -C 'aiven-ephemeral env --format '
+             complete -C 'aiven-ephemeral completions '",
         ])
         .env(
             "PATH",
@@ -232,6 +233,11 @@ fn completions_complete_options_and_values_in_fish() {
     dotenv	NAME=value lines (also a GitLab dotenv report)
     json	One JSON object
     shell	export NAME='value' lines, to source
+    bash
+    elvish
+    fish
+    powershell
+    zsh
     ");
 }
 
@@ -385,6 +391,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "flow list",
             "project: test-project\nservices:\n  k: {type: kafka, plan: startup-2, topics: [orders]}\n",
         ),
+        (
+            "second document",
+            "---\nproject: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n---\nproject: other-project\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -472,6 +482,14 @@ fn validate_and_up_agree_on_bad_manifests() {
           |
         3 |   k: {type: kafka, plan: startup-2, topics: [orders]}
           |                                              ^ topics must be a list of topics, e.g. [{name: orders, partitions: 3}]
+
+        ## second document
+        error: aiven-ephemeral.yaml:5:1: a second YAML document starts here: a manifest is one document
+         --> aiven-ephemeral.yaml:5:1
+          |
+        5 | ---
+          | ^ a second YAML document starts here: a manifest is one document
+          hint: remove this `---` and merge what follows into the mapping above, or move it to a manifest of its own
     "#);
 }
 
@@ -775,13 +793,14 @@ fn help_describes_every_option_with_global_options_apart() {
     ");
 }
 
-/// The live view at 80 and 120 columns: what each service waits on, the overall row,
-/// nothing past the edge; then Ctrl-C: a clean teardown in the same line format.
+/// The live view at 80 and 200 columns: what each service waits on, the overall row,
+/// nothing past the edge, names cut only where the width asks; then Ctrl-C: a clean
+/// teardown in the same line format.
 #[test]
 fn the_live_view_in_a_terminal_at_two_widths_with_ctrl_c() {
     let manifest = "project: test-project\nservices:\n  db:\n    type: pg\n    plan: hobbyist\n  a-rather-long-service-key-for-events:\n    type: kafka\n    plan: startup-2\n    topics:\n      - {name: orders, partitions: 3}\n      - {name: payments}\n";
     let mut screens = Vec::new();
-    for width in [80u16, 120] {
+    for width in [80u16, 200] {
         let mut config = fast_config();
         config.topic_activation = Duration::from_secs(120);
         let env = Env::with(manifest, Sandbox::with(config));
@@ -827,19 +846,19 @@ fn the_live_view_in_a_terminal_at_two_widths_with_ctrl_c() {
         ✓ ae-db-lv80                                   [T]  deleted
         error: interrupted by SIGINT; everything this run created was deleted
         EXIT=130
-        ## 120 columns, waiting
-        run lv120 in project test-project (2 service(s))
+        ## 200 columns, waiting
+        run lv200 in project test-project (2 service(s))
         Creating 2 service(s)
-        * ae-db-lv120                                  [T]  REBUILDING
-        * ae-a-rather-long-service-key-for-events…     [T]  topics 0/2 ACTIVE
+        * ae-db-lv200                                       [T]  REBUILDING
+        * ae-a-rather-long-service-key-for-events-lv200     [T]  topics 0/2 ACTIVE
           0/2 ready, [T] elapsed, [T] left
         ## after Ctrl-C
-        run lv120 in project test-project (2 service(s))
+        run lv200 in project test-project (2 service(s))
         Creating 2 service(s)
         warning: received SIGINT: tearing down
         Deleting 2 service(s)
-        ✓ ae-a-rather-long-service-key-for-events…     [T]  deleted
-        ✓ ae-db-lv120                                  [T]  deleted
+        ✓ ae-a-rather-long-service-key-for-events-lv200     [T]  deleted
+        ✓ ae-db-lv200                                       [T]  deleted
         error: interrupted by SIGINT; everything this run created was deleted
         EXIT=130
     ");

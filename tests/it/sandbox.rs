@@ -541,11 +541,26 @@ fn the_sandbox_command_serves_and_prints_how_to_use_it() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap();
-    let token = lines.next().unwrap().unwrap();
-    assert!(url.starts_with("AIVEN_API_URL=http://127.0.0.1:"), "{url}");
-    assert!(token.starts_with("AIVEN_TOKEN="));
-    let url = url.trim_start_matches("AIVEN_API_URL=").to_string();
+    let said: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    // Sourced by a shell, the variables reach the commands it runs next.
+    std::fs::write(dir.path().join("sandbox.env"), said.join("\n")).unwrap();
+    let seen = std::process::Command::new("sh")
+        .args(["-c", ". ./sandbox.env && env"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    let var = |name: &str| {
+        seen.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not exported: {said:?}"))
+            .to_string()
+    };
+    let url = var("AIVEN_API_URL");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(!var("AIVEN_TOKEN").is_empty());
+    assert_eq!(var("AIVEN_PROJECT"), "sandbox");
     let http = reqwest::blocking_get(&format!("{url}/v1/clouds"));
     assert!(http.contains("google-europe-west1"));
     signal(&child, nix::sys::signal::Signal::SIGTERM);

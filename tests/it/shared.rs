@@ -1028,20 +1028,24 @@ services:
     pinned!(out.stdout, @r"
     run id xxxxxxxx, project test-project
     this run's own services (deleted by `down`):
-    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
-    search           ae-search-xxxxxxxx                       opensearch   startup-4      google-europe-west1        0.130
-      env: SEARCH_SERVICE_NAME SEARCH_URI SEARCH_HOST SEARCH_PORT SEARCH_USER SEARCH_PASSWORD
+    KEY     NAME                TYPE        PLAN       CLOUD                USD/H
+    search  ae-search-xxxxxxxx  opensearch  startup-4  google-europe-west1  0.130
+      env: SEARCH_SERVICE_NAME SEARCH_URI SEARCH_HOST SEARCH_PORT SEARCH_USER
+           SEARCH_PASSWORD
     shared services: they outlive the run and are billed per hour while powered on,
     whether or not a run uses them; the run gets its own tenancy inside:
-    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
-    db               ae-db-shared                             pg           hobbyist       google-europe-west1        0.026
+    KEY     NAME          TYPE   PLAN       CLOUD                USD/H
+    db      ae-db-shared  pg     hobbyist   google-europe-west1  0.026
       this run: role run-xxxxxxxx owning database(s) run-xxxxxxxx
       now: not there yet: the first `up` creates it (minutes on Aiven)
-      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
-    events           team-kafka                               kafka        startup-2      google-europe-west1        0.397
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
+    events  team-kafka    kafka  startup-2  google-europe-west1  0.397
       this run: user run-xxxxxxxx, topics run-xxxxxxxx.* (run-xxxxxxxx.orders)
       now: running; 0 run(s) hold a lease
-      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT
+           EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY
+           EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL EVENTS_TOPIC_PREFIX
       note: `reap` powers idle shared services off; Kafka topic data does not
       survive power-off (PostgreSQL data comes back from backups)
     total: 0.553 USD/h
@@ -1072,14 +1076,22 @@ services:
     .unwrap();
     let missing = env.run(&["plan", "-f", "missing.yaml"]);
     missing.expect_code(2);
+    // The problem with its wrapped lines, and the error.
+    let mut in_problem = false;
     let problem: Vec<&str> = missing
         .stdout
         .lines()
         .chain(missing.stderr.lines())
-        .filter(|l| l.contains("problem") || l.starts_with("error"))
+        .filter(|l| {
+            in_problem = l.contains("problem:") || (in_problem && l.starts_with("           "));
+            in_problem || l.starts_with("error")
+        })
         .collect();
     pinned!(problem.join("\n"), @"
-      problem: shared service team-pg (services.db) does not exist in project test-project; `shared: {service: team-pg}` uses a service you manage. Create it, or write `shared: true` to let aiven-ephemeral create and keep one
+      problem: shared service team-pg (services.db) does not exist in project
+               test-project; `shared: {service: team-pg}` uses a service you manage.
+               Create it, or write `shared: true` to let aiven-ephemeral create and
+               keep one
     error: some services cannot be created or used as planned (see above)
     ");
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod forge;
+pub mod github;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aiven-ephemeral");
 pub const PROJECT: &str = "test-project";
