@@ -153,8 +153,9 @@ impl SandboxProcess {
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut value = |key: &str| {
             let line = lines.next().expect("sandbox prints its settings").unwrap();
-            line.strip_prefix(&format!("{key}="))
-                .unwrap_or_else(|| panic!("expected {key}=, got {line}"))
+            line.strip_prefix(&format!("export {key}='"))
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("expected export {key}='...', got {line}"))
                 .to_string()
         };
         let (url, token) = (value("AIVEN_API_URL"), value("AIVEN_TOKEN"));
