@@ -256,6 +256,8 @@ fn manifest_changes_between_pushes_are_created_changed_or_deleted() {
     assert_eq!(creates(&requests), 1, "{requests:#?}");
     let db = service(&sandbox, DB);
     assert_eq!(db["plan"], "startup-4");
+    // The change rebuilt it (REBUILDING from the PUT on), and the push waited.
+    assert_eq!(db["state"], "RUNNING");
     assert_eq!(
         db["user_config"]["ip_filter"],
         json!(["0.0.0.0/0", "10.0.0.0/8"])
