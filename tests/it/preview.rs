@@ -109,14 +109,12 @@ fn push_then_push_from_another_machine_adopts_and_creates_nothing() {
     let requests = since(&sandbox, before);
     assert_eq!(creates(&requests), 0, "{requests:#?}");
     // What the second push costs, from an empty directory (no cache): the project, its
-    // CA, the list, the price, the expiry, a poll, the credentials, the user (409, then
-    // read for its password). The database is known from the service's read.
+    // CA, the list, the price, the expiry, a poll, the credentials. The database and the
+    // user (with its password) are known from the service's read.
     let methods: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(
         methods,
-        [
-            "GET", "GET", "GET", "GET", "PATCH", "GET", "GET", "POST", "GET"
-        ],
+        ["GET", "GET", "GET", "GET", "PATCH", "GET", "GET"],
         "{requests:#?}"
     );
     assert_eq!(
