@@ -118,12 +118,16 @@ pub struct Row {
     /// Seconds this push waited for it to be ready.
     #[serde(skip)]
     pub ready_secs: Option<u64>,
+    /// Ready for use after this push (a failed push may leave some not).
+    #[serde(skip)]
+    pub ready: bool,
 }
 
 /// What the comment says now.
 #[derive(Debug)]
 pub enum Report {
-    /// After a push: the run is up (or failed, with why).
+    /// After a push: the run is up, or failed (why: the error's first line) with
+    /// what it has of each service.
     Up {
         rows: Vec<Row>,
         expires: String,
@@ -184,33 +188,36 @@ pub fn render(
             expires,
             failed,
         } => {
-            // A failed push knows no rows: the last good push's stay.
-            let kept;
-            let rows = if rows.is_empty() {
-                kept = previous.map(rows_of).unwrap_or_default();
-                &kept
-            } else {
-                rows
-            };
+            // A failed push knows its services from its state, not their prices or
+            // creation times: the last push's comment has them.
+            let previous = previous.map(rows_of).unwrap_or_default();
+            let rows: Vec<Row> = rows
+                .iter()
+                .map(|r| {
+                    let before = previous.iter().find(|p| p.name == r.name);
+                    Row {
+                        usd_h: r.usd_h.or(before.and_then(|p| p.usd_h)),
+                        created: r.created.clone().or(before.and_then(|p| p.created.clone())),
+                        ..r.clone()
+                    }
+                })
+                .collect();
             if let Some(why) = failed {
                 out.push(format!(
-                    "**The last push failed:** {why}. The services below stay; the next push tries again."
+                    "**The last push failed:** {}. The services stay as they are; the next push tries again.",
+                    why.lines().next().unwrap_or_default().trim_end_matches('.')
                 ));
                 out.push(String::new());
             }
             out.push("| service | type | plan | state | ready in | USD/h |".into());
             out.push("|---|---|---|---|---|---|".into());
-            for r in rows {
+            for r in &rows {
                 out.push(format!(
                     "| `{}` | {} | {} | {} | {} | {} |",
                     r.name,
                     r.service_type,
                     r.plan,
-                    if failed.is_some() {
-                        "see above"
-                    } else {
-                        "ready"
-                    },
+                    if r.ready { "ready" } else { "not ready" },
                     r.ready_secs.map_or("-".into(), |s| format!("{s}s")),
                     usd(r.usd_h)
                 ));
@@ -220,7 +227,7 @@ pub fn render(
             out.push(format!(
                 "Cost: {} USD/h; so far about {} USD. Expires {expires} unless another push moves it (`aiven-ephemeral reap` deletes it then).",
                 usd(hourly),
-                usd(cost(rows, now))
+                usd(cost(&rows, now))
             ));
             out.push(String::new());
             out.push(format!(
@@ -228,7 +235,7 @@ pub fn render(
             ));
             out.push(format!(
                 "{DATA}{} -->",
-                serde_json::to_string(rows).unwrap_or_default()
+                serde_json::to_string(&rows).unwrap_or_default()
             ));
         }
         Report::Closed { at, left } => {
@@ -577,6 +584,7 @@ mod tests {
             usd_h: Some(0.5),
             created: Some("2026-01-01T10:00:00Z".into()),
             ready_secs: Some(3),
+            ready: true,
         }];
         let up = render(
             "pr-1",

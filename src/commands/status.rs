@@ -285,7 +285,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         };
     }
     // The oldest first: long-lived runs are what this view is for.
-    runs.sort_by(|a, b| a.created.cmp(&b.created));
+    runs.sort_by(|a, b| (&a.created, &a.run_id).cmp(&(&b.created, &b.run_id)));
     if args.json {
         crate::say!(out
             "{}",
@@ -295,22 +295,27 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     }
     crate::say!(out "runs of aiven-ephemeral in project {project}:");
     let usd = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
+    // Ages and expiries relative to the API's clock, compact, so that a row fits 80
+    // columns (the exact times are in --json).
+    let span = |d: time::Duration| {
+        crate::progress::compact(std::time::Duration::from_secs(
+            d.whole_seconds().max(0) as u64
+        ))
+    };
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let age = r.created.as_deref().and_then(parse).map(|t| {
-                let secs = (now - t).whole_seconds().max(0) as u64;
-                humantime::format_duration(std::time::Duration::from_secs(secs - secs % 60))
-                    .to_string()
-            });
             vec![
                 r.run_id.clone(),
                 if r.reuse { "reuse" } else { "run" }.into(),
                 r.services.len().to_string(),
-                age.unwrap_or_else(|| "-".into()),
-                match &r.expires {
-                    Some(e) if expired(Some(e)) => format!("{e} (passed)"),
-                    Some(e) => e.clone(),
+                r.created
+                    .as_deref()
+                    .and_then(parse)
+                    .map_or("-".into(), |t| span(now - t)),
+                match r.expires.as_deref().and_then(parse) {
+                    Some(t) if t <= now => "passed".into(),
+                    Some(t) => format!("in {}", span(t - now)),
                     None => "-".into(),
                 },
                 usd(r.hourly_usd),
@@ -319,9 +324,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         })
         .collect();
     super::print_table(
-        &[
-            "RUN", "KIND", "SERVICES", "AGE", "EXPIRES", "USD/H", "SO FAR",
-        ],
+        &["RUN", "KIND", "SVCS", "AGE", "EXPIRES", "USD/H", "SO FAR"],
         &rows,
     );
     Ok(Status::Success)

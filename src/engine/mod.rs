@@ -480,8 +480,29 @@ impl Engine {
                 live.run_id, live.expires, live.run_id
             ));
             if args.preview.comment {
+                // What the push knows of each of the run's services: ready, or not.
+                let rows = live
+                    .store
+                    .snapshot()
+                    .services
+                    .into_iter()
+                    .filter(|s| {
+                        s.tenant.is_none()
+                            && !matches!(s.status, ServiceStatus::Rejected | ServiceStatus::Deleted)
+                    })
+                    .map(|s| crate::comment::Row {
+                        ready: s.status == ServiceStatus::Ready,
+                        name: s.name,
+                        key: s.key,
+                        service_type: s.service_type,
+                        plan: s.plan,
+                        usd_h: None,
+                        created: None,
+                        ready_secs: None,
+                    })
+                    .collect();
                 let report = crate::comment::Report::Up {
-                    rows: Vec::new(),
+                    rows,
                     expires: live.expires.clone(),
                     failed: Some(error.to_string()),
                 };
@@ -818,6 +839,7 @@ fn comment_rows(
                 usd_h: prices.get(rd.index).and_then(|pr| pr.usd),
                 created: rd.service.create_time.clone(),
                 ready_secs: Some(rd.ready_in.as_secs()),
+                ready: true,
             }
         })
         .collect()

@@ -127,6 +127,7 @@ pub async fn populate(
         name: &svc.service_name,
         nodes: svc.node_states.len(),
         known_databases: &svc.databases,
+        known_users: &svc.users,
         spec,
         deadline,
         progress: &progress,
@@ -217,6 +218,9 @@ struct Inside<'a> {
     nodes: usize,
     /// The databases the service's read named: no list is needed before creating.
     known_databases: &'a [String],
+    /// The users the service's read (with secrets) named, credentials and all: a
+    /// service adopted by a later push has them, and needs no create (409) and read.
+    known_users: &'a [ServiceUser],
     spec: &'a ServiceSpec,
     deadline: Instant,
     progress: &'a Progress<'a>,
@@ -299,10 +303,19 @@ impl Inside<'_> {
             spec,
             deadline,
             progress,
+            known_users,
             ..
         } = *self;
         let mut out = BTreeMap::new();
         for user in &spec.users {
+            if let Some(known) = known_users
+                .iter()
+                .find(|u| &u.username == user && (u.password.is_some() || u.access_key.is_some()))
+            {
+                out.insert(user.clone(), known.clone());
+                progress.databases_and_users(spec, 0, 1);
+                continue;
+            }
             let what = format!("creating user `{user}` in {name}");
             let created = patiently(deadline, &what, || async {
                 match client.create_user(project, name, user).await {

@@ -37,6 +37,9 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let poll_cap = args.poll_interval;
     let teardown_budget = settings::teardown_budget(&args.teardown);
     let ttl = manifest.ttl_for(timeout)?;
+    if args.preview.reuse {
+        refuse_shared(&manifest)?;
+    }
     if args.preview.reset {
         check_reset(&manifest)?;
     }
@@ -64,13 +67,28 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     })
 }
 
+/// A tenancy in a shared service (lease, user, database or template copy) is made for
+/// one run and released by its teardown; nothing adopts it from a later push, renews
+/// its lease on each push or releases it on close. Refused before any call rather than
+/// half-kept: a pull request's environment gets dedicated services.
+fn refuse_shared(manifest: &Manifest) -> Result<()> {
+    let Some(spec) = manifest.services.iter().find(|s| s.shared.is_some()) else {
+        return Ok(());
+    };
+    Err(Error::usage_hint(
+        format!(
+            "services.{}: --reuse does not keep a tenancy in a shared service across pushes (it is made for one run, and no later push adopts it)",
+            spec.key
+        ),
+        "give the pull request a dedicated service (remove `shared:`), or run the shared services in a job without --reuse",
+    ))
+}
+
 /// `--reset` brings back what it can recreate through the API: the manifest's databases
 /// (then its seed) and Kafka topics. Anything else is refused before a call is sent.
 fn check_reset(manifest: &Manifest) -> Result<()> {
     for spec in &manifest.services {
-        let problem = if spec.shared.is_some() {
-            Some("a shared service's tenancy is not reset (its template is the seed's state; `down` then `up` gives a fresh one)".to_string())
-        } else if spec.kind.databases && spec.databases.is_empty() {
+        let problem = if spec.kind.databases && spec.databases.is_empty() {
             Some(format!(
                 "--reset recreates the manifest's `databases:`, and this {} service lists none (its default database cannot be dropped)",
                 spec.service_type

@@ -109,14 +109,12 @@ fn push_then_push_from_another_machine_adopts_and_creates_nothing() {
     let requests = since(&sandbox, before);
     assert_eq!(creates(&requests), 0, "{requests:#?}");
     // What the second push costs, from an empty directory (no cache): the project, its
-    // CA, the list, the price, the expiry, a poll, the credentials, the user (409, then
-    // read for its password). The database is known from the service's read.
+    // CA, the list, the price, the expiry, a poll, the credentials. The database and the
+    // user (with its password) are known from the service's read.
     let methods: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(
         methods,
-        [
-            "GET", "GET", "GET", "GET", "PATCH", "GET", "GET", "POST", "GET"
-        ],
+        ["GET", "GET", "GET", "GET", "PATCH", "GET", "GET"],
         "{requests:#?}"
     );
     assert_eq!(
@@ -144,13 +142,13 @@ fn push_then_push_from_another_machine_adopts_and_creates_nothing() {
 #[test]
 fn concurrent_pushes_create_each_service_once_and_both_succeed() {
     let sandbox = Sandbox::start();
-    // The first create is applied only after a while: the other push has listed an
-    // empty project and sent its own create meanwhile, so one of them meets a 409.
+    // The first create is held until the other push's create arrives: both pushes have
+    // listed a project without the service, and both send a create.
     sandbox.fault(json!({
         "method": "POST",
         "path": format!("/v1/project/{PROJECT}/service"),
         "nth": [1],
-        "fault": {"kind": "latency", "delay": "2s"}
+        "fault": {"kind": "hold", "until": 2}
     }));
     let (a, b) = (machine(&manifest("")), machine(&manifest("")));
     let one = cmd_in(a.path(), &sandbox, &["up", "--reuse", "--run-id", RUN])
@@ -165,28 +163,19 @@ fn concurrent_pushes_create_each_service_once_and_both_succeed() {
     );
     one.expect_code(0);
     two.expect_code(0);
-    let posts: Vec<Value> = sandbox
+    let mut statuses: Vec<u64> = sandbox
         .requests()
         .into_iter()
         .filter(|r| r["method"] == "POST" && r["path"] == format!("/v1/project/{PROJECT}/service"))
-        .collect();
-    let statuses: Vec<u64> = posts
-        .iter()
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
-    assert!(
-        statuses.contains(&409) && statuses.iter().filter(|s| **s == 200).count() == 1,
-        "one create made it, the other met it: {statuses:?}"
-    );
-    assert!(
-        format!("{}{}", one.stderr, two.stderr).contains("already exists with our owner tag")
-            || statuses.len() == 2,
-    );
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "one create made it, the other met it");
     assert_eq!(sandbox.live_names(), vec![DB]);
-    assert_eq!(
-        exported(a.path(), "DB_USER_APP_USER_PASSWORD"),
-        exported(b.path(), "DB_USER_APP_USER_PASSWORD")
-    );
+    // The one that met it adopted the winner's service: both hand out its credentials.
+    for name in ["DB_PASSWORD", "DB_USER_APP_USER_PASSWORD"] {
+        assert_eq!(exported(a.path(), name), exported(b.path(), name), "{name}");
+    }
 }
 
 #[test]
@@ -265,6 +254,8 @@ fn manifest_changes_between_pushes_are_created_changed_or_deleted() {
     assert_eq!(creates(&requests), 1, "{requests:#?}");
     let db = service(&sandbox, DB);
     assert_eq!(db["plan"], "startup-4");
+    // The change rebuilt it (REBUILDING from the PUT on), and the push waited.
+    assert_eq!(db["state"], "RUNNING");
     assert_eq!(
         db["user_config"]["ip_filter"],
         json!(["0.0.0.0/0", "10.0.0.0/8"])
@@ -378,17 +369,39 @@ fn a_missed_close_is_reaped_once_the_last_push_expires() {
     // Not expired: reap leaves it.
     run(cmd_in(dir.path(), &sandbox, &["reap"])).expect_code(0);
     assert_eq!(sandbox.live_names(), vec![DB]);
-    let out = run(cmd_in(dir.path(), &sandbox, &["status", "--all"]));
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains(RUN) && out.stdout.contains("reuse"),
-        "{}",
+    // A test run beside it, with the longest run id there is.
+    let test_run = machine(&manifest(""));
+    let long_id = "12345678901-1-e2e-ab";
+    run(cmd_in(
+        test_run.path(),
+        &sandbox,
+        &["up", "--run-id", long_id],
+    ))
+    .expect_code(0);
+    let status = || {
+        let out = run(cmd_in(dir.path(), &sandbox, &["status", "--all"]));
+        out.expect_code(0);
+        for line in out.stdout.lines() {
+            assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+        }
         out.stdout
-    );
+    };
+    pinned!(status(), @r"
+    runs of aiven-ephemeral in project test-project:
+    RUN                   KIND   SVCS  AGE  EXPIRES   USD/H  SO FAR
+    pr-42                 reuse  1     [T]   in [T]  0.026  0.000
+    12345678901-1-e2e-ab  run    1     [T]   in [T]  0.026  0.000
+    ");
     // The close was missed, and the ttl passed since the last push.
     set_expiry(&sandbox, DB, "2001-01-01T00:00:00Z");
+    pinned!(status(), @r"
+    runs of aiven-ephemeral in project test-project:
+    RUN                   KIND   SVCS  AGE  EXPIRES   USD/H  SO FAR
+    pr-42                 reuse  1     [T]   passed    0.026  0.000
+    12345678901-1-e2e-ab  run    1     [T]   in [T]  0.026  0.000
+    ");
     run(cmd_in(dir.path(), &sandbox, &["reap"])).expect_code(0);
-    assert!(sandbox.live_names().is_empty());
+    assert_eq!(sandbox.live_names(), vec![format!("ci-db-{long_id}")]);
 }
 
 fn with_forge(cmd: &mut std::process::Command, forge: &Forge, dir: &Path) {
@@ -507,5 +520,107 @@ fn a_comment_refused_or_deleted_or_rate_limited_never_fails_the_job() {
     // No token at all: said, and the job goes on.
     let out = up(&[("GITHUB_TOKEN", "")]);
     out.expect_code(0).expect_stderr("GITHUB_TOKEN is not set");
+    run(cmd_in(dir.path(), &sandbox, &["down", "--run-id", RUN])).expect_code(0);
+}
+
+#[test]
+fn a_failed_push_comments_what_failed_and_which_services_are_ready() {
+    let sandbox = Sandbox::start();
+    let forge = Forge::start(Kind::Github, 0);
+    let dir = machine(&manifest(""));
+    let marker = format!("<!-- aiven-ephemeral run={RUN} -->");
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", "--reuse", "--run-id", RUN];
+        args.extend_from_slice(extra);
+        let mut cmd = cmd_in(dir.path(), &sandbox, &args);
+        with_forge(&mut cmd, &forge, dir.path());
+        run(cmd)
+    };
+    up(&[]).expect_code(0);
+    // The next push adds a cache that never becomes ready.
+    sandbox.service_fault(json!({"name": "ci-cache-pr-42", "never_ready": true}));
+    std::fs::write(
+        dir.path().join("aiven-ephemeral.yaml"),
+        manifest("  cache:\n    type: valkey\n    plan: hobbyist\n"),
+    )
+    .unwrap();
+    up(&["--timeout", "10s"]).expect_code(4);
+    let body = &forge.ours(&marker)[0];
+    let said: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("**") || l.starts_with('|'))
+        .collect();
+    // How long it waited varies by a few milliseconds.
+    let said = said.join("\n");
+    let (head, tail) = said.split_once("after ").unwrap();
+    let said = format!("{head}after [T]{}", &tail[tail.find(' ').unwrap()..]);
+    pinned!(said, @r"
+    **The last push failed:** timed out after [T] waiting for: ci-cache-pr-42 (REBUILDING). The services stay as they are; the next push tries again.
+    | service | type | plan | state | ready in | USD/h |
+    |---|---|---|---|---|---|
+    | `ci-db-pr-42` | pg | hobbyist | ready | - | 0.026 |
+    | `ci-cache-pr-42` | valkey | hobbyist | not ready | - | ? |
+    ");
+    run(cmd_in(dir.path(), &sandbox, &["down", "--run-id", RUN])).expect_code(0);
+}
+
+#[test]
+fn reuse_refuses_shared_services_before_any_call() {
+    let sandbox = Sandbox::start();
+    let dir = machine(&manifest(
+        "  cache: {type: valkey, plan: hobbyist, shared: true}\n",
+    ));
+    let out = push(&sandbox, dir.path(), &[]);
+    out.expect_code(2);
+    assert!(sandbox.requests().is_empty());
+    pinned!(errors(&out), @r"
+    error: services.cache: --reuse does not keep a tenancy in a shared service across pushes (it is made for one run, and no later push adopts it)
+      hint: give the pull request a dedicated service (remove `shared:`), or run the shared services in a job without --reuse
+    ");
+}
+
+#[test]
+fn reset_recreates_kafka_topics_once_the_old_ones_are_gone() {
+    let sandbox = Sandbox::start();
+    let kafka = "ci-events-pr-42";
+    let dir = machine(&format!(
+        "{}  events:\n    type: kafka\n    plan: startup-2\n    topics: [{{name: orders, partitions: 1, replication: 1}}]\n",
+        manifest("")
+    ));
+    push(&sandbox, dir.path(), &[]).expect_code(0);
+    let topics = format!("/v1/project/{PROJECT}/service/{kafka}/topic");
+    // Kafka deletes a topic in the background: the first list after the delete still
+    // shows it.
+    sandbox.fault(json!({
+        "method": "GET",
+        "path": topics,
+        "nth": [1],
+        "fault": {"kind": "body", "body": {"topics": [{"topic_name": "orders", "state": "ACTIVE"}]}}
+    }));
+    let before = sandbox.requests().len();
+    push(&sandbox, dir.path(), &["--reset"]).expect_code(0);
+    let requests = since(&sandbox, before);
+    let on_topics: Vec<String> = requests
+        .iter()
+        .filter(|(_, p)| p.starts_with(&topics))
+        .map(|(m, p)| format!("{m} {}", &p[topics.len()..]))
+        .collect();
+    // Deleted, listed until gone (the first list still showed it), created again, and
+    // listed until active.
+    assert_eq!(
+        on_topics,
+        ["DELETE /orders", "GET ", "GET ", "POST ", "GET "],
+        "{requests:#?}"
+    );
+    assert_eq!(creates(&requests), 0, "{requests:#?}");
+    assert!(
+        !requests
+            .iter()
+            .any(|(m, p)| m == "DELETE" && p.rsplit('/').nth(1) == Some("service")),
+        "no service deleted: {requests:#?}"
+    );
+    let (status, listed) = sandbox.api("GET", &topics, None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["topics"][0]["topic_name"], "orders", "{listed}");
     run(cmd_in(dir.path(), &sandbox, &["down", "--run-id", RUN])).expect_code(0);
 }

@@ -496,6 +496,36 @@ fn endpoints_accept_tls_only_while_running() {
     );
 }
 
+/// A plan change rolls forward as Aiven documents it (new nodes beside the old ones,
+/// which serve until the switch-over): REBUILDING, and still reachable meanwhile.
+#[test]
+fn a_plan_change_is_rebuilding_and_keeps_serving_until_the_switch_over() {
+    let s = Sandbox::start();
+    create(&s, pg("grow"));
+    let svc = wait_running(&s, "grow");
+    let port = svc["components"][0]["port"].as_u64().unwrap() as u16;
+    let (status, v) = s.api(
+        "PUT",
+        &format!("/v1/project/{PROJECT}/service/grow"),
+        Some(json!({"plan": "startup-4"})),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["service"]["state"], "REBUILDING");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the old nodes serve while the new ones are built"
+    );
+    let (_, v) = s.api("GET", &format!("/v1/project/{PROJECT}/service/grow"), None);
+    assert_eq!(
+        v["service"]["state"], "REBUILDING",
+        "connected during the rebuild"
+    );
+    let svc = wait_running(&s, "grow");
+    assert_eq!(svc["plan"], "startup-4");
+    let port = svc["components"][0]["port"].as_u64().unwrap() as u16;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
 #[test]
 fn bad_config_gets_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,10 @@ pub enum Fault {
         #[serde(with = "duration")]
         delay: Duration,
     },
+    /// The request waits until the rule has matched `until` requests in all (another
+    /// client's request arrived), at most a minute, then is applied: two clients that
+    /// race, each sending its write before either is applied, deterministically.
+    Hold { until: u64 },
     /// The request is applied; its answer keeps its status and gets this JSON body
     /// instead (an API whose field changed type, or wrote a value no client may trust).
     Body { body: serde_json::Value },
@@ -215,6 +219,17 @@ impl FaultBook {
             }
         }
         fired
+    }
+}
+
+impl FaultBook {
+    /// Whether a `hold` rule matching this request has seen `until` requests.
+    pub fn released(&self, method: &str, path: &str, until: u64) -> bool {
+        self.rules.iter().any(|(rule, counter)| {
+            rule.fault == Fault::Hold { until }
+                && rule.matches(method, path)
+                && counter.seen >= until
+        })
     }
 }
 

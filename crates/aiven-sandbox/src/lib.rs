@@ -95,7 +95,13 @@ impl Shared {
 
     async fn bring_up(self: &Arc<Self>, project: &str, svc: world::Service) {
         let pki = lock(&self.world).pki.clone();
-        let parked = lock(&self.endpoints).take_parked(project, &svc.name);
+        // A rebuilt service switches over: the old nodes, which served while the new
+        // ones were built, stop, and their data moves to the new ones.
+        let parked = {
+            let mut endpoints = lock(&self.endpoints);
+            endpoints.park(project, &svc.name);
+            endpoints.take_parked(project, &svc.name)
+        };
         match endpoints::start(&svc, &pki, &self.backends, parked).await {
             Ok(started) => {
                 let (running, deleted) = {

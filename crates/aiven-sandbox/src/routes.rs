@@ -492,7 +492,7 @@ async fn service_update(
     };
     respond(result.map(|(stopped, value)| {
         if stopped {
-            // Powered off or rebuilt: PostgreSQL's data stays for the power-on.
+            // Powered off: PostgreSQL's data stays for the power-on.
             lock(&s.endpoints).park(&p, &name);
         }
         value

@@ -24,7 +24,8 @@ pub async fn faults(
     next: Next,
 ) -> Response {
     let path = super::client_uri(&req).path().to_string();
-    let fired = lock(&book).on_request(req.method().as_str(), &path);
+    let method = req.method().as_str().to_string();
+    let fired = lock(&book).on_request(&method, &path);
     let kill = req.extensions().get::<ConnKill>().cloned();
     let mut lost_response = false;
     let mut slow_answer = None;
@@ -33,6 +34,15 @@ pub async fn faults(
     for fault in fired {
         match fault {
             Fault::Latency { delay } => latency += delay,
+            Fault::Hold { until } => {
+                note_fault(&req, "hold");
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !lock(&book).released(&method, &path, until)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
             Fault::RateLimit {
                 seconds,
                 retry_after_header,

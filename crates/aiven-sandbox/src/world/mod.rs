@@ -109,7 +109,7 @@ impl World {
         Ok(true)
     }
 
-    /// Partial update. Returns whether the service stopped running: its endpoints stop,
+    /// Partial update. Returns whether the service was powered off: its endpoints stop,
     /// keeping what a power-on restores (PostgreSQL's data, as from a backup).
     pub fn update_service(&mut self, project: &str, name: &str, body: &Value) -> ApiResult<bool> {
         let now = self.now();
@@ -181,8 +181,12 @@ impl World {
             } else {
                 self.config.delay_for(&service_type)
             };
+            // A plan or cloud change rolls forward: new nodes are built beside the old
+            // ones, which serve until the switch-over (the service is REBUILDING
+            // meanwhile; aiven.io/docs/platform/concepts/maintenance-window, "Preparing
+            // for upgrades and maintenance" in Aiven's help center). The endpoints stop
+            // only when the new ones start (`Sandbox::bring_up`).
             let svc = self.live_service(project, name)?;
-            stopped |= matches!(svc.state, ServiceState::Running | ServiceState::Rebalancing);
             svc.state = ServiceState::Rebuilding;
             svc.ready_at = Some(now + delay);
             svc.starting = false;
