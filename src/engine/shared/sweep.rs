@@ -46,6 +46,7 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
         owner: None,
         // Expired: whatever wrote it is long over.
         writes: None,
+        created_by: None,
     }
 }
 
