@@ -15,7 +15,12 @@ struct Row {
     name: String,
     #[serde(rename = "type")]
     service_type: String,
+    /// The service's plan as the API has it (the run's, when not listed).
     plan: String,
+    /// The plan the run asked for, when the service has another (a shared service
+    /// made by an earlier manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asked_plan: Option<String>,
     /// What this tool recorded.
     recorded: state::ServiceStatus,
     /// What the API says now (`null`: not listed, or not asked).
@@ -69,6 +74,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     } else {
         None
     };
+    let mut drifts = Vec::new();
     let rows: Vec<Row> = run
         .services
         .iter()
@@ -83,11 +89,23 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                                 .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
                 })
             });
+            // A shared service is shown as it is even once the run's lease is gone.
+            let seen = api.or_else(|| {
+                listed
+                    .as_ref()
+                    .filter(|_| r.tenant.is_some())
+                    .and_then(|l| l.iter().find(|s| s.service_name == r.name))
+            });
+            let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
+            if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
+                drifts.extend(crate::engine::shared::plan_drift(&r.plan, svc));
+            }
             Row {
                 key: r.key.clone(),
                 name: r.name.clone(),
                 service_type: r.service_type.clone(),
-                plan: r.plan.clone(),
+                asked_plan: (plan != r.plan).then(|| r.plan.clone()),
+                plan,
                 recorded: r.status,
                 state: match (api, &r.tenant) {
                     (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
@@ -188,6 +206,9 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         ],
         &rows,
     );
+    for drift in &drifts {
+        crate::say!(out "warning: {drift}");
+    }
     if !out.live && run.live() {
         crate::say!(out "(set AIVEN_TOKEN to see the API's view)");
     }

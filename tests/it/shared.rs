@@ -1307,3 +1307,56 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     ");
     assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
 }
+
+#[test]
+fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it() {
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    std::fs::write(
+        env.path("aiven-ephemeral.yaml"),
+        VALKEY_SHARED.replace("hobbyist", "startup-4"),
+    )
+    .unwrap();
+    let plan = env.run(&["plan", "--run-id", "two"]);
+    plan.expect_code(0);
+    pinned!(plan.stdout, @"
+    run id two, project test-project
+    shared services: they outlive the run and are billed per hour while powered on,
+    whether or not a run uses them; the run gets its own tenancy inside:
+    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
+    cache            ae-cache-shared                          valkey       hobbyist       google-europe-west1        0.026
+      this run: user run-two, keys and channels run-two:*
+      now: running; 0 run(s) hold a lease
+      warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest
+      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER CACHE_PASSWORD CACHE_KEY_PREFIX
+    total: 0.026 USD/h
+      shared services: 0.026 USD/h, billed around the clock while powered
+      on: 0.62 USD per day
+    ");
+    let up = env.run(&["up", "--run-id", "two"]);
+    up.expect_code(0);
+    let warned: Vec<&str> = up
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    pinned!(warned.join("\n"), @"[HH:MM:SS] warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest");
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run two in project test-project: up, expires [TIME]
+    SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                          NODES
+    ae-cache-shared  cache  valkey  hobbyist  ready     RUNNING (shared; tenancy run-two)  1/1
+    warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest
+    ");
+    let json: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (
+            &json["services"][0]["plan"],
+            &json["services"][0]["asked_plan"]
+        ),
+        (&json!("hobbyist"), &json!("startup-4"))
+    );
+    env.run(&["down"]).expect_code(0);
+}
