@@ -4,10 +4,14 @@ use serde::Serialize;
 
 use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
+use crate::engine::shared::sweep;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::settings;
 use crate::state;
+
+/// `reap`'s default --shared-idle: when status says a shared service is powered off.
+const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Serialize)]
 struct Row {
@@ -28,6 +32,11 @@ struct Row {
     nodes_running: Option<String>,
     /// A shared service: the run holds (or held) a tenancy in it.
     shared: bool,
+    /// A shared service this tool created, running: it keeps costing after the run,
+    /// until `reap` powers it off (RFC 3339, with the default --shared-idle of 24h, if
+    /// no run uses it meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    powered_off_after: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -58,7 +67,9 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     })?;
     let can_ask = run.sandbox || settings::token(global)?.is_some();
     let mut sandbox_process = None;
-    let listed = if can_ask && run.live() {
+    // A run that held tenancies: its shared services keep running after it.
+    let shared = run.services.iter().any(|s| s.tenant.is_some());
+    let listed = if can_ask && (run.live() || shared) {
         let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
         sandbox_process = conn
             .sandbox_server()
@@ -118,6 +129,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                     (None, None) => None,
                 },
                 shared: r.tenant.is_some(),
+                powered_off_after: seen
+                    .filter(|s| {
+                        r.tenant.is_some()
+                            && s.tag(naming::TAG_SHARED).is_some()
+                            && s.state == crate::api::ServiceState::Running
+                    })
+                    .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
                 nodes_running: api.map(|s| {
                     let up = s
                         .node_states
@@ -206,6 +224,19 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         ],
         &rows,
     );
+    for r in &out.services {
+        if let Some(at) = &r.powered_off_after {
+            crate::say!(out
+                "{}: keeps running (and costing) after this run; `reap` powers it off after {at} if no run uses it (--shared-idle 24h); `{}` deletes it",
+                r.name,
+                crate::engine::shared::standing::remove_command(
+                    &out.project,
+                    out.sandbox,
+                    &[&r.name]
+                )
+            );
+        }
+    }
     for drift in &drifts {
         crate::say!(out "warning: {drift}");
     }

@@ -1360,3 +1360,48 @@ fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it()
     );
     env.run(&["down"]).expect_code(0);
 }
+
+#[test]
+fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_when() {
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run one in project test-project: torn_down, expires [TIME]
+    SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                                 NODES
+    ae-cache-shared  cache  valkey  hobbyist  released  RUNNING (shared; no tenancy of this run)  -
+    ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
+    ");
+    let json: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    let used = env
+        .sandbox
+        .api(
+            "GET",
+            "/v1/project/test-project/service/ae-cache-shared",
+            None,
+        )
+        .1["service"]["tags"]["aiven-ephemeral-used"]
+        .clone();
+    let off = time::OffsetDateTime::parse(
+        used.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+        + time::Duration::hours(24);
+    assert_eq!(
+        json["services"][0]["powered_off_after"],
+        json!(
+            off.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        ),
+        "{json}"
+    );
+    let dry = env.run(&["reap", "--dry-run"]);
+    dry.expect_code(0);
+    pinned!(dry.stdout, @"
+    SERVICE          RUN  EXPIRES                                             VERDICT
+    ae-cache-shared  -    powered off after [TIME] unless used  running
+    ");
+}
