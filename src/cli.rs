@@ -372,9 +372,17 @@ pub struct DownArgs {
     /// Exit 0 when there is neither a state file nor a run id
     #[arg(long)]
     pub missing_ok: bool,
-    /// Also delete a kept run, and clear termination protection on this run's services
+    /// Also delete a kept run, and clear termination protection on this run's services;
+    /// with --shared, delete shared services that runs still hold a lease on
     #[arg(long)]
     pub force: bool,
+    /// Delete shared services instead of a run: the manifest's `shared: true` services,
+    /// or those named by --service. Refused while a run holds a live lease on one
+    #[arg(long, conflicts_with_all = ["run_id", "comment"])]
+    pub shared: bool,
+    /// With --shared: this shared service only (repeatable)
+    #[arg(long = "service", value_name = "NAME", requires = "shared")]
+    pub services: Vec<String>,
     /// The run is in the sandbox (needed only with --run-id and no state file)
     #[arg(long)]
     pub sandbox: bool,

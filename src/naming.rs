@@ -17,6 +17,10 @@ pub const TAG_KEEP: &str = "aiven-ephemeral-keep";
 pub const TAG_REUSE: &str = "aiven-ephemeral-reuse";
 /// On a shared service this tool created: the manifest key it was made for.
 pub const TAG_SHARED: &str = "aiven-ephemeral-shared";
+/// On a shared service this tool created: the owner nonce of the run that created it.
+/// A run that fails or is interrupted before it is up deletes the shared service it
+/// created if no other run holds a lease on it; no other run may.
+pub const TAG_CREATED_BY: &str = "aiven-ephemeral-created-by";
 /// On a shared service: when a run last released its lease (idle time counts from it).
 pub const TAG_USED: &str = "aiven-ephemeral-used";
 /// On a shared service, one per run using it: `aiven-ephemeral-lease-<run id>` =

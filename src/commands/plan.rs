@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::api::{Client, ServiceState};
 use crate::cli::{ApiArgs, PlanArgs};
 use crate::connection::Connection;
-use crate::engine::cost::prices;
+use crate::engine::cost::{prices, prices_of};
 use crate::engine::provision::Planned;
 use crate::engine::reuse;
 use crate::engine::shared;
@@ -38,6 +38,10 @@ pub struct PlannedService {
     /// On a shared service, with a token: what `up` would find (there, powered off,
     /// not there yet).
     pub now: Option<String>,
+    /// On a shared service whose plan is not the manifest's: that, and what to do.
+    /// `plan` and `hourly_usd` are then the service's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +85,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                 }),
                 tenancy: spec.shared.as_ref().map(|_| shared::tenancy(spec, &run_id)),
                 now: None,
+                drift: None,
                 service_type: spec.service_type.clone(),
                 plan: spec.plan.clone(),
                 cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
@@ -314,6 +319,19 @@ async fn look(
         planned.problem = Some(why);
         return;
     }
+    // Billed for the plan it has: shown with that plan's price.
+    if let Some(drift) = shared::plan_drift(&spec.plan, &found) {
+        let key = (
+            found.service_type.clone(),
+            found.plan.clone(),
+            found.cloud_name.clone(),
+        );
+        let price = prices_of(client, project, &[key]).await.remove(0);
+        planned.plan = found.plan.clone();
+        planned.cloud = Some(found.cloud_name.clone());
+        planned.hourly_usd = price.usd;
+        planned.drift = Some(drift);
+    }
     let now = naming::rfc3339(
         client
             .server_time()
@@ -384,6 +402,9 @@ fn rows(services: &[&PlannedService]) {
         }
         if let Some(now) = &s.now {
             crate::say!(out "{}", wrapped("now", now));
+        }
+        if let Some(drift) = &s.drift {
+            crate::say!(out "{}", wrapped("warning", drift));
         }
         crate::say!(out "{}", wrapped("env", &s.env.join(" ")));
     }

@@ -33,6 +33,9 @@ pub enum Verdict {
     /// A shared service without a live lease for `--shared-idle`: powered off (or
     /// deleted with `--delete-idle-shared`).
     Idle,
+    /// A shared service that keeps running (and costing): not idle for
+    /// `--shared-idle` yet. `expires` says when it would be powered off.
+    Running,
     /// A seed template nobody cloned for `--templates-unused-for`: dropped.
     UnusedTemplate,
     /// What a failed seed build left (a half-built template, a seed role): dropped.
@@ -149,6 +152,18 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             expires: format!("idle since {}", i.since),
             created: String::new(),
             verdict: Verdict::Idle,
+        });
+    }
+    for (name, off_at) in sweep::standing(&listed, now, shared_idle) {
+        rows.push(Row {
+            name,
+            run: "-".into(),
+            expires: match off_at {
+                None => "kept running".into(),
+                Some(at) => format!("powered off after {at} unless used"),
+            },
+            created: String::new(),
+            verdict: Verdict::Running,
         });
     }
     for svc in listed

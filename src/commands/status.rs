@@ -4,10 +4,14 @@ use serde::Serialize;
 
 use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
+use crate::engine::shared::sweep;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::settings;
 use crate::state;
+
+/// `reap`'s default --shared-idle: when status says a shared service is powered off.
+const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Serialize)]
 struct Row {
@@ -15,7 +19,12 @@ struct Row {
     name: String,
     #[serde(rename = "type")]
     service_type: String,
+    /// The service's plan as the API has it (the run's, when not listed).
     plan: String,
+    /// The plan the run asked for, when the service has another (a shared service
+    /// made by an earlier manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asked_plan: Option<String>,
     /// What this tool recorded.
     recorded: state::ServiceStatus,
     /// What the API says now (`null`: not listed, or not asked).
@@ -23,6 +32,11 @@ struct Row {
     nodes_running: Option<String>,
     /// A shared service: the run holds (or held) a tenancy in it.
     shared: bool,
+    /// A shared service this tool created, running: it keeps costing after the run,
+    /// until `reap` powers it off (RFC 3339, with the default --shared-idle of 24h, if
+    /// no run uses it meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    powered_off_after: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -53,7 +67,9 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     })?;
     let can_ask = run.sandbox || settings::token(global)?.is_some();
     let mut sandbox_process = None;
-    let listed = if can_ask && run.live() {
+    // A run that held tenancies: its shared services keep running after it.
+    let shared = run.services.iter().any(|s| s.tenant.is_some());
+    let listed = if can_ask && (run.live() || shared) {
         let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
         sandbox_process = conn
             .sandbox_server()
@@ -69,6 +85,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     } else {
         None
     };
+    let mut drifts = Vec::new();
     let rows: Vec<Row> = run
         .services
         .iter()
@@ -83,11 +100,23 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                                 .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
                 })
             });
+            // A shared service is shown as it is even once the run's lease is gone.
+            let seen = api.or_else(|| {
+                listed
+                    .as_ref()
+                    .filter(|_| r.tenant.is_some())
+                    .and_then(|l| l.iter().find(|s| s.service_name == r.name))
+            });
+            let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
+            if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
+                drifts.extend(crate::engine::shared::plan_drift(&r.plan, svc));
+            }
             Row {
                 key: r.key.clone(),
                 name: r.name.clone(),
                 service_type: r.service_type.clone(),
-                plan: r.plan.clone(),
+                asked_plan: (plan != r.plan).then(|| r.plan.clone()),
+                plan,
                 recorded: r.status,
                 state: match (api, &r.tenant) {
                     (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
@@ -100,6 +129,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                     (None, None) => None,
                 },
                 shared: r.tenant.is_some(),
+                powered_off_after: seen
+                    .filter(|s| {
+                        r.tenant.is_some()
+                            && s.tag(naming::TAG_SHARED).is_some()
+                            && s.state == crate::api::ServiceState::Running
+                    })
+                    .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
                 nodes_running: api.map(|s| {
                     let up = s
                         .node_states
@@ -188,6 +224,22 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         ],
         &rows,
     );
+    for r in &out.services {
+        if let Some(at) = &r.powered_off_after {
+            crate::say!(out
+                "{}: keeps running (and costing) after this run; `reap` powers it off after {at} if no run uses it (--shared-idle 24h); `{}` deletes it",
+                r.name,
+                crate::engine::shared::standing::remove_command(
+                    &out.project,
+                    out.sandbox,
+                    &[&r.name]
+                )
+            );
+        }
+    }
+    for drift in &drifts {
+        crate::say!(out "warning: {drift}");
+    }
     if !out.live && run.live() {
         crate::say!(out "(set AIVEN_TOKEN to see the API's view)");
     }

@@ -22,6 +22,15 @@ impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
     /// still being deleted.
     pub async fn down(&self, args: &DownArgs) -> Result<Status> {
+        if args.shared {
+            return super::shared::standing::down_shared(
+                &self.global,
+                args,
+                self.reporter,
+                &self.signals,
+            )
+            .await;
+        }
         let result = down(&self.global, args, self.reporter, &self.signals).await;
         if args.comment {
             self.comment_closed(args, &result).await;
@@ -288,9 +297,41 @@ async fn from_state(
         Some(signals),
     )
     .await;
-    conn.close().await;
-    result?;
+    let removed = match result {
+        Ok(removed) => removed,
+        Err(e) => {
+            conn.close().await;
+            return Err(e);
+        }
+    };
     reporter.info(format!("run {} torn down", store.snapshot().run_id));
+    // What this run leaves billed: the shared services it used, as the API has them.
+    let kept: Vec<String> = store
+        .snapshot()
+        .services
+        .iter()
+        .filter(|s| s.tenant.is_some() && !removed.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    if !kept.is_empty() {
+        match conn.client.list_services(&project).await {
+            Ok(listed) => {
+                let standing =
+                    super::shared::standing::standing(&conn.client, &project, &listed, &kept).await;
+                super::shared::standing::say_standing(
+                    &standing,
+                    &project,
+                    conn.is_sandbox(),
+                    reporter,
+                );
+            }
+            Err(e) => reporter.warn(format!(
+                "cannot tell what the shared services {} cost: {e}",
+                kept.join(", ")
+            )),
+        }
+    }
+    conn.close().await;
     Ok(Status::Success)
 }
 
@@ -335,6 +376,8 @@ async fn by_tag(
             // Nothing records this run's writes here: after a SIGKILL, one sent just
             // before it could land after this release (see the README).
             writes: None,
+            // Which owner created a shared service is not known here.
+            created_by: None,
         })
         .collect();
     if targets.is_empty() && releases.is_empty() {

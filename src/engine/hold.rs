@@ -236,6 +236,7 @@ fn start_teardown(engine: &Engine, live: &Live) -> tokio::task::JoinHandle<Resul
             Some(&signals),
         )
         .await
+        .map(|_| ())
     })
 }
 

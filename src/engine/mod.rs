@@ -545,15 +545,14 @@ impl Engine {
 
     /// Tears a live run down; `Err` is exit 5.
     pub async fn tear_down(&self, live: Live) -> Result<()> {
-        if live
+        let tenancies: Vec<String> = live
             .store
             .snapshot()
             .services
             .iter()
-            .any(|s| s.tenant.is_some())
-        {
-            self.released_tenancies.store(true, Ordering::Relaxed);
-        }
+            .filter(|s| s.tenant.is_some())
+            .map(|s| s.name.clone())
+            .collect();
         let targets = live.tracker.targets();
         let options = live.teardown_options();
         let torn = record_teardown(
@@ -567,7 +566,12 @@ impl Engine {
         )
         .await;
         live.conn.close().await;
-        torn
+        // Shared services stay, unless this run created them and nobody used them.
+        let removed = torn.as_ref().map_or(&[][..], Vec::as_slice);
+        if tenancies.iter().any(|t| !removed.contains(t)) {
+            self.released_tenancies.store(true, Ordering::Relaxed);
+        }
+        torn.map(|_| ())
     }
 }
 
@@ -751,11 +755,14 @@ pub fn releases(
             run_id: state.run_id.clone(),
             owner: owner.map(str::to_string),
             writes: writes.cloned(),
+            // A run that never got up leaves no shared service it made for nobody.
+            created_by: (state.status == RunStatus::Creating).then(|| state.owner.clone()),
         })
         .collect()
 }
 
-/// Runs teardown and records the result in the state file. `Err` is exit 5.
+/// Runs teardown and records the result in the state file. `Err` is exit 5; `Ok` has
+/// the shared services this run created and deleted (nobody else used them).
 pub async fn record_teardown(
     client: &Client,
     project: &str,
@@ -764,7 +771,7 @@ pub async fn record_teardown(
     options: Options,
     reporter: &Reporter,
     signals: Option<&Signals>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     store.update_or_warn(
         "it does not say teardown started; `down` finds the run's services all the same",
         |s| s.status = RunStatus::TearingDown,
@@ -800,7 +807,7 @@ pub async fn record_teardown(
         if let Some(env_file) = store.snapshot().env_file {
             outputs::remove(&env_file, store.path());
         }
-        return Ok(());
+        return Ok(report.removed_shared);
     }
     for (name, why) in &report.failed {
         reporter.warn(format!("{name}: not confirmed deleted: {why}"));

@@ -172,6 +172,8 @@ pub struct Report {
     pub protected: Vec<String>,
     /// Not confirmed deleted, with the last reason.
     pub failed: Vec<(String, String)>,
+    /// Shared services this run created, deleted because nobody else used them.
+    pub removed_shared: Vec<String>,
 }
 
 impl Report {
@@ -192,6 +194,8 @@ enum Outcome {
     Gone,
     /// A run's tenancy in a shared service: its objects and lease confirmed gone.
     Released,
+    /// A shared service this run created and nobody leased: confirmed gone.
+    CreatedRemoved,
     /// Its create was refused, or can no longer land: there was nothing to delete.
     NeverCreated,
     /// The name exists with another owner's tags: left alone.
@@ -204,6 +208,8 @@ enum Outcome {
 enum Event {
     Deleting(String),
     Releasing(String),
+    /// A shared service this run created stays: why.
+    Kept(String, String),
 }
 
 /// Everything the tasks share.
@@ -229,8 +235,12 @@ impl Ctx {
             )
             .await;
             let (why, unsettled) = match attempt {
-                Ok(Ok(super::shared::Released::Done)) => return Outcome::Released,
-                Ok(Ok(super::shared::Released::Nothing)) => return Outcome::NeverCreated,
+                Ok(Ok(super::shared::Released::Done)) => {
+                    return self.remove_created(&r, Outcome::Released).await;
+                }
+                Ok(Ok(super::shared::Released::Nothing)) => {
+                    return self.remove_created(&r, Outcome::NeverCreated).await;
+                }
                 Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
                 Ok(Ok(super::shared::Released::Unsettled(why))) => {
                     (format!("{why}; the lease stays until it cannot"), true)
@@ -281,6 +291,71 @@ impl Ctx {
                 None => self.pause(wait).await,
             }
             wait = (wait * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// After the release of a run that never got up: deletes the shared service if
+    /// this run created it and no run holds a lease on it; `kept` otherwise. The tags
+    /// are read again right before each DELETE. What remains racy: a run that reads the
+    /// service as running may write its lease between that read and the DELETE (one
+    /// round trip); it then fails naming the service, as if it had been deleted a moment
+    /// earlier. A run leases a service only once it is running, so while the first run's
+    /// service is still being built (where an interruption usually finds it) nobody can.
+    async fn remove_created(&self, r: &super::shared::Release, kept: Outcome) -> Outcome {
+        let Some(creator) = &r.created_by else {
+            return kept;
+        };
+        let name = r.service.as_str();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let why = match self.get(name).await {
+                Err(e) if e.is_not_found() => return Outcome::CreatedRemoved,
+                Err(e) => e.to_string(),
+                Ok(svc) if svc.tag(naming::TAG_CREATED_BY) != Some(creator.as_str()) => {
+                    return kept;
+                }
+                Ok(svc) => {
+                    let leases: Vec<String> = naming::leases(&svc.tags)
+                        .into_iter()
+                        .map(|(run, _, _)| run)
+                        .collect();
+                    if !leases.is_empty() {
+                        let _ = self.events.send(Event::Kept(
+                            name.to_string(),
+                            format!(
+                                "this run created it, and run(s) {} now hold a lease on it: it stays for them",
+                                leases.join(", ")
+                            ),
+                        ));
+                        return kept;
+                    }
+                    match self.delete(name).await {
+                        Ok(()) => {
+                            let _ = self.events.send(Event::Deleting(name.to_string()));
+                            if self.confirm(name, Instant::now()).await {
+                                return Outcome::CreatedRemoved;
+                            }
+                            "still listed after DELETE".to_string()
+                        }
+                        Err(e) if e.is_not_found() => return Outcome::CreatedRemoved,
+                        Err(e) if !e.is_transient() => {
+                            return Outcome::Failed(left_running(name, &e.to_string()));
+                        }
+                        Err(e) => {
+                            self.pause(e.retry_after().map_or(backoff, spread)).await;
+                            e.to_string()
+                        }
+                    }
+                }
+            };
+            if self.left() <= backoff {
+                return Outcome::Failed(left_running(name, &why));
+            }
+            tracing::warn!(
+                "{name}: deleting the shared service this run created: {why}; trying again"
+            );
+            self.pause(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -486,6 +561,14 @@ impl Ctx {
     }
 }
 
+/// Why a shared service this run created and nobody uses is still there, and the
+/// command that deletes it.
+fn left_running(name: &str, why: &str) -> String {
+    format!(
+        "this run created the shared service and no run uses it, but it was not deleted: {why}; `aiven-ephemeral down --shared --service {name}` deletes it"
+    )
+}
+
 enum Unseen {
     Ours,
     NotOurs,
@@ -531,6 +614,7 @@ fn show(reporter: &Reporter, event: Event) {
     match event {
         Event::Deleting(name) => reporter.service(&name, "deleting"),
         Event::Releasing(name) => reporter.service(&name, "releasing the run's tenancy"),
+        Event::Kept(name, why) => reporter.info(format!("{name}: {why}")),
     }
 }
 
@@ -644,6 +728,14 @@ pub async fn teardown(
                     }
                     Outcome::Released => {
                         reporter.service_done(&name, "released (the shared service stays)");
+                        report.deleted.push(name);
+                    }
+                    Outcome::CreatedRemoved => {
+                        reporter.service_done(
+                            &name,
+                            "deleted (this run created the shared service and no run holds a lease on it)",
+                        );
+                        report.removed_shared.push(name.clone());
                         report.deleted.push(name);
                     }
                     Outcome::NeverCreated => {

@@ -1147,3 +1147,273 @@ fn no_secret_of_a_shared_run_or_service_in_any_output_at_trace() {
         }
     }
 }
+
+const VALKEY_SHARED: &str =
+    "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
+
+/// A sandbox whose services take `delay` to build.
+fn building(delay: Duration) -> Env {
+    Env::with(
+        VALKEY_SHARED,
+        Sandbox::with(aiven_sandbox::Config {
+            provisioning_delay: delay,
+            ..fast_config()
+        }),
+    )
+}
+
+/// The lines a user reads on stderr, with the run id hidden.
+fn lines_of(out: &Run, run_id: &str) -> String {
+    out.stderr.replace(run_id, "[RUN]").trim_end().to_string()
+}
+
+#[test]
+fn an_interrupted_first_shared_run_deletes_the_service_it_created_for_nobody() {
+    // Ctrl-C while the first run's shared service is still being built: nobody can
+    // hold a lease on it yet, so it goes with the run instead of being billed for
+    // nobody.
+    let env = building(Duration::from_secs(60));
+    let child = env.spawn(&["up", "--run-id", "first"]);
+    env.sandbox
+        .wait_for("the create", Duration::from_secs(30), |reqs| {
+            reqs.iter()
+                .any(|r| r["method"] == "POST" && r["path"] == "/v1/project/test-project/service")
+        });
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(130), "{}", out.all());
+    assert_eq!(
+        env.sandbox.live_names(),
+        Vec::<String>::new(),
+        "{}",
+        out.all()
+    );
+    // Whether a poll showed the state before the signal is a matter of timing.
+    let said = lines_of(&out, "first")
+        .lines()
+        .filter(|l| !l.ends_with("ae-cache-shared: REBUILDING"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    pinned!(said, @"
+    [HH:MM:SS] run [RUN] in project test-project (1 service(s))
+    [HH:MM:SS] Joining 1 shared service(s)
+    [HH:MM:SS] ae-cache-shared: shared: looking up
+    [HH:MM:SS] warning: creating shared service ae-cache-shared (valkey hobbyist): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle
+    [HH:MM:SS] warning: received SIGINT: tearing down
+    [HH:MM:SS] Releasing 1 shared service tenancy(ies)
+    [HH:MM:SS] ae-cache-shared: releasing the run's tenancy
+    [HH:MM:SS] ae-cache-shared: deleting
+    [HH:MM:SS] ae-cache-shared: deleted (this run created the shared service and no run holds a lease on it)
+    error: interrupted by SIGINT; everything this run created was deleted
+    ");
+}
+
+#[test]
+fn a_failed_first_shared_run_leaves_the_service_to_a_run_that_leased_it_meanwhile() {
+    // While the first run's service is being built another run writes its lease on it;
+    // then the first run's user create is refused: the service stays for the other run,
+    // and the first run says why.
+    let env = building(Duration::from_secs(2));
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-cache-shared/user", "fault": {"kind": "status", "status": 400, "message": "refused for the test"}}));
+    let child = env.spawn(&["up", "--run-id", "first"]);
+    env.sandbox
+        .wait_for("the create", Duration::from_secs(30), |reqs| {
+            reqs.iter()
+                .any(|r| r["method"] == "POST" && r["path"] == "/v1/project/test-project/service")
+        });
+    let lease =
+        json!({"tags": {"aiven-ephemeral-lease-neighbour": "2999-01-01T00:00:00Z/someoneelse"}});
+    ok(env.sandbox.api(
+        "PATCH",
+        "/v1/project/test-project/service/ae-cache-shared/tags",
+        Some(lease),
+    ));
+    let out = wait(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_eq!(
+        env.sandbox.live_names(),
+        vec!["ae-cache-shared"],
+        "{}",
+        out.all()
+    );
+    pinned!(lines_of(&out, "first"), @"
+    [HH:MM:SS] run [RUN] in project test-project (1 service(s))
+    [HH:MM:SS] Joining 1 shared service(s)
+    [HH:MM:SS] ae-cache-shared: shared: looking up
+    [HH:MM:SS] warning: creating shared service ae-cache-shared (valkey hobbyist): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle
+    [HH:MM:SS] ae-cache-shared: REBUILDING
+    [HH:MM:SS] ae-cache-shared: lease
+    [HH:MM:SS] Releasing 1 shared service tenancy(ies)
+    [HH:MM:SS] ae-cache-shared: releasing the run's tenancy
+    [HH:MM:SS] ae-cache-shared: this run created it, and run(s) neighbour now hold a lease on it: it stays for them
+    [HH:MM:SS] ae-cache-shared: released (the shared service stays)
+    error: ae-cache-shared (services.cache): creating user run-[RUN]: HTTP 400: refused for the test
+    ");
+    // Its own removal is refused while that lease lives, and --force overrides it.
+    let refused = env.run(&["down", "--shared"]);
+    refused.expect_code(2);
+    pinned!(refused.stderr, @"
+    error: not deleting anything: ae-cache-shared: run(s) neighbour hold a live lease on it
+      hint: wait for those runs to end (`aiven-ephemeral reap` releases expired leases), or pass --force to delete it under them
+    ");
+    assert_eq!(env.sandbox.live_names(), vec!["ae-cache-shared"]);
+    let forced = env.run(&[
+        "down",
+        "--shared",
+        "--service",
+        "ae-cache-shared",
+        "--project",
+        PROJECT,
+        "--force",
+    ]);
+    forced.expect_code(0);
+    pinned!(forced.stderr, @"
+    [HH:MM:SS] warning: ae-cache-shared: --force: deleting it under run(s) neighbour, which lose everything in it
+    [HH:MM:SS] Deleting 1 service(s)
+    [HH:MM:SS] ae-cache-shared: deleting
+    [HH:MM:SS] ae-cache-shared: deleted
+    [HH:MM:SS] deleted 1 shared service(s) in project test-project
+    ");
+    assert_eq!(env.sandbox.live_names(), Vec::<String>::new());
+}
+
+#[test]
+fn down_says_what_keeps_running_and_down_shared_removes_it() {
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one"]).expect_code(0);
+    let down = env.run(&["down"]);
+    down.expect_code(0);
+    pinned!(lines_of(&down, "one"), @"
+    [HH:MM:SS] Releasing 1 shared service tenancy(ies)
+    [HH:MM:SS] ae-cache-shared: releasing the run's tenancy
+    [HH:MM:SS] ae-cache-shared: released (the shared service stays)
+    [HH:MM:SS] run [RUN] torn down
+    [HH:MM:SS] shared services keep running after this run, billed while powered on whether or not a run uses them:
+      ae-cache-shared (valkey hobbyist): 0.026 USD/h, no run holds a lease
+      together 0.026 USD/h, 0.62 USD per day
+      `aiven-ephemeral reap --project test-project` powers them off once no run has used them for --shared-idle (24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes them now
+    ");
+    // A service this tool did not create as shared is never deleted, even forced.
+    env.sandbox.create_service("team-pg", json!({}));
+    let theirs = env.run(&[
+        "down",
+        "--shared",
+        "--project",
+        PROJECT,
+        "--service",
+        "team-pg",
+        "--force",
+    ]);
+    theirs.expect_code(2);
+    pinned!(theirs.stderr, @"
+    error: not deleting anything: team-pg is not a shared service aiven-ephemeral created (no aiven-ephemeral-shared tag); it is left alone
+      hint: a service you manage is yours to delete (the console, or `avn service terminate NAME`)
+    ");
+    let removed = env.run(&["down", "--shared"]);
+    removed.expect_code(0);
+    pinned!(removed.stderr, @"
+    [HH:MM:SS] Deleting 1 service(s)
+    [HH:MM:SS] ae-cache-shared: deleting
+    [HH:MM:SS] ae-cache-shared: deleted
+    [HH:MM:SS] deleted 1 shared service(s) in project test-project
+    ");
+    assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
+}
+
+#[test]
+fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it() {
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    std::fs::write(
+        env.path("aiven-ephemeral.yaml"),
+        VALKEY_SHARED.replace("hobbyist", "startup-4"),
+    )
+    .unwrap();
+    let plan = env.run(&["plan", "--run-id", "two"]);
+    plan.expect_code(0);
+    pinned!(plan.stdout, @"
+    run id two, project test-project
+    shared services: they outlive the run and are billed per hour while powered on,
+    whether or not a run uses them; the run gets its own tenancy inside:
+    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
+    cache            ae-cache-shared                          valkey       hobbyist       google-europe-west1        0.026
+      this run: user run-two, keys and channels run-two:*
+      now: running; 0 run(s) hold a lease
+      warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest
+      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER CACHE_PASSWORD CACHE_KEY_PREFIX
+    total: 0.026 USD/h
+      shared services: 0.026 USD/h, billed around the clock while powered
+      on: 0.62 USD per day
+    ");
+    let up = env.run(&["up", "--run-id", "two"]);
+    up.expect_code(0);
+    let warned: Vec<&str> = up
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    pinned!(warned.join("\n"), @"[HH:MM:SS] warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest");
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run two in project test-project: up, expires [TIME]
+    SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                          NODES
+    ae-cache-shared  cache  valkey  hobbyist  ready     RUNNING (shared; tenancy run-two)  1/1
+    warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest
+    ");
+    let json: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (
+            &json["services"][0]["plan"],
+            &json["services"][0]["asked_plan"]
+        ),
+        (&json!("hobbyist"), &json!("startup-4"))
+    );
+    env.run(&["down"]).expect_code(0);
+}
+
+#[test]
+fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_when() {
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one"]).expect_code(0);
+    env.run(&["down"]).expect_code(0);
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run one in project test-project: torn_down, expires [TIME]
+    SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                                 NODES
+    ae-cache-shared  cache  valkey  hobbyist  released  RUNNING (shared; no tenancy of this run)  -
+    ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
+    ");
+    let json: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    let used = env
+        .sandbox
+        .api(
+            "GET",
+            "/v1/project/test-project/service/ae-cache-shared",
+            None,
+        )
+        .1["service"]["tags"]["aiven-ephemeral-used"]
+        .clone();
+    let off = time::OffsetDateTime::parse(
+        used.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+        + time::Duration::hours(24);
+    assert_eq!(
+        json["services"][0]["powered_off_after"],
+        json!(
+            off.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        ),
+        "{json}"
+    );
+    let dry = env.run(&["reap", "--dry-run"]);
+    dry.expect_code(0);
+    pinned!(dry.stdout, @"
+    SERVICE          RUN  EXPIRES                                             VERDICT
+    ae-cache-shared  -    powered off after [TIME] unless used  running
+    ");
+}

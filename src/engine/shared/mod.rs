@@ -19,6 +19,7 @@
 pub mod kafka;
 pub mod pg;
 pub mod seed;
+pub mod standing;
 pub mod sweep;
 pub mod valkey;
 
@@ -76,6 +77,9 @@ impl Acquire<'_> {
             return Err(super::run_id_taken(self.run_id, self.project, &[name]));
         }
         super::provision::say_notifications(self.reporter, name, &svc);
+        if let Some(drift) = plan_drift(&spec.plan, &svc) {
+            self.reporter.warn(drift);
+        }
         let tenant = naming::tenant_of(self.run_id);
         if spec.kind.kafka {
             self.kafka_room(&svc, &tenant)?;
@@ -142,6 +146,7 @@ impl Acquire<'_> {
         let mut tags = spec.tags.clone();
         tags.insert(naming::TAG_SHARED.to_string(), spec.key.clone());
         tags.insert(naming::TAG_USED.to_string(), self.now());
+        tags.insert(naming::TAG_CREATED_BY.to_string(), self.owner.to_string());
         let body = super::provision::create_body(name, spec, &tags);
         match self.client.create_service(self.project, &body).await {
             Ok(_) => Ok(None),
@@ -193,7 +198,16 @@ impl Acquire<'_> {
                     self.client
                         .get_service(self.project, name, false)
                         .await
-                        .map_err(|e| Error::api(format!("checking shared service {name}"), e))?,
+                        .map_err(|e| {
+                            if e.is_not_found() {
+                                // Its creator ended before any run held a lease on it.
+                                Error::Provision(format!(
+                                    "shared service {name} was deleted while this run waited for it (the run that created it ended before any run used it); run again to create it anew"
+                                ))
+                            } else {
+                                Error::api(format!("checking shared service {name}"), e)
+                            }
+                        })?,
                     false,
                 ),
             };
@@ -306,6 +320,17 @@ pub fn refusal(
     None
 }
 
+/// A shared service whose plan is not the manifest's: the manifest only matters when
+/// the first run creates it, and the service is billed for the plan it has.
+pub fn plan_drift(asked: &str, svc: &Service) -> Option<String> {
+    let (name, real) = (&svc.service_name, &svc.plan);
+    (real != asked).then(|| {
+        format!(
+            "shared service {name} has plan {real}, not the manifest's {asked} (the manifest only matters when the first run creates it); `avn service update {name} --plan {asked}` changes the service (Aiven rebuilds its nodes), or write `plan: {real}` in the manifest"
+        )
+    })
+}
+
 /// A service you manage (`shared: {service: NAME}`) that is not there.
 pub fn missing_yours(spec: &ServiceSpec, name: &str, project: &str) -> String {
     format!(
@@ -365,6 +390,10 @@ pub struct Release {
     /// The run's writes that made its tenancies: until none can land any more, the
     /// release is not finished (an object created after it would have no lease).
     pub writes: Option<Writes>,
+    /// The run never got up (it failed or was interrupted): the shared service is
+    /// deleted too if its tags say this owner created it and no run holds a lease on
+    /// it, so that nobody pays for a service nobody uses.
+    pub created_by: Option<String>,
 }
 
 /// How a release ended.

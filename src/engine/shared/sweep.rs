@@ -46,6 +46,7 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
         owner: None,
         // Expired: whatever wrote it is long over.
         writes: None,
+        created_by: None,
     }
 }
 
@@ -59,11 +60,7 @@ pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<
         .filter(|s| s.tag(naming::TAG_SHARED).is_some())
         .filter(|s| s.tag(naming::TAG_KEEP) != Some("true"))
         .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
-        .filter(|s| {
-            naming::leases(&s.tags)
-                .iter()
-                .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
-        })
+        .filter(|s| unleased(s, now))
         .filter_map(|s| {
             let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
             let since = parse(used)?;
@@ -74,6 +71,40 @@ pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<
             })
         })
         .collect()
+}
+
+/// Shared services this tool created that run, without a live lease, and are not idle
+/// yet, with when `reap`
+/// would power them off (last used + `idle_for`, if no run leases them by then):
+/// they keep costing until then.
+pub fn standing(
+    listed: &[Service],
+    now: OffsetDateTime,
+    idle_for: Duration,
+) -> Vec<(String, Option<String>)> {
+    let idle: Vec<String> = idle(listed, now, idle_for)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    listed
+        .iter()
+        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
+        .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
+        .filter(|s| !idle.contains(&s.service_name))
+        // One a run holds a lease on is listed with that lease.
+        .filter(|s| unleased(s, now))
+        .map(|s| (s.service_name.clone(), power_off_at(s, idle_for)))
+        .collect()
+}
+
+/// When `reap --shared-idle idle_for` powers a shared service off if no run uses it
+/// meanwhile; `None` when it never does (tagged to keep) or the tags do not say.
+pub fn power_off_at(svc: &Service, idle_for: Duration) -> Option<String> {
+    if svc.tag(naming::TAG_KEEP) == Some("true") {
+        return None;
+    }
+    let used = parse(svc.tag(naming::TAG_USED).or(svc.create_time.as_deref())?)?;
+    Some(naming::rfc3339(used + idle_for))
 }
 
 /// A shared service nobody has used for a while.
@@ -101,6 +132,13 @@ pub fn after_power_on(service_type: &str) -> &'static str {
         "valkey" => "its data comes back only if a backup exists",
         _ => "what comes back on power-on depends on its backups",
     }
+}
+
+/// No run holds a live lease on it (an unreadable expiry counts as live).
+fn unleased(svc: &Service, now: OffsetDateTime) -> bool {
+    naming::leases(&svc.tags)
+        .iter()
+        .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
 }
 
 fn parse(t: &str) -> Option<OffsetDateTime> {
