@@ -1336,12 +1336,17 @@ fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it()
     run id two, project test-project
     shared services: they outlive the run and are billed per hour while powered on,
     whether or not a run uses them; the run gets its own tenancy inside:
-    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
-    cache            ae-cache-shared                          valkey       hobbyist       google-europe-west1        0.026
+    KEY    NAME             TYPE    PLAN      CLOUD                USD/H
+    cache  ae-cache-shared  valkey  hobbyist  google-europe-west1  0.026
       this run: user run-two, keys and channels run-two:*
       now: running; 0 run(s) hold a lease
-      warning: shared service ae-cache-shared has plan hobbyist, not the manifest's startup-4 (the manifest only matters when the first run creates it); `avn service update ae-cache-shared --plan startup-4` changes the service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the manifest
-      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER CACHE_PASSWORD CACHE_KEY_PREFIX
+      warning: shared service ae-cache-shared has plan hobbyist, not the manifest's
+               startup-4 (the manifest only matters when the first run creates it);
+               `avn service update ae-cache-shared --plan startup-4` changes the
+               service (Aiven rebuilds its nodes), or write `plan: hobbyist` in the
+               manifest
+      env: CACHE_SERVICE_NAME CACHE_URI CACHE_HOST CACHE_PORT CACHE_USER
+           CACHE_PASSWORD CACHE_KEY_PREFIX
     total: 0.026 USD/h
       shared services: 0.026 USD/h, billed around the clock while powered
       on: 0.62 USD per day
