@@ -224,7 +224,12 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         ],
         &rows,
     );
-    for r in &out.services {
+    // Once the run is over: while it holds its tenancies, the services are its.
+    for r in out
+        .services
+        .iter()
+        .filter(|_| out.status == state::RunStatus::TornDown)
+    {
         if let Some(at) = &r.powered_off_after {
             crate::say!(out
                 "{}: keeps running (and costing) after this run; `reap` powers it off after {at} if no run uses it (--shared-idle 24h); `{}` deletes it",
