@@ -373,7 +373,7 @@ pub struct DownArgs {
     #[arg(long)]
     pub missing_ok: bool,
     /// Also delete a kept run, and clear termination protection on this run's services;
-    /// with --shared, delete shared services that runs still hold a lease on
+    /// for shared services (--shared), delete them even while runs hold a lease
     #[arg(long)]
     pub force: bool,
     /// Delete shared services instead of a run: the manifest's `shared: true` services,
