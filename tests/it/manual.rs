@@ -963,3 +963,31 @@ fn ctrl_c_twice_stops_a_command_that_traps_it() {
     assert!(!alive(), "the command outlived the run");
     assert!(env.sandbox.live_names().is_empty());
 }
+
+/// A command that answers Ctrl-C by exiting on its own terms gives the run its exit
+/// code: the Ctrl-C was its to answer, and nothing more is said about it.
+#[test]
+fn a_command_that_exits_on_its_own_after_ctrl_c_gives_its_code() {
+    let env = Env::new(PG);
+    let command = format!(
+        "cd {} && env -i PATH={}:/usr/bin:/bin HOME={} TERM=xterm-256color AIVEN_API_URL={} AIVEN_TOKEN={} NO_PROXY=127.0.0.1 aiven-ephemeral run -- sh -c 'trap \"echo cleaned up; exit 3\" INT; echo started; while :; do sleep 0.2; done'; echo EXIT=$?; sleep 60",
+        env.dir.path().display(),
+        bin_dir().display(),
+        env.dir.path().display(),
+        env.sandbox.url,
+        env.sandbox.token,
+    );
+    let term = Tmux::start(100, &command);
+    term.wait_for("the command", |p| p.contains("started"));
+    term.keys(&["C-c"]);
+    let done = term.wait_for("the exit", |p| p.contains("EXIT="));
+    assert!(
+        done.contains("cleaned up") && done.contains("EXIT=3"),
+        "{done}"
+    );
+    assert!(
+        !done.contains("waiting for") && !done.contains("interrupted"),
+        "{done}"
+    );
+    assert!(env.sandbox.live_names().is_empty());
+}
