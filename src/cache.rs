@@ -1,6 +1,7 @@
-//! Facts the API rarely changes (a plan's price, a project's default cloud and CA), kept
-//! on disk for a while: every request spent on them is one the project's rate budget,
-//! shared by every job using the token, does not have for creates and deletes.
+//! Facts the API rarely changes (a plan's price and node count, a project's default cloud
+//! and CA), kept on disk for a while: every request spent on them is one the project's
+//! rate budget, shared by every job using the token, does not have for creates and
+//! deletes.
 //!
 //! One file per API and project in the user's cache directory
 //! (`$AIVEN_EPHEMERAL_CACHE_DIR`, else `$XDG_CACHE_HOME/aiven-ephemeral`, else

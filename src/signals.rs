@@ -2,7 +2,9 @@
 //! first signal cancels the run (the engine tears down and says so), every signal is
 //! broadcast so that `run` can forward it to its child and teardown can say what it is
 //! still doing. No signal ever aborts a teardown: tokio keeps the handlers installed for
-//! good.
+//! good. While `run`'s command shares the terminal with this tool, a SIGINT is the
+//! terminal's Ctrl-C, meant for the command first: it is broadcast only, and cancels the
+//! run when `run` escalates.
 
 use std::sync::{Arc, OnceLock};
 
@@ -55,6 +57,7 @@ pub struct Signals {
     cancel: CancellationToken,
     first: Arc<OnceLock<Signal>>,
     announced: Arc<std::sync::atomic::AtomicBool>,
+    deferred: Arc<std::sync::atomic::AtomicBool>,
     events: broadcast::Sender<Signal>,
 }
 
@@ -67,19 +70,34 @@ impl Signals {
             cancel: CancellationToken::new(),
             first: Arc::new(OnceLock::new()),
             announced: Arc::default(),
+            deferred: Arc::default(),
             events,
         };
         let s = signals.clone();
         tokio::spawn(async move {
             loop {
                 let got = listener.recv().await;
-                if s.first.set(got).is_ok() {
-                    s.cancel.cancel();
+                let deferred =
+                    got == Signal::Int && s.deferred.load(std::sync::atomic::Ordering::SeqCst);
+                if !deferred {
+                    s.act(got);
                 }
                 let _ = s.events.send(got);
             }
         });
         Ok(signals)
+    }
+
+    /// Records `sig` as the run's signal (unless one came before) and cancels the run.
+    pub fn act(&self, sig: Signal) {
+        if self.first.set(sig).is_ok() {
+            self.cancel.cancel();
+        }
+    }
+
+    /// While `on`, a SIGINT is only broadcast: it does not cancel the run.
+    pub fn defer_interrupts(&self, on: bool) {
+        self.deferred.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cancelled on the first signal.

@@ -634,6 +634,22 @@ impl Client {
         .await
     }
 
+    pub async fn plan_specs(
+        &self,
+        project: &str,
+        service_type: &str,
+        plan: &str,
+    ) -> Result<PlanSpecs, ApiError> {
+        let rest = format!("/service-types/{}/plans/{}", seg(service_type), seg(plan));
+        self.send(
+            Method::GET,
+            &Self::project_path(project, &rest),
+            None,
+            Retry::Standard,
+        )
+        .await
+    }
+
     // -----------------------------------------------------------------------------------
     // Services
 

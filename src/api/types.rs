@@ -284,3 +284,10 @@ pub struct KafkaAcl {
 pub struct Price {
     pub base_price_usd: String,
 }
+
+/// A plan's specification (`ProjectServicePlanSpecsGet`): what this tool reads of it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PlanSpecs {
+    /// Required, at least 1: a Kafka plan's node count is its broker count.
+    pub node_count: u32,
+}

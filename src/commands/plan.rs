@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::api::{Client, ServiceState};
 use crate::cli::{ApiArgs, PlanArgs};
 use crate::connection::Connection;
+use crate::engine::brokers;
 use crate::engine::cost::{prices, prices_of};
 use crate::engine::provision::Planned;
 use crate::engine::reuse;
@@ -128,6 +129,21 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                     if svc.cloud.is_none() {
                         svc.cloud = Some(info.default_cloud.clone());
                     }
+                }
+                for (i, p) in brokers::over_replicated(&conn.client, project, &manifest).await {
+                    let text = format!(
+                        "{}:{}:{}: {}; {}",
+                        manifest.path.display(),
+                        p.at.line,
+                        p.at.column,
+                        p.message,
+                        p.hint.unwrap_or_default()
+                    );
+                    let svc = &mut services[i];
+                    svc.problem = Some(match svc.problem.take() {
+                        Some(before) => format!("{before}; {text}"),
+                        None => text,
+                    });
                 }
                 for (planned, spec) in services.iter_mut().zip(&manifest.services) {
                     if let Some(how) = &spec.shared {

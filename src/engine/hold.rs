@@ -1,8 +1,12 @@
 //! Hold: `run`'s command, with the services' environment, while the run is live. The
 //! command runs in its own process group; signals are forwarded to the group, teardown
 //! starts at the first one (its DELETEs within a second), and the group is killed 5 s
-//! later if still alive. The run's expiry tags move forward every ttl/3 in a task of
-//! their own, which a signal abandons.
+//! later if still alive. At a terminal the command shares this tool's (foreground)
+//! group instead, as make's and cargo's do: Ctrl-C reaches both, the command decides
+//! what it means (psql cancels a query), this tool says what it waits for, and a second
+//! Ctrl-C stops the command (SIGTERM, SIGKILL 5 s later) while the run is torn down.
+//! The run's expiry tags move forward every ttl/3 in a task of their own, which a
+//! signal abandons.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,9 @@ use crate::signals::Signal;
 
 /// How long the command may outlive the start of teardown.
 const KILL_AFTER: Duration = Duration::from_secs(5);
+/// A Ctrl-C the command does not end on within this long is answered with what this
+/// tool waits for (one that ends it needs no answer).
+const NOTICE_AFTER: Duration = Duration::from_millis(500);
 /// One expiry update may take this long; the next round tries again.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,9 +102,8 @@ async fn hold(
     }
     let mut command = std::process::Command::new(&args.command[0]);
     command.args(&args.command[1..]);
-    Group::prepare(&mut command);
-    #[cfg(unix)]
-    let held = Terminal::prepare(&mut command);
+    let at_terminal = at_terminal();
+    Group::prepare(&mut command, !at_terminal);
     if !args.pass_token {
         for (name, _) in std::env::vars_os() {
             if name.to_str().is_some_and(withheld) {
@@ -116,9 +122,12 @@ async fn hold(
     engine
         .reporter
         .info(format!("running: {}", shell_words(&args.command)));
+    // From before the spawn: the command's Ctrl-C is this tool's too.
+    engine.signals.defer_interrupts(at_terminal);
     let mut child = match tokio::process::Command::from(command).spawn() {
         Ok(c) => c,
         Err(e) => {
+            engine.signals.defer_interrupts(false);
             // As shells do: 127 when there is no such command, 126 when it cannot run.
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -131,9 +140,10 @@ async fn hold(
             return finish(engine, live, Ok(Status::Code(code))).await;
         }
     };
-    let group = Group { pid: child.id() };
-    #[cfg(unix)]
-    let terminal = held.and_then(|ours| Terminal::hand_to(ours, child.id()?));
+    let group = Group {
+        pid: child.id(),
+        own: !at_terminal,
+    };
     let refresh = tokio::spawn(refresh_expiry(
         live.conn.client.clone(),
         live.tracker.tenancy_writes.clone(),
@@ -145,10 +155,34 @@ async fn hold(
 
     let mut teardown = None;
     let mut kill_at: Option<Instant> = None;
+    let mut asked = false;
+    let mut notice_at: Option<Instant> = None;
     let exit = loop {
         tokio::select! {
             status = child.wait() => break status,
             Ok(sig) = events.recv() => {
+                let sig = if at_terminal && sig == Signal::Int {
+                    // The terminal's Ctrl-C reached the command too: the first is its
+                    // to answer, the next one stops it.
+                    if !asked && teardown.is_none() {
+                        asked = true;
+                        notice_at = Some(Instant::now() + NOTICE_AFTER);
+                        continue;
+                    }
+                    notice_at = None;
+                    engine.signals.act(Signal::Int);
+                    if teardown.is_none() {
+                        crate::say!();
+                        engine.reporter.warn(format!(
+                            "stopping `{}` (SIGTERM, SIGKILL in {}s) and tearing down",
+                            args.command[0],
+                            KILL_AFTER.as_secs()
+                        ));
+                    }
+                    Signal::Term
+                } else {
+                    sig
+                };
                 group.forward(sig);
                 if teardown.is_none() {
                     let _ = engine.interrupted();
@@ -156,6 +190,15 @@ async fn hold(
                     kill_at = Some(Instant::now() + KILL_AFTER);
                     teardown = Some(start_teardown(engine, &live));
                 }
+            }
+            _ = tokio::time::sleep_until(notice_at.unwrap_or_else(Instant::now).into()), if notice_at.is_some() => {
+                notice_at = None;
+                // From a fresh line: the terminal echoed ^C.
+                crate::say!();
+                engine.reporter.warn(format!(
+                    "waiting for `{}` to exit; Ctrl-C again to stop it",
+                    args.command[0]
+                ));
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now).into()), if kill_at.is_some() => {
                 engine.reporter.warn("the command is still running 5s after teardown started; killing it");
@@ -165,16 +208,11 @@ async fn hold(
         }
     };
     refresh.abort();
-    #[cfg(unix)]
-    let had_terminal = terminal.is_some();
-    #[cfg(not(unix))]
-    let had_terminal = false;
-    #[cfg(unix)]
-    drop(terminal);
+    engine.signals.defer_interrupts(false);
     let outcome = match exit {
-        // The command had the terminal and a terminal signal ended it: the user
+        // The command shared the terminal and a terminal signal ended it: the user
         // interrupted the run (the terminal echoed ^C: go on from a fresh line).
-        Ok(status) if had_terminal && let Some(sig) = terminal_signal(status) => {
+        Ok(status) if at_terminal && let Some(sig) = terminal_signal(status) => {
             crate::say!();
             Err(engine.interrupted_by(sig))
         }
@@ -336,21 +374,41 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     status.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)
 }
 
-/// The command's process group: signals go to all of it.
+/// Whether this tool's group has the terminal in the foreground: then the command
+/// shares it (it can read from the terminal, and Ctrl-C reaches it and this tool).
+fn at_terminal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::io::IsTerminal;
+        let stdin = std::io::stdin();
+        stdin.is_terminal()
+            && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|fg| fg == nix::unistd::getpgrp())
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// The command and what it starts: its own process group, or, when it shares this
+/// tool's group at a terminal, the command and its descendants.
 struct Group {
     pid: Option<u32>,
+    own: bool,
 }
 
 impl Group {
-    /// Starts the command in its own group, so that a signal meant for it reaches every
-    /// process it starts, and a terminal's Ctrl-C reaches this tool first.
-    fn prepare(command: &mut std::process::Command) {
+    /// Starts the command in its own group (unless `own` is false: at a terminal), so
+    /// that a signal meant for it reaches every process it starts.
+    fn prepare(command: &mut std::process::Command, own: bool) {
         #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(command, 0);
+        if own {
+            std::os::unix::process::CommandExt::process_group(command, 0);
+        }
         #[cfg(target_os = "linux")]
         Self::die_with_us(command);
         #[cfg(windows)]
-        std::os::windows::process::CommandExt::creation_flags(command, 0x0000_0200); // CREATE_NEW_PROCESS_GROUP
+        if own {
+            std::os::windows::process::CommandExt::creation_flags(command, 0x0000_0200); // CREATE_NEW_PROCESS_GROUP
+        }
     }
 
     /// The command must not outlive a `kill -9` of this tool with the services'
@@ -374,9 +432,7 @@ impl Group {
 
     fn forward(&self, sig: Signal) {
         #[cfg(unix)]
-        if let Some(pid) = self.pid {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig.nix());
-        }
+        self.signal(sig.nix());
         // Windows cannot deliver a console signal to another group: end it instead.
         #[cfg(windows)]
         {
@@ -386,76 +442,63 @@ impl Group {
     }
 
     fn kill(&self) {
-        let Some(pid) = self.pid else { return };
         #[cfg(unix)]
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        self.signal(nix::sys::signal::Signal::SIGKILL);
         #[cfg(windows)]
-        let _ = std::process::Command::new("taskkill")
-            .args(["/PID", &pid.to_string(), "/T", "/F"])
-            .output();
-    }
-}
-
-/// When this tool holds the terminal, the command gets it (its group in the foreground)
-/// as a shell gives it to a job: it can read from it, and Ctrl-C goes to it. This tool
-/// takes it back when the command ends; SIGTERM and SIGHUP still reach it.
-#[cfg(unix)]
-struct Terminal {
-    ours: nix::unistd::Pid,
-}
-
-#[cfg(unix)]
-impl Terminal {
-    /// When this tool's group has the terminal in the foreground, the command takes
-    /// it itself, in its new group, before it runs: were only this tool to hand it over
-    /// after the spawn, a command that reads at once would do so from the background
-    /// first (as shells do, both sides set it). Returns this tool's group.
-    fn prepare(command: &mut std::process::Command) -> Option<nix::unistd::Pid> {
-        use nix::sys::signal::{SigHandler, Signal, signal};
-        use std::io::IsTerminal;
-        let stdin = std::io::stdin();
-        let ours = nix::unistd::getpgrp();
-        if !stdin.is_terminal() || nix::unistd::tcgetpgrp(&stdin).ok()? != ours {
-            return None;
+        if let Some(pid) = self.pid {
+            let _ = std::process::Command::new("taskkill")
+                .args(["/PID", &pid.to_string(), "/T", "/F"])
+                .output();
         }
-        let take = || {
-            // SAFETY: fd 0 is the terminal, open in the child as in this process.
-            let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
-            // Between fork and exec only async-signal-safe calls: sigaction, getpid,
-            // tcsetpgrp. SIGTTOU is ignored for the call (the child is not yet in the
-            // foreground) and restored, so that the command starts with the default.
-            unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) }?;
-            let _ = nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid());
-            unsafe { signal(Signal::SIGTTOU, SigHandler::SigDfl) }?;
-            Ok(())
-        };
-        // SAFETY: `take` makes only async-signal-safe calls.
-        unsafe { std::os::unix::process::CommandExt::pre_exec(command, take) };
-        Some(ours)
     }
 
-    fn hand_to(ours: nix::unistd::Pid, pgid: u32) -> Option<Self> {
-        use nix::sys::signal::{SigHandler, Signal, signal};
-        let stdin = std::io::stdin();
-        // Taking the terminal back from the background would stop this process
-        // (SIGTTOU). Set after the command started, so that it keeps the default.
-        // SAFETY: ignoring a signal installs no handler code.
-        unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) }.ok()?;
-        // The command took it already, unless it is gone: either way this tool takes
-        // it back when the command ends.
-        let _ = nix::unistd::tcsetpgrp(&stdin, nix::unistd::Pid::from_raw(pgid as i32));
-        Some(Self { ours })
+    #[cfg(unix)]
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        use nix::sys::signal::{kill, killpg};
+        use nix::unistd::Pid;
+        let Some(pid) = self.pid else { return };
+        let pid = Pid::from_raw(pid as i32);
+        if self.own {
+            let _ = killpg(pid, sig);
+            return;
+        }
+        // The group is this tool's, and its shell's at times: only the command's tree.
+        let mut tree = vec![pid];
+        tree.extend(descendants(pid));
+        for p in tree {
+            let _ = kill(p, sig);
+        }
     }
 }
 
+/// The processes descending from `root`, from /proc's parent links (none elsewhere:
+/// there the command alone is signalled).
 #[cfg(unix)]
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), self.ours);
+fn descendants(root: nix::unistd::Pid) -> Vec<nix::unistd::Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, parent) from /proc/<pid>/stat: "pid (comm) state ppid ...", comm may hold ')'.
+    let links: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 1..];
+            Some((pid, after.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![root.as_raw()];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(links.iter().filter(|l| l.1 == parent).map(|l| l.0));
+        i += 1;
     }
+    found[1..]
+        .iter()
+        .map(|&p| nix::unistd::Pid::from_raw(p))
+        .collect()
 }
 
 fn shell_words(words: &[String]) -> String {

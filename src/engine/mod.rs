@@ -10,6 +10,7 @@
 //! starts at once. Every stop reason cancels the run's `stop` token, which stops every
 //! create from starting or retrying.
 
+pub mod brokers;
 pub mod cost;
 mod down;
 mod hold;
@@ -380,6 +381,14 @@ impl Engine {
             reporter,
         )
         .await?;
+        // The API would refuse such a topic only after every service was created.
+        let over = brokers::over_replicated(&client, &project, &r.manifest).await;
+        if !over.is_empty() {
+            return Err(r
+                .manifest
+                .problems(over.into_iter().map(|(_, p)| p).collect())
+                .into());
+        }
 
         let now = client
             .server_time()

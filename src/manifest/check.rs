@@ -314,7 +314,11 @@ fn topic(c: &mut Checks, t: &RawTopic) {
         name_ok,
         "1-249 letters, digits, `.`, `_` or `-`",
     );
-    if t.partitions == 0 || t.partitions > 1_000_000 || t.replication == 0 {
+    let replication = t
+        .replication
+        .as_ref()
+        .map_or(super::DEFAULT_REPLICATION, |r| r.value);
+    if t.partitions == 0 || t.partitions > 1_000_000 || replication == 0 {
         c.fail(
             Loc::of(&t.name),
             format!("topic `{name}`: partitions must be 1-1000000 and replication at least 1"),
@@ -322,7 +326,7 @@ fn topic(c: &mut Checks, t: &RawTopic) {
         );
     }
     if let Some(m) = t.min_insync_replicas
-        && (m == 0 || m > t.replication)
+        && (m == 0 || m > replication)
     {
         c.fail(
             Loc::of(&t.name),

@@ -9,8 +9,8 @@ use serde_saphyr::Spanned;
 
 use super::raw::{Raw, RawFork, RawService, RawShared, RawTopic};
 use super::{
-    AclSpec, DEFAULT_PREFIX, Limits, Loc, Manifest, Probe, Seed, ServiceSpec, Shared, TopicSpec,
-    env_name, parse_duration,
+    AclSpec, DEFAULT_PREFIX, DEFAULT_REPLICATION, Limits, Loc, Manifest, Probe, Seed, ServiceSpec,
+    Shared, TopicSpec, env_name, parse_duration,
 };
 use crate::catalogue;
 
@@ -137,10 +137,15 @@ fn fork_into(user_config: &mut serde_json::Value, f: RawFork) {
 }
 
 fn topic(t: RawTopic) -> TopicSpec {
+    let replication_at = t.replication.as_ref().map_or(Loc::of(&t.name), Loc::of);
     TopicSpec {
         name: t.name.value,
         partitions: t.partitions,
-        replication: t.replication,
+        replication: t
+            .replication
+            .as_ref()
+            .map_or(DEFAULT_REPLICATION, |r| r.value),
+        replication_at,
         min_insync_replicas: t.min_insync_replicas,
         retention_hours: t.retention_hours,
         cleanup_policy: t.cleanup_policy.map(|p| p.value),

@@ -139,6 +139,9 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: u32,
     pub replication: u32,
+    /// Where `replication:` is written (else the topic's name): the API's check of it
+    /// against the plan's brokers points there.
+    pub replication_at: Loc,
     pub min_insync_replicas: Option<u32>,
     pub retention_hours: Option<i64>,
     pub cleanup_policy: Option<String>,
@@ -168,6 +171,8 @@ pub struct Limits {
 }
 
 pub const DEFAULT_PREFIX: &str = "ae";
+/// A topic's replication when the manifest does not say.
+pub const DEFAULT_REPLICATION: u32 = 2;
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -263,6 +268,13 @@ fn render_problem(path: &Path, source: &str, p: &Problem) -> String {
         out.push_str(&format!("\n  hint: {h}"));
     }
     out
+}
+
+impl Manifest {
+    /// Problems found with the API's help, reported as the offline ones are.
+    pub fn problems(&self, problems: Vec<Problem>) -> ManifestError {
+        ManifestError::new(&self.path, &self.source, problems)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -110,8 +110,7 @@ keys! {
         "name" name: Spanned<String> => "a topic name, e.g. orders",
         #[serde(default = "one")]
         "partitions" partitions: u32 => "a whole number, e.g. 3",
-        #[serde(default = "two")]
-        "replication" replication: u32 => "a whole number, e.g. 2",
+        "replication" replication: Option<Spanned<u32>> => "a whole number, e.g. 2",
         "min_insync_replicas" min_insync_replicas: Option<u32> => "a whole number, e.g. 1",
         "retention_hours" retention_hours: Option<i64> => "a whole number of hours, e.g. 24",
         "cleanup_policy" cleanup_policy: Option<Spanned<String>> => "one of delete, compact, compact,delete",
@@ -122,10 +121,6 @@ keys! {
 
 fn one() -> u32 {
     1
-}
-
-fn two() -> u32 {
-    2
 }
 
 keys! {

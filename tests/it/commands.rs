@@ -164,6 +164,49 @@ fn plan_flags_plans_that_do_not_exist() {
     assert!(out.stdout.contains("problem:"), "{}", out.stdout);
 }
 
+/// A topic asking more replicas than its plan has brokers: the API would refuse it only
+/// once the service runs. `plan` shows it as a problem, `up` refuses it before any
+/// create, both from the plan's node count (one request, then the cache); `validate`
+/// cannot know it offline (plan names do not state it) and does not guess.
+#[test]
+fn replication_above_the_plans_brokers_is_caught_before_any_create() {
+    let env = Env::new(
+        "project: test-project\nservices:\n  events:\n    type: kafka\n    plan: startup-2\n    topics:\n      - {name: orders, replication: 5}\n      - {name: audit}\n",
+    );
+    env.run(&["validate"]).expect_code(0);
+    let plan = env.run(&["plan", "--run-id", "r1"]);
+    plan.expect_code(2);
+    pinned!(plan.stdout, @r"
+    run id r1, project test-project
+    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
+    events           ae-events-r1                             kafka        startup-2      google-europe-west1        0.397
+      problem: aiven-ephemeral.yaml:7:37: topic `orders`: replication 5 is more than the 3 brokers of kafka plan startup-2; set replication to at most 3, or choose a plan with more nodes
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL
+    total: 0.397 USD/h (3.18 USD per 8h working day)
+    ");
+    pinned!(plan.stderr, @"error: some services cannot be created or used as planned (see above)");
+    let up = env.run(&["up", "--run-id", "r1"]);
+    up.expect_code(2);
+    pinned!(up.stderr, @r"
+    [HH:MM:SS] run r1 in project test-project (1 service(s))
+    error: aiven-ephemeral.yaml:7:37: topic `orders`: replication 5 is more than the 3 brokers of kafka plan startup-2
+     --> aiven-ephemeral.yaml:7:37
+      |
+    7 |       - {name: orders, replication: 5}
+      |                                     ^ topic `orders`: replication 5 is more than the 3 brokers of kafka plan startup-2
+      hint: set replication to at most 3, or choose a plan with more nodes
+    ");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0, "a create was sent");
+    assert_eq!(
+        env.sandbox.count(
+            "GET",
+            "/v1/project/test-project/service-types/kafka/plans/startup-2"
+        ),
+        1,
+        "the node count is read once, then cached"
+    );
+}
+
 #[test]
 fn plan_without_a_token_is_offline() {
     let env = Env::new(PG);

@@ -931,3 +931,82 @@ fn ctrl_c_in_a_command_that_has_the_terminal_interrupts_the_run_cleanly() {
     );
     assert!(env.sandbox.live_names().is_empty());
 }
+
+/// A command that traps Ctrl-C (as psql does, to cancel a query) keeps the run: the
+/// first Ctrl-C reaches it and this tool says what it waits for; the second stops it
+/// (SIGTERM, which this one ignores too, then SIGKILL) and tears everything down: 130.
+#[test]
+fn ctrl_c_twice_stops_a_command_that_traps_it() {
+    let env = Env::new(PG);
+    let pidfile = env.dir.path().join("command.pid");
+    let command = format!(
+        "cd {} && env -i PATH={}:/usr/bin:/bin HOME={} TERM=xterm-256color AIVEN_API_URL={} AIVEN_TOKEN={} NO_PROXY=127.0.0.1 aiven-ephemeral run -- sh -c 'trap \"echo trapped\" INT; trap \"\" TERM; echo $$ > {}; echo started; while :; do sleep 0.2; done'; echo EXIT=$?; sleep 60",
+        env.dir.path().display(),
+        bin_dir().display(),
+        env.dir.path().display(),
+        env.sandbox.url,
+        env.sandbox.token,
+        pidfile.display(),
+    );
+    let term = Tmux::start(100, &command);
+    term.wait_for("the command", |p| p.contains("started"));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    term.keys(&["C-c"]);
+    let waiting = term.wait_for("what run waits for", |p| p.contains("waiting for"));
+    assert!(
+        waiting.contains("warning: waiting for `sh` to exit; Ctrl-C again to stop it"),
+        "{waiting}"
+    );
+    assert!(waiting.contains("trapped"), "{waiting}");
+    assert!(alive() && !waiting.contains("EXIT="), "{waiting}");
+    assert!(
+        !env.sandbox.live_names().is_empty(),
+        "torn down under the command"
+    );
+    term.keys(&["C-c"]);
+    let done = term.wait_for("the exit", |p| p.contains("EXIT="));
+    assert!(
+        done.contains("warning: stopping `sh` (SIGTERM, SIGKILL in 5s) and tearing down"),
+        "{done}"
+    );
+    assert!(done.contains("EXIT=130"), "{done}");
+    assert!(
+        done.contains("error: interrupted by SIGINT; everything this run created was deleted"),
+        "{done}"
+    );
+    assert!(!alive(), "the command outlived the run");
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+/// A command that answers Ctrl-C by exiting on its own terms gives the run its exit
+/// code: the Ctrl-C was its to answer, and nothing more is said about it.
+#[test]
+fn a_command_that_exits_on_its_own_after_ctrl_c_gives_its_code() {
+    let env = Env::new(PG);
+    let command = format!(
+        "cd {} && env -i PATH={}:/usr/bin:/bin HOME={} TERM=xterm-256color AIVEN_API_URL={} AIVEN_TOKEN={} NO_PROXY=127.0.0.1 aiven-ephemeral run -- sh -c 'trap \"echo cleaned up; exit 3\" INT; echo started; while :; do sleep 0.2; done'; echo EXIT=$?; sleep 60",
+        env.dir.path().display(),
+        bin_dir().display(),
+        env.dir.path().display(),
+        env.sandbox.url,
+        env.sandbox.token,
+    );
+    let term = Tmux::start(100, &command);
+    term.wait_for("the command", |p| p.contains("started"));
+    term.keys(&["C-c"]);
+    let done = term.wait_for("the exit", |p| p.contains("EXIT="));
+    assert!(
+        done.contains("cleaned up") && done.contains("EXIT=3"),
+        "{done}"
+    );
+    assert!(
+        !done.contains("waiting for") && !done.contains("interrupted"),
+        "{done}"
+    );
+    assert!(env.sandbox.live_names().is_empty());
+}
