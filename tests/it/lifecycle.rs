@@ -418,6 +418,61 @@ fn two_sandbox_runs_started_at_once_in_one_directory_share_one_sandbox_process()
     assert_no_sandbox_process(dir.path());
 }
 
+#[test]
+fn the_sandbox_process_is_not_stopped_while_another_command_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    // The first API request waits 3 s in the sandbox: `plan` is using the process then,
+    // and no state file says so.
+    let config = dir.path().join("slow-sandbox.yaml");
+    std::fs::write(
+        &config,
+        "provisioning_delay: 300ms\nbackends: simulated\nfaults:\n  - {path: \"/v1/**\", nth: [1], fault: {kind: latency, delay: 3s}}\n",
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = sandbox_cmd(dir.path(), args);
+        c.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
+        c
+    };
+    let plan = cmd(&["plan", "--sandbox"]).spawn().unwrap();
+    let server_file = dir.path().join(".aiven-ephemeral/sandbox-server.json");
+    let start = std::time::Instant::now();
+    // Held: the sandbox logged the request and has not answered it (status 0).
+    while !std::fs::read(&server_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|s| {
+            Some(blocking_get(&format!(
+                "{}/_sandbox/requests",
+                s["url"].as_str()?
+            )))
+        })
+        .and_then(|log| serde_json::from_str::<serde_json::Value>(&log).ok())
+        .is_some_and(|log| {
+            log["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["status"] == 0)
+        })
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "plan's first request never reached the sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // `down --sandbox` with no state file stops the directory's process, unless in use.
+    let down = run(cmd(&["down", "--sandbox"]));
+    down.expect_code(0);
+    pinned!(down.stderr.trim(), @"[HH:MM:SS] no state file (.aiven-ephemeral/state.json): nothing to delete; the sandbox process of .aiven-ephemeral is in use by another command, left running");
+    let plan = wait(plan, std::time::Duration::from_secs(60));
+    plan.expect_code(0);
+    // The last user stopped it.
+    assert_no_sandbox_process(dir.path());
+}
+
 /// The sandbox processes serving `dir`'s state directory.
 fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
     let state_dir = dir.join(".aiven-ephemeral");

@@ -546,34 +546,11 @@ fn the_sandbox_command_serves_and_prints_how_to_use_it() {
     assert!(url.starts_with("AIVEN_API_URL=http://127.0.0.1:"), "{url}");
     assert!(token.starts_with("AIVEN_TOKEN="));
     let url = url.trim_start_matches("AIVEN_API_URL=").to_string();
-    let http = reqwest::blocking_get(&format!("{url}/v1/clouds"));
+    let http = blocking_get(&format!("{url}/v1/clouds"));
     assert!(http.contains("google-europe-west1"));
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success());
-}
-
-/// A tiny blocking GET for tests that have no sandbox handle.
-mod reqwest {
-    pub fn blocking_get(url: &str) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            ::reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    }
 }
 
 #[test]

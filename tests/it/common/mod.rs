@@ -388,6 +388,27 @@ pub fn out(o: Output) -> Run {
     }
 }
 
+/// A blocking GET for tests that have no sandbox handle (a sandbox process of the binary).
+pub fn blocking_get(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
 /// Waits for a spawned child, failing the test if it does not end in time. Its pipes are
 /// read meanwhile: a child writing more than a pipe holds would otherwise block.
 pub fn wait(mut child: Child, timeout: Duration) -> Run {
