@@ -381,3 +381,91 @@ fn sigkill_of_run_ends_its_command() {
     env.run(&["down"]).expect_code(0);
     assert!(env.sandbox.live_names().is_empty());
 }
+
+/// A pipe whose buffer is full: the first write to it blocks until someone reads.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    let fd = writer.as_raw_fd();
+    let set = |flags: nix::libc::c_int| {
+        // SAFETY: fcntl on a descriptor this function owns.
+        assert_eq!(
+            unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFL, flags) },
+            0
+        );
+    };
+    set(nix::libc::O_NONBLOCK);
+    while writer.write(&[b'.'; 4096]).is_ok() {}
+    set(0);
+    (reader, writer)
+}
+
+/// Whether some thread of `pid` is blocked writing to a pipe (its kernel wait channel).
+fn writing_to_a_pipe(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .any(|w| w.contains("pipe"))
+}
+
+/// A signal while delivery is held (GitHub's masks go to a stdout nobody reads yet):
+/// teardown removes the outputs, and the abandoned delivery, released afterwards, must
+/// not write the env file with the deleted services' credentials again.
+#[test]
+fn a_delivery_released_after_teardown_writes_no_env_file() {
+    let env = Env::new(PG);
+    let github_env = env.path("github-env");
+    let (reader, writer) = full_pipe();
+    let mut cmd = env.cmd(&["up"]);
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_ENV", &github_env)
+        .env("GITHUB_OUTPUT", env.path("github-output"))
+        .env("GITHUB_STEP_SUMMARY", env.path("github-summary"))
+        .stdout(writer);
+    let child = cmd.spawn().expect("binary starts");
+    drop(cmd);
+    let start = std::time::Instant::now();
+    // Nothing but the masks goes to stdout before delivery ends.
+    while !writing_to_a_pipe(child.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "up never reached its masks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, Signal::SIGTERM);
+    let start = std::time::Instant::now();
+    while env.state()["status"] != "torn_down" {
+        assert!(start.elapsed() < Duration::from_secs(60), "never torn down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Teardown has removed the outputs: the masks' write is released now.
+    let drained = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut { reader }, &mut out);
+        out
+    });
+    let out = wait(child, Duration::from_secs(60));
+    out.expect_code(143);
+    let stdout = drained.join().unwrap();
+    assert!(
+        stdout.contains("::add-mask::"),
+        "the masks were held: {stdout}"
+    );
+    for file in [".aiven-ephemeral/env", ".aiven-ephemeral/env.sh"] {
+        assert!(
+            !env.path(file).exists(),
+            "{file} written after teardown:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(&github_env)
+            .unwrap_or_default()
+            .contains("DATABASE_URL"),
+        "$GITHUB_ENV got the deleted services' credentials"
+    );
+    assert!(env.sandbox.live_names().is_empty());
+}
