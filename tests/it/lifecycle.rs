@@ -578,17 +578,26 @@ fn json_log_format_gives_one_json_event_per_line() {
 fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
-    let child = sandbox_cmd(dir.path(), &["up", "--sandbox"])
-        .spawn()
-        .unwrap();
-    // The moment the sandbox process has been started, before it answers.
-    let log = dir.path().join(".aiven-ephemeral/sandbox.log");
+    // The sandbox process reads its configuration from a FIFO: it cannot answer before
+    // the test writes it.
+    let config = dir.path().join("config-fifo");
+    let made = std::process::Command::new("mkfifo").arg(&config).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut up = sandbox_cmd(dir.path(), &["up", "--sandbox"]);
+    up.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
+    let child = up.spawn().unwrap();
+    // The moment the sandbox process exists, held before it answers.
     let start = std::time::Instant::now();
-    while !log.exists() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30));
-        std::thread::sleep(std::time::Duration::from_micros(200));
+    while sandbox_processes(dir.path()).is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no sandbox process started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     signal(&child, nix::sys::signal::Signal::SIGINT);
+    // Its configuration comes only after the signal; the process must then stop.
+    std::fs::write(&config, "backends: simulated\n").expect("the sandbox process reads it");
     wait(child, std::time::Duration::from_secs(30)).expect_code(130);
     assert_no_sandbox_process(dir.path());
 }
