@@ -334,7 +334,9 @@ fn exercise(s: &Sandbox) -> Vec<(String, String, u16, Value)> {
             ),
         );
     }
-    std::thread::sleep(Duration::from_millis(600));
+    for (name, ..) in &types {
+        wait_running(s, name);
+    }
     call("GET", "/v1/clouds".into(), None);
     call("GET", format!("{p}/clouds"), None);
     call("GET", "/v1/project".into(), None);
@@ -412,7 +414,15 @@ fn exercise(s: &Sandbox) -> Vec<(String, String, u16, Value)> {
         Some(json!({"topic_name": "t1", "partitions": 3, "replication": 2})),
     );
     call("GET", format!("{k}/topic"), None);
-    std::thread::sleep(Duration::from_millis(300));
+    // CONFIGURING, then ACTIVE: both answers are checked.
+    let start = std::time::Instant::now();
+    while s.api("GET", &format!("{k}/topic/t1"), None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "t1 never became active"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     call("GET", format!("{k}/topic"), None);
     call("GET", format!("{k}/topic/t1"), None);
     call(

@@ -20,31 +20,6 @@ fn pg(name: &str) -> Value {
     json!({"service_name": name, "service_type": "pg", "plan": "hobbyist", "project_vpc_id": null})
 }
 
-fn wait_running(s: &Sandbox, name: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let (_, v) = s.api(
-            "GET",
-            &format!("/v1/project/{PROJECT}/service/{name}?include_secrets=true"),
-            None,
-        );
-        if v["service"]["state"] == "RUNNING"
-            && v["service"]["node_states"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| n["state"] == "running")
-        {
-            return v["service"].clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{name} never ran: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[track_caller]
 fn assert_error(r: (u16, Value), status: u16, needle: &str) {
     assert_eq!(r.0, status, "{}", r.1);
