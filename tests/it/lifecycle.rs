@@ -473,15 +473,42 @@ fn the_sandbox_process_is_not_stopped_while_another_command_uses_it() {
     assert_no_sandbox_process(dir.path());
 }
 
-/// The sandbox processes serving `dir`'s state directory.
-fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
+/// The sandbox processes serving `dir`'s state directory, by pid and command line.
+fn sandbox_process_list(dir: &std::path::Path) -> Vec<(u32, String)> {
     let state_dir = dir.join(".aiven-ephemeral");
     std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .filter(|(_, c)| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
         .collect()
+}
+
+fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
+    sandbox_process_list(dir)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+fn sandbox_pids(dir: &std::path::Path) -> Vec<u32> {
+    sandbox_process_list(dir)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Whether a thread of `pid` waits in the kernel for a FIFO's other end.
+fn opening_a_fifo(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .any(|w| w.contains("partner") || w.contains("fifo"))
 }
 
 /// No sandbox process serves `dir` (it may take a moment to stop after a failure).
@@ -586,18 +613,27 @@ fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     let mut up = sandbox_cmd(dir.path(), &["up", "--sandbox"]);
     up.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
     let child = up.spawn().unwrap();
-    // The moment the sandbox process exists, held before it answers.
+    // The moment the sandbox process waits for its configuration (opening the FIFO,
+    // its signal handlers installed), before it can answer.
     let start = std::time::Instant::now();
-    while sandbox_processes(dir.path()).is_empty() {
+    while !sandbox_pids(dir.path()).into_iter().any(opening_a_fifo) {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(30),
-            "no sandbox process started"
+            "no sandbox process waits for its configuration"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     signal(&child, nix::sys::signal::Signal::SIGINT);
     // Its configuration comes only after the signal; the process must then stop.
-    std::fs::write(&config, "backends: simulated\n").expect("the sandbox process reads it");
+    // Opened without blocking: a reader that went away fails the test, not hangs it.
+    let mut fifo = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().write(true),
+        nix::libc::O_NONBLOCK,
+    )
+    .open(&config)
+    .expect("the sandbox process still waits for its configuration");
+    std::io::Write::write_all(&mut fifo, b"backends: simulated\n").expect("written");
+    drop(fifo);
     wait(child, std::time::Duration::from_secs(30)).expect_code(130);
     assert_no_sandbox_process(dir.path());
 }
