@@ -17,6 +17,8 @@ pub struct Connection {
     pub api_url: String,
     /// The sandbox process and the state directory it serves.
     sandbox: Option<(crate::sandbox_process::Server, PathBuf)>,
+    /// This command's use of the sandbox process: it is not stopped while held.
+    using: Option<crate::sandbox_process::Use>,
 }
 
 impl Connection {
@@ -42,6 +44,7 @@ impl Connection {
             client,
             api_url,
             sandbox: None,
+            using: None,
         })
     }
 
@@ -53,18 +56,21 @@ impl Connection {
                 "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
             ));
         }
-        let server = crate::sandbox_process::ensure(state_dir).await?;
-        let client = Client::new(ClientConfig {
+        let (server, using) = crate::sandbox_process::ensure(state_dir).await?;
+        let client = match Client::new(ClientConfig {
             api_url: server.url.clone(),
             token: Secret::new(server.token.clone()),
             ca_cert: None,
-        })
-        .map_err(|e| {
-            if !crate::state::any_live(state_dir) {
-                crate::sandbox_process::stop_soon(state_dir);
+        }) {
+            Ok(client) => client,
+            Err(e) => {
+                drop(using);
+                if !crate::state::any_live(state_dir) {
+                    crate::sandbox_process::stop_soon(state_dir);
+                }
+                return Err(Error::usage(e));
             }
-            Error::usage(e)
-        })?;
+        };
         tracing::info!(
             "sandbox API at {} (process {}; {})",
             server.url,
@@ -75,6 +81,7 @@ impl Connection {
             client,
             api_url: SANDBOX_API_URL.to_string(),
             sandbox: Some((server, state_dir.to_path_buf())),
+            using: Some(using),
         })
     }
 
@@ -125,8 +132,10 @@ impl Connection {
     }
 
     /// Done with the API. The sandbox process stays while a run in its directory is
-    /// live (its URIs must keep working) and stops with the last one.
+    /// live (its URIs must keep working) or another command uses it, and stops with the
+    /// last one.
     pub async fn close(mut self) {
+        self.using = None;
         if let Some((_, dir)) = self.sandbox.take()
             && !crate::state::any_live(&dir)
         {
@@ -139,6 +148,7 @@ impl Connection {
 /// must not strand a sandbox process that serves no live run.
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.using = None;
         if let Some((_, dir)) = self.sandbox.take()
             && !crate::state::any_live(&dir)
         {

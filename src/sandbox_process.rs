@@ -4,6 +4,10 @@
 //! `<dir>/sandbox-server.json` (0600); a registry entry in the temp directory, keyed by
 //! its pid, lets `down` find and stop it even when the state directory is damaged. It
 //! stops itself when its state directory disappears, and its real servers die with it.
+//! Every command that uses it holds a shared lock on `<dir>/sandbox-users.lock`; it is
+//! stopped only by one that can take that lock exclusively, so never while another
+//! command still uses it (a `plan`, a `reap`, an `up` before its first state write:
+//! none of them shows in a state file).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 const SERVER_FILE: &str = "sandbox-server.json";
+const USERS_FILE: &str = "sandbox-users.lock";
 /// How long a new sandbox process may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped sandbox process may take to stop its servers and exit.
@@ -126,9 +131,73 @@ fn serves(pid: u32, dir: &Path) -> bool {
     same_program && for_dir && alive(pid)
 }
 
-/// The sandbox process for `dir`: the running one, or a new one.
-pub async fn ensure(dir: &Path) -> Result<Server> {
+/// A command's use of a directory's sandbox process (a shared lock on its users file,
+/// which the OS releases when the command dies, even by SIGKILL): while one is held,
+/// the process is not stopped.
+pub struct Use {
+    _file: std::fs::File,
+}
+
+fn users_file(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(USERS_FILE);
+    crate::state::private(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .open(&path)
+    .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))
+}
+
+impl Use {
+    /// Waits (without blocking the runtime) while a command stops the process.
+    async fn acquire(dir: &Path) -> Result<Self> {
+        let file = users_file(dir)?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if started.elapsed() < START_TIMEOUT + STOP_TIMEOUT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::usage(format!(
+                        "the sandbox process of {} is still stopping after {}s",
+                        dir.display(),
+                        (START_TIMEOUT + STOP_TIMEOUT).as_secs()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(
+                        format!("cannot lock {}", dir.join(USERS_FILE).display()),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The right to stop `dir`'s process: no command uses it. `None` when one does (or the
+/// lock cannot be taken: then it is left running too).
+fn sole(dir: &Path) -> Option<std::fs::File> {
+    let file = users_file(dir).ok()?;
+    file.try_lock().ok().map(|()| file)
+}
+
+/// The sandbox process for `dir`, the running one or a new one, and this command's use
+/// of it, taken before it is looked for: a command stopping it meanwhile is waited out.
+pub async fn ensure(dir: &Path) -> Result<(Server, Use)> {
     crate::state::prepare_dir(dir)?;
+    let using = Use::acquire(dir).await?;
+    let server = start_or_find(dir).await?;
+    Ok((server, using))
+}
+
+async fn start_or_find(dir: &Path) -> Result<Server> {
     // One command at a time finds or starts the directory's process: two runs started
     // at once in one directory (their own state files) must not start two.
     let _starting = crate::state::StateLock::acquire(
@@ -231,20 +300,46 @@ async fn healthy(server: &Server) -> bool {
     }
 }
 
-/// Asks the sandbox process serving `dir`, if any, to stop, without waiting: it stops
-/// its servers and removes its files itself.
+/// Asks the sandbox process serving `dir`, if any and if no other command uses it, to
+/// stop, without waiting: it stops its servers and removes its files itself. (A command
+/// that takes its use in the instant after the signal may still find it answering.)
 pub fn stop_soon(dir: &Path) {
-    if let Some(server) = find(dir) {
+    if let Some(_sole) = sole(dir)
+        && let Some(server) = find(dir)
+    {
         terminate(server.pid);
     }
 }
 
-/// Stops the sandbox process serving `dir`, if any, and waits until it has gone (its
-/// real servers and their data with it). Returns whether one was running.
-pub async fn stop(dir: &Path) -> bool {
+/// What [`stop`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It ran and is gone, its real servers and their data with it.
+    Yes,
+    /// Another command uses it: left running.
+    InUse,
+    /// None was running.
+    NoneRunning,
+}
+
+/// Stops the sandbox process serving `dir`, if any and if no other command uses it, and
+/// waits until it has gone; commands that come meanwhile wait for it too.
+pub async fn stop(dir: &Path) -> Stopped {
+    let Some(_sole) = sole(dir) else {
+        return match find(dir) {
+            Some(server) => {
+                tracing::info!(
+                    "the sandbox process {} is in use by another command: left running",
+                    server.pid
+                );
+                Stopped::InUse
+            }
+            None => Stopped::NoneRunning,
+        };
+    };
     let Some(server) = find(dir) else {
         let _ = std::fs::remove_file(absolute_dir(dir).join(SERVER_FILE));
-        return false;
+        return Stopped::NoneRunning;
     };
     terminate(server.pid);
     let started = Instant::now();
@@ -256,7 +351,7 @@ pub async fn stop(dir: &Path) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     forget(&server);
-    true
+    Stopped::Yes
 }
 
 fn forget(server: &Server) {

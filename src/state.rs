@@ -134,7 +134,7 @@ pub fn read(path: &Path) -> Result<Option<State>> {
 }
 
 /// Files this tool writes are readable by their owner only (mode 0600 where modes exist).
-fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+pub(crate) fn private(options: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
     options

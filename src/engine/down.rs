@@ -14,6 +14,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::progress::Reporter;
+use crate::sandbox_process::Stopped;
 use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
@@ -109,30 +110,52 @@ async fn down(
             .await
         }
         (None, Some(id)) => by_tag(global, args, id, reporter, signals, budget).await,
-        // A damaged state directory: its sandbox process is still found and stopped.
-        (None, None) if args.sandbox && crate::sandbox_process::stop(&state_dir).await => {
-            reporter.info(format!(
-                "no state file ({}): nothing to delete; stopped the sandbox process of {}",
-                state_file.display(),
-                state_dir.display()
-            ));
+        (None, None) => {
+            // A damaged state directory: its sandbox process is still found and stopped
+            // (unless another command uses it).
+            let stopped = if args.sandbox {
+                crate::sandbox_process::stop(&state_dir).await
+            } else {
+                Stopped::NoneRunning
+            };
+            match stopped {
+                Stopped::Yes => reporter.info(format!(
+                    "no state file ({}): nothing to delete; stopped the sandbox process of {}",
+                    state_file.display(),
+                    state_dir.display()
+                )),
+                Stopped::InUse => reporter.info(format!(
+                    "no state file ({}): nothing to delete; the sandbox process of {} is in use by another command, left running",
+                    state_file.display(),
+                    state_dir.display()
+                )),
+                Stopped::NoneRunning => return nothing_named(args, &state_file, reporter),
+            }
             Ok(Status::Success)
         }
-        (None, None) if args.missing_ok => {
-            reporter.info(format!(
-                "no state file ({}) and no run id: nothing to delete",
-                state_file.display()
-            ));
-            Ok(Status::Success)
-        }
-        (None, None) => Err(Error::usage_hint(
-            format!(
-                "no state file at {} and no --run-id: nothing says what to delete",
-                state_file.display()
-            ),
-            "pass --state-file, or --run-id to delete a run's services by tag (--missing-ok makes this a no-op)",
-        )),
     }
+}
+
+/// No state file and no run id.
+fn nothing_named(
+    args: &DownArgs,
+    state_file: &std::path::Path,
+    reporter: &Reporter,
+) -> Result<Status> {
+    if args.missing_ok {
+        reporter.info(format!(
+            "no state file ({}) and no run id: nothing to delete",
+            state_file.display()
+        ));
+        return Ok(Status::Success);
+    }
+    Err(Error::usage_hint(
+        format!(
+            "no state file at {} and no --run-id: nothing says what to delete",
+            state_file.display()
+        ),
+        "pass --state-file, or --run-id to delete a run's services by tag (--missing-ok makes this a no-op)",
+    ))
 }
 
 async fn from_state(
@@ -156,7 +179,7 @@ async fn from_state(
         // A sandbox process left by a command that died early is stopped all the same.
         if state.sandbox
             && !state::any_live(state_dir)
-            && crate::sandbox_process::stop(state_dir).await
+            && crate::sandbox_process::stop(state_dir).await == Stopped::Yes
         {
             reporter.info(format!(
                 "stopped the sandbox process of {}",

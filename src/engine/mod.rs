@@ -814,7 +814,7 @@ pub async fn record_teardown(
     );
     if complete {
         if let Some(env_file) = store.snapshot().env_file {
-            outputs::remove(&env_file, store.path());
+            remove_outputs(env_file, store.path().to_path_buf(), reporter).await;
         }
         return Ok(report.removed_shared);
     }
@@ -859,6 +859,22 @@ fn comment_rows(
             }
         })
         .collect()
+}
+
+/// How long the removal of a run's outputs waits for a delivery step that is writing.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// Removes a torn-down run's env files and certificates, off the runtime: it waits for
+/// a delivery step still writing them (a slow disk must not stall other tasks).
+async fn remove_outputs(env_file: PathBuf, state_file: PathBuf, reporter: &Reporter) {
+    let shown = env_file.display().to_string();
+    let removal = tokio::task::spawn_blocking(move || outputs::remove(&env_file, &state_file));
+    if tokio::time::timeout(REMOVAL_WAIT, removal).await.is_err() {
+        reporter.warn(format!(
+            "{shown}: a write of it did not end within {}s; it is removed once that write ends, if this process still runs",
+            REMOVAL_WAIT.as_secs()
+        ));
+    }
 }
 
 /// Everything delivery needs, owned, so that it can run off the runtime.
@@ -930,12 +946,14 @@ impl Delivery {
                 created: &rd.created,
             })
             .collect();
-        let (values, secrets) = outputs::materialise(
-            &delivered,
-            self.project_ca.as_deref(),
-            &self.certs_dir,
-            self.sandbox,
-        )?;
+        let (values, secrets) = outputs::fenced(|| {
+            outputs::materialise(
+                &delivered,
+                self.project_ca.as_deref(),
+                &self.certs_dir,
+                self.sandbox,
+            )
+        })?;
         if stop.is_cancelled() {
             return Err(stopped());
         }

@@ -120,10 +120,28 @@ pub fn shell_env_file(env_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Delivery's writes and the removal of what it wrote take turns, and once removal has
+/// come no delivery step writes any more: a delivery abandoned after a signal runs on in
+/// its blocking thread (a `spawn_blocking` task cannot be stopped), and must not leave
+/// credentials behind a teardown. One run is delivered per process.
+static REMOVED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// Runs one delivery step that writes files, unless removal has come.
+pub fn fenced<T>(step: impl FnOnce() -> Result<T>) -> Result<T> {
+    let removed = REMOVED.lock().unwrap_or_else(|e| e.into_inner());
+    if *removed {
+        return Err(Error::Provision("cancelled".into()));
+    }
+    step()
+}
+
 /// Removes what was written for a run that is gone: its env files (also those `env`
 /// wrote beside its state file) and certificates name credentials of deleted services.
-/// What other runs wrote beside their own state files stays.
+/// What other runs wrote beside their own state files stays. Waits for a delivery step
+/// that is writing, and stops any later one.
 pub fn remove(env_file: &Path, state_file: &Path) {
+    let mut removed = REMOVED.lock().unwrap_or_else(|e| e.into_inner());
+    *removed = true;
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
     for name in ["env", "env.sh", "env.json"] {
@@ -142,6 +160,14 @@ pub fn deliver(
     if github::active() {
         github::print_masks(&github::mask_words(secrets, values));
     }
+    fenced(|| write_outputs(values, handoff, reporter))
+}
+
+fn write_outputs(
+    values: &[Value],
+    handoff: &Handoff,
+    reporter: &crate::progress::Reporter,
+) -> Result<()> {
     // The dotenv file for tools that read one; beside it the same, quoted and exported,
     // for shells (a dotenv value with `&` in it cannot be sourced).
     for (path, format) in [

@@ -160,8 +160,12 @@ fn creates_of(env: &Env, service: &str) -> usize {
 fn no_create_outlives_the_run(env: &Env, out: &Run) {
     let sent = creates_of(env, "a");
     assert!(sent >= 1, "{}", out.stderr);
-    // Longer than the next retries would have taken (0.5 s, 1 s, 2 s, jittered).
-    std::thread::sleep(Duration::from_secs(4));
+    // The process has exited: what can still land is only what the sandbox holds in
+    // flight (logged, not yet answered).
+    env.sandbox
+        .wait_for("no request in flight", Duration::from_secs(30), |r| {
+            r.iter().all(|r| r["status"] != 0 || !r["fault"].is_null())
+        });
     assert_eq!(
         creates_of(env, "a"),
         sent,

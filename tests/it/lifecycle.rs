@@ -418,15 +418,97 @@ fn two_sandbox_runs_started_at_once_in_one_directory_share_one_sandbox_process()
     assert_no_sandbox_process(dir.path());
 }
 
-/// The sandbox processes serving `dir`'s state directory.
-fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
+#[test]
+fn the_sandbox_process_is_not_stopped_while_another_command_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    // The first API request waits 3 s in the sandbox: `plan` is using the process then,
+    // and no state file says so.
+    let config = dir.path().join("slow-sandbox.yaml");
+    std::fs::write(
+        &config,
+        "provisioning_delay: 300ms\nbackends: simulated\nfaults:\n  - {path: \"/v1/**\", nth: [1], fault: {kind: latency, delay: 3s}}\n",
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = sandbox_cmd(dir.path(), args);
+        c.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
+        c
+    };
+    let plan = cmd(&["plan", "--sandbox"]).spawn().unwrap();
+    let server_file = dir.path().join(".aiven-ephemeral/sandbox-server.json");
+    let start = std::time::Instant::now();
+    // Held: the sandbox logged the request and has not answered it (status 0).
+    while !std::fs::read(&server_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|s| {
+            Some(blocking_get(&format!(
+                "{}/_sandbox/requests",
+                s["url"].as_str()?
+            )))
+        })
+        .and_then(|log| serde_json::from_str::<serde_json::Value>(&log).ok())
+        .is_some_and(|log| {
+            log["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["status"] == 0)
+        })
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "plan's first request never reached the sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // `down --sandbox` with no state file stops the directory's process, unless in use.
+    let down = run(cmd(&["down", "--sandbox"]));
+    down.expect_code(0);
+    pinned!(down.stderr.trim(), @"[HH:MM:SS] no state file (.aiven-ephemeral/state.json): nothing to delete; the sandbox process of .aiven-ephemeral is in use by another command, left running");
+    let plan = wait(plan, std::time::Duration::from_secs(60));
+    plan.expect_code(0);
+    // The last user stopped it.
+    assert_no_sandbox_process(dir.path());
+}
+
+/// The sandbox processes serving `dir`'s state directory, by pid and command line.
+fn sandbox_process_list(dir: &std::path::Path) -> Vec<(u32, String)> {
     let state_dir = dir.join(".aiven-ephemeral");
     std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .filter(|(_, c)| c.contains("--detach-for") && c.contains(&*state_dir.to_string_lossy()))
         .collect()
+}
+
+fn sandbox_processes(dir: &std::path::Path) -> Vec<String> {
+    sandbox_process_list(dir)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+fn sandbox_pids(dir: &std::path::Path) -> Vec<u32> {
+    sandbox_process_list(dir)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Whether a thread of `pid` waits in the kernel for a FIFO's other end.
+fn opening_a_fifo(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .any(|w| w.contains("partner") || w.contains("fifo"))
 }
 
 /// No sandbox process serves `dir` (it may take a moment to stop after a failure).
@@ -523,17 +605,35 @@ fn json_log_format_gives_one_json_event_per_line() {
 fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
-    let child = sandbox_cmd(dir.path(), &["up", "--sandbox"])
-        .spawn()
-        .unwrap();
-    // The moment the sandbox process has been started, before it answers.
-    let log = dir.path().join(".aiven-ephemeral/sandbox.log");
+    // The sandbox process reads its configuration from a FIFO: it cannot answer before
+    // the test writes it.
+    let config = dir.path().join("config-fifo");
+    let made = std::process::Command::new("mkfifo").arg(&config).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut up = sandbox_cmd(dir.path(), &["up", "--sandbox"]);
+    up.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
+    let child = up.spawn().unwrap();
+    // The moment the sandbox process waits for its configuration (opening the FIFO,
+    // its signal handlers installed), before it can answer.
     let start = std::time::Instant::now();
-    while !log.exists() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30));
-        std::thread::sleep(std::time::Duration::from_micros(200));
+    while !sandbox_pids(dir.path()).into_iter().any(opening_a_fifo) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no sandbox process waits for its configuration"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     signal(&child, nix::sys::signal::Signal::SIGINT);
+    // Its configuration comes only after the signal; the process must then stop.
+    // Opened without blocking: a reader that went away fails the test, not hangs it.
+    let mut fifo = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().write(true),
+        nix::libc::O_NONBLOCK,
+    )
+    .open(&config)
+    .expect("the sandbox process still waits for its configuration");
+    std::io::Write::write_all(&mut fifo, b"backends: simulated\n").expect("written");
+    drop(fifo);
     wait(child, std::time::Duration::from_secs(30)).expect_code(130);
     assert_no_sandbox_process(dir.path());
 }

@@ -20,31 +20,6 @@ fn pg(name: &str) -> Value {
     json!({"service_name": name, "service_type": "pg", "plan": "hobbyist", "project_vpc_id": null})
 }
 
-fn wait_running(s: &Sandbox, name: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let (_, v) = s.api(
-            "GET",
-            &format!("/v1/project/{PROJECT}/service/{name}?include_secrets=true"),
-            None,
-        );
-        if v["service"]["state"] == "RUNNING"
-            && v["service"]["node_states"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| n["state"] == "running")
-        {
-            return v["service"].clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{name} never ran: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[track_caller]
 fn assert_error(r: (u16, Value), status: u16, needle: &str) {
     assert_eq!(r.0, status, "{}", r.1);
@@ -591,34 +566,11 @@ fn the_sandbox_command_serves_and_prints_how_to_use_it() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert!(!var("AIVEN_TOKEN").is_empty());
     assert_eq!(var("AIVEN_PROJECT"), "sandbox");
-    let http = reqwest::blocking_get(&format!("{url}/v1/clouds"));
+    let http = blocking_get(&format!("{url}/v1/clouds"));
     assert!(http.contains("google-europe-west1"));
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success());
-}
-
-/// A tiny blocking GET for tests that have no sandbox handle.
-mod reqwest {
-    pub fn blocking_get(url: &str) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            ::reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    }
 }
 
 #[test]

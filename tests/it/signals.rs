@@ -50,16 +50,19 @@ fn interrupt(env: &Env, args: &[&str], sig: Signal, code: i32, ready: impl Fn(&[
         .into_iter()
         .filter(|r| r["method"] == "DELETE")
         .collect();
-    assert!(!deletes.is_empty());
-    let first_wave = deletes.iter().map(time_of).min().unwrap();
-    eprintln!(
-        "signal to first DELETE: {} ms",
-        (first_wave - sent).whole_milliseconds()
+    assert_eq!(
+        deletes.len(),
+        creates(&env.sandbox.requests()),
+        "one DELETE per service"
     );
-    assert!(
-        first_wave - sent < time::Duration::seconds(1),
-        "first DELETE {first_wave} more than 1s after the signal {sent}"
-    );
+    for delete in &deletes {
+        let at = time_of(delete);
+        assert!(
+            at - sent < time::Duration::seconds(1),
+            "DELETE {} at {at}, more than 1s after the signal {sent}",
+            delete["path"]
+        );
+    }
     assert_eq!(env.state()["status"], "torn_down", "{}", out.stderr);
 }
 
@@ -220,17 +223,55 @@ fn a_second_signal_never_aborts_teardown() {
 #[test]
 fn sigint_during_run_tears_down_and_stops_the_command() {
     let env = Env::new(PG);
-    let child = env.spawn(&["run", "--", "sh", "-c", "trap '' INT TERM; sleep 60"]);
-    env.sandbox
-        .wait_for("the command to start", Duration::from_secs(30), populated);
-    std::thread::sleep(Duration::from_millis(300));
+    let pid_file = env.path("command.pid");
+    // The pid is written once the command ignores both signals (kept across the exec);
+    // its output is not the test's pipes, which it would hold open.
+    let script = format!(
+        "trap '' INT TERM; echo $$ > {}; exec sleep 60 >/dev/null 2>&1",
+        pid_file.display()
+    );
+    let child = env.spawn(&["run", "--", "sh", "-c", &script]);
+    let pid = wait_for_pid(&pid_file);
     let started = std::time::Instant::now();
     signal(&child, Signal::SIGINT);
     let out = wait(child, Duration::from_secs(60));
     out.expect_code(130);
-    // The command ignores signals: it is killed 5s after teardown starts.
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // The command ignores signals: it is killed 5s after teardown starts, not before,
+    // and run ends only once it is gone.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(20),
+        "run ended {took:?} after the signal"
+    );
+    assert!(!alive(pid), "the command {pid} outlived run");
     assert!(env.sandbox.live_names().is_empty());
+}
+
+/// The pid a command wrote to `file`, once it has.
+fn wait_for_pid(file: &std::path::Path) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` runs (a zombie waiting for whoever adopted it to reap it is gone).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|s| !s.starts_with('Z'))
+    })
 }
 
 #[test]
@@ -346,32 +387,11 @@ fn sigkill_of_run_ends_its_command() {
         pid_file.display()
     );
     let child = env.spawn(&["run", "--", "sh", "-c", &script]);
-    let start = std::time::Instant::now();
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the command never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = wait_for_pid(&pid_file);
     signal(&child, Signal::SIGKILL);
     wait(child, Duration::from_secs(10));
-    // Gone, or a zombie waiting for whoever adopted it to reap it.
-    let alive = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit(") ")
-                .next()
-                .is_some_and(|s| !s.starts_with('Z'))
-        })
-    };
     let start = std::time::Instant::now();
-    while alive() {
+    while alive(pid) {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the command {pid} outlived run's SIGKILL"
@@ -379,5 +399,93 @@ fn sigkill_of_run_ends_its_command() {
         std::thread::sleep(Duration::from_millis(20));
     }
     env.run(&["down"]).expect_code(0);
+    assert!(env.sandbox.live_names().is_empty());
+}
+
+/// A pipe whose buffer is full: the first write to it blocks until someone reads.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    let fd = writer.as_raw_fd();
+    let set = |flags: nix::libc::c_int| {
+        // SAFETY: fcntl on a descriptor this function owns.
+        assert_eq!(
+            unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFL, flags) },
+            0
+        );
+    };
+    set(nix::libc::O_NONBLOCK);
+    while writer.write(&[b'.'; 4096]).is_ok() {}
+    set(0);
+    (reader, writer)
+}
+
+/// Whether some thread of `pid` is blocked writing to a pipe (its kernel wait channel).
+fn writing_to_a_pipe(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .any(|w| w.contains("pipe"))
+}
+
+/// A signal while delivery is held (GitHub's masks go to a stdout nobody reads yet):
+/// teardown removes the outputs, and the abandoned delivery, released afterwards, must
+/// not write the env file with the deleted services' credentials again.
+#[test]
+fn a_delivery_released_after_teardown_writes_no_env_file() {
+    let env = Env::new(PG);
+    let github_env = env.path("github-env");
+    let (reader, writer) = full_pipe();
+    let mut cmd = env.cmd(&["up"]);
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_ENV", &github_env)
+        .env("GITHUB_OUTPUT", env.path("github-output"))
+        .env("GITHUB_STEP_SUMMARY", env.path("github-summary"))
+        .stdout(writer);
+    let child = cmd.spawn().expect("binary starts");
+    drop(cmd);
+    let start = std::time::Instant::now();
+    // Nothing but the masks goes to stdout before delivery ends.
+    while !writing_to_a_pipe(child.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "up never reached its masks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, Signal::SIGTERM);
+    let start = std::time::Instant::now();
+    while env.state()["status"] != "torn_down" {
+        assert!(start.elapsed() < Duration::from_secs(60), "never torn down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Teardown has removed the outputs: the masks' write is released now.
+    let drained = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut { reader }, &mut out);
+        out
+    });
+    let out = wait(child, Duration::from_secs(60));
+    out.expect_code(143);
+    let stdout = drained.join().unwrap();
+    assert!(
+        stdout.contains("::add-mask::"),
+        "the masks were held: {stdout}"
+    );
+    for file in [".aiven-ephemeral/env", ".aiven-ephemeral/env.sh"] {
+        assert!(
+            !env.path(file).exists(),
+            "{file} written after teardown:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(&github_env)
+            .unwrap_or_default()
+            .contains("DATABASE_URL"),
+        "$GITHUB_ENV got the deleted services' credentials"
+    );
     assert!(env.sandbox.live_names().is_empty());
 }

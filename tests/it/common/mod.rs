@@ -389,6 +389,53 @@ pub fn out(o: Output) -> Run {
     }
 }
 
+/// Polls the service until it and all its nodes run; its body, with secrets.
+pub fn wait_running(s: &Sandbox, name: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = s.api(
+            "GET",
+            &format!("/v1/project/{PROJECT}/service/{name}?include_secrets=true"),
+            None,
+        );
+        if v["service"]["state"] == "RUNNING"
+            && v["service"]["node_states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["state"] == "running")
+        {
+            return v["service"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name} never ran: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking GET for tests that have no sandbox handle (a sandbox process of the binary).
+pub fn blocking_get(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
 /// Waits for a spawned child, failing the test if it does not end in time. Its pipes are
 /// read meanwhile: a child writing more than a pipe holds would otherwise block.
 pub fn wait(mut child: Child, timeout: Duration) -> Run {
