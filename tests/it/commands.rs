@@ -178,10 +178,14 @@ fn replication_above_the_plans_brokers_is_caught_before_any_create() {
     plan.expect_code(2);
     pinned!(plan.stdout, @r"
     run id r1, project test-project
-    KEY              NAME                                     TYPE         PLAN           CLOUD                      USD/H
-    events           ae-events-r1                             kafka        startup-2      google-europe-west1        0.397
-      problem: aiven-ephemeral.yaml:7:37: topic `orders`: replication 5 is more than the 3 brokers of kafka plan startup-2; set replication to at most 3, or choose a plan with more nodes
-      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL
+    KEY     NAME          TYPE   PLAN       CLOUD                USD/H
+    events  ae-events-r1  kafka  startup-2  google-europe-west1  0.397
+      problem: aiven-ephemeral.yaml:7:37: topic `orders`: replication 5 is more than
+               the 3 brokers of kafka plan startup-2; set replication to at most 3,
+               or choose a plan with more nodes
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT
+           EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY
+           EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL
     total: 0.397 USD/h (3.18 USD per 8h working day)
     ");
     pinned!(plan.stderr, @"error: some services cannot be created or used as planned (see above)");
