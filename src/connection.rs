@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::api::{Client, ClientConfig};
+use crate::api::{CaCert, Client, ClientConfig};
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -23,7 +23,7 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
-    pub fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
+    pub async fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
         let token = require_token(global)?;
         let api_url = api_url
             .map(str::to_string)
@@ -34,10 +34,19 @@ impl Connection {
                 "--api-url `{api_url}` must start with https:// or http://"
             )));
         }
+        let ca_cert = match &global.ca_cert {
+            Some(path) => Some(CaCert {
+                pem: tokio::fs::read(path).await.map_err(|e| {
+                    Error::usage(format!("cannot read --ca-cert {}: {e}", path.display()))
+                })?,
+                path: path.clone(),
+            }),
+            None => None,
+        };
         let client = Client::new(ClientConfig {
             api_url: api_url.clone(),
             token,
-            ca_cert: global.ca_cert.clone(),
+            ca_cert,
         })
         .map_err(Error::usage)?;
         Ok(Self {
@@ -114,7 +123,7 @@ impl Connection {
                 state.api_url
             )));
         }
-        Self::real(global, Some(&state.api_url))
+        Self::real(global, Some(&state.api_url)).await
     }
 
     pub fn is_sandbox(&self) -> bool {

@@ -275,12 +275,29 @@ async fn start_or_find(dir: &Path) -> Result<Server> {
 /// A sandbox process that has not answered yet: stopped if it is dropped so.
 struct Starting(Option<std::process::Child>);
 
+/// How long a sandbox process that never answered has to stop before it is killed: one
+/// stalled while it starts may never act on SIGTERM.
+const STARTING_GRACE: Duration = Duration::from_secs(1);
+
 impl Drop for Starting {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            terminate(child.id());
-            let _ = child.wait();
-        }
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        terminate(child.id());
+        // Reaped before this returns (the command may exit next), in bounded time and
+        // off the runtime's worker.
+        crate::state::off_runtime(|| {
+            let started = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) {
+                if started.elapsed() > STARTING_GRACE {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
     }
 }
 

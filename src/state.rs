@@ -293,6 +293,9 @@ pub fn state_flag(path: &Path) -> String {
 pub struct Store {
     path: PathBuf,
     state: Arc<Mutex<State>>,
+    /// Held while the file is written: one write at a time, never under `state`, so a
+    /// reader (teardown's snapshot) never waits for the disk.
+    writing: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -300,6 +303,7 @@ impl Store {
         let store = Self {
             path,
             state: Arc::new(Mutex::new(state)),
+            writing: Arc::new(Mutex::new(())),
         };
         store.save()?;
         Ok(store)
@@ -309,14 +313,28 @@ impl Store {
         &self.path
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn snapshot(&self) -> State {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state().clone()
     }
 
     /// Changes the state and saves it before returning, with any extension `extend`
-    /// handed over meanwhile.
+    /// handed over meanwhile. The write (an fsync, a rename) leaves the runtime's
+    /// worker to the other tasks while it lasts: a slow disk must not hold back a
+    /// signal's teardown.
     pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = change(&mut self.state());
+        off_runtime(|| self.write())?;
+        Ok(out)
+    }
+
+    /// Writes the state as it is when the write starts: of two updates, whichever
+    /// writes last writes both.
+    fn write(&self) -> Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         // Claimed by a rename: an `extend` that comes meanwhile leaves a new one.
         let handed = beside(&self.path, ".extend");
         let taken = beside(&self.path, &format!(".extend.{}", std::process::id()));
@@ -325,19 +343,17 @@ impl Store {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Extension>(&b).ok());
             if let Some(extension) = &extension {
-                extend(&mut state, extension);
+                extend(&mut self.state(), extension);
             }
             let _ = std::fs::remove_file(&taken);
         }
-        let out = change(&mut state);
-        let json = serde_json::to_vec_pretty(&*state).expect("state serialises");
+        let json = serde_json::to_vec_pretty(&*self.state()).expect("state serialises");
         write_private(&self.path, &json).map_err(|e| {
             Error::io(
                 format!("cannot write state file {}", self.path.display()),
                 e,
             )
-        })?;
-        Ok(out)
+        })
     }
 
     /// Applies an extension `extend` handed over, if there is one.
@@ -370,5 +386,17 @@ impl Store {
 
     pub fn set_status(&self, status: RunStatus) -> Result<()> {
         self.update(|s| s.status = status)
+    }
+}
+
+/// Runs `work`, which may block on the disk, without holding a worker of the runtime:
+/// on the multi-threaded runtime the worker's other tasks move to another thread
+/// meanwhile (the runtime has two workers).
+pub(crate) fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }

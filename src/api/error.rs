@@ -97,6 +97,14 @@ impl ApiError {
         }
     }
 
+    /// The body's `error_code`, which the API may leave out (the spec's "Errors").
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { error_code, .. } => error_code.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
@@ -105,17 +113,19 @@ impl ApiError {
         self.status() == Some(409)
     }
 
-    /// 401, or 403 `authentication_failed`: the token is wrong (exit 3).
+    /// 401, or 403 `authentication_failed`: the token is wrong (exit 3). The spec's
+    /// "Failed responses" example is this 403, `{"error_code": "authentication_failed",
+    /// "message": "Authentication failed"}`; its message is matched too because
+    /// `error_code` is optional there.
     pub fn is_auth(&self) -> bool {
         match self {
             ApiError::Status { status: 401, .. } => true,
             ApiError::Status {
                 status: 403,
-                error_code,
                 message,
                 ..
             } => {
-                error_code.as_deref() == Some("authentication_failed")
+                self.error_code() == Some("authentication_failed")
                     || message.eq_ignore_ascii_case("Authentication failed")
             }
             _ => false,
@@ -160,9 +170,15 @@ impl ApiError {
                 "the token lacks a permission this needs: it must be able to create, read and delete services in the project"
                     .into(),
             ),
-            ApiError::Status { status: 404, message, .. } if message.contains("Project") => Some(
+            // The spec's error codes for an unknown project ("Errors"); no source gives
+            // the message's wording, so it is not read.
+            e if e.status() == Some(404)
+                && matches!(e.error_code(), Some("project_not_found" | "project_does_not_exist")) =>
+            {
+                Some(
                 "check the project name (manifest `project`, --project or AIVEN_PROJECT)".into(),
-            ),
+                )
+            }
             e if e.is_certificate_problem() => Some(
                 "the API's TLS certificate is not trusted: behind a TLS-inspecting proxy, pass its CA with --ca-cert (AIVEN_CA_CERT)".into(),
             ),

@@ -73,7 +73,14 @@ pub struct ClientConfig {
     /// Base URL without `/v1`.
     pub api_url: String,
     pub token: Secret,
-    pub ca_cert: Option<PathBuf>,
+    pub ca_cert: Option<CaCert>,
+}
+
+/// `--ca-cert`: the file (for messages) and what it holds, read by the caller without
+/// blocking the runtime (it may be a pipe, or on a slow disk).
+pub struct CaCert {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -226,10 +233,8 @@ impl Client {
             // The API closes idle connections; recycle before it does (as avn does).
             .pool_idle_timeout(Duration::from_secs(50))
             .redirect(reqwest::redirect::Policy::limited(3));
-        if let Some(path) = &config.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        if let Some(CaCert { path, pem }) = &config.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| format!("--ca-cert {} is not a PEM bundle: {e}", path.display()))?;
             builder = builder.tls_certs_merge(certs);
         }

@@ -145,7 +145,7 @@ impl RunRef {
                     conn: if args.sandbox {
                         Connection::sandbox(global, &state_dir).await?
                     } else {
-                        Connection::real(global, None)?
+                        Connection::real(global, None).await?
                     },
                     state_file,
                     state_dir,

@@ -113,7 +113,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         let conn = if args.sandbox {
             Connection::sandbox(global, &state_dir).await?
         } else {
-            Connection::real(global, None)?
+            Connection::real(global, None).await?
         };
         let info = conn
             .client

@@ -102,7 +102,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     } else {
         (
             settings::project(global, manifest.as_ref())?,
-            Connection::real(global, None)?,
+            Connection::real(global, None).await?,
         )
     };
     let listed = conn

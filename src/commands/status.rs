@@ -285,7 +285,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         Connection::sandbox(global, &state_dir).await?
     } else {
         settings::require_token(global)?;
-        Connection::real(global, None)?
+        Connection::real(global, None).await?
     };
     let listed = conn
         .client

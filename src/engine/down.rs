@@ -372,7 +372,7 @@ async fn by_tag(
         let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
-        Connection::real(global, None)?
+        Connection::real(global, None).await?
     };
     let listed = conn
         .client

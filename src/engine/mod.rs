@@ -297,7 +297,7 @@ impl Engine {
         let conn = if args.sandbox {
             Connection::sandbox(global, &r.state_dir).await?
         } else {
-            Connection::real(global, None)?
+            Connection::real(global, None).await?
         };
         if let Some(prev) = &previous
             && prev.api_url != conn.api_url
@@ -781,12 +781,20 @@ pub async fn record_teardown(
     reporter: &Reporter,
     signals: Option<&Signals>,
 ) -> Result<Vec<String>> {
-    store.update_or_warn(
-        "it does not say teardown started; `down` finds the run's services all the same",
-        |s| s.status = RunStatus::TearingDown,
-    );
+    // Written beside the DELETEs, not before them: a slow disk must not hold them back.
+    let marking = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.update_or_warn(
+                "it does not say teardown started; `down` finds the run's services all the same",
+                |s| s.status = RunStatus::TearingDown,
+            )
+        })
+    };
     let force_flag = !matches!(options.force, Force::No);
     let report = teardown::teardown(client, project, targets, options, reporter, signals).await;
+    // The last record comes after this one.
+    let _ = marking.await;
     let run_id = store.snapshot().run_id;
     if outputs::github::active() {
         let _ = outputs::github::write_summary(&outputs::summary_teardown(

@@ -1,8 +1,8 @@
 //! Inside a ready service: the manifest's databases, users, Kafka topics and ACLs.
 //!
 //! Each is created once and confirmed, through the answers the API gives for a while
-//! after a service is new: 404 "Service X does not exist", 409 "not running yet", 409
-//! "Cluster only has N broker(s)", 501 and 503. A 409 "already exists" (our own create
+//! after a service is new: 404 "Service X does not exist", 409 `not_powered`, 409
+//! "Cluster only has N broker(s)", 501 and 503 (their sources beside [`settling`]). A 409 "already exists" (our own create
 //! whose answer was lost, retried) counts as success. Topics are waited for until
 //! `ACTIVE`. What each step waits on is reported as it goes (`databases 1/2`, `topics
 //! 0/3 ACTIVE`, `ACLs`).
@@ -19,20 +19,37 @@ use crate::api::{ApiError, Client, Retry, Service, ServiceUser};
 use crate::manifest::ServiceSpec;
 use crate::outputs::Created;
 
-/// The API's answers that mean "not yet" for sub-resources of a new service.
+/// The API's answers that mean "not yet" for sub-resources of a new service. Each is
+/// keyed on a documented code where the spec lists one ("Errors": `error_code` is
+/// optional), else on wording a client of the real API is seen to retry.
 fn settling(e: &ApiError) -> bool {
     match e.status() {
-        Some(404) => e.message().contains("does not exist"),
+        // A sub-resource call just after the create: aiven-go-client retries a 404
+        // whose body matches `Service \S+ does not exist` (client.go, isServiceLagError).
+        Some(404) => {
+            matches!(
+                e.error_code(),
+                Some("service_not_found" | "service_does_not_exist")
+            ) || service_lag(e.message())
+        }
+        // `not_powered`: the spec's example 409 "Database not powered on". A topic before
+        // its brokers are up: 409 "Cluster only has 2 broker(s), cannot set replication
+        // factor to 3", retried by terraform-provider-aiven (271b2c15, #1507).
         Some(409) => {
-            let m = e.message().to_ascii_lowercase();
-            m.contains("broker")
-                || m.contains("not running")
-                || m.contains("try again")
-                || m.contains("not powered")
+            e.error_code() == Some("not_powered")
+                || e.message().contains("cannot set replication factor to")
         }
         Some(501 | 503) => true,
         _ => e.is_transient(),
     }
+}
+
+/// aiven-go-client's `Service \S+ does not exist`.
+fn service_lag(message: &str) -> bool {
+    message
+        .strip_prefix("Service ")
+        .and_then(|rest| rest.split_once(' '))
+        .is_some_and(|(name, rest)| !name.is_empty() && rest.starts_with("does not exist"))
 }
 
 /// A create answered 409 "already exists" is done: our earlier attempt went through.
@@ -488,5 +505,44 @@ mod tests {
         );
         assert!(!short_of_brokers_for_good(&said, 0), "nodes not told");
         assert!(!short_of_brokers_for_good(&e("Service not running yet"), 3));
+    }
+
+    #[test]
+    fn settling_answers_are_the_sourced_ones() {
+        let e = |status: u16, body: &str| ApiError::from_response(status, None, body.as_bytes());
+        // aiven-go-client's own test bodies (client_test.go).
+        assert!(settling(&e(
+            404,
+            r#"{"message":"Service 'test-foo' does not exist"}"#
+        )));
+        assert!(settling(&e(
+            404,
+            r#"{"message":"Service lol does not exist"}"#
+        )));
+        assert!(!settling(&e(
+            404,
+            r#"{"message":"User 'test-foo' does not exist"}"#
+        )));
+        assert!(settling(&e(
+            404,
+            r#"{"message":"x","errors":[{"message":"x","status":404,"error_code":"service_not_found"}]}"#
+        )));
+        assert!(!settling(&e(
+            404,
+            r#"{"message":"x","errors":[{"message":"x","status":404,"error_code":"project_not_found"}]}"#
+        )));
+        // The spec's example.
+        assert!(settling(&e(
+            409,
+            r#"{"errors":[{"error_code":"not_powered","message":"Database not powered on","status":409}],"message":"Database not powered on"}"#
+        )));
+        assert!(settling(&e(
+            409,
+            r#"{"message":"Cluster only has 2 broker(s), cannot set replication factor to 3"}"#
+        )));
+        assert!(!settling(&e(
+            409,
+            r#"{"message":"Service name is already in use in this project"}"#
+        )));
     }
 }

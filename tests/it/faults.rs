@@ -160,6 +160,37 @@ fn a_bad_token_is_exit_3_before_anything_is_created() {
     assert_eq!(env.sandbox.count("POST", "/v1"), 0);
 }
 
+/// The spec's example of a failed response, 403 "Authentication failed", without the
+/// `error_code` the spec makes optional: still a bad token (exit 3), not a permission.
+#[test]
+fn the_specs_authentication_failure_without_its_code_is_exit_3() {
+    let env = Env::new(PG);
+    env.sandbox.fault(json!({"method": "GET", "path": "/v1/project/*/service", "nth": [1], "fault": {"kind": "status", "status": 403, "message": "Authentication failed"}}));
+    let up = env.run(&["up", "--run-id", "auth1"]);
+    up.expect_code(3);
+    pinned!(up.stderr.trim(), @r"
+    [HH:MM:SS] run auth1 in project test-project (1 service(s))
+    error: listing the services of project test-project: HTTP 403: Authentication failed
+      hint: check AIVEN_TOKEN (or AIVEN_AUTH_TOKEN / --token-file): it must be a valid, unexpired Aiven token with access to the project
+    ");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+}
+
+/// An unknown project is told by the spec's error code, whatever the message says.
+#[test]
+fn an_unknown_project_is_told_by_its_error_code() {
+    let env = Env::new(PG);
+    env.sandbox.fault(json!({"method": "GET", "path": "/v1/project/*/service", "fault": {"kind": "status", "status": 404, "message": "Not found", "error_code": "project_not_found"}}));
+    let up = env.run(&["up", "--run-id", "proj1"]);
+    up.expect_code(1);
+    pinned!(up.stderr.trim(), @r"
+    [HH:MM:SS] run proj1 in project test-project (1 service(s))
+    error: listing the services of project test-project: HTTP 404: Not found (project_not_found)
+      hint: check the project name (manifest `project`, --project or AIVEN_PROJECT)
+    ");
+    assert_eq!(env.sandbox.count("POST", "/v1"), 0);
+}
+
 #[test]
 fn a_missing_token_is_exit_2_naming_aiven_token() {
     let env = Env::new(PG);

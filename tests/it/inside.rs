@@ -141,13 +141,19 @@ fn topics_and_acls_are_created_once_through_transient_answers() {
         Sandbox::with(config),
     );
     let topic = "/v1/project/*/service/*/topic";
+    // The real API's words, not the sandbox's: each answer is one a client of the real
+    // API is seen to retry, or the spec's own example.
+    // terraform-provider-aiven 271b2c15 (#1507):
     env.sandbox.fault(json!({"method": "POST", "path": topic, "nth": [1], "fault": {"kind": "status", "status": 409, "message": "Cluster only has 2 broker(s), cannot set replication factor to 3"}}));
     env.sandbox.fault(json!({"method": "POST", "path": topic, "nth": [2], "fault": {"kind": "status", "status": 501, "message": "Failed to create Kafka topic: orders"}}));
     env.sandbox.fault(
         json!({"method": "POST", "path": topic, "nth": [3], "fault": {"kind": "lost_response"}}),
     );
     env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/acl", "nth": [1], "fault": {"kind": "status", "status": 503}}));
-    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/user", "nth": [1], "fault": {"kind": "status", "status": 404, "message": "Service ae-ev-x does not exist"}}));
+    // The spec's example error, with its code:
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/acl", "nth": [2], "fault": {"kind": "status", "status": 409, "message": "Database not powered on", "error_code": "not_powered"}}));
+    // aiven-go-client's isServiceLagError (`Service \S+ does not exist`), no code:
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/user", "nth": [1], "fault": {"kind": "status", "status": 404, "message": "Service 'ae-ev-x' does not exist"}}));
     env.run(&["up"]).expect_code(0);
     let svc = &env.sandbox.live_services()[0];
     assert_eq!(

@@ -502,15 +502,6 @@ fn sandbox_pids(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-/// Whether a thread of `pid` waits in the kernel for a FIFO's other end.
-fn opening_a_fifo(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
-        .any(|w| w.contains("partner") || w.contains("fifo"))
-}
-
 /// No sandbox process serves `dir` (it may take a moment to stop after a failure).
 fn assert_no_sandbox_process(dir: &std::path::Path) {
     let state_dir = dir.join(".aiven-ephemeral");
@@ -601,28 +592,34 @@ fn json_log_format_gives_one_json_event_per_line() {
     env.run(&["down"]).expect_code(0);
 }
 
-#[test]
-fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
-    // The sandbox process reads its configuration from a FIFO: it cannot answer before
-    // the test writes it.
-    let config = dir.path().join("config-fifo");
+/// `up --sandbox` whose sandbox process reads its configuration from a FIFO, so that it
+/// cannot answer before the test writes it; returned once that process waits for it
+/// (opening the FIFO, its signal handlers installed).
+fn up_with_a_sandbox_held_starting(
+    dir: &std::path::Path,
+) -> (std::process::Child, std::path::PathBuf) {
+    std::fs::write(dir.join("aiven-ephemeral.yaml"), PG).unwrap();
+    let config = dir.join("config-fifo");
     let made = std::process::Command::new("mkfifo").arg(&config).status();
     assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-    let mut up = sandbox_cmd(dir.path(), &["up", "--sandbox"]);
+    let mut up = sandbox_cmd(dir, &["up", "--sandbox"]);
     up.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
     let child = up.spawn().unwrap();
-    // The moment the sandbox process waits for its configuration (opening the FIFO,
-    // its signal handlers installed), before it can answer.
     let start = std::time::Instant::now();
-    while !sandbox_pids(dir.path()).into_iter().any(opening_a_fifo) {
+    while !sandbox_pids(dir).into_iter().any(opening_a_fifo) {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(30),
             "no sandbox process waits for its configuration"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    (child, config)
+}
+
+#[test]
+fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, config) = up_with_a_sandbox_held_starting(dir.path());
     signal(&child, nix::sys::signal::Signal::SIGINT);
     // Its configuration comes only after the signal; the process must then stop.
     // Opened without blocking: a reader that went away fails the test, not hangs it.
@@ -635,6 +632,24 @@ fn a_signal_while_the_sandbox_process_starts_leaves_no_process() {
     std::io::Write::write_all(&mut fifo, b"backends: simulated\n").expect("written");
     drop(fifo);
     wait(child, std::time::Duration::from_secs(30)).expect_code(130);
+    assert_no_sandbox_process(dir.path());
+}
+
+/// A sandbox process stalled while it starts (its configuration never comes, and
+/// SIGTERM does not interrupt the wait): after SIGINT, `up` still ends within seconds,
+/// the process killed (it waited for it for ever).
+#[test]
+fn a_signal_while_the_sandbox_process_stalls_starting_ends_up_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _config) = up_with_a_sandbox_held_starting(dir.path());
+    let signalled = std::time::Instant::now();
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    wait(child, std::time::Duration::from_secs(10)).expect_code(130);
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(4),
+        "up took {:?} to end after the signal",
+        signalled.elapsed()
+    );
     assert_no_sandbox_process(dir.path());
 }
 

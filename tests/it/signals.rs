@@ -421,13 +421,9 @@ fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
     (reader, writer)
 }
 
-/// Whether some thread of `pid` is blocked writing to a pipe (its kernel wait channel).
+/// Whether some thread of `pid` is blocked writing to a pipe.
 fn writing_to_a_pipe(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
-        .any(|w| w.contains("pipe"))
+    blocked_in(pid, &["pipe"])
 }
 
 /// A signal while delivery is held (GitHub's masks go to a stdout nobody reads yet):
@@ -488,4 +484,86 @@ fn a_delivery_released_after_teardown_writes_no_env_file() {
         "$GITHUB_ENV got the deleted services' credentials"
     );
     assert!(env.sandbox.live_names().is_empty());
+}
+
+/// A state write that stalls (its temporary file is a FIFO nobody opens: the open
+/// blocks, as on a disk that does not answer) when the signal comes: every DELETE still
+/// goes out within a second, and the run ends torn down once the write is let go.
+#[test]
+fn a_stalled_state_write_does_not_hold_back_the_deletes() {
+    let env = Env::new(PG);
+    // Applied at once, answered later: the answer's record is the write that stalls.
+    env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service", "fault": {"kind": "slow_answer", "delay": "1s"}}));
+    let child = env.spawn(&["up"]);
+    env.sandbox
+        .wait_for("the create", Duration::from_secs(30), |_| {
+            !env.sandbox.live_names().is_empty()
+        });
+    let fifo = env.path(&format!(".aiven-ephemeral/.state.json.tmp{}", child.id()));
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let start = std::time::Instant::now();
+    while !opening_a_fifo(child.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no state write stalled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = time::OffsetDateTime::now_utc();
+    signal(&child, Signal::SIGINT);
+    let start = std::time::Instant::now();
+    let deleted = loop {
+        let deletes: Vec<Value> = env
+            .sandbox
+            .requests()
+            .into_iter()
+            .filter(|r| r["method"] == "DELETE")
+            .collect();
+        if !deletes.is_empty() || start.elapsed() > Duration::from_secs(3) {
+            break deletes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The write is let go (its fsync on a FIFO fails, and the file is removed).
+    let released = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::fs::File::open(fifo).unwrap(), &mut bytes);
+    });
+    let out = wait(child, Duration::from_secs(60));
+    released.join().unwrap();
+    assert_eq!(deleted.len(), 1, "no DELETE within 3 s:\n{}", out.stderr);
+    let at = time_of(&deleted[0]);
+    assert!(
+        at - sent < time::Duration::seconds(1),
+        "DELETE at {at}, more than 1s after the signal {sent}"
+    );
+    out.expect_code(130);
+    assert!(env.sandbox.live_names().is_empty());
+    assert_eq!(env.state()["status"], "torn_down", "{}", out.stderr);
+}
+
+/// `--ca-cert` that never gives its contents (a FIFO nobody writes): a signal still
+/// ends `up` at once (it read the file on the runtime, where no signal could stop it).
+#[test]
+fn a_signal_while_the_ca_cert_is_read_ends_up() {
+    let env = Env::new(PG);
+    let fifo = env.path("ca.pem");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let child = env.spawn(&["up", "--ca-cert", fifo.to_str().unwrap()]);
+    let start = std::time::Instant::now();
+    while !opening_a_fifo(child.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "up never opened --ca-cert"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = std::time::Instant::now();
+    signal(&child, Signal::SIGINT);
+    // One that still waits after 3 s is killed, and the test fails.
+    wait(child, Duration::from_secs(3)).expect_code(130);
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert!(env.sandbox.requests().is_empty(), "nothing was sent");
 }

@@ -35,6 +35,8 @@ impl ApiError {
         json!({"errors": [error], "message": self.message})
     }
 
+    /// aiven-go-client retries a 404 matching `Service \S+ does not exist` just after a
+    /// create (client.go, isServiceLagError); the code is in the spec's list.
     pub fn service_not_found(name: &str) -> Self {
         Self::new(404, format!("Service {name} does not exist")).code("service_not_found")
     }

@@ -495,6 +495,22 @@ pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
         .expect("signal sent");
 }
 
+/// Whether a thread of `pid` waits in the kernel where a wait channel names one of
+/// `channels` (Linux's /proc/<pid>/task/*/wchan): how a test knows a process is blocked
+/// on a pipe or FIFO before it acts.
+pub fn blocked_in(pid: u32, channels: &[&str]) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .any(|w| channels.iter().any(|c| w.contains(c)))
+}
+
+/// Whether a thread of `pid` waits for a FIFO's other end to open it.
+pub fn opening_a_fifo(pid: u32) -> bool {
+    blocked_in(pid, &["partner", "fifo"])
+}
+
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)

@@ -21,6 +21,7 @@ pub async fn check(State(token): State<Arc<Token>>, req: Request, next: Next) ->
     if PUBLIC.contains(&path.path()) || token.accepts(req.headers()) {
         return next.run(req).await;
     }
+    // The spec's example of a failed response (its description, "Failed responses").
     ApiError::new(403, "Authentication failed")
         .code("authentication_failed")
         .into_response()

@@ -49,6 +49,8 @@ impl World {
             let project = new_project(&ProjectConfig::named(name), &mut self.rng, now);
             self.projects.insert(name.to_string(), project);
         }
+        // The code is in the spec's list of error codes; no source gives the wording,
+        // and clients key on the code only.
         self.projects.get_mut(name).ok_or_else(|| {
             ApiError::new(404, format!("Project {name} does not exist")).code("project_not_found")
         })
@@ -80,9 +82,12 @@ impl World {
         let svc = self.live_service(project, name)?;
         match svc.state {
             ServiceState::Running | ServiceState::Rebalancing => Ok(svc),
+            // The spec's example error (its description, "Errors").
             ServiceState::Poweroff => {
-                Err(ApiError::new(409, "Service not powered on").code("not_powered"))
+                Err(ApiError::new(409, "Database not powered on").code("not_powered"))
             }
+            // No source gives what the API answers here; clients key on nothing in it,
+            // so it is a final 409 to them.
             ServiceState::Rebuilding => Err(ApiError::new(
                 409,
                 format!("Service {name} is not running yet, try again later"),

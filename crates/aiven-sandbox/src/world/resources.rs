@@ -297,6 +297,7 @@ impl World {
         let replication = int("replication", 2.min(svc.nodes.len() as i64)).max(1) as u64;
         let running = svc.running_nodes(now);
         if replication as usize > running {
+            // The wording terraform-provider-aiven retries on (271b2c15, #1507).
             return Err(ApiError::new(
                 409,
                 format!(
