@@ -171,7 +171,7 @@ pub async fn down_shared(
         let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
-        Connection::real(global, None)?
+        Connection::real(global, None).await?
     };
     let listed = conn
         .client
