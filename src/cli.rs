@@ -40,7 +40,7 @@ const API: &str = "API options";
 #[command(
     name = "aiven-ephemeral",
     bin_name = "aiven-ephemeral",
-    version,
+    version = crate::VERSION,
     about = "Real Aiven services for every CI run and laptop, guaranteed to be deleted afterwards",
     after_long_help = EXAMPLES,
     propagate_version = true,

@@ -311,7 +311,7 @@ pub async fn upsert(
     make: impl FnOnce(Option<&str>) -> String,
 ) -> Result<String, Refused> {
     let http = reqwest::Client::builder()
-        .user_agent(concat!("aiven-ephemeral/", env!("CARGO_PKG_VERSION")))
+        .user_agent(format!("aiven-ephemeral/{}", crate::VERSION))
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| Refused(format!("cannot set up the HTTPS client: {e}")))?;

@@ -14,6 +14,13 @@
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
 
+/// The version this binary reports: the release's (`AIVEN_EPHEMERAL_VERSION`, set by the
+/// release workflow's build, which does not edit Cargo.toml), else the crate's.
+pub const VERSION: &str = match option_env!("AIVEN_EPHEMERAL_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// `eprintln!` (or, with `out`, `println!`) that never panics: a reader that went away
 /// must not stop a run halfway through creating or deleting.
 #[macro_export]

@@ -227,7 +227,7 @@ pub fn spread(wait: Duration) -> Duration {
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("aiven-ephemeral/", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!("aiven-ephemeral/{}", crate::VERSION))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // The API closes idle connections; recycle before it does (as avn does).

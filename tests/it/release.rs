@@ -630,3 +630,59 @@ fn the_documented_lines_are_what_the_release_makes() {
         }
     }
 }
+
+/// The binaries job's build, run as the runner runs it with a `cargo` that records what
+/// it was given: the binary is built to report the release's version (`--version`, the
+/// User-Agent), not Cargo.toml's, which the release does not edit.
+#[test]
+fn the_binaries_are_built_to_report_the_releases_version() {
+    let text = std::fs::read_to_string(repo().join(".github/workflows/release.yml")).unwrap();
+    let workflow: Value = serde_saphyr::from_str(&text).unwrap();
+    let steps = workflow["jobs"]["binaries"]["steps"].as_array().unwrap();
+    let build = steps
+        .iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.contains("cargo build")))
+        .expect("a build step");
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("cargo");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho \"$AIVEN_EPHEMERAL_VERSION $*\" > \"$HOME/called\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env: Vec<(String, String)> = build["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = match v.as_str().unwrap() {
+                "${{ matrix.target }}" => "x86_64-unknown-linux-musl",
+                "${{ inputs.version }}" => "v1.2.3",
+                other => panic!("{k}: unexpected {other}"),
+            };
+            (k.clone(), v.to_string())
+        })
+        .collect();
+    let script = dir.path().join("step.sh");
+    std::fs::write(&script, build["run"].as_str().unwrap()).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail"])
+        .arg(&script)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("called")).unwrap(),
+        "1.2.3 build --release --locked --target x86_64-unknown-linux-musl --bin aiven-ephemeral\n"
+    );
+}
