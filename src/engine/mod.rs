@@ -267,8 +267,10 @@ impl Engine {
         ));
         if live.reuse {
             self.reporter.info(format!(
-                "it stays for later pushes until {}; delete it with: aiven-ephemeral down --run-id {} (from any machine)",
-                live.expires, live.run_id
+                "it stays for later pushes until {}; delete it with: aiven-ephemeral down --run-id {}{} (from any machine)",
+                live.expires,
+                live.run_id,
+                if live.store.snapshot().sandbox { " --sandbox" } else { "" }
             ));
         } else {
             self.reporter.info(format!(

@@ -102,7 +102,8 @@ pub fn say_standing(standing: &[Standing], project: &str, sandbox: bool, reporte
         ));
     }
     lines.push(format!(
-        "  `aiven-ephemeral reap --project {project}` powers them off once no run has used them for --shared-idle (24h); `{}` deletes them now",
+        "  `aiven-ephemeral reap{} --project {project}` powers them off once no run has used them for --shared-idle (24h); `{}` deletes them now",
+        if sandbox { " --sandbox" } else { "" },
         remove_command(
             project,
             sandbox,
