@@ -25,8 +25,9 @@ struct Row {
     /// made by an earlier manifest).
     #[serde(skip_serializing_if = "Option::is_none")]
     asked_plan: Option<String>,
-    /// What this tool recorded.
-    recorded: state::ServiceStatus,
+    /// What this tool recorded: for a shared service, `released` once the run's
+    /// tenancy is gone (the service itself keeps running).
+    recorded: String,
     /// What the API says now (`null`: not listed, or not asked).
     state: Option<String>,
     nodes_running: Option<String>,
@@ -117,7 +118,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 service_type: r.service_type.clone(),
                 asked_plan: (plan != r.plan).then(|| r.plan.clone()),
                 plan,
-                recorded: r.status,
+                recorded: match (r.tenant.is_some(), r.status) {
+                    (true, state::ServiceStatus::Deleted) => "released".into(),
+                    (_, status) => serde_json::to_value(status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                },
                 state: match (api, &r.tenant) {
                     (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
                     (Some(s), None) => Some(s.state.to_string()),
@@ -196,13 +203,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 r.key.clone(),
                 r.service_type.clone(),
                 r.plan.clone(),
-                match (r.shared, r.recorded) {
-                    (true, state::ServiceStatus::Deleted) => "released".into(),
-                    _ => serde_json::to_value(r.recorded)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                },
+                r.recorded.clone(),
                 match (&r.state, out.live) {
                     (Some(s), _) => s.clone(),
                     (None, true) => "not listed".into(),

@@ -1415,6 +1415,8 @@ fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_
         ),
         "{json}"
     );
+    // The run's tenancy is gone, not the service: `released`, as the table says.
+    assert_eq!(json["services"][0]["recorded"], json!("released"), "{json}");
     let dry = env.run(&["reap", "--dry-run"]);
     dry.expect_code(0);
     pinned!(dry.stdout, @"
