@@ -368,8 +368,8 @@ async fn by_tag(
 ) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;
+    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let conn = if args.sandbox {
-        let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None).await?
@@ -405,7 +405,16 @@ async fn by_tag(
         .collect();
     if targets.is_empty() && releases.is_empty() {
         reporter.info(format!(
-            "no service tagged with run {run_id} in project {project}: nothing to delete"
+            "no service tagged with run {run_id} in project {project}: nothing to delete{}",
+            if args.sandbox {
+                // Each state directory's sandbox is a world of its own.
+                format!(
+                    " in the sandbox of {} (a run made with --sandbox elsewhere is in that directory's sandbox: run this there, or give its --state-file)",
+                    state_dir.display()
+                )
+            } else {
+                String::new()
+            }
         ));
         conn.close().await;
         return Ok(Status::Success);

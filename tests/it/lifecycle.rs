@@ -389,6 +389,31 @@ fn sandbox_mode_needs_no_account_and_persists_between_commands() {
     assert_no_sandbox_process(dir.path());
 }
 
+/// Each state directory's sandbox is a world of its own: `down --sandbox --run-id` from
+/// another directory finds nothing, and says where it looked and where the run is.
+#[test]
+fn down_by_run_id_in_another_directorys_sandbox_says_where_the_run_is() {
+    let made = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    for dir in [&made, &other] {
+        std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    }
+    run(sandbox_cmd(
+        made.path(),
+        &["up", "--sandbox", "--run-id", "sb2"],
+    ))
+    .expect_code(0);
+    let down = run(sandbox_cmd(
+        other.path(),
+        &["down", "--sandbox", "--run-id", "sb2"],
+    ));
+    down.expect_code(0);
+    pinned!(down.stderr.trim(), @"[HH:MM:SS] no service tagged with run sb2 in project test-project: nothing to delete in the sandbox of .aiven-ephemeral (a run made with --sandbox elsewhere is in that directory's sandbox: run this there, or give its --state-file)");
+    assert_no_sandbox_process(other.path());
+    run(sandbox_cmd(made.path(), &["down"])).expect_code(0);
+    assert_no_sandbox_process(made.path());
+}
+
 #[test]
 fn two_sandbox_runs_started_at_once_in_one_directory_share_one_sandbox_process() {
     let dir = tempfile::tempdir().unwrap();
