@@ -1318,6 +1318,16 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     [HH:MM:SS] deleted 1 shared service(s) in project test-project
     ");
     assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
+    // At once again: the API keeps the deleted service's name a while (409, then 404).
+    let again = env.run(&["up", "--run-id", "two"]);
+    again.expect_code(1);
+    let said: Vec<&str> = again
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    pinned!(said.join("\n"), @"error: shared service ae-cache-shared (services.cache) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute");
+    assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
 }
 
 #[test]

@@ -152,11 +152,20 @@ impl Acquire<'_> {
             Ok(_) => Ok(None),
             // Another run created it first: one service, both use it.
             Err(e) if e.is_conflict() => {
-                let svc = self
-                    .client
-                    .get_service(self.project, name, false)
-                    .await
-                    .map_err(|e| Error::api(format!("looking up shared service {name}"), e))?;
+                let svc = match self.client.get_service(self.project, name, false).await {
+                    Ok(svc) => svc,
+                    // Taken, yet not there: the name of a service deleted moments ago,
+                    // which the API keeps for a while (research/aiven-api.md).
+                    Err(e) if e.is_not_found() => {
+                        return Err(Error::Provision(format!(
+                            "shared service {name} (services.{}) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute",
+                            spec.key
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::api(format!("looking up shared service {name}"), e));
+                    }
+                };
                 self.ours_to_share(spec, &svc, shared).map(|()| None)
             }
             Err(e) => Err(Error::api(format!("creating shared service {name}"), e)),
