@@ -79,10 +79,12 @@ impl Signals {
                 let got = listener.recv().await;
                 let deferred =
                     got == Signal::Int && s.deferred.load(std::sync::atomic::Ordering::SeqCst);
+                // Told before acted on: the teardown that acting starts subscribes for
+                // later signals, and must not hear this one again as one of them.
+                let _ = s.events.send(got);
                 if !deferred {
                     s.act(got);
                 }
-                let _ = s.events.send(got);
             }
         });
         Ok(signals)
