@@ -22,6 +22,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The project's services; a failure names the project.
+    pub async fn list_services(&self, project: &str) -> Result<Vec<crate::api::Service>> {
+        self.client
+            .list_services(project)
+            .await
+            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))
+    }
+
     /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
     pub async fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
         let token = require_token(global)?;

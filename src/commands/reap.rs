@@ -105,11 +105,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             Connection::real(global, None).await?,
         )
     };
-    let listed = conn
-        .client
-        .list_services(&project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let listed = conn.list_services(&project).await?;
     // The API's clock, from this very list call: runners' clocks drift.
     let now = conn
         .client

@@ -288,11 +288,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         settings::require_token(global)?;
         Connection::real(global, None).await?
     };
-    let listed = conn
-        .client
-        .list_services(&project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let listed = conn.list_services(&project).await?;
     let now = conn
         .client
         .server_time()

@@ -217,10 +217,7 @@ async fn from_state(
         .iter()
         .any(|r| r.tenant.is_none() && matches!(r.status, ServiceStatus::Creating));
     let listed = if uncertain {
-        conn.client
-            .list_services(&project)
-            .await
-            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?
+        conn.list_services(&project).await?
     } else {
         Vec::new()
     };
@@ -374,11 +371,7 @@ async fn by_tag(
     } else {
         Connection::real(global, None).await?
     };
-    let listed = conn
-        .client
-        .list_services(&project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let listed = conn.list_services(&project).await?;
     let targets: Vec<Target> = listed
         .iter()
         .filter(|s| naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(run_id))

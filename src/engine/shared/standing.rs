@@ -174,11 +174,7 @@ pub async fn down_shared(
     } else {
         Connection::real(global, None).await?
     };
-    let listed = conn
-        .client
-        .list_services(&project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    let listed = conn.list_services(&project).await?;
     let now = conn
         .client
         .server_time()
