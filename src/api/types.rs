@@ -18,6 +18,14 @@ pub enum ServiceState {
     Other(String),
 }
 
+impl ServiceState {
+    /// Powered on, and so billed: Aiven bills a service while it is rebuilding or
+    /// rebalancing as well as running; only a powered-off one costs nothing.
+    pub fn is_billed(&self) -> bool {
+        matches!(self, Self::Running | Self::Rebuilding | Self::Rebalancing)
+    }
+}
+
 impl From<String> for ServiceState {
     fn from(s: String) -> Self {
         match s.as_str() {

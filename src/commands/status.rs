@@ -140,7 +140,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                     .filter(|s| {
                         r.tenant.is_some()
                             && s.tag(naming::TAG_SHARED).is_some()
-                            && s.state == crate::api::ServiceState::Running
+                            && s.state.is_billed()
                     })
                     .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
                 nodes_running: api.map(|s| {

@@ -1433,4 +1433,25 @@ fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_
     SERVICE          RUN  EXPIRES                                             VERDICT
     ae-cache-shared  -    powered off after [TIME] unless used  running
     ");
+    // Rebuilding (a maintenance, a power-on; a sandbox restarting its backend) is
+    // billed as much as running: still listed as keeping running.
+    env.sandbox
+        .service_fault(json!({"name": "ae-cache-shared", "never_ready": true}));
+    let svc = "/v1/project/test-project/service/ae-cache-shared";
+    for powered in [false, true] {
+        assert_eq!(
+            env.sandbox
+                .api("PUT", svc, Some(json!({"powered": powered})))
+                .0,
+            200
+        );
+    }
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run one in project test-project: torn_down, expires [TIME]
+    SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                                    NODES
+    ae-cache-shared  cache  valkey  hobbyist  released  REBUILDING (shared; no tenancy of this run)  -
+    ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
+    ");
 }

@@ -111,7 +111,8 @@ impl FaultRule {
 #[serde(deny_unknown_fields)]
 pub struct ServiceFault {
     pub name: String,
-    /// Stays `REBUILDING` for ever.
+    /// Stays `REBUILDING` for ever (from its create, or from its next rebuild: a plan
+    /// change or a power-on).
     #[serde(default)]
     pub never_ready: bool,
     /// Overrides the provisioning delay.

@@ -71,10 +71,7 @@ pub fn live_leases(svc: &Service, now: OffsetDateTime) -> Vec<String> {
 /// After `down`: the shared services that keep running, what they cost, and how to
 /// stop them.
 pub fn say_standing(standing: &[Standing], project: &str, sandbox: bool, reporter: &Reporter) {
-    let running: Vec<&Standing> = standing
-        .iter()
-        .filter(|s| s.state != ServiceState::Poweroff)
-        .collect();
+    let running: Vec<&Standing> = standing.iter().filter(|s| s.state.is_billed()).collect();
     if running.is_empty() {
         return;
     }

@@ -59,7 +59,7 @@ pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<
         .iter()
         .filter(|s| s.tag(naming::TAG_SHARED).is_some())
         .filter(|s| s.tag(naming::TAG_KEEP) != Some("true"))
-        .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
+        .filter(|s| s.state.is_billed())
         .filter(|s| unleased(s, now))
         .filter_map(|s| {
             let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
@@ -89,7 +89,7 @@ pub fn standing(
     listed
         .iter()
         .filter(|s| s.tag(naming::TAG_SHARED).is_some())
-        .filter(|s| matches!(s.state, ServiceState::Running | ServiceState::Rebuilding))
+        .filter(|s| s.state.is_billed())
         .filter(|s| !idle.contains(&s.service_name))
         // One a run holds a lease on is listed with that lease.
         .filter(|s| unleased(s, now))

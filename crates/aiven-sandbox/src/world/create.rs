@@ -212,7 +212,7 @@ impl World {
         Ok(name)
     }
 
-    fn service_fault(&self, name: &str) -> ServiceFault {
+    pub(super) fn service_fault(&self, name: &str) -> ServiceFault {
         self.config
             .service_faults
             .iter()

@@ -191,14 +191,16 @@ impl World {
             // meanwhile; aiven.io/docs/platform/concepts/maintenance-window, "Preparing
             // for upgrades and maintenance" in Aiven's help center). The endpoints stop
             // only when the new ones start (`Sandbox::bring_up`).
+            // A service faulted never to be ready stays REBUILDING after a rebuild too.
+            let ready_at = (!self.service_fault(name).never_ready).then(|| now + delay);
             let svc = self.live_service(project, name)?;
             svc.state = ServiceState::Rebuilding;
-            svc.ready_at = Some(now + delay);
+            svc.ready_at = ready_at;
             svc.starting = false;
             svc.poweroff_at = None;
             svc.failure = None;
             for node in &mut svc.nodes {
-                node.running_at = Some(now + delay);
+                node.running_at = ready_at;
             }
         }
         self.live_service(project, name)?.update_time = now;
