@@ -1,4 +1,4 @@
-// Shared by main.js and post.js. Node's built-in modules only: nothing to install,
+// Shared by main.js, post.js and setup.js. Node's built-in modules only: nothing to install,
 // no node_modules to commit.
 'use strict';
 
@@ -220,7 +220,7 @@ function sha256(bytes) {
 }
 
 /** The files that make up the action's code, as release-file.js hashes them. */
-const ACTION_FILES = ['action.yml', 'action/lib.js', 'action/main.js', 'action/post.js'];
+const ACTION_FILES = ['action.yml', 'action/lib.js', 'action/main.js', 'action/post.js', 'action/setup.js', 'setup/action.yml'];
 
 /** SHA-256 over the action's code: what a release records, and what runs compares. */
 function actionCodeHash(root = path.join(__dirname, '..')) {

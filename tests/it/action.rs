@@ -126,6 +126,7 @@ impl Runner {
             .env("GITHUB_OUTPUT", self.file(&format!("output-{step}")))
             .env("GITHUB_STATE", self.file(&format!("state-{step}")))
             .env("GITHUB_STEP_SUMMARY", self.file("summary"))
+            .env("GITHUB_PATH", self.file("path"))
             .env("RUNNER_TEMP", self.files.path())
             .env("RUNNER_TOOL_CACHE", self.file("tool-cache"))
             .envs(default_inputs("success"))
@@ -344,6 +345,84 @@ fn action_yml_parses_and_declares_every_input_it_uses() {
     for output in ["run-id", "env-file", "state-file", "services"] {
         assert!(action["outputs"].get(output).is_some(), "output {output}");
     }
+
+    // The setup action: its script resolved from its own directory, as the runner does,
+    // and the inputs `resolveBinary` reads described as the main action describes them.
+    let setup: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(repo().join("setup/action.yml")).unwrap())
+            .expect("setup/action.yml is YAML");
+    assert_eq!(setup["runs"]["using"], "node24");
+    let script = repo()
+        .join("setup")
+        .join(setup["runs"]["main"].as_str().unwrap());
+    assert_eq!(
+        script.canonicalize().unwrap(),
+        action_dir().join("setup.js")
+    );
+    let setup_inputs: Vec<&String> = setup["inputs"].as_object().unwrap().keys().collect();
+    assert_eq!(setup_inputs, ["binary", "version"]);
+    for name in setup_inputs {
+        assert_eq!(setup["inputs"][name], action["inputs"][name], "{name}");
+    }
+}
+
+#[test]
+fn setup_puts_the_checked_binary_on_path_for_the_steps_after() {
+    let (dir, served) = release_assets(&stand_in());
+    let server = GitHub::serving(served);
+    let checkout = released_checkout(dir.path());
+    let mut extra = inputs(&[("binary", "")]);
+    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), server.url.clone());
+    extra.insert("GITHUB_ACTION_REF".into(), "v1".into());
+    let runner = Runner::new(ONE);
+    let setup = runner.step("1", &checkout.path().join("action"), "setup.js", &extra);
+    setup.expect_code(0);
+    let version = format!("aiven-ephemeral {}", env!("CARGO_PKG_VERSION"));
+    pinned!(setup.stdout.replace(&version, "aiven-ephemeral [VERSION]"), @"aiven-ephemeral [VERSION]");
+    let binary = runner.outputs("1")["path"].clone();
+    assert_eq!(std::fs::read(&binary).unwrap(), stand_in());
+    // The runner prepends each $GITHUB_PATH line to PATH for later steps.
+    let path = std::fs::read_to_string(runner.file("path")).unwrap();
+    assert_eq!(
+        path,
+        format!("{}\n", Path::new(&binary).parent().unwrap().display())
+    );
+    let later = Command::new("bash")
+        .args([
+            "-eo",
+            "pipefail",
+            "-c",
+            "command -v aiven-ephemeral; aiven-ephemeral --version",
+        ])
+        .env(
+            "PATH",
+            format!("{}:{}", path.trim_end(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    assert!(later.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&later.stdout),
+        format!("{binary}\n{version}\n")
+    );
+    // It creates nothing, so there is nothing to clean up.
+    assert!(runner.env.sandbox.requests().is_empty());
+
+    // A download that is not the released asset never reaches PATH.
+    let server = GitHub::serving(BTreeMap::from([(
+        format!("{VERSION}/{ASSET}"),
+        b"#!/bin/sh\necho tampered\n".to_vec(),
+    )]));
+    extra.insert("AIVEN_EPHEMERAL_DOWNLOAD_URL".into(), server.url.clone());
+    let runner = Runner::new(ONE);
+    let setup = runner.step("1", &checkout.path().join("action"), "setup.js", &extra);
+    setup.expect_code(1);
+    assert!(
+        setup.stdout.starts_with("::error::checksum mismatch"),
+        "{}",
+        setup.stdout
+    );
+    assert!(!runner.file("path").exists());
 }
 
 const VERSION: &str = "v1.2.3";
@@ -360,12 +439,15 @@ fn released_checkout(assets: &Path) -> tempfile::TempDir {
         checkout.path().join("action.yml"),
     )
     .unwrap();
-    for js in ["lib.js", "main.js", "post.js"] {
-        std::fs::copy(
-            action_dir().join(js),
-            checkout.path().join("action").join(js),
-        )
-        .unwrap();
+    std::fs::create_dir_all(checkout.path().join("setup")).unwrap();
+    for file in [
+        "action/lib.js",
+        "action/main.js",
+        "action/post.js",
+        "action/setup.js",
+        "setup/action.yml",
+    ] {
+        std::fs::copy(repo().join(file), checkout.path().join(file)).unwrap();
     }
     let script = checkout.path().join(".github/scripts/release-file.js");
     std::fs::copy(repo().join(".github/scripts/release-file.js"), &script).unwrap();

@@ -188,6 +188,72 @@ fn every_readme_shell_snippet_runs_in_bash() {
     }
 }
 
+/// Where `part` says something `whole` does not: every key it has, with the same value
+/// (lists item by item); it may leave keys out.
+fn differs_within(part: &serde_json::Value, whole: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (part, whole) {
+        (Value::Object(p), Value::Object(w)) => p.iter().find_map(|(k, v)| match w.get(k) {
+            Some(wv) => differs_within(v, wv, &format!("{at}.{k}")),
+            None => Some(format!("{at}.{k}: not in the file")),
+        }),
+        (Value::Array(p), Value::Array(w)) if p.len() == w.len() => p
+            .iter()
+            .zip(w)
+            .enumerate()
+            .find_map(|(i, (pv, wv))| differs_within(pv, wv, &format!("{at}[{i}]"))),
+        _ => (part != whole).then(|| format!("{at}: README {part}, file {whole}")),
+    }
+}
+
+#[test]
+fn the_readmes_copies_of_example_files_say_what_the_files_say() {
+    // A YAML block right after "`examples/...`:" shows that file, perhaps in part.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut checked = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim() != "```yaml" {
+            continue;
+        }
+        let Some(intro) = lines[..i].iter().rev().find(|l| !l.trim().is_empty()) else {
+            continue;
+        };
+        let Some(file) = intro
+            .strip_suffix("`:")
+            .and_then(|l| l.rsplit_once('`'))
+            .map(|(_, f)| f)
+            .filter(|f| f.starts_with("examples/"))
+        else {
+            continue;
+        };
+        let block: String = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.trim() != "```")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let shown: serde_json::Value = serde_saphyr::from_str(&block).unwrap();
+        let whole: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        assert_eq!(
+            differs_within(&shown, &whole, file),
+            None,
+            "README.md:{}",
+            i + 1
+        );
+        checked.push(file);
+    }
+    assert_eq!(
+        checked,
+        [
+            "examples/shared.yaml",
+            "examples/ci/github-shared.yml",
+            "examples/ci/gitlab-shared.yml"
+        ]
+    );
+}
+
 #[test]
 fn completions_complete_options_and_values_in_bash() {
     let script = r#"
