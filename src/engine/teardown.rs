@@ -307,9 +307,18 @@ impl Ctx {
         };
         let name = r.service.as_str();
         let mut backoff = FIRST_BACKOFF;
+        // Gone before any DELETE of ours: this attempt never made it (a retry of the run
+        // whose name the API still reserves), or someone else removed it.
+        let mut deleted = false;
         loop {
             let why = match self.get(name).await {
-                Err(e) if e.is_not_found() => return Outcome::CreatedRemoved,
+                Err(e) if e.is_not_found() => {
+                    return if deleted {
+                        Outcome::CreatedRemoved
+                    } else {
+                        kept
+                    };
+                }
                 Err(e) => e.to_string(),
                 Ok(svc) if svc.tag(naming::TAG_CREATED_BY) != Some(creator.as_str()) => {
                     return kept;
@@ -331,6 +340,7 @@ impl Ctx {
                     }
                     match self.delete(name).await {
                         Ok(()) => {
+                            deleted = true;
                             let _ = self.events.send(Event::Deleting(name.to_string()));
                             if self.confirm(name, Instant::now()).await {
                                 return Outcome::CreatedRemoved;

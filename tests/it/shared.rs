@@ -1321,12 +1321,16 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     // At once again: the API keeps the deleted service's name a while (409, then 404).
     let again = env.run(&["up", "--run-id", "two"]);
     again.expect_code(1);
-    let said: Vec<&str> = again
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error"))
-        .collect();
-    pinned!(said.join("\n"), @"error: shared service ae-cache-shared (services.cache) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute");
+    pinned!(lines_of(&again, "two"), @"
+    [HH:MM:SS] run [RUN] in project test-project (1 service(s))
+    [HH:MM:SS] Joining 1 shared service(s)
+    [HH:MM:SS] ae-cache-shared: shared: looking up
+    [HH:MM:SS] warning: creating shared service ae-cache-shared (valkey hobbyist): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle
+    [HH:MM:SS] Releasing 1 shared service tenancy(ies)
+    [HH:MM:SS] ae-cache-shared: releasing the run's tenancy
+    [HH:MM:SS] ae-cache-shared: nothing of this run there yet
+    error: shared service ae-cache-shared (services.cache) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute
+    ");
     assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
 }
 
