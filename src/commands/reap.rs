@@ -206,6 +206,8 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialise")
         );
+    } else if rows.is_empty() {
+        crate::say!(out "no services of aiven-ephemeral in project {project}");
     } else {
         let table: Vec<Vec<String>> = rows
             .iter()

@@ -347,6 +347,10 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         );
         return Ok(Status::Success);
     }
+    if runs.is_empty() {
+        crate::say!(out "no runs of aiven-ephemeral in project {project}");
+        return Ok(Status::Success);
+    }
     crate::say!(out "runs of aiven-ephemeral in project {project}:");
     let usd = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
     // Ages and expiries relative to the API's clock, compact, so that a row fits 80

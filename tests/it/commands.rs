@@ -359,6 +359,13 @@ fn extend_moves_the_expiry_tag() {
 #[test]
 fn reap_deletes_exactly_the_expired_tagged_services() {
     let env = Env::new(PG);
+    // Nothing of this tool yet: said, not a bare header.
+    let none = env.run(&["reap", "--dry-run"]);
+    none.expect_code(0);
+    pinned!(none.stdout, @"no services of aiven-ephemeral in project test-project");
+    let none = env.run(&["status", "--all"]);
+    none.expect_code(0);
+    pinned!(none.stdout, @"no runs of aiven-ephemeral in project test-project");
     let owned = |run: &str, expires: &str| json!({"aiven-ephemeral-run": run, "aiven-ephemeral-owner": "o", "aiven-ephemeral-key": "db", "aiven-ephemeral-expires": expires});
     env.sandbox
         .create_service("expired-one", owned("r1", "2020-01-01T00:00:00Z"));
