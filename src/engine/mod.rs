@@ -323,8 +323,14 @@ impl Engine {
         };
         let client = conn.client.clone();
         reporter.info(format!(
-            "run {} in project {project} ({} service(s))",
+            "run {}{} in project {project} ({} service(s))",
             r.run_id,
+            r.shortened_from
+                .as_ref()
+                .map(|given| format!(
+                    " (--run-id {given}, shortened: names and tags hold 20 characters)"
+                ))
+                .unwrap_or_default(),
             r.manifest.services.len()
         ));
 

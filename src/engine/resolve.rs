@@ -13,6 +13,8 @@ use crate::settings;
 pub struct Resolved {
     pub manifest: Manifest,
     pub run_id: String,
+    /// The `--run-id` given, when it was over 20 characters and `run_id` is its short form.
+    pub shortened_from: Option<String>,
     pub timeout: Duration,
     pub poll_cap: Duration,
     pub ttl: Duration,
@@ -30,6 +32,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
         Some(id) => naming::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
         None => naming::new_run_id(),
     };
+    let shortened_from = args.run_id.clone().filter(|given| *given != run_id);
     for spec in &manifest.services {
         naming::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
     }
@@ -56,6 +59,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     Ok(Resolved {
         manifest,
         run_id,
+        shortened_from,
         timeout,
         poll_cap,
         ttl,

@@ -90,17 +90,24 @@ fn ci_run_ids_over_20_characters_are_shortened_and_kept_apart() {
     // The shipped GitHub example's ids with an 11-digit run id: two legs of one run.
     let env =
         Env::new("project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n");
+    let mut first_lines = Vec::new();
     for leg in ["consumer", "producer"] {
         let id = format!("12345678901-1-{leg}");
-        env.run(&[
+        let up = env.run(&[
             "up",
             "--run-id",
             &id,
             "--state-file",
             &format!("{leg}/state.json"),
-        ])
-        .expect_code(0);
+        ]);
+        up.expect_code(0);
+        first_lines.push(up.stderr.lines().next().unwrap_or_default().to_string());
     }
+    // The run is announced by the id its names carry, and the id given.
+    pinned!(first_lines.join("\n"), @"
+    [HH:MM:SS] run 12345678901-1-e8bc27 (--run-id 12345678901-1-consumer, shortened: names and tags hold 20 characters) in project test-project (1 service(s))
+    [HH:MM:SS] run 12345678901-1-2b4d34 (--run-id 12345678901-1-producer, shortened: names and tags hold 20 characters) in project test-project (1 service(s))
+    ");
     let names = env.sandbox.live_names();
     assert_eq!(names.len(), 2, "{names:?}");
     for name in &names {
