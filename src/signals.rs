@@ -124,6 +124,12 @@ impl Signals {
         Some(got)
     }
 
+    /// The caller has said why the run tears down: `acted_on` says nothing more.
+    pub fn announced(&self) {
+        self.announced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every signal from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.events.subscribe()

@@ -178,6 +178,7 @@ async fn hold(
                             args.command[0],
                             KILL_AFTER.as_secs()
                         ));
+                        engine.signals.announced();
                     }
                     Signal::Term
                 } else {
