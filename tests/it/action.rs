@@ -613,6 +613,120 @@ fn proxy(upstream: String) -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
+/// Reads an HTTP head (through the blank line) byte by byte, leaving the rest unread.
+fn read_head(stream: &mut impl std::io::Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// An HTTPS front for `upstream` on 127.0.0.1:0, with a certificate for `releases.test`
+/// only: each request is passed on, its answer sent back. Returns its port and the
+/// certificate's PEM (the runner's trust, through NODE_EXTRA_CA_CERTS).
+fn https_front(upstream: String) -> (u16, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["releases.test".to_string()]).unwrap();
+    let pem = key.cert.pem();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (config, upstream) = (config.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, client);
+                let head = read_head(&mut tls);
+                let mut server =
+                    TcpStream::connect(upstream.trim_start_matches("http://")).unwrap();
+                server.write_all(&head).unwrap();
+                let _ = std::io::copy(&mut server, &mut tls);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (port, pem)
+}
+
+/// A proxy on 127.0.0.1:0 that answers CONNECT as an HTTPS proxy does and then relays
+/// bytes both ways, to `port` whatever host is named; it records each CONNECT's target.
+fn connect_proxy(port: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let head = String::from_utf8(read_head(&mut client)).unwrap();
+            log.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
+            let mut server = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut server, &mut client);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn an_https_download_goes_through_the_proxy_with_connect() {
+    // As from github.com behind a corporate proxy: the action asks the proxy for a
+    // tunnel and speaks TLS to the release server through it, for the redirect too.
+    let (dir, served) = release_assets(&stand_in());
+    let checkout = released_checkout(dir.path());
+    let server = GitHub::serving(served);
+    let (port, pem) = https_front(server.url.clone());
+    let (proxy_url, seen) = connect_proxy(port);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), pem).unwrap();
+    let runner = Runner::new(ONE);
+    let more = env_vars(&[
+        ("HTTPS_PROXY", &proxy_url),
+        ("NODE_EXTRA_CA_CERTS", ca.path().to_str().unwrap()),
+    ]);
+    let mirror = format!("https://releases.test:{port}");
+    let (main, post) = from_release_via(&runner, checkout.path(), &mirror, "v1", &more);
+    main.expect_code(0);
+    post.expect_code(0);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![format!("CONNECT releases.test:{port} HTTP/1.1"); 2],
+        "{}",
+        main.stdout
+    );
+    let path = format!("/aiven-ephemeral/aiven-ephemeral/releases/download/{VERSION}/{ASSET}");
+    assert_eq!(
+        server.asked(),
+        [path, format!("/storage/{VERSION}/{ASSET}")]
+    );
+    assert!(runner.env.sandbox.live_names().is_empty());
+}
+
 #[test]
 fn the_download_goes_through_the_proxy_unless_no_proxy_names_the_host() {
     let (dir, served) = release_assets(&stand_in());
