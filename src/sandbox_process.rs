@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 const SERVER_FILE: &str = "sandbox-server.json";
+/// The pid of a sandbox process asked to stop that may still be answering.
+const STOPPING_FILE: &str = "sandbox-stopping";
 const USERS_FILE: &str = "sandbox-users.lock";
 /// How long a new sandbox process may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -206,12 +208,13 @@ async fn start_or_find(dir: &Path) -> Result<Server> {
     )
     .await?;
     if let Some(server) = find(dir) {
-        // One that does not answer is stopping (a command before this one let it go):
-        // it still holds its servers' ports and the directory's files, so a new one
-        // starts only once it is gone.
+        // One that was asked to stop, or does not answer, is stopping (a command
+        // before this one let it go): it still holds its servers' ports and the
+        // directory's files, so a new one starts only once it is gone.
+        let going = stopping(&absolute_dir(dir)) == Some(server.pid);
         let started = Instant::now();
         while serves(server.pid, &server.dir) {
-            if healthy(&server).await {
+            if !going && healthy(&server).await {
                 return Ok(server);
             }
             if started.elapsed() > STOP_TIMEOUT {
@@ -223,6 +226,7 @@ async fn start_or_find(dir: &Path) -> Result<Server> {
     }
     let dir = absolute_dir(dir);
     let _ = std::fs::remove_file(dir.join(SERVER_FILE));
+    let _ = std::fs::remove_file(dir.join(STOPPING_FILE));
     let log_path = dir.join("sandbox.log");
     let log = crate::state::private_file(&log_path)
         .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
@@ -318,14 +322,29 @@ async fn healthy(server: &Server) -> bool {
 }
 
 /// Asks the sandbox process serving `dir`, if any and if no other command uses it, to
-/// stop, without waiting: it stops its servers and removes its files itself. (A command
-/// that takes its use in the instant after the signal may still find it answering.)
+/// stop, without waiting: it stops its servers and removes its files itself.
 pub fn stop_soon(dir: &Path) {
     if let Some(_sole) = sole(dir)
         && let Some(server) = find(dir)
     {
+        // Written before the signal and under the lock: a command that comes next
+        // knows this process is going (it may still answer a while) and waits for it
+        // to be gone instead of using it.
+        let _ = std::fs::write(
+            absolute_dir(dir).join(STOPPING_FILE),
+            server.pid.to_string(),
+        );
         terminate(server.pid);
     }
+}
+
+/// The pid of the sandbox process [`stop_soon`] asked to stop, if any.
+fn stopping(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(STOPPING_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What [`stop`] found.
@@ -376,6 +395,9 @@ fn forget(server: &Server) {
     let file = server.dir.join(SERVER_FILE);
     if read_server(&file).is_some_and(|s| s.pid == server.pid) {
         let _ = std::fs::remove_file(file);
+    }
+    if stopping(&server.dir) == Some(server.pid) {
+        let _ = std::fs::remove_file(server.dir.join(STOPPING_FILE));
     }
     let _ = std::fs::remove_file(registry().join(format!("{}.json", server.pid)));
     // The last one out removes the registry (it fails while others are in it).
@@ -451,7 +473,9 @@ pub async fn serve(dir: &Path) -> Result<()> {
     let dir = absolute_dir(dir);
     let signals = crate::signals::Signals::install()
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    let sandbox = aiven_sandbox::Sandbox::start(config(&dir)?, ([127, 0, 0, 1], 0).into())
+    let config = config(&dir)?;
+    let drain = config.stop_drain;
+    let sandbox = aiven_sandbox::Sandbox::start(config, ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| Error::usage(format!("cannot start the sandbox: {e}")))?;
     let server = Server {
@@ -501,6 +525,7 @@ pub async fn serve(dir: &Path) -> Result<()> {
             }
         }
     }
+    tokio::time::sleep(drain).await;
     sandbox.shutdown().await;
     forget(&server);
     Ok(())

@@ -546,6 +546,60 @@ fn assert_no_sandbox_process(dir: &std::path::Path) {
 }
 
 /// The binary in `dir` with `--sandbox`'s process made fast, and no account.
+#[test]
+fn a_command_right_after_the_last_one_never_uses_the_sandbox_process_that_is_going() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aiven-ephemeral.yaml"), PG).unwrap();
+    // It keeps answering 2 s after it was asked to stop, as a server draining does.
+    let config = dir.path().join("draining-sandbox.yaml");
+    std::fs::write(
+        &config,
+        "provisioning_delay: 300ms\nbackends: simulated\nstop_drain: 2s\n",
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = sandbox_cmd(dir.path(), args);
+        c.env("AIVEN_EPHEMERAL_SANDBOX_CONFIG", &config);
+        c
+    };
+    // A command that fails lets the process go as it ends, without waiting for it
+    // (as after a signal); `up` comes at once.
+    run(cmd(&["up", "--sandbox", "--max-hourly-usd", "0.0001"])).expect_code(2);
+    let going = sandbox_pids(dir.path());
+    assert_eq!(going.len(), 1, "{going:?}");
+    let up = run(cmd(&["up", "--sandbox"]));
+    up.expect_code(0);
+    // It ran on a process of its own, which still serves its run and recorded its
+    // create; the one that was going is gone.
+    let serving = sandbox_pids(dir.path());
+    assert_eq!(serving.len(), 1, "{}", up.stderr);
+    assert_ne!(serving, going);
+    let server: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".aiven-ephemeral/sandbox-server.json")).unwrap(),
+    )
+    .unwrap();
+    let log: serde_json::Value = serde_json::from_str(&blocking_get(&format!(
+        "{}/_sandbox/requests",
+        server["url"].as_str().unwrap()
+    )))
+    .unwrap();
+    assert!(
+        log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["method"] == "POST" && r["path"] == "/v1/project/test-project/service"),
+        "{log}"
+    );
+    run(cmd(&["down", "--sandbox"])).expect_code(0);
+    assert_no_sandbox_process(dir.path());
+    assert!(
+        !dir.path()
+            .join(".aiven-ephemeral/sandbox-stopping")
+            .exists()
+    );
+}
+
 fn sandbox_cmd(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(BIN);
     c.args(args)

@@ -71,6 +71,10 @@ pub struct Config {
     pub backends: BackendMode,
     /// Serve HTTPS with a certificate from the project CA (clients need `--ca-cert`).
     pub tls: bool,
+    /// How long a sandbox process asked to stop keeps answering first, as a server
+    /// draining its connections does (for testing commands that arrive meanwhile).
+    #[serde(with = "duration")]
+    pub stop_drain: Duration,
 }
 
 impl Default for Config {
@@ -95,6 +99,7 @@ impl Default for Config {
             state_file: None,
             backends: BackendMode::Auto,
             tls: false,
+            stop_drain: Duration::ZERO,
         }
     }
 }
