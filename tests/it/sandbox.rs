@@ -455,11 +455,73 @@ fn service_faults_reject_and_never_ready() {
     assert_error(create(&s, pg("no-way")), 403, "Quota exceeded");
     s.service_fault(json!({"name": "stuck", "never_ready": true}));
     create(&s, pg("stuck"));
-    // What is tested is that nothing happens: it stays REBUILDING well past the
-    // provisioning delay a service without the fault takes.
-    std::thread::sleep(Duration::from_millis(700));
+    // What is tested is that nothing happens: an hour later, and after a service
+    // created since had time to start, it is still REBUILDING.
+    s.advance_clock("1h");
+    create(&s, pg("fine"));
+    wait_running(&s, "fine");
     let (_, v) = s.api("GET", &format!("/v1/project/{PROJECT}/service/stuck"), None);
     assert_eq!(v["service"]["state"], "REBUILDING");
+}
+
+#[test]
+fn the_clock_moves_forward_for_every_timer_and_timestamp_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_config();
+    config.provisioning_delay = Duration::from_secs(3600);
+    config.name_reservation = Duration::from_secs(3600);
+    config.state_file = Some(dir.path().join("sandbox.json"));
+    let s = Sandbox::with(config.clone());
+    let clock = s.admin("GET", "/clock", None);
+    assert_eq!(clock["advanced"], "0s");
+    let service = format!("/v1/project/{PROJECT}/service");
+    create(&s, pg("slow"));
+    let created = s.api("GET", &format!("{service}/slow"), None).1["service"].clone();
+    assert_eq!(created["state"], "REBUILDING");
+    assert_eq!(create(&s, pg("gone")).0, 200);
+    assert_eq!(s.api("DELETE", &format!("{service}/gone"), None).0, 200);
+    assert_error(create(&s, pg("gone")), 409, "already in use");
+
+    let before = time::OffsetDateTime::now_utc();
+    s.advance_clock("2h");
+    // The hour-long provisioning and name reservation are over.
+    let running = wait_running(&s, "slow");
+    assert_eq!(running["create_time"], created["create_time"]);
+    assert_eq!(create(&s, pg("gone")).0, 200);
+    // Timestamps, the request log and `Date` read the moved clock.
+    let at = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let two_hours = time::Duration::hours(2) - time::Duration::seconds(1);
+    assert!(
+        at(&running["update_time"]) - before >= two_hours,
+        "{running}"
+    );
+    assert!(at(&s.requests().last().unwrap()["time"]) - before >= two_hours);
+    let date = s.date();
+    assert!(date - before >= two_hours, "Date: {date}");
+    let clock = s.admin("GET", "/clock", None);
+    assert_eq!(clock["advanced"], "2h");
+    assert!(at(&clock["now"]) - before >= two_hours, "{clock}");
+
+    // Forward only, in the sandbox's duration words.
+    for bad in [
+        json!({"advance": "-5s"}),
+        json!({"advance": "soon"}),
+        json!({"by": "1m"}),
+    ] {
+        let (status, _, body) = s.raw("POST", "/_sandbox/clock", Some(bad));
+        assert_eq!(status, 400, "{body}");
+    }
+    assert_eq!(s.admin("GET", "/clock", None)["advanced"], "2h");
+    // The next process of the same world keeps the time it reached.
+    drop(s);
+    let again = Sandbox::with(config);
+    assert_eq!(again.admin("GET", "/clock", None)["advanced"], "2h");
 }
 
 #[test]

@@ -53,8 +53,9 @@ pub struct Config {
     /// exist", as the real API does right after a create.
     #[serde(with = "duration")]
     pub create_lag: Duration,
-    /// Shift of the sandbox's clock against the machine's: `Date` headers, `create_time`
-    /// and tags comparisons use it. Seconds, may be negative.
+    /// Shift of the sandbox's clock against the machine's at start (`POST
+    /// /_sandbox/clock` moves it forward later): `Date` headers, `create_time` and tags
+    /// comparisons use it. Seconds, may be negative.
     pub clock_offset_secs: i64,
     /// A per-token rate limit, announced in `X-RateLimit-*` headers.
     pub rate_limit: Option<RateLimit>,

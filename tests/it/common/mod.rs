@@ -220,6 +220,27 @@ impl Sandbox {
         self.admin("POST", "/service-faults", Some(fault));
     }
 
+    /// The `Date` of an API answer: the API's clock as a client reads it.
+    pub fn date(&self) -> time::OffsetDateTime {
+        let url = format!("{}/v1/clouds", self.url);
+        self.rt.block_on(async {
+            let resp = self.http.get(&url).send().await.expect("sandbox answers");
+            let date = resp.headers()[reqwest::header::DATE]
+                .to_str()
+                .expect("ascii");
+            httpdate::parse_http_date(date)
+                .expect("an HTTP date")
+                .into()
+        })
+    }
+
+    /// Moves the sandbox's clock forward by `by` (`31m`), as if that time had passed:
+    /// its timers, `Date` headers and timestamps all follow. What became due happens
+    /// at once; what takes work (a service's servers starting) still takes it, so poll.
+    pub fn advance_clock(&self, by: &str) {
+        self.admin("POST", "/clock", Some(json!({ "advance": by })));
+    }
+
     /// Waits until `check` holds on the request log (a side effect of the binary, not a
     /// sleep, decides when a test acts).
     pub fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&[Value]) -> bool) {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::lock;
 use crate::rules::rfc3339;
@@ -65,7 +66,7 @@ pub fn note_fault(req: &Request, fault: &str) {
 #[derive(Clone)]
 pub struct Recorder {
     pub log: RequestLog,
-    pub clock_offset_secs: i64,
+    pub clock: Clock,
 }
 
 /// Reads the body (the log keeps it; inner layers and handlers get it back), logs the
@@ -86,7 +87,7 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
         let seq = log.len() as u64 + 1;
         log.push(LoggedRequest {
             seq,
-            time: rfc3339(crate::clock::now(recorder.clock_offset_secs)),
+            time: rfc3339(recorder.clock.now()),
             method,
             path,
             query,
@@ -142,7 +143,7 @@ mod tests {
     fn logged(router: Router, log: &RequestLog) -> Router {
         let recorder = Recorder {
             log: log.clone(),
-            clock_offset_secs: 0,
+            clock: Clock::new(0, std::time::Duration::ZERO),
         };
         router.layer(from_fn_with_state(recorder, record))
     }
