@@ -719,14 +719,23 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
     // run cannot know that the create will not land again.
     pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-events-shared/user", "fault": {"kind": "slow_answer", "delay": "3s"}}));
     let dir = pool.dir("signalled", &[("aiven-ephemeral.yaml", SHARED)]);
+    let before = pool.sandbox.requests().len();
     let child = pool.spawn(&dir, &["up"]);
-    pool.sandbox
-        .wait_for("the Kafka user create", Duration::from_secs(30), |reqs| {
-            reqs.iter().any(|r| {
-                r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/user")
+    // This run's create applied (the log's status is set), its answer not yet sent.
+    pool.sandbox.wait_for(
+        "the Kafka user create applied",
+        Duration::from_secs(30),
+        |reqs| {
+            reqs[before..].iter().any(|r| {
+                r["method"] == "POST"
+                    && r["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with("ae-events-shared/user")
+                    && r["status"] != 0
             })
-        });
-    std::thread::sleep(Duration::from_millis(200));
+        },
+    );
     let sent = time::OffsetDateTime::now_utc();
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let out = wait(child, Duration::from_secs(30));
@@ -788,6 +797,27 @@ fn up_until_the_valkey_user_is_sent(pool: &Pool, dir: &Path) -> Child {
     child
 }
 
+/// Until every Valkey user create sent so far has landed (the request log's status is
+/// set when the API applies it, whether or not anyone still waits for the answer): a
+/// user that lands after its run let go would be left behind.
+fn valkey_user_creates_applied(pool: &Pool) {
+    pool.sandbox.wait_for(
+        "the Valkey user creates applied",
+        Duration::from_secs(30),
+        |reqs| {
+            reqs.iter()
+                .filter(|r| {
+                    r["method"] == "POST"
+                        && r["path"]
+                            .as_str()
+                            .unwrap_or("")
+                            .ends_with("ae-cache-shared/user")
+                })
+                .all(|r| r["status"] != 0)
+        },
+    );
+}
+
 #[test]
 fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
     let pool = Pool::new();
@@ -814,7 +844,7 @@ fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
         out.all()
     );
     assert!(!out.stderr.contains("warning: ae-"), "{}", out.all());
-    std::thread::sleep(Duration::from_secs(3));
+    valkey_user_creates_applied(&pool);
     assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", out.all());
 
     // SIGKILL while it is out: the state file says until when it may land, and `down`
@@ -825,7 +855,7 @@ fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
     wait(child, Duration::from_secs(30));
     let down = run(pool.cmd(&dir, &["down"]));
     down.expect_code(0);
-    std::thread::sleep(Duration::from_secs(3));
+    valkey_user_creates_applied(&pool);
     assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", down.all());
     pool.sandbox.admin("DELETE", "/faults", None);
     pool.only_shared_services_running();

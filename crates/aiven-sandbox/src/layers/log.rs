@@ -32,7 +32,8 @@ pub struct LoggedRequest {
 pub type RequestLog = Arc<Mutex<Vec<LoggedRequest>>>;
 
 /// A request's entry, in the request's extensions: inner layers note the fault they
-/// inject, and the status when the connection closes before this layer sees one.
+/// inject, and the status once the request is applied (0 until then), which may be
+/// before its answer leaves or when nobody waits for it any more.
 #[derive(Clone)]
 pub struct Entry {
     log: RequestLog,
