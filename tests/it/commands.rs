@@ -417,9 +417,9 @@ fn reap_older_than_and_protected() {
         &format!("/v1/project/{PROJECT}/service/guarded"),
         Some(json!({"termination_protection": true})),
     );
-    // The API's Date header has whole seconds: wait past one more.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let out = env.run(&["reap", "--project", PROJECT, "--older-than", "1s"]);
+    // An hour later on the API's clock (its `Date`), both are older than 30m.
+    env.sandbox.advance_clock("1h");
+    let out = env.run(&["reap", "--project", PROJECT, "--older-than", "30m"]);
     out.expect_code(5).expect_stderr("guarded");
     assert_eq!(env.sandbox.live_names(), vec!["guarded"]);
     env.run(&["reap", "--project", PROJECT, "--force"])
@@ -560,22 +560,23 @@ fn a_plan_that_does_not_exist_is_refused_before_any_create() {
 fn status_says_when_a_live_runs_expiry_has_passed() {
     let env = Env::new(PG);
     env.run(&["up"]).expect_code(0);
-    let fresh = env.run(&["status"]);
-    fresh.expect_code(0);
-    assert!(!fresh.stdout.contains("passed"), "{}", fresh.stdout);
-    env.run(&["extend", "--ttl", "1s"]).expect_code(0);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let stale = env.run(&["status"]);
-    stale.expect_code(0);
-    assert!(
-        stale
-            .stdout
+    let run_id = env.state()["run_id"].as_str().unwrap().to_string();
+    let first_line = |out: &Run| {
+        out.stdout
             .lines()
             .next()
-            .is_some_and(|l| l.ends_with("(passed: `reap` may delete it; `extend` moves it)")),
-        "{}",
-        stale.stdout
-    );
+            .unwrap_or("")
+            .replace(&run_id, "[RUN]")
+    };
+    let fresh = env.run(&["status"]);
+    fresh.expect_code(0);
+    pinned!(first_line(&fresh), @"run [RUN] in project test-project: up, expires [TIME]");
+    // Past its ttl (20m timeout + 1h) on the API's clock, which `reap` goes by,
+    // whatever this machine's says.
+    env.sandbox.advance_clock("2h");
+    let stale = env.run(&["status"]);
+    stale.expect_code(0);
+    pinned!(first_line(&stale), @"run [RUN] in project test-project: up, expires [TIME] (passed: `reap` may delete it; `extend` moves it)");
     env.run(&["down"]).expect_code(0);
 }
 
