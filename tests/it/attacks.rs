@@ -340,7 +340,21 @@ fn no_run_can_hold_the_build_lock_or_stall_database_creation() {
         .spawn()
         .unwrap();
     let mut hold = KillOnDrop(hold);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Until A's session holds them all (a session that failed would attack nothing).
+    let held = "select count(*) from pg_locks l join pg_database d on d.oid = l.database \
+                where l.locktype = 'advisory' and l.granted and d.datname = 'template1'";
+    let start = std::time::Instant::now();
+    while runs.pool.admin_sql("defaultdb", held) != "1001" {
+        assert!(
+            hold.0.try_wait().unwrap().is_none(),
+            "A's session on template1 ended"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "A's session never held the locks"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     std::fs::write(
         runs.b.join("aiven-ephemeral.yaml"),
         "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true, databases: [app, other], seed: [schema.sql]}\n",

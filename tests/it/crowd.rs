@@ -147,12 +147,12 @@ fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
     // Told to come back in 30 s: after the signal, that wait is not the budget's.
     env.sandbox.fault(json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "rate_limit", "seconds": 30}}));
     let child = env.spawn(&["down", "--signal-teardown-timeout", "2s"]);
+    // Once told so: without the signal this `down` would keep trying for ten minutes.
     env.sandbox
-        .wait_for("a DELETE", Duration::from_secs(30), |r| {
-            r.iter().any(|r| r["method"] == "DELETE")
+        .wait_for("a DELETE answered 429", Duration::from_secs(30), |r| {
+            r.iter()
+                .any(|r| r["method"] == "DELETE" && r["status"] == 429)
         });
-    // Without the signal this `down` would keep trying for ten minutes.
-    std::thread::sleep(Duration::from_secs(1));
     let signalled = Instant::now();
     signal(&child, Signal::SIGINT);
     let out = wait(child, Duration::from_secs(60));
