@@ -21,6 +21,7 @@ macro_rules! pinned {
             (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
             (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
             (r"\b\d+(h\d\dm|m\d\ds|s)( elapsed| left|  )", "[T]$2"),
+            (r"timed out after \d+\.\ds", "timed out after [T]"),
             (r"(?m)^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] "),
             (r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
             (r"[⠁-⣿]", "*"),
