@@ -20,6 +20,7 @@ macro_rules! pinned {
         insta::with_settings!({filters => vec![
             (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
             (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+            (r"localhost:\d+", "localhost:[PORT]"),
             (r"\b\d+(h\d\dm|m\d\ds|s)( elapsed| left|  )", "[T]$2"),
             (r"timed out after \d+\.\ds", "timed out after [T]"),
             (r"(?m)^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] "),
@@ -369,6 +370,22 @@ pub struct Run {
 impl Run {
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Its errors and warnings with their hints, without the progress lines between
+    /// them (whose order services working at once decide): what a user must act on.
+    pub fn told(&self) -> String {
+        self.stderr
+            .lines()
+            .filter(|l| {
+                let said = match l.as_bytes() {
+                    [b'[', _, _, b':', _, _, b':', _, _, b']', b' ', ..] => &l[11..],
+                    _ => l,
+                };
+                said.starts_with("error") || said.starts_with("warning") || said.starts_with(' ')
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[track_caller]
