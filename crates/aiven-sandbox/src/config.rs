@@ -184,12 +184,17 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|err| ConfigError::Parse {
-            rendered: format!(
-                "invalid sandbox config {}: {}",
-                path.display(),
-                err.render_with_formatter(&serde_saphyr::UserMessageFormatter)
-            ),
+        let config: Config = serde_saphyr::from_str(text).map_err(|err| {
+            let name = path.display().to_string();
+            let rendered = err.render_with_options(serde_saphyr::render_options! {
+                formatter: &serde_saphyr::UserMessageFormatter,
+                source_name: Some(&name),
+            });
+            // The caller says `error: ` once; the snippet names the file.
+            let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+            ConfigError::Parse {
+                rendered: format!("invalid sandbox config: {rendered}"),
+            }
         })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
