@@ -372,17 +372,17 @@ impl Run {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 
-    /// Its errors and warnings with their hints, without the progress lines between
-    /// them (whose order services working at once decide): what a user must act on.
+    /// Its stderr without the progress lines (`[HH:MM:SS] name: state`, in an order
+    /// that services working at once decide): errors and warnings with their hints and
+    /// snippets, what a user must act on.
     pub fn told(&self) -> String {
         self.stderr
             .lines()
-            .filter(|l| {
-                let said = match l.as_bytes() {
-                    [b'[', _, _, b':', _, _, b':', _, _, b']', b' ', ..] => &l[11..],
-                    _ => l,
-                };
-                said.starts_with("error") || said.starts_with("warning") || said.starts_with(' ')
+            .filter(|l| match l.as_bytes() {
+                [b'[', _, _, b':', _, _, b':', _, _, b']', b' ', ..] => {
+                    l[11..].starts_with("error") || l[11..].starts_with("warning")
+                }
+                _ => true,
             })
             .collect::<Vec<_>>()
             .join("\n")
