@@ -49,9 +49,11 @@ fn main() -> ExitCode {
 /// Logs go to stderr. `RUST_LOG` wins; else warnings, `-v` info, `-vv` debug.
 fn init_logging(cli: &Cli, reporter: &Reporter) {
     use tracing_subscriber::EnvFilter;
+    // The certificate verifier logs each failed handshake as an error of its own; the
+    // request's error says it once, with a hint.
     let default = match (cli.output.quiet, cli.output.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
+        (true, _) => "error,rustls_platform_verifier=off",
+        (false, 0) => "warn,rustls_platform_verifier=off",
         (false, 1) => "info,aiven_sandbox=warn",
         (false, _) => "debug,hyper=info,reqwest=info,rustls=info,h2=info",
     };

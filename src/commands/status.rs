@@ -70,6 +70,8 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     let mut sandbox_process = None;
     // A run that held tenancies: its shared services keep running after it.
     let shared = run.services.iter().any(|s| s.tenant.is_some());
+    // The API's clock, once it answered: `reap` judges expiry by it.
+    let mut api_now = None;
     let listed = if can_ask && (run.live() || shared) {
         let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
         sandbox_process = conn
@@ -81,6 +83,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 e,
             )
         });
+        api_now = conn.client.server_time();
         conn.close().await;
         Some(list?)
     } else {
@@ -182,7 +185,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             .unwrap_or_default(),
         out.expires_at.as_deref().unwrap_or("-"),
         match (
-            run.live() && expired(out.expires_at.as_deref()),
+            run.live() && expired(out.expires_at.as_deref(), api_now),
             run.services.iter().any(|s| s.tenant.is_some()),
         ) {
             (true, false) => " (passed: `reap` may delete it; `extend` moves it)",
@@ -252,13 +255,15 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
-/// Whether an expiry time (RFC 3339) has passed by this machine's clock.
-fn expired(expires_at: Option<&str>) -> bool {
+/// Whether an expiry time (RFC 3339) has passed by the API's clock (`now`, as `reap`
+/// judges it), or this machine's when the API was not asked.
+fn expired(expires_at: Option<&str>, now: Option<time::OffsetDateTime>) -> bool {
+    let now = now.unwrap_or_else(time::OffsetDateTime::now_utc);
     expires_at
         .and_then(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         })
-        .is_some_and(|t| t < time::OffsetDateTime::now_utc())
+        .is_some_and(|t| t < now)
 }
 
 /// One run of this tool in the project, as its services' tags tell.

@@ -214,7 +214,7 @@ fn a_seed_cannot_leave_its_role_or_make_roles() {
     std::fs::write(runs.b.join("evil.sql"), evil).unwrap();
     let up = run(runs.pool.cmd(&runs.b, &["up"]));
     up.expect_code(1);
-    up.expect_stderr("permission denied to create role");
+    pinned!(up.told(), @"error: ae-db-shared (services.db): seed file evil.sql: permission denied to create role");
     let left = runs.pool.admin_sql(
         "defaultdb",
         "select rolname from pg_roles where rolname = 'evil' or rolname like 'aiven-ephemeral-seed-%' \
@@ -247,6 +247,7 @@ fn seed_paths_stay_inside_the_manifests_directory() {
     let outside = dir.parent().unwrap().join("outside.sql");
     std::fs::write(&outside, "secret-outside-text\n").unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("link.sql")).unwrap();
+    let mut said = Vec::new();
     for seed in [
         "../outside.sql".to_string(),
         outside.display().to_string(),
@@ -261,11 +262,61 @@ fn seed_paths_stay_inside_the_manifests_directory() {
         for cmd in ["validate", "up"] {
             let out = run(pool.cmd(&dir, &[cmd]));
             out.expect_code(2);
-            out.expect_stderr("is outside the manifest's directory");
             assert!(!out.all().contains("secret-outside-text"), "{}", out.all());
             assert!(!out.all().contains("root:"), "{}", out.all());
+            said.push(format!("{cmd}: {}", out.told()));
         }
     }
+    pinned!(said.join("\n"), @r#"
+    validate: error: aiven-ephemeral.yaml:3:55: seed file ../outside.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["../outside.sql"]}
+      |                                                       ^ seed file ../outside.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    up: error: aiven-ephemeral.yaml:3:55: seed file ../outside.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["../outside.sql"]}
+      |                                                       ^ seed file ../outside.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    validate: error: aiven-ephemeral.yaml:3:55: seed file [TMP]/outside.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["[TMP]/outside.sql"]}
+      |                                                       ^ seed file [TMP]/outside.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    up: error: aiven-ephemeral.yaml:3:55: seed file [TMP]/outside.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["[TMP]/outside.sql"]}
+      |                                                       ^ seed file [TMP]/outside.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    validate: error: aiven-ephemeral.yaml:3:55: seed file link.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["link.sql"]}
+      |                                                       ^ seed file link.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    up: error: aiven-ephemeral.yaml:3:55: seed file link.sql is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["link.sql"]}
+      |                                                       ^ seed file link.sql is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    validate: error: aiven-ephemeral.yaml:3:55: seed file /etc/passwd is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["/etc/passwd"]}
+      |                                                       ^ seed file /etc/passwd is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    up: error: aiven-ephemeral.yaml:3:55: seed file /etc/passwd is outside the manifest's directory
+     --> aiven-ephemeral.yaml:3:55
+      |
+    3 |   db: {type: pg, plan: hobbyist, shared: true, seed: ["/etc/passwd"]}
+      |                                                       ^ seed file /etc/passwd is outside the manifest's directory
+      hint: seed paths are relative to the manifest's directory, and stay inside it
+    "#);
     assert_eq!(pool.sandbox.live_names(), Vec::<String>::new());
 }
 
@@ -340,7 +391,21 @@ fn no_run_can_hold_the_build_lock_or_stall_database_creation() {
         .spawn()
         .unwrap();
     let mut hold = KillOnDrop(hold);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Until A's session holds them all (a session that failed would attack nothing).
+    let held = "select count(*) from pg_locks l join pg_database d on d.oid = l.database \
+                where l.locktype = 'advisory' and l.granted and d.datname = 'template1'";
+    let start = std::time::Instant::now();
+    while runs.pool.admin_sql("defaultdb", held) != "1001" {
+        assert!(
+            hold.0.try_wait().unwrap().is_none(),
+            "A's session on template1 ended"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "A's session never held the locks"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     std::fs::write(
         runs.b.join("aiven-ephemeral.yaml"),
         "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, shared: true, databases: [app, other], seed: [schema.sql]}\n",

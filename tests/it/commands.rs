@@ -11,10 +11,15 @@ fn validate_points_at_file_line_and_column_and_sends_nothing() {
     let env =
         Env::new("project: test-project\nservices:\n  db:\n    type: pg\n    plna: hobbyist\n");
     let out = env.run(&["validate"]);
-    out.expect_code(2)
-        .expect_stderr("aiven-ephemeral.yaml:5:5")
-        .expect_stderr("unknown key `plna`")
-        .expect_stderr("hint: did you mean `plan`?");
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:5:5: unknown key `plna`
+     --> aiven-ephemeral.yaml:5:5
+      |
+    5 |     plna: hobbyist
+      |     ^ unknown key `plna`
+      hint: did you mean `plan`? Keys here: type, plan, cloud, version, user_config, databases, users, topics, acls, default_acl, fork_from, probe, env_prefix, env, project_vpc_id, tags, shared, seed
+    ");
     assert!(env.sandbox.requests().is_empty());
 }
 
@@ -24,9 +29,14 @@ fn validate_reports_semantic_problems_with_their_place() {
         "services:\n  db:\n    type: pg\n    plan: hobbyist\n    env: {DATABASE_URL: url}\n  cache:\n    type: valkey\n    plan: hobbyist\n    topics: [{name: x}]\n",
     );
     let out = env.run(&["validate"]);
-    out.expect_code(2)
-        .expect_stderr("aiven-ephemeral.yaml:9:")
-        .expect_stderr("`topics` is for Kafka services");
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:9:14: `topics` is for Kafka services, and `cache` is a valkey service
+     --> aiven-ephemeral.yaml:9:14
+      |
+    9 |     topics: [{name: x}]
+      |              ^ `topics` is for Kafka services, and `cache` is a valkey service
+    ");
     let out = env.run(&["up"]);
     out.expect_code(2);
     assert!(
@@ -38,10 +48,16 @@ fn validate_reports_semantic_problems_with_their_place() {
 #[test]
 fn validate_names_both_sources_of_one_env_name() {
     let env = Env::new("services:\n  db: {type: pg, plan: hobbyist, env: {DB_HOST: uri}}\n");
-    env.run(&["validate"])
-        .expect_code(2)
-        .expect_stderr("services.db (host)")
-        .expect_stderr("services.db.env.DB_HOST");
+    let out = env.run(&["validate"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:2:49: `DB_HOST` comes from both services.db (host) and services.db.env.DB_HOST (uri)
+     --> aiven-ephemeral.yaml:2:49
+      |
+    2 |   db: {type: pg, plan: hobbyist, env: {DB_HOST: uri}}
+      |                                                 ^ `DB_HOST` comes from both services.db (host) and services.db.env.DB_HOST (uri)
+      hint: give one of the services an env_prefix, or rename the alias
+    ");
 }
 
 #[test]
@@ -51,30 +67,35 @@ fn validate_in_github_actions_annotates() {
     cmd.env("GITHUB_ACTIONS", "true");
     let out = run(cmd);
     out.expect_code(2);
-    assert!(
-        out.stdout
-            .contains("::error file=aiven-ephemeral.yaml,line=5,col=12::"),
-        "{}",
-        out.stdout
-    );
+    pinned!(out.stdout, @"::error file=aiven-ephemeral.yaml,line=5,col=12::`probe` cannot be `tpc`: it is one of none, tcp, tls");
 }
 
 #[test]
 fn ttl_shorter_than_timeout_is_a_manifest_error() {
     let env =
         Env::new("project: test-project\nttl: 15m\nservices:\n  db: {type: pg, plan: hobbyist}\n");
-    env.run(&["up", "--timeout", "10m"])
-        .expect_code(2)
-        .expect_stderr("aiven-ephemeral.yaml:2:");
+    let out = env.run(&["up", "--timeout", "10m"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:2:6: ttl 15m is shorter than --timeout 10m plus 10m: services could be reaped while `up` still waits for them
+     --> aiven-ephemeral.yaml:2:6
+      |
+    2 | ttl: 15m
+      |      ^ ttl 15m is shorter than --timeout 10m plus 10m: services could be reaped while `up` still waits for them
+      hint: raise ttl, or lower --timeout
+    ");
     assert!(env.sandbox.requests().is_empty());
 }
 
 #[test]
 fn bad_run_ids_are_usage_errors() {
     let env = Env::new(PG);
-    env.run(&["up", "--run-id", "Has_Caps"])
-        .expect_code(2)
-        .expect_stderr("run id");
+    let out = env.run(&["up", "--run-id", "Has_Caps"]);
+    out.expect_code(2);
+    pinned!(out.stderr.trim(), @"
+    error: run id `Has_Caps` is invalid: 1-64 characters of [a-z0-9-], not starting or ending with `-` (over 20 it is shortened)
+      hint: omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>
+    ");
     let long = "a".repeat(65);
     let out = env.run(&["up", "--run-id", &long]);
     out.expect_code(2);
@@ -156,11 +177,18 @@ fn plan_shows_names_env_and_prices_from_the_catalogue() {
     assert_eq!(env.sandbox.count("POST", "/v1"), 0);
     let text = env.run(&["plan"]);
     text.expect_code(0);
-    assert!(
-        text.stdout.contains("total: 0.547 USD/h"),
-        "{}",
-        text.stdout
-    );
+    pinned!(text.stdout, @"
+    run id xxxxxxxx, project test-project
+    KEY     NAME                TYPE   PLAN       CLOUD                USD/H
+    db      ae-db-xxxxxxxx      pg     startup-4  google-europe-west1  0.130
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
+    events  ae-events-xxxxxxxx  kafka  startup-2  aws-eu-central-1     0.417
+      env: EVENTS_SERVICE_NAME EVENTS_URI EVENTS_HOST EVENTS_PORT
+           EVENTS_BOOTSTRAP_SERVERS EVENTS_ACCESS_CERT EVENTS_ACCESS_KEY
+           EVENTS_CA_CERT EVENTS_SECURITY_PROTOCOL
+    total: 0.547 USD/h (4.38 USD per 8h working day)
+    ");
 }
 
 #[test]
@@ -168,7 +196,18 @@ fn plan_flags_plans_that_do_not_exist() {
     let env = Env::new("project: test-project\nservices:\n  db: {type: pg, plan: gigantic-9000}\n");
     let out = env.run(&["plan"]);
     out.expect_code(2);
-    assert!(out.stdout.contains("problem:"), "{}", out.stdout);
+    pinned!(out.all(), @"
+    run id xxxxxxxx, project test-project
+    KEY  NAME            TYPE  PLAN           CLOUD                USD/H
+    db   ae-db-xxxxxxxx  pg    gigantic-9000  google-europe-west1    n/a
+      problem: plan gigantic-9000 of pg is not available in google-europe-west1:
+               Service plan 'gigantic-9000' does not exist for service type 'pg'
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY
+    total: unknown (see the problems above)
+
+    error: some services cannot be created or used as planned (see above)
+    ");
 }
 
 /// A topic asking more replicas than its plan has brokers: the API would refuse it only
@@ -225,7 +264,15 @@ fn plan_without_a_token_is_offline() {
     cmd.env_remove("AIVEN_TOKEN");
     let out = run(cmd);
     out.expect_code(0);
-    assert!(out.stdout.contains("DB_URI"));
+    pinned!(out.all(), @"
+    run id xxxxxxxx, project test-project
+    KEY  NAME            TYPE  PLAN      CLOUD              USD/H
+    db   ae-db-xxxxxxxx  pg    hobbyist  (project default)      -
+      env: DB_SERVICE_NAME DB_URI DB_HOST DB_PORT DB_USER DB_PASSWORD DB_DATABASE
+           DB_SSLMODE DB_CA_CERT DB_URI_VERIFY DB_USER_APP_USER_PASSWORD
+           DB_USER_APP_USER_URI
+    prices: set AIVEN_TOKEN (or use --sandbox) to check plans and prices
+    ");
     assert!(env.sandbox.requests().is_empty());
 }
 
@@ -234,9 +281,15 @@ fn cost_guard_blocks_before_any_write() {
     let env = Env::new(
         "project: test-project\nservices:\n  a: {type: pg, plan: business-8}\n  b: {type: kafka, plan: business-8}\nlimits:\n  max_hourly_usd: 1.0\n",
     );
-    let out = env.run(&["up"]);
-    out.expect_code(2)
-        .expect_stderr("over the limit of 1.000 USD/h");
+    let out = env.run(&["up", "--run-id", "cost1"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    [HH:MM:SS] run cost1 in project test-project (2 service(s))
+    error: this run would cost 2.425 USD/h, over the limit of 1.000 USD/h:
+      a                        pg           business-8        0.781 USD/h
+      b                        kafka        business-8        1.644 USD/h
+      hint: choose smaller plans, or raise limits.max_hourly_usd / --max-hourly-usd
+    ");
     let writes = env
         .sandbox
         .requests()
@@ -246,9 +299,14 @@ fn cost_guard_blocks_before_any_write() {
     assert_eq!(writes, 0);
     // The flag lowers the limit further.
     let env = Env::new(PG);
-    env.run(&["up", "--max-hourly-usd", "0.001"])
-        .expect_code(2)
-        .expect_stderr("USD/h");
+    let out = env.run(&["up", "--run-id", "cost2", "--max-hourly-usd", "0.001"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    [HH:MM:SS] run cost2 in project test-project (1 service(s))
+    error: this run would cost 0.026 USD/h, over the limit of 0.001 USD/h:
+      db                       pg           hobbyist          0.026 USD/h
+      hint: choose smaller plans, or raise limits.max_hourly_usd / --max-hourly-usd
+    ");
     assert_eq!(env.sandbox.count("POST", "/v1"), 0);
 }
 
@@ -332,9 +390,8 @@ fn env_rebuilds_a_live_runs_env_from_the_api() {
     assert!(!written.all().contains(password));
     // Printing is explicit, and warned about.
     let printed = env.run(&["env", "--run-id", "envr1", "--format", "json", "--stdout"]);
-    printed
-        .expect_code(0)
-        .expect_stderr("warning: --stdout prints passwords");
+    printed.expect_code(0);
+    pinned!(printed.stderr, @"warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text");
     let parsed: Value = serde_json::from_str(&printed.stdout).unwrap();
     assert_eq!(parsed["DB_PASSWORD"], password);
     env.run(&["down", "--run-id", "envr1"]).expect_code(0);
@@ -431,10 +488,22 @@ fn reap_older_than_and_protected() {
         &format!("/v1/project/{PROJECT}/service/guarded"),
         Some(json!({"termination_protection": true})),
     );
-    // The API's Date header has whole seconds: wait past one more.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let out = env.run(&["reap", "--project", PROJECT, "--older-than", "1s"]);
-    out.expect_code(5).expect_stderr("guarded");
+    // An hour later on the API's clock (its `Date`), both are older than 30m.
+    env.sandbox.advance_clock("1h");
+    let out = env.run(&["reap", "--project", PROJECT, "--older-than", "30m"]);
+    out.expect_code(5);
+    pinned!(out.all(), @"
+    SERVICE  RUN  EXPIRES               VERDICT
+    guarded  r    [TIME]  protected
+    young    r    [TIME]  too_old
+
+    [HH:MM:SS] Deleting 1 service(s)
+    [HH:MM:SS] young: deleting
+    [HH:MM:SS] young: deleted
+    [HH:MM:SS] reaped 1 service(s), released 0 expired tenancy(ies), powered off 0 idle shared service(s), dropped 0 seed template(s); 1 protected, 0 failed
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: guarded
+      finish it with: aiven-ephemeral reap --project test-project --force
+    ");
     assert_eq!(env.sandbox.live_names(), vec!["guarded"]);
     env.run(&["reap", "--project", PROJECT, "--force"])
         .expect_code(0);
@@ -512,11 +581,17 @@ fn the_dotenv_report_holds_only_non_secrets_within_gitlabs_limits() {
     cmd.env("GITLAB_CI", "true");
     run(cmd).expect_code(0);
     let report = std::fs::read_to_string(env.path("up.env")).unwrap();
-    assert!(report.contains("AIVEN_EPHEMERAL_RUN_ID=rep1\n"), "{report}");
-    assert!(report.contains("AIVEN_PROJECT=test-project\n"));
-    assert!(
-        report.contains("DB_HOST=localhost\n") && report.contains("DB_SERVICE_NAME=ae-db-rep1\n")
-    );
+    let port = env.sandbox.live_services()[0]["components"][0]["port"].to_string();
+    pinned!(report.replace(&format!("DB_PORT={port}\n"), "DB_PORT=[PORT]\n"), @"
+    AIVEN_EPHEMERAL_RUN_ID=rep1
+    AIVEN_PROJECT=test-project
+    DB_SERVICE_NAME=ae-db-rep1
+    DB_HOST=localhost
+    DB_PORT=[PORT]
+    DB_USER=avnadmin
+    DB_DATABASE=app
+    DB_SSLMODE=require
+    ");
     assert!(!report.contains("AVNS_"), "no password: {report}");
     assert!(
         !report.contains("PASSWORD") && !report.contains("_URI") && !report.contains("CA_CERT"),
@@ -534,8 +609,11 @@ fn the_dotenv_report_holds_only_non_secrets_within_gitlabs_limits() {
     // Too many variables: refused before anything is created, naming what does not fit.
     let before = env.sandbox.requests().len();
     let out = env.run(&["up", "--dotenv-report", "up2.env", "--dotenv-max-vars", "4"]);
-    out.expect_code(2)
-        .expect_stderr("these do not fit: DB_PORT");
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: the dotenv report up2.env would hold 8 variables, more than --dotenv-max-vars 4; these do not fit: DB_PORT, DB_USER, DB_DATABASE, DB_SSLMODE
+      hint: raise --dotenv-max-vars (GitLab's own limit allowing), or use `aiven-ephemeral env` in later jobs
+    ");
     assert_eq!(env.sandbox.requests().len(), before, "no API call at all");
 }
 
@@ -557,10 +635,13 @@ fn a_plan_that_does_not_exist_is_refused_before_any_create() {
     let env = Env::new(
         "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist}\n  db: {type: pg, plan: startup-3}\n",
     );
-    let out = env.run(&["up"]);
-    out.expect_code(2)
-        .expect_stderr("error: services.db: plan startup-3 of pg is not available in")
-        .expect_stderr("hint: choose a plan of that type that exists in that cloud");
+    let out = env.run(&["up", "--run-id", "nope1"]);
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    [HH:MM:SS] run nope1 in project test-project (2 service(s))
+    error: services.db: plan startup-3 of pg is not available in google-europe-west1: Service plan 'startup-3' does not exist for service type 'pg'
+      hint: choose a plan of that type that exists in that cloud (`aiven-ephemeral plan` shows each service's plan, cloud and price)
+    ");
     // The good sibling was not created (and billed) first.
     assert_eq!(
         env.sandbox
@@ -574,22 +655,23 @@ fn a_plan_that_does_not_exist_is_refused_before_any_create() {
 fn status_says_when_a_live_runs_expiry_has_passed() {
     let env = Env::new(PG);
     env.run(&["up"]).expect_code(0);
-    let fresh = env.run(&["status"]);
-    fresh.expect_code(0);
-    assert!(!fresh.stdout.contains("passed"), "{}", fresh.stdout);
-    env.run(&["extend", "--ttl", "1s"]).expect_code(0);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let stale = env.run(&["status"]);
-    stale.expect_code(0);
-    assert!(
-        stale
-            .stdout
+    let run_id = env.state()["run_id"].as_str().unwrap().to_string();
+    let first_line = |out: &Run| {
+        out.stdout
             .lines()
             .next()
-            .is_some_and(|l| l.ends_with("(passed: `reap` may delete it; `extend` moves it)")),
-        "{}",
-        stale.stdout
-    );
+            .unwrap_or("")
+            .replace(&run_id, "[RUN]")
+    };
+    let fresh = env.run(&["status"]);
+    fresh.expect_code(0);
+    pinned!(first_line(&fresh), @"run [RUN] in project test-project: up, expires [TIME]");
+    // Past its ttl (20m timeout + 1h) on the API's clock, which `reap` goes by,
+    // whatever this machine's says.
+    env.sandbox.advance_clock("2h");
+    let stale = env.run(&["status"]);
+    stale.expect_code(0);
+    pinned!(first_line(&stale), @"run [RUN] in project test-project: up, expires [TIME] (passed: `reap` may delete it; `extend` moves it)");
     env.run(&["down"]).expect_code(0);
 }
 

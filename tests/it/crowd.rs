@@ -114,7 +114,7 @@ fn after_a_signal_the_short_budget_holds_however_long_the_api_asks_to_wait() {
     let env = Env::with(PG, Sandbox::with(config));
     // Every DELETE is told to come back in 30 s.
     env.sandbox.fault(json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "rate_limit", "seconds": 30}}));
-    let child = env.spawn(&["up"]);
+    let child = env.spawn(&["up", "--run-id", "budget1"]);
     env.sandbox
         .wait_for("the create", Duration::from_secs(30), |r| {
             r.iter()
@@ -125,7 +125,13 @@ fn after_a_signal_the_short_budget_holds_however_long_the_api_asks_to_wait() {
     let out = wait(child, Duration::from_secs(60));
     let took = signalled.elapsed();
     // Not confirmed within the 8 s after the signal: exit 5, naming what is left.
-    out.expect_code(5).expect_stderr("ae-db-");
+    out.expect_code(5);
+    pinned!(out.told(), @"
+    [HH:MM:SS] warning: received SIGTERM: tearing down
+    [HH:MM:SS] warning: ae-db-budget1: not confirmed deleted: HTTP 429: Too many requests in a given amount of time: Rate limit 120 exceeded - try again in 30s (past what is left of the teardown budget)
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-budget1
+      finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+    ");
     assert!(
         took < Duration::from_secs(10),
         "teardown took {took:?} after SIGTERM\n{}",
@@ -143,21 +149,27 @@ fn after_a_signal_the_short_budget_holds_however_long_the_api_asks_to_wait() {
 #[test]
 fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
     let env = Env::new(PG);
-    env.run(&["up"]).expect_code(0);
+    env.run(&["up", "--run-id", "budget2"]).expect_code(0);
     // Told to come back in 30 s: after the signal, that wait is not the budget's.
     env.sandbox.fault(json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "rate_limit", "seconds": 30}}));
     let child = env.spawn(&["down", "--signal-teardown-timeout", "2s"]);
+    // Once told so: without the signal this `down` would keep trying for ten minutes.
     env.sandbox
-        .wait_for("a DELETE", Duration::from_secs(30), |r| {
-            r.iter().any(|r| r["method"] == "DELETE")
+        .wait_for("a DELETE answered 429", Duration::from_secs(30), |r| {
+            r.iter()
+                .any(|r| r["method"] == "DELETE" && r["status"] == 429)
         });
-    // Without the signal this `down` would keep trying for ten minutes.
-    std::thread::sleep(Duration::from_secs(1));
     let signalled = Instant::now();
     signal(&child, Signal::SIGINT);
     let out = wait(child, Duration::from_secs(60));
     let took = signalled.elapsed();
-    out.expect_code(5).expect_stderr("ae-db-");
+    out.expect_code(5);
+    pinned!(out.told(), @"
+    received SIGINT during teardown; still deleting: ae-db-budget2 (teardown is not interrupted)
+    [HH:MM:SS] warning: ae-db-budget2: not confirmed deleted: HTTP 429: Too many requests in a given amount of time: Rate limit 120 exceeded - try again in 30s
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-budget2
+      finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+    ");
     assert!(
         took < Duration::from_secs(4),
         "down took {took:?} after SIGINT with a 2s short budget\n{}",

@@ -63,8 +63,16 @@ fn a_lost_create_response_is_adopted_by_owner_tag() {
     let env = Env::new(PG);
     env.sandbox
         .fault(create_rule(json!({"kind": "lost_response"}), &[1]));
-    let up = env.run(&["up", "-v"]);
-    up.expect_code(0).expect_stderr("adopting");
+    let up = env.run(&["up", "-v", "--run-id", "lost1"]);
+    up.expect_code(0);
+    // The log line, after its time and level.
+    let adopting: Vec<&str> = up
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once(" INFO ").map(|(_, said)| said.trim()))
+        .filter(|l| l.contains("adopt"))
+        .collect();
+    pinned!(adopting.join("\n"), @"ae-db-lost1: already exists with our owner tag; adopting it");
     let creates: Vec<u64> = env
         .sandbox
         .requests()
@@ -90,7 +98,8 @@ fn a_conflict_with_someone_elses_service_is_not_adopted() {
         json!({"aiven-ephemeral-run": "x", "aiven-ephemeral-owner": "someone"}),
     );
     let up = env.run(&["up", "--run-id", "clash1"]);
-    up.expect_code(1).expect_stderr("belongs to someone else");
+    up.expect_code(1);
+    pinned!(up.told(), @"error: creating ae-db-clash1 (services.db): HTTP 409: Service name is already in use in this project; the existing service belongs to someone else (its owner tag is not this run's), so it is left alone");
     assert_eq!(
         env.sandbox.live_names(),
         vec!["ae-db-clash1"],
@@ -105,10 +114,12 @@ fn never_ready_times_out_and_tears_down() {
     );
     env.sandbox
         .service_fault(json!({"name": "ae-slow-*", "never_ready": true}));
-    let up = env.run(&["up", "--timeout", "3s"]);
-    up.expect_code(4)
-        .expect_stderr("timed out")
-        .expect_stderr("ae-slow-");
+    let up = env.run(&["up", "--run-id", "slow1", "--timeout", "3s"]);
+    up.expect_code(4);
+    pinned!(up.told(), @"
+    error: timed out after [T] waiting for: ae-slow-slow1 (REBUILDING)
+      hint: raise --timeout, or check the service in the Aiven console; everything created was deleted
+    ");
     assert!(env.sandbox.live_names().is_empty());
 }
 
@@ -117,8 +128,9 @@ fn poweroff_is_a_failure() {
     let env = Env::new(PG);
     env.sandbox
         .service_fault(json!({"name": "*", "poweroff_after": "1ms", "ready_after": "300ms"}));
-    let up = env.run(&["up"]);
-    up.expect_code(1).expect_stderr("POWEROFF");
+    let up = env.run(&["up", "--run-id", "off1"]);
+    up.expect_code(1);
+    pinned!(up.told(), @"error: ae-db-off1 (db) is powered off (state POWEROFF)");
     assert!(env.sandbox.live_names().is_empty());
 }
 
@@ -127,8 +139,12 @@ fn an_unreachable_endpoint_is_exit_4_with_causes() {
     let env = Env::new(PG);
     env.sandbox
         .service_fault(json!({"name": "*", "unreachable": true}));
-    let up = env.run(&["up", "--timeout", "6s"]);
-    up.expect_code(4).expect_stderr("ip_filter");
+    let up = env.run(&["up", "--run-id", "far1", "--timeout", "6s"]);
+    up.expect_code(4);
+    pinned!(up.told(), @"
+    error: ae-db-far1 (db): the API reports it ready, but localhost:[PORT] is not reachable: TCP connect to localhost:[PORT]: Connection refused (os error 111). Likely causes: this runner's egress rules, the service's ip_filter, or a project VPC (set `probe: none` to skip the check)
+      hint: raise --timeout, or check the service in the Aiven console; everything created was deleted
+    ");
     assert!(env.sandbox.live_names().is_empty());
 }
 
@@ -141,9 +157,12 @@ fn deletes_that_keep_failing_are_exit_5_with_names() {
     );
     // A plain `down` would keep trying for its 10 minutes: a short budget ends it.
     let down = env.run(&["down", "--teardown-timeout", "5s"]);
-    down.expect_code(5)
-        .expect_stderr("ae-db-stuck1")
-        .expect_stderr("aiven-ephemeral down");
+    down.expect_code(5);
+    pinned!(down.told(), @"
+    [HH:MM:SS] warning: ae-db-stuck1: not confirmed deleted: HTTP 500: Internal Server Error
+    error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-stuck1
+      finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
+    ");
     assert_eq!(env.state()["status"], "tearing_down");
     env.sandbox.admin("DELETE", "/faults", None);
     env.run(&["down"]).expect_code(0);
@@ -156,7 +175,11 @@ fn a_bad_token_is_exit_3_before_anything_is_created() {
     let mut cmd = env.cmd(&["up"]);
     cmd.env("AIVEN_TOKEN", "wrong");
     let up = run(cmd);
-    up.expect_code(3).expect_stderr("AIVEN_TOKEN");
+    up.expect_code(3);
+    pinned!(up.told(), @"
+    error: reading project test-project: HTTP 403: Authentication failed (authentication_failed)
+      hint: check AIVEN_TOKEN (or AIVEN_AUTH_TOKEN / --token-file): it must be a valid, unexpired Aiven token with access to the project
+    ");
     assert_eq!(env.sandbox.count("POST", "/v1"), 0);
 }
 
@@ -196,7 +219,12 @@ fn a_missing_token_is_exit_2_naming_aiven_token() {
     let env = Env::new(PG);
     let mut cmd = env.cmd(&["up"]);
     cmd.env_remove("AIVEN_TOKEN");
-    run(cmd).expect_code(2).expect_stderr("AIVEN_TOKEN");
+    let up = run(cmd);
+    up.expect_code(2);
+    pinned!(up.stderr, @"
+    error: no Aiven API token: set AIVEN_TOKEN (or AIVEN_AUTH_TOKEN, or pass --token-file)
+      hint: create a token in the Aiven console (User profile > Tokens), or try the manifest with --sandbox, which needs none
+    ");
     assert!(env.sandbox.requests().is_empty());
 }
 
@@ -248,7 +276,11 @@ fn an_https_api_behind_a_private_ca_needs_ca_cert() {
     let env = Env::with(PG, Sandbox::with(config));
     assert!(env.sandbox.url.starts_with("https://localhost:"));
     let untrusted = env.run(&["up"]);
-    untrusted.expect_code(1).expect_stderr("--ca-cert");
+    untrusted.expect_code(1);
+    pinned!(untrusted.told(), @"
+    error: reading project test-project: error sending request for url (https://localhost:[PORT]/v1/project/test-project): client error (Connect): invalid peer certificate: UnknownIssuer
+      hint: the API's TLS certificate is not trusted: behind a TLS-inspecting proxy, pass its CA with --ca-cert (AIVEN_CA_CERT)
+    ");
     assert!(
         env.sandbox.requests().is_empty(),
         "no request got through the handshake"

@@ -179,10 +179,9 @@ fn a_failing_sub_resource_is_a_provisioning_failure_naming_it() {
         "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist, databases: [app]}\n",
     );
     env.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/*/db", "fault": {"kind": "status", "status": 400, "message": "Invalid database name"}}));
-    let up = env.run(&["up"]);
-    up.expect_code(1)
-        .expect_stderr("database `app`")
-        .expect_stderr("Invalid database name");
+    let up = env.run(&["up", "--run-id", "sub1"]);
+    up.expect_code(1);
+    pinned!(up.told(), @"error: ae-db-sub1 (services.db): creating database `app` in ae-db-sub1: HTTP 400: Invalid database name");
     assert!(env.sandbox.live_names().is_empty());
 }
 
@@ -222,10 +221,32 @@ fn fork_settings_are_checked_offline() {
         "services:\n  copy:\n    type: kafka\n    plan: startup-2\n    fork_from: {service: Staging, recovery_target_time: yesterday}\n",
     );
     let out = env.run(&["validate"]);
-    out.expect_code(2)
-        .expect_stderr("cannot be forked")
-        .expect_stderr("fork_from.service `Staging`")
-        .expect_stderr("not an RFC 3339 time");
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: aiven-ephemeral.yaml:5:16: type `kafka` cannot be forked
+     --> aiven-ephemeral.yaml:5:16
+      |
+    5 |     fork_from: {service: Staging, recovery_target_time: yesterday}
+      |                ^ type `kafka` cannot be forked
+      hint: fork_from works with alloydbomni, clickhouse, mysql, opensearch, pg, valkey
+    error: aiven-ephemeral.yaml:5:26: fork_from.service `Staging` is invalid: an existing service's name
+     --> aiven-ephemeral.yaml:5:26
+      |
+    5 |     fork_from: {service: Staging, recovery_target_time: yesterday}
+      |                          ^ fork_from.service `Staging` is invalid: an existing service's name
+    error: aiven-ephemeral.yaml:5:57: type `kafka` has no point-in-time recovery
+     --> aiven-ephemeral.yaml:5:57
+      |
+    5 |     fork_from: {service: Staging, recovery_target_time: yesterday}
+      |                                                         ^ type `kafka` has no point-in-time recovery
+      hint: remove recovery_target_time to fork from the latest backup
+    error: aiven-ephemeral.yaml:5:57: recovery_target_time `yesterday` is not an RFC 3339 time
+     --> aiven-ephemeral.yaml:5:57
+      |
+    5 |     fork_from: {service: Staging, recovery_target_time: yesterday}
+      |                                                         ^ recovery_target_time `yesterday` is not an RFC 3339 time
+      hint: write e.g. [TIME]
+    ");
 }
 
 #[test]

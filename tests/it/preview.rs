@@ -105,7 +105,8 @@ fn push_then_push_from_another_machine_adopts_and_creates_nothing() {
     let second = machine(&manifest(""));
     let before = sandbox.requests().len();
     let out = push(&sandbox, second.path(), &[]);
-    out.expect_code(0).expect_stderr(&format!("keep    {DB}"));
+    out.expect_code(0);
+    pinned!(reuse_plan(&out), @"[HH:MM:SS] keep    ci-db-pr-42");
     let requests = since(&sandbox, before);
     assert_eq!(creates(&requests), 0, "{requests:#?}");
     // What the second push costs, from an empty directory (no cache): the project, its
@@ -216,8 +217,24 @@ fn a_test_run_is_never_adopted_and_a_pull_requests_run_is_not_a_test_run() {
         &sandbox,
         &["run", "--reuse", "--run-id", RUN, "--", "true"],
     ));
-    out.expect_code(2)
-        .expect_stderr("`run` deletes its services when the command ends");
+    out.expect_code(2);
+    pinned!(out.stderr, @"
+    error: `run` deletes its services when the command ends; --reuse keeps them for a pull request's later pushes
+      hint: use `aiven-ephemeral up --reuse --run-id pr-<number>`, then the command; the pull request's close runs `down`
+    ");
+}
+
+/// What a push says it does to each service (`keep`, `create`, `change`, `delete` lines).
+fn reuse_plan(out: &Run) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| {
+            ["] keep ", "] create ", "] change ", "] delete "]
+                .iter()
+                .any(|verb| l.contains(verb))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -270,8 +287,11 @@ fn manifest_changes_between_pushes_are_created_changed_or_deleted() {
     .unwrap();
     let before = sandbox.requests().len();
     let out = push(&sandbox, dir.path(), &[]);
-    out.expect_code(0)
-        .expect_stderr("delete  ci-cache-pr-42 (services.cache is no longer in the manifest)");
+    out.expect_code(0);
+    pinned!(reuse_plan(&out), @"
+    [HH:MM:SS] keep    ci-db-pr-42
+    [HH:MM:SS] delete  ci-cache-pr-42 (services.cache is no longer in the manifest)
+    ");
     let requests = since(&sandbox, before);
     assert_eq!(creates(&requests), 0);
     assert!(
@@ -293,9 +313,11 @@ fn manifest_changes_between_pushes_are_created_changed_or_deleted() {
     )
     .unwrap();
     let out = push(&sandbox, dir.path(), &[]);
-    out.expect_code(2).expect_stderr(
-        "services.db: ci-db-pr-42 is a pg service, and the manifest now says mysql: a service cannot change its type",
-    );
+    out.expect_code(2);
+    pinned!(out.told(), @"
+    error: services.db: ci-db-pr-42 is a pg service, and the manifest now says mysql: a service cannot change its type
+      hint: give the new service another key (the old one is then deleted on this push)
+    ");
 }
 
 #[test]
@@ -519,7 +541,13 @@ fn a_comment_refused_or_deleted_or_rate_limited_never_fails_the_job() {
 
     // No token at all: said, and the job goes on.
     let out = up(&[("GITHUB_TOKEN", "")]);
-    out.expect_code(0).expect_stderr("GITHUB_TOKEN is not set");
+    out.expect_code(0);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("GITHUB_TOKEN"))
+        .collect();
+    pinned!(said.join("\n"), @"::warning::--comment: no comment written: GITHUB_TOKEN is not set: give the step `env: GITHUB_TOKEN: ${{ github.token }}` and the job `permissions: pull-requests: write`");
     run(cmd_in(dir.path(), &sandbox, &["down", "--run-id", RUN])).expect_code(0);
 }
 

@@ -453,12 +453,15 @@ fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
     }
     each_sees_only_its_own(&envs);
 
-    // A run killed while its command runs: nothing tears it down.
-    let killed = pool.dir("killed", &[("aiven-ephemeral.yaml", SHARED)]);
+    // A run killed while its command runs: nothing tears it down. Its ttl is shorter
+    // than the others' (20m timeout + 1h).
+    let killed = pool.dir(
+        "killed",
+        &[("aiven-ephemeral.yaml", &format!("ttl: 30m\n{SHARED}"))],
+    );
     kill_during_run(&pool, &killed);
     let victim = env_of(&killed);
     let run_id = victim["DB_USER"].trim_start_matches("run-").to_string();
-    let lease = format!("aiven-ephemeral-lease-{run_id}");
 
     // Before the lease expires, reap leaves the run alone.
     let reap = run(pool.cmd(&killed, &["reap", "--project", PROJECT]));
@@ -468,25 +471,23 @@ fn twenty_runs_at_once_then_a_killed_run_is_reaped_when_its_lease_expires() {
         "reap released a live lease"
     );
 
-    // Its lease expires (the tag is moved into the past, as time would).
-    for name in NAMES {
-        let tags = pool.service(name)["tags"].clone();
-        let owner = tags[&lease]
-            .as_str()
-            .unwrap()
-            .split_once('/')
-            .unwrap()
-            .1
-            .to_string();
-        ok(pool.sandbox.api(
-            "PATCH",
-            &format!("/v1/project/{PROJECT}/service/{name}/tags"),
-            Some(json!({"tags": {&lease: format!("2020-01-01T00:00:00Z/{owner}")}})),
-        ));
-    }
+    // Its lease expires: 31 minutes pass on the API's clock.
+    pool.sandbox.advance_clock("31m");
     let reap = run(pool.cmd(&killed, &["reap", "--project", PROJECT]));
     reap.expect_code(0);
-    assert!(reap.stdout.contains("lease_expired"), "{}", reap.all());
+    let expired: Vec<String> = reap
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&run_id))
+        .map(|l| l.replace(&run_id, "[RUN]"))
+        .collect();
+    pinned!(expired.join("\n"), @"
+    ae-cache-shared   [RUN]  [TIME]  lease_expired
+    ae-db-shared      [RUN]  [TIME]  lease_expired
+    ae-events-shared  [RUN]  [TIME]  lease_expired
+    ");
+    let live = reap.stdout.lines().filter(|l| l.ends_with(" live")).count();
+    assert_eq!(live, 20 * NAMES.len(), "{}", reap.all());
     let left = pool.leftovers();
     assert!(
         left.iter().all(|l| !l.contains(&format!("run-{run_id}"))),
@@ -586,7 +587,17 @@ fn a_seed_is_built_once_into_a_template_that_runs_clone_and_reap_drops_the_unuse
         &["reap", "--project", PROJECT, "--templates-unused-for", "1s"],
     ));
     reap.expect_code(0);
-    assert!(reap.stdout.contains("unused_template"), "{}", reap.all());
+    // The eleven runs' live leases, then what it dropped.
+    let older = first[0].as_str();
+    let said = reap.all().replace(older, "[OLDER]");
+    let (live, rest): (Vec<&str>, Vec<&str>) = said.lines().partition(|l| l.ends_with(" live"));
+    assert_eq!(live.len(), 11, "{said}");
+    pinned!(rest.join("\n"), @"
+    SERVICE                                            RUN       EXPIRES               VERDICT
+    ae-db-shared/[OLDER]  -         -                     unused_template
+
+    [HH:MM:SS] reaped 0 service(s), released 0 expired tenancy(ies), powered off 0 idle shared service(s), dropped 1 seed template(s); 0 protected, 0 failed
+    ");
     assert_eq!(templates(&pool), vec![newer[0].clone()]);
     // No run may enter a template: what it left there would be in every later clone.
     let (entered, out) = psql(
@@ -719,14 +730,23 @@ fn sigint_while_a_run_takes_its_tenancy_releases_it_at_once_and_a_sigkill_is_fin
     // run cannot know that the create will not land again.
     pool.sandbox.fault(json!({"method": "POST", "path": "/v1/project/*/service/ae-events-shared/user", "fault": {"kind": "slow_answer", "delay": "3s"}}));
     let dir = pool.dir("signalled", &[("aiven-ephemeral.yaml", SHARED)]);
+    let before = pool.sandbox.requests().len();
     let child = pool.spawn(&dir, &["up"]);
-    pool.sandbox
-        .wait_for("the Kafka user create", Duration::from_secs(30), |reqs| {
-            reqs.iter().any(|r| {
-                r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/user")
+    // This run's create applied (the log's status is set), its answer not yet sent.
+    pool.sandbox.wait_for(
+        "the Kafka user create applied",
+        Duration::from_secs(30),
+        |reqs| {
+            reqs[before..].iter().any(|r| {
+                r["method"] == "POST"
+                    && r["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with("ae-events-shared/user")
+                    && r["status"] != 0
             })
-        });
-    std::thread::sleep(Duration::from_millis(200));
+        },
+    );
     let sent = time::OffsetDateTime::now_utc();
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let out = wait(child, Duration::from_secs(30));
@@ -788,6 +808,27 @@ fn up_until_the_valkey_user_is_sent(pool: &Pool, dir: &Path) -> Child {
     child
 }
 
+/// Until every Valkey user create sent so far has landed (the request log's status is
+/// set when the API applies it, whether or not anyone still waits for the answer): a
+/// user that lands after its run let go would be left behind.
+fn valkey_user_creates_applied(pool: &Pool) {
+    pool.sandbox.wait_for(
+        "the Valkey user creates applied",
+        Duration::from_secs(30),
+        |reqs| {
+            reqs.iter()
+                .filter(|r| {
+                    r["method"] == "POST"
+                        && r["path"]
+                            .as_str()
+                            .unwrap_or("")
+                            .ends_with("ae-cache-shared/user")
+                })
+                .all(|r| r["status"] != 0)
+        },
+    );
+}
+
 #[test]
 fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
     let pool = Pool::new();
@@ -814,7 +855,7 @@ fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
         out.all()
     );
     assert!(!out.stderr.contains("warning: ae-"), "{}", out.all());
-    std::thread::sleep(Duration::from_secs(3));
+    valkey_user_creates_applied(&pool);
     assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", out.all());
 
     // SIGKILL while it is out: the state file says until when it may land, and `down`
@@ -825,7 +866,7 @@ fn a_tenancy_write_that_lands_after_the_signal_is_waited_for_and_released() {
     wait(child, Duration::from_secs(30));
     let down = run(pool.cmd(&dir, &["down"]));
     down.expect_code(0);
-    std::thread::sleep(Duration::from_secs(3));
+    valkey_user_creates_applied(&pool);
     assert_eq!(pool.leftovers(), Vec::<String>::new(), "{}", down.all());
     pool.sandbox.admin("DELETE", "/faults", None);
     pool.only_shared_services_running();
@@ -850,9 +891,10 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
         .unwrap_or("")
         .replace(&run_id, "[RUN]");
     pinned!(warning, @"[HH:MM:SS] warning: run [RUN] now expires in 5m, at [TIME]: from then on `reap` may release its tenancy in shared services while they are in use");
-    // A live lease keeps the services on, however idle; reap lists it.
-    std::thread::sleep(Duration::from_millis(1500));
-    let reap = run(pool.cmd(&dir, &["reap", "--shared-idle", "1s"]));
+    // A live lease keeps the services on, however idle; reap lists it. Two minutes
+    // pass (the lease has five), as the API's clock tells.
+    pool.sandbox.advance_clock("2m");
+    let reap = run(pool.cmd(&dir, &["reap", "--shared-idle", "1m"]));
     reap.expect_code(0);
     pinned!(reap.stdout.replace(&run_id, "[RUN]"), @"
     SERVICE          RUN       EXPIRES               VERDICT
@@ -861,7 +903,7 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
     ");
     assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
     pool.down_all(std::slice::from_ref(&dir));
-    std::thread::sleep(Duration::from_millis(1500));
+    pool.sandbox.advance_clock("2m");
     let dry = run(pool.cmd(
         &dir,
         &[
@@ -869,19 +911,30 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
             "--project",
             PROJECT,
             "--shared-idle",
-            "1s",
+            "1m",
             "--dry-run",
         ],
     ));
     dry.expect_code(0);
+    pinned!(dry.all(), @"
+    SERVICE          RUN  EXPIRES                          VERDICT
+    ae-cache-shared  -    idle since [TIME]  idle
+    ae-db-shared     -    idle since [TIME]  idle
+
+    [HH:MM:SS] dry run: would delete 0 service(s), release 0 expired tenancy(ies), power off 2 idle shared service(s) and drop 0 seed template(s); nothing was changed
+    ");
     assert_eq!(pool.service("ae-db-shared")["state"], "RUNNING");
-    let reap = run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"]));
+    let reap = run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1m"]));
     reap.expect_code(0);
-    assert!(
-        reap.stderr.contains("ae-db-shared: unused since"),
-        "{}",
-        reap.all()
-    );
+    pinned!(reap.all(), @"
+    SERVICE          RUN  EXPIRES                          VERDICT
+    ae-cache-shared  -    idle since [TIME]  idle
+    ae-db-shared     -    idle since [TIME]  idle
+
+    [HH:MM:SS] ae-cache-shared: unused since [TIME] (over --shared-idle 1m); powered off: Aiven bills nothing while it is off, and deletes services off for more than 180 days; its data comes back only if a backup exists
+    [HH:MM:SS] ae-db-shared: unused since [TIME] (over --shared-idle 1m); powered off: Aiven bills nothing while it is off, and deletes services off for more than 180 days; its data comes back from backups when the next run powers it on
+    [HH:MM:SS] reaped 0 service(s), released 0 expired tenancy(ies), powered off 2 idle shared service(s), dropped 0 seed template(s); 0 protected, 0 failed
+    ");
     for name in ["ae-db-shared", "ae-cache-shared"] {
         assert_eq!(pool.service(name)["state"], "POWEROFF", "{name}");
     }
@@ -897,11 +950,17 @@ fn reap_powers_off_an_idle_shared_service_and_the_next_run_powers_it_on() {
         ],
     ));
     again.expect_code(0);
-    assert!(
-        again.stderr.contains("shared service ae-db-shared is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven"),
-        "{}",
-        again.all()
-    );
+    let mut powering_on: Vec<&str> = again
+        .stderr
+        .lines()
+        .filter(|l| l.contains("powering it on"))
+        .collect();
+    // The two are looked at at once: in either order, at any second.
+    powering_on.sort_by_key(|l| l.split_once("] ").map_or(*l, |(_, said)| said));
+    pinned!(powering_on.join("\n"), @"
+    [HH:MM:SS] warning: shared service ae-cache-shared is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and its data comes back only if a backup exists
+    [HH:MM:SS] warning: shared service ae-db-shared is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and its data comes back from backups when the next run powers it on
+    ");
     assert!(again.stdout.trim().starts_with("run-"), "{}", again.all());
     // What the API says of the shared service reaches the user, as for a service of the
     // run's own: here, that PostgreSQL 16 is asked for where the sandbox has another.
@@ -937,8 +996,9 @@ fn a_service_you_manage_is_used_as_it_is_and_never_created_or_powered_off() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], "team-pg");
     assert!(lines[1].starts_with("run-"), "{}", out.all());
-    std::thread::sleep(Duration::from_millis(1500));
-    run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1s"])).expect_code(0);
+    // Unused for two minutes, as the API's clock tells: idle, were it one of ours.
+    pool.sandbox.advance_clock("2m");
+    run(pool.cmd(&dir, &["reap", "--project", PROJECT, "--shared-idle", "1m"])).expect_code(0);
     assert_eq!(
         pool.service("team-pg")["state"],
         "RUNNING",
@@ -967,16 +1027,31 @@ fn run_keeps_its_leases_alive_while_its_command_runs() {
     let manifest =
         "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist, shared: true}\n";
     let dir = pool.dir("refresh", &[("aiven-ephemeral.yaml", manifest)]);
-    let mut cmd = pool.cmd(&dir, &["run", "--", "sleep", "4"]);
+    // The command ends when the test has seen the lease move.
+    let mut cmd = pool.cmd(
+        &dir,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "while [ ! -e go ]; do sleep 0.05; done",
+        ],
+    );
     cmd.env("AIVEN_EPHEMERAL_REFRESH_EVERY", "1s");
     let child = cmd.spawn().unwrap();
+    // The lease's expiry (`<expiry>/<owner>`).
     let lease = || {
         let tags = pool.service("ae-cache-shared")["tags"].clone();
         tags.as_object()
             .unwrap()
             .iter()
             .find(|(k, _)| k.starts_with("aiven-ephemeral-lease-"))
-            .map(|(_, v)| v.as_str().unwrap().to_string())
+            .map(|(_, v)| {
+                let expiry = v.as_str().unwrap().split_once('/').unwrap().0;
+                time::OffsetDateTime::parse(expiry, &time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            })
     };
     let started = std::time::Instant::now();
     let first = loop {
@@ -986,9 +1061,21 @@ fn run_keeps_its_leases_alive_while_its_command_runs() {
         assert!(started.elapsed() < Duration::from_secs(30), "no lease");
         std::thread::sleep(Duration::from_millis(100));
     };
-    std::thread::sleep(Duration::from_millis(2500));
-    let later = lease().expect("the lease is still there");
-    assert!(later > first, "the lease did not move: {first} -> {later}");
+    // An hour passes on the API's clock: the refresh moves the lease past it.
+    pool.sandbox.advance_clock("1h");
+    let started = std::time::Instant::now();
+    loop {
+        let later = lease().expect("the lease is still there");
+        if later >= first + time::Duration::hours(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lease did not move with the API's clock: {first} -> {later}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(dir.join("go"), "").unwrap();
     assert_eq!(wait(child, Duration::from_secs(30)).code, Some(0));
     assert_eq!(lease(), None, "the lease outlived the run");
 }

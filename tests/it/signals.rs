@@ -205,7 +205,7 @@ fn a_second_signal_never_aborts_teardown() {
     env.sandbox.fault(
         json!({"method": "DELETE", "path": "/v1/**", "fault": {"kind": "latency", "delay": "1s"}}),
     );
-    let child = env.spawn(&["up"]);
+    let child = env.spawn(&["up", "--run-id", "twice1"]);
     env.sandbox
         .wait_for("creates", Duration::from_secs(30), |r| creates(r) == 3);
     signal(&child, Signal::SIGINT);
@@ -216,7 +216,15 @@ fn a_second_signal_never_aborts_teardown() {
     signal(&child, Signal::SIGINT);
     signal(&child, Signal::SIGTERM);
     let out = wait(child, Duration::from_secs(120));
-    out.expect_code(130).expect_stderr("still deleting");
+    out.expect_code(130);
+    // What it said of the signals, and its last word.
+    let said: Vec<&str> = out.stderr.lines().filter(|l| l.contains("SIG")).collect();
+    pinned!(said.join("\n"), @"
+    [HH:MM:SS] warning: received SIGINT: tearing down
+    received SIGINT during teardown; still deleting: ae-a-twice1, ae-b-twice1, ae-c-twice1 (teardown is not interrupted)
+    received SIGTERM during teardown; still deleting: ae-a-twice1, ae-b-twice1, ae-c-twice1 (teardown is not interrupted)
+    error: interrupted by SIGINT; everything this run created was deleted
+    ");
     assert!(env.sandbox.live_names().is_empty());
 }
 

@@ -8,6 +8,9 @@
 //! - `POST|DELETE /_sandbox/service-faults`: service-level behaviour
 //! - `POST /_sandbox/projects`: add a project
 //! - `POST /_sandbox/reset`: forget all services, reservations, the log and added faults
+//! - `GET /_sandbox/clock`, `POST /_sandbox/clock` `{"advance": "31m"}`: the sandbox's
+//!   time, and moving it forward: every timer (provisioning, power-off, reservations,
+//!   the rate window), `Date` header and timestamp follows, as if that time had passed
 
 use std::sync::Arc;
 
@@ -37,6 +40,7 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route("/projects", post(add_project))
         .route("/reset", post(reset))
+        .route("/clock", get(clock).post(advance_clock))
 }
 
 fn bad_request(message: String) -> Response {
@@ -152,6 +156,34 @@ async fn add_project(State(s): S, body: Bytes) -> Response {
     let project = crate::world::new_project(&config, &mut world.rng, now);
     world.projects.insert(config.name.clone(), project);
     Json(json!({"message": "added"})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    #[serde(with = "crate::durations::duration")]
+    advance: std::time::Duration,
+}
+
+async fn clock(State(s): S) -> Response {
+    let clock = lock(&s.world).clock.clone();
+    Json(json!({
+        "now": rfc3339(clock.now()),
+        "advanced": humantime::format_duration(clock.advanced()).to_string(),
+    }))
+    .into_response()
+}
+
+async fn advance_clock(State(s): S, body: Bytes) -> Response {
+    let Advance { advance } = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    lock(&s.world).clock.advance(advance);
+    // What became due happens now, not at the next tick.
+    s.tick();
+    s.persist();
+    clock(State(s)).await
 }
 
 async fn reset(State(s): S) -> Response {

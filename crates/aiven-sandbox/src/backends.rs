@@ -90,6 +90,8 @@ pub struct Backends {
     redis: Option<RedisTools>,
     /// A Redis/Valkey without TLS support is found out at its first start.
     redis_tls_broken: AtomicBool,
+    /// `backends: simulated`: nothing was looked for.
+    simulated: bool,
 }
 
 /// How to run admin commands against a running server (cheap to clone; used off the
@@ -241,11 +243,15 @@ impl Backends {
             pg,
             redis,
             redis_tls_broken: AtomicBool::new(false),
+            simulated: mode == BackendMode::Simulated,
         })
     }
 
     /// One line saying what serves the services' ports.
     pub fn describe(&self) -> String {
+        if self.simulated {
+            return "every type: simulated TCP/TLS listeners (`backends: simulated`)".into();
+        }
         let pg = if self.pg.is_empty() {
             "pg: simulated (no PostgreSQL server binaries found)".to_string()
         } else {

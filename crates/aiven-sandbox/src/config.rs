@@ -53,8 +53,9 @@ pub struct Config {
     /// exist", as the real API does right after a create.
     #[serde(with = "duration")]
     pub create_lag: Duration,
-    /// Shift of the sandbox's clock against the machine's: `Date` headers, `create_time`
-    /// and tags comparisons use it. Seconds, may be negative.
+    /// Shift of the sandbox's clock against the machine's at start (`POST
+    /// /_sandbox/clock` moves it forward later): `Date` headers, `create_time` and tags
+    /// comparisons use it. Seconds, may be negative.
     pub clock_offset_secs: i64,
     /// A per-token rate limit, announced in `X-RateLimit-*` headers.
     pub rate_limit: Option<RateLimit>,
@@ -188,12 +189,17 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|err| ConfigError::Parse {
-            rendered: format!(
-                "invalid sandbox config {}: {}",
-                path.display(),
-                err.render_with_formatter(&serde_saphyr::UserMessageFormatter)
-            ),
+        let config: Config = serde_saphyr::from_str(text).map_err(|err| {
+            let name = path.display().to_string();
+            let rendered = err.render_with_options(serde_saphyr::render_options! {
+                formatter: &serde_saphyr::UserMessageFormatter,
+                source_name: Some(&name),
+            });
+            // The caller says `error: ` once; the snippet names the file.
+            let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+            ConfigError::Parse {
+                rendered: format!("invalid sandbox config: {rendered}"),
+            }
         })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),

@@ -198,14 +198,16 @@ impl Sandbox {
             Some(path) if path.exists() => Some(load_state(path)?),
             _ => None,
         };
-        let (pki, mut projects) = match persisted {
-            Some(p) => (p.pki, p.projects),
+        let (pki, mut projects, advanced) = match persisted {
+            Some(p) => (p.pki, p.projects, p.clock_advanced),
             None => (
                 pki::Pki::generate().map_err(|e| StartError::Pki(e.to_string()))?,
                 Default::default(),
+                Duration::ZERO,
             ),
         };
-        let now = clock::now(config.clock_offset_secs);
+        let clock = clock::Clock::new(config.clock_offset_secs, advanced);
+        let now = clock.now();
         for p in &config.projects {
             projects
                 .entry(p.name.clone())
@@ -237,6 +239,7 @@ impl Sandbox {
             ))),
             world: Mutex::new(World {
                 config,
+                clock,
                 pki,
                 projects,
                 rng,

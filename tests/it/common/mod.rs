@@ -20,7 +20,9 @@ macro_rules! pinned {
         insta::with_settings!({filters => vec![
             (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
             (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+            (r"localhost:\d+", "localhost:[PORT]"),
             (r"\b\d+(h\d\dm|m\d\ds|s)( elapsed| left|  )", "[T]$2"),
+            (r"timed out after \d+\.\ds", "timed out after [T]"),
             (r"(?m)^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] "),
             (r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
             (r"[⠁-⣿]", "*"),
@@ -220,6 +222,27 @@ impl Sandbox {
         self.admin("POST", "/service-faults", Some(fault));
     }
 
+    /// The `Date` of an API answer: the API's clock as a client reads it.
+    pub fn date(&self) -> time::OffsetDateTime {
+        let url = format!("{}/v1/clouds", self.url);
+        self.rt.block_on(async {
+            let resp = self.http.get(&url).send().await.expect("sandbox answers");
+            let date = resp.headers()[reqwest::header::DATE]
+                .to_str()
+                .expect("ascii");
+            httpdate::parse_http_date(date)
+                .expect("an HTTP date")
+                .into()
+        })
+    }
+
+    /// Moves the sandbox's clock forward by `by` (`31m`), as if that time had passed:
+    /// its timers, `Date` headers and timestamps all follow. What became due happens
+    /// at once; what takes work (a service's servers starting) still takes it, so poll.
+    pub fn advance_clock(&self, by: &str) {
+        self.admin("POST", "/clock", Some(json!({ "advance": by })));
+    }
+
     /// Waits until `check` holds on the request log (a side effect of the binary, not a
     /// sleep, decides when a test acts).
     pub fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&[Value]) -> bool) {
@@ -347,6 +370,22 @@ pub struct Run {
 impl Run {
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Its stderr without the progress lines (`[HH:MM:SS] name: state`, in an order
+    /// that services working at once decide): errors and warnings with their hints and
+    /// snippets, what a user must act on.
+    pub fn told(&self) -> String {
+        self.stderr
+            .lines()
+            .filter(|l| match l.as_bytes() {
+                [b'[', _, _, b':', _, _, b':', _, _, b']', b' ', ..] => {
+                    l[11..].starts_with("error") || l[11..].starts_with("warning")
+                }
+                _ => true,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[track_caller]

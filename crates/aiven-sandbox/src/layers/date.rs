@@ -1,5 +1,5 @@
-//! The `Date` header, from the sandbox's clock (shifted by `clock_offset_secs`), so
-//! that clients can notice a clock that disagrees with theirs.
+//! The `Date` header, from the sandbox's clock (shifted by `clock_offset_secs`, moved by
+//! `POST /_sandbox/clock`), so that clients can notice a clock that disagrees with theirs.
 
 use std::time::SystemTime;
 
@@ -8,9 +8,11 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub async fn stamp(State(offset_secs): State<i64>, req: Request, next: Next) -> Response {
+use crate::clock::Clock;
+
+pub async fn stamp(State(clock): State<Clock>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
-    let now = SystemTime::from(crate::clock::now(offset_secs));
+    let now = SystemTime::from(clock.now());
     if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
         response.headers_mut().insert(header::DATE, value);
     }
@@ -19,6 +21,8 @@ pub async fn stamp(State(offset_secs): State<i64>, req: Request, next: Next) -> 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use axum::Router;
     use axum::body::Body;
     use axum::middleware::from_fn_with_state;
@@ -27,16 +31,24 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_date_is_shifted_by_the_offset() {
-        let app = Router::new()
-            .route("/v1/x", get(|| async { "ok" }))
-            .layer(from_fn_with_state(-3600_i64, stamp));
+    /// Seconds the `Date` of an answer is ahead of this machine's clock.
+    async fn ahead(app: &Router) -> i64 {
         let request = Request::get("/v1/x").body(Body::empty()).unwrap();
-        let response = app.oneshot(request).await.unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
         let date =
             httpdate::parse_http_date(response.headers()[header::DATE].to_str().unwrap()).unwrap();
-        let behind = SystemTime::now().duration_since(date).unwrap().as_secs();
-        assert!((3599..=3601).contains(&behind), "{behind}");
+        let date = time::OffsetDateTime::from(date);
+        (date - time::OffsetDateTime::now_utc()).whole_seconds()
+    }
+
+    #[tokio::test]
+    async fn the_date_is_the_shared_clock_shifted_and_moved_forward() {
+        let clock = Clock::new(-3600, Duration::ZERO);
+        let app = Router::new()
+            .route("/v1/x", get(|| async { "ok" }))
+            .layer(from_fn_with_state(clock.clone(), stamp));
+        assert!((-3601..=-3599).contains(&ahead(&app).await));
+        clock.advance(Duration::from_secs(7200));
+        assert!((3599..=3601).contains(&ahead(&app).await));
     }
 }

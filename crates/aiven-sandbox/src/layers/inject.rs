@@ -72,9 +72,16 @@ pub async fn faults(
         }
     }
     let entry = req.extensions().get::<Entry>().cloned();
+    let noted = entry.clone();
     let applied = tokio::spawn(async move {
         tokio::time::sleep(latency).await;
-        next.run(req).await
+        let response = next.run(req).await;
+        // Logged once applied, even when nobody waits for the answer any more: the
+        // log tells a test when a late write has landed.
+        if let Some(entry) = noted {
+            entry.status(response.status().as_u16());
+        }
+        response
     });
     let mut response = match applied.await {
         Ok(response) => response,
@@ -229,12 +236,18 @@ mod tests {
     async fn a_request_is_applied_after_its_latency_when_the_client_went_away() {
         let applied = Arc::new(AtomicUsize::new(0));
         let request = Request::get("/v1/x").body(Body::empty()).unwrap();
+        let log = super::super::log::RequestLog::default();
+        let recorder = super::super::log::Recorder {
+            log: log.clone(),
+            clock: crate::clock::Clock::new(0, Duration::ZERO),
+        };
         let answer = app(
             Fault::Latency {
                 delay: Duration::from_millis(100),
             },
             &applied,
         )
+        .layer(from_fn_with_state(recorder, super::super::log::record))
         .oneshot(request);
         // The client gives up before the answer: its request future is dropped.
         assert!(
@@ -247,8 +260,25 @@ mod tests {
             0,
             "applied before its latency"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(applied.load(Ordering::SeqCst), 1, "never applied");
+        assert_eq!(lock(&log)[0].status, 0, "logged as answered before it was");
+        let landed = async {
+            while applied.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), landed)
+            .await
+            .expect("never applied");
+        // The log says when it landed, though nobody got the answer.
+        let logged = async {
+            while lock(&log)[0].status != 200 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), logged)
+            .await
+            .expect("the log never said it was applied");
+        assert_eq!(applied.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

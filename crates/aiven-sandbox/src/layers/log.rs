@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::lock;
 use crate::rules::rfc3339;
@@ -31,7 +32,8 @@ pub struct LoggedRequest {
 pub type RequestLog = Arc<Mutex<Vec<LoggedRequest>>>;
 
 /// A request's entry, in the request's extensions: inner layers note the fault they
-/// inject, and the status when the connection closes before this layer sees one.
+/// inject, and the status once the request is applied (0 until then), which may be
+/// before its answer leaves or when nobody waits for it any more.
 #[derive(Clone)]
 pub struct Entry {
     log: RequestLog,
@@ -65,7 +67,7 @@ pub fn note_fault(req: &Request, fault: &str) {
 #[derive(Clone)]
 pub struct Recorder {
     pub log: RequestLog,
-    pub clock_offset_secs: i64,
+    pub clock: Clock,
 }
 
 /// Reads the body (the log keeps it; inner layers and handlers get it back), logs the
@@ -86,7 +88,7 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
         let seq = log.len() as u64 + 1;
         log.push(LoggedRequest {
             seq,
-            time: rfc3339(crate::clock::now(recorder.clock_offset_secs)),
+            time: rfc3339(recorder.clock.now()),
             method,
             path,
             query,
@@ -142,7 +144,7 @@ mod tests {
     fn logged(router: Router, log: &RequestLog) -> Router {
         let recorder = Recorder {
             log: log.clone(),
-            clock_offset_secs: 0,
+            clock: Clock::new(0, std::time::Duration::ZERO),
         };
         router.layer(from_fn_with_state(recorder, record))
     }

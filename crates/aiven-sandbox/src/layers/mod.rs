@@ -20,17 +20,20 @@ use crate::Shared;
 
 /// Wraps the `/v1` router in the middleware, in the order above.
 pub fn wrap(router: Router<Arc<Shared>>, shared: &Arc<Shared>) -> Router<Arc<Shared>> {
-    let config = crate::lock(&shared.world).config.clone();
+    let (config, clock) = {
+        let world = crate::lock(&shared.world);
+        (world.config.clone(), world.clock.clone())
+    };
     let persisted = shared.clone();
     // `layer` puts each new layer outside the previous ones: innermost first.
     router
-        .layer(from_fn_with_state(config.clock_offset_secs, date::stamp))
+        .layer(from_fn_with_state(clock.clone(), date::stamp))
         .layer(from_fn_with_state(
             persist::Save::new(move || persisted.persist()),
             persist::save,
         ))
         .layer(from_fn_with_state(
-            Arc::new(rate::Limiter::new(config.rate_limit)),
+            Arc::new(rate::Limiter::new(config.rate_limit, clock.clone())),
             rate::limit,
         ))
         .layer(from_fn_with_state(
@@ -41,7 +44,7 @@ pub fn wrap(router: Router<Arc<Shared>>, shared: &Arc<Shared>) -> Router<Arc<Sha
         .layer(from_fn_with_state(
             log::Recorder {
                 log: shared.log.clone(),
-                clock_offset_secs: config.clock_offset_secs,
+                clock,
             },
             log::record,
         ))

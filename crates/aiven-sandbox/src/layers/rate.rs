@@ -4,36 +4,42 @@
 //! text is the one observed from the real API (terraform-provider-aiven#575).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use time::OffsetDateTime;
+
 use super::log::note_fault;
+use crate::clock::Clock;
 use crate::config::RateLimit;
 use crate::error::ApiError;
 use crate::lock;
 
+/// Windows pass by the sandbox's clock: moving it forward ends the current one.
 pub struct Limiter {
     limit: Option<RateLimit>,
+    clock: Clock,
     window: Mutex<Window>,
 }
 
 struct Window {
-    started: Instant,
+    started: OffsetDateTime,
     count: u32,
 }
 
 impl Limiter {
-    pub fn new(limit: Option<RateLimit>) -> Self {
+    pub fn new(limit: Option<RateLimit>, clock: Clock) -> Self {
         Self {
             limit,
             window: Mutex::new(Window {
-                started: Instant::now(),
+                started: clock.now(),
                 count: 0,
             }),
+            clock,
         }
     }
 
@@ -41,18 +47,16 @@ impl Limiter {
     /// seconds until the window resets either way.
     fn count(&self, limit: &RateLimit) -> (Result<u32, ()>, u64) {
         let mut window = lock(&self.window);
-        if window.started.elapsed() >= limit.per {
+        let now = self.clock.now();
+        let elapsed = |w: &Window| Duration::try_from(now - w.started).unwrap_or_default();
+        if elapsed(&window) >= limit.per {
             *window = Window {
-                started: Instant::now(),
+                started: now,
                 count: 0,
             };
         }
         window.count += 1;
-        let reset = limit
-            .per
-            .saturating_sub(window.started.elapsed())
-            .as_secs()
-            .max(1);
+        let reset = limit.per.saturating_sub(elapsed(&window)).as_secs().max(1);
         let remaining = limit.requests.checked_sub(window.count).ok_or(());
         (remaining, reset)
     }
@@ -106,11 +110,11 @@ mod tests {
 
     use super::*;
 
-    fn app(limit: Option<RateLimit>) -> Router {
+    fn app(limit: Option<RateLimit>, clock: &Clock) -> Router {
         Router::new()
             .route("/v1/x", get(|| async { "ok" }))
             .layer(from_fn_with_state(
-                Arc::new(Limiter::new(limit)),
+                Arc::new(Limiter::new(limit, clock.clone())),
                 super::limit,
             ))
     }
@@ -122,11 +126,15 @@ mod tests {
 
     #[tokio::test]
     async fn counts_down_then_refuses_until_the_window_ends() {
-        let app = app(Some(RateLimit {
-            requests: 2,
-            per: Duration::from_millis(300),
-            retry_after_header: true,
-        }));
+        let clock = Clock::new(0, Duration::ZERO);
+        let app = app(
+            Some(RateLimit {
+                requests: 2,
+                per: Duration::from_millis(300),
+                retry_after_header: true,
+            }),
+            &clock,
+        );
         for remaining in ["1", "0"] {
             let response = call(&app).await;
             assert_eq!(response.status(), StatusCode::OK);
@@ -141,13 +149,13 @@ mod tests {
         // learns it from its first 429.
         assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
         assert_eq!(refused.headers()["x-ratelimit-reset"], "1");
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        clock.advance(Duration::from_millis(300));
         assert_eq!(call(&app).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
     async fn without_a_limit_nothing_is_announced() {
-        let response = call(&app(None)).await;
+        let response = call(&app(None, &Clock::new(0, Duration::ZERO))).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("x-ratelimit-limit").is_none());
     }

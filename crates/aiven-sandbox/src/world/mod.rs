@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::catalogue::{self, catalogue};
+use crate::clock::Clock;
 use crate::config::{Config, ProjectConfig};
 use crate::error::{ApiError, ApiResult};
 use crate::pki::Pki;
@@ -30,6 +31,7 @@ pub const TERMINATION_PROTECTED: &str =
 
 pub struct World {
     pub config: Config,
+    pub clock: Clock,
     pub pki: Pki,
     pub projects: BTreeMap<String, Project>,
     pub rng: StdRng,
@@ -37,7 +39,7 @@ pub struct World {
 
 impl World {
     pub fn now(&self) -> OffsetDateTime {
-        crate::clock::now(self.config.clock_offset_secs)
+        self.clock.now()
     }
 
     pub fn project(&mut self, name: &str) -> ApiResult<&mut Project> {
@@ -346,6 +348,7 @@ impl World {
         Persisted {
             pki: self.pki.clone(),
             projects: self.projects.clone(),
+            clock_advanced: self.clock.advanced(),
         }
     }
 }

@@ -190,6 +190,10 @@ pub enum Serve {
 pub struct Persisted {
     pub pki: Pki,
     pub projects: BTreeMap<String, Project>,
+    /// How far `POST /_sandbox/clock` moved the clock: the world's times stay in order
+    /// in the next process.
+    #[serde(default, with = "crate::durations::duration")]
+    pub clock_advanced: Duration,
 }
 
 impl Service {
