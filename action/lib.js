@@ -63,6 +63,11 @@ function setOutput(name, value) {
   appendKeyValue(process.env.GITHUB_OUTPUT, name, value);
 }
 
+/** Later steps find `dir`'s programs by name: the runner prepends $GITHUB_PATH's lines to PATH. */
+function addPath(dir) {
+  if (process.env.GITHUB_PATH) fs.appendFileSync(process.env.GITHUB_PATH, `${dir}${os.EOL}`, { encoding: 'utf8' });
+}
+
 /** What main saved, as the runner hands it to post: STATE_<name>. */
 function getState(name) {
   return (process.env[`STATE_${name}`] || '').trim();
@@ -345,6 +350,6 @@ function namesSet(text) {
 }
 
 module.exports = {
-  actionCodeHash, binaryEnv, booleanInput, fail, getState, input, namesSet, randomRunId, resolveBinary, run,
+  actionCodeHash, addPath, binaryEnv, booleanInput, fail, getState, input, namesSet, randomRunId, resolveBinary, run,
   saveState, setOutput, warn,
 };

@@ -6,11 +6,25 @@ const fs = require('node:fs');
 const path = require('node:path');
 const lib = require('./lib');
 
-/** Whether `up` recorded a service of this run: only then can something exist. */
-function recordedServices(stateFile, runId) {
+/** The state file's text, or null where there is none. */
+function readState(stateFile) {
   try {
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
-    return state.run_id === runId && Array.isArray(state.services) && state.services.length > 0;
+    return fs.readFileSync(stateFile, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether this `up` recorded a service: only then can something exist. The file must be
+ * one `up` wrote (not what an earlier run left); its run id is not compared, as `up`
+ * records a shortened one for an input over 20 characters.
+ */
+function recordedServices(before, after) {
+  if (after === null || after === before) return false;
+  try {
+    const state = JSON.parse(after);
+    return Array.isArray(state.services) && state.services.length > 0;
   } catch {
     return false;
   }
@@ -32,6 +46,8 @@ async function main() {
   const reuse = lib.booleanInput('reuse');
   if (reuse && !lib.input('run-id')) throw new Error('input reuse: needs a run-id stable for the pull request, e.g. pr-${{ github.event.pull_request.number }}');
   const binary = await lib.resolveBinary();
+  // Later steps can run `aiven-ephemeral status`, `check`, `up --reset`, ... themselves.
+  lib.addPath(path.dirname(binary));
   const manifest = path.resolve(lib.input('manifest') || 'aiven-ephemeral.yaml');
   let project = lib.input('project');
   if (!project && fs.existsSync(manifest)) {
@@ -55,6 +71,7 @@ async function main() {
   // environment; what `up` appends to $GITHUB_ENV overrides it for the steps after.
   const githubEnv = process.env.GITHUB_ENV;
   const envBefore = githubEnv && fs.existsSync(githubEnv) ? fs.statSync(githubEnv).size : 0;
+  const stateBefore = readState(stateFile);
   const code = await lib.run(binary, args, lib.binaryEnv());
   if (githubEnv && fs.existsSync(githubEnv)) {
     const appended = fs.readFileSync(githubEnv).subarray(envBefore).toString('utf8');
@@ -65,7 +82,7 @@ async function main() {
         + 'in its manifest, or set `github-env: none` on it and read its env-file');
     }
   }
-  if (!recordedServices(stateFile, runId)) lib.saveState('created', 'nothing');
+  if (!recordedServices(stateBefore, readState(stateFile))) lib.saveState('created', 'nothing');
   if (code !== 0) lib.fail(`aiven-ephemeral up failed with exit code ${code}`);
   process.exitCode = code;
 }

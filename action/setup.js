@@ -3,14 +3,12 @@
 // post. For jobs that only run `reap` or `down` (a schedule, a pull request's close).
 'use strict';
 
-const fs = require('node:fs');
 const path = require('node:path');
 const lib = require('./lib');
 
 async function main() {
   const binary = await lib.resolveBinary();
-  // Later steps find it as `aiven-ephemeral`: the runner prepends $GITHUB_PATH's lines.
-  if (process.env.GITHUB_PATH) fs.appendFileSync(process.env.GITHUB_PATH, `${path.dirname(binary)}\n`);
+  lib.addPath(path.dirname(binary));
   lib.setOutput('path', binary);
   const code = await lib.run(binary, ['--version'], process.env);
   if (code !== 0) lib.fail(`${binary} --version failed with exit code ${code}`);

@@ -266,12 +266,32 @@ fn main_and_post_against_the_sandbox() {
         runner.env.sandbox.live_services()[0]["tags"]["aiven-ephemeral-ci"],
         "github:acme/shop/4242"
     );
+    // Later steps run the binary by name: its directory is on $GITHUB_PATH.
+    assert_eq!(
+        std::fs::read_to_string(runner.file("path")).unwrap(),
+        format!("{}\n", Path::new(BIN).parent().unwrap().display())
+    );
 
     let post = runner.node("post.js", &runner.post_env());
     post.expect_code(0);
     assert!(runner.env.sandbox.live_names().is_empty());
     let summary = std::fs::read_to_string(runner.file("summary")).unwrap();
     assert!(summary.contains("deleted"), "{summary}");
+}
+
+#[test]
+fn post_tears_down_a_run_whose_id_was_shortened() {
+    // The GitHub example's id for a leg: 22 characters, recorded as its short form.
+    let runner = Runner::new(ONE);
+    let main = runner.node("main.js", &inputs(&[("run-id", "12345678901-1-consumer")]));
+    main.expect_code(0);
+    assert_eq!(
+        runner.env.sandbox.live_names(),
+        ["ae-cache-12345678901-1-e8bc27"]
+    );
+    let post = runner.node("post.js", &runner.post_env());
+    post.expect_code(0);
+    assert!(runner.env.sandbox.live_names().is_empty(), "{}", post.all());
 }
 
 #[test]
