@@ -100,12 +100,17 @@ impl Cache {
 
 /// The project's CA, from the cache while it is fresh (a CA does not change).
 pub async fn project_ca(client: &Client, project: &str) -> Result<String, ApiError> {
+    // A plain-HTTP API is a local sandbox: each process makes a CA of its own, and a
+    // later one may get the same port; Aiven's API is HTTPS.
+    let cacheable = !client.api_url().starts_with("http://");
     let cache = Cache::new(client.api_url(), project);
-    if let Some(ca) = cache.get::<String>(CA) {
+    if cacheable && let Some(ca) = cache.get::<String>(CA) {
         return Ok(ca);
     }
     let ca = client.project_ca(project).await?;
-    cache.put([(CA.to_string(), &ca)]);
+    if cacheable {
+        cache.put([(CA.to_string(), &ca)]);
+    }
     Ok(ca)
 }
 

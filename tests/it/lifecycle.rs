@@ -883,3 +883,66 @@ fn a_recorded_pid_that_is_not_the_sandbox_process_is_never_signalled() {
     other.kill().expect("kill");
     other.wait().expect("reaped");
 }
+
+#[test]
+fn a_sandbox_on_an_earlier_ones_address_is_probed_with_its_own_ca() {
+    // Each sandbox makes a CA of its own; a later one on the same address (a restart
+    // on a fixed --port, or a port the system hands out again) must not be checked
+    // against the earlier one's CA from the disk cache.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aiven-ephemeral.yaml"),
+        "project: test-project\nservices:\n  cache: {type: valkey, plan: hobbyist, probe: tls}\n",
+    )
+    .unwrap();
+    let first = Sandbox::start();
+    let port: u16 = first.url.rsplit(':').next().unwrap().parse().unwrap();
+    run(cmd_in(dir.path(), &first, &["up", "--run-id", "one"])).expect_code(0);
+    run(cmd_in(dir.path(), &first, &["down"])).expect_code(0);
+    drop(first);
+    let second = Sandbox::on_port(fast_config(), port);
+    assert_eq!(second.url, format!("http://127.0.0.1:{port}"));
+    run(cmd_in(dir.path(), &second, &["up", "--run-id", "two"])).expect_code(0);
+    run(cmd_in(dir.path(), &second, &["down"])).expect_code(0);
+}
+
+#[test]
+fn down_says_it_waits_for_the_runs_up_and_a_signal_stops_the_wait() {
+    let env = Env::with(
+        PG,
+        Sandbox::with(aiven_sandbox::Config {
+            provisioning_delay: std::time::Duration::from_secs(60),
+            ..fast_config()
+        }),
+    );
+    let up = env.spawn(&["up", "--run-id", "held"]);
+    env.sandbox
+        .wait_for("the create", std::time::Duration::from_secs(30), |reqs| {
+            reqs.iter()
+                .any(|r| r["method"] == "POST" && r["path"] == "/v1/project/test-project/service")
+        });
+    // Its stderr in a file, read while it waits.
+    let log = env.path("down.log");
+    let mut cmd = env.cmd(&["down"]);
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let down = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("to finish") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "down never said what it waits for"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(&down, nix::sys::signal::Signal::SIGINT);
+    wait(down, std::time::Duration::from_secs(10)).expect_code(130);
+    pinned!(std::fs::read_to_string(&log).unwrap(), @"
+    [HH:MM:SS] waiting up to 30s for the command that holds .aiven-ephemeral/state.json (this run's up or run, or another down) to finish
+    error: interrupted by SIGINT while waiting for .aiven-ephemeral/state.json; nothing was changed
+    ");
+    // The wait changed nothing: `up` still holds its run, and tears it down itself.
+    assert_eq!(env.sandbox.count("DELETE", "/v1"), 0);
+    signal(&up, nix::sys::signal::Signal::SIGINT);
+    wait(up, std::time::Duration::from_secs(30)).expect_code(130);
+    assert!(env.sandbox.live_names().is_empty());
+}

@@ -60,6 +60,11 @@ impl Sandbox {
     }
 
     pub fn with(config: aiven_sandbox::Config) -> Self {
+        Self::on_port(config, 0)
+    }
+
+    /// On a given port of 127.0.0.1 (0: any free one).
+    pub fn on_port(config: aiven_sandbox::Config, port: u16) -> Self {
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -71,7 +76,7 @@ impl Sandbox {
         let inner = rt
             .block_on(aiven_sandbox::Sandbox::start(
                 config,
-                ([127, 0, 0, 1], 0).into(),
+                ([127, 0, 0, 1], port).into(),
             ))
             .expect("sandbox starts");
         let mut http = reqwest::Client::builder().no_proxy();
