@@ -39,6 +39,9 @@ pub enum Error {
         if *shared { ", except shared services (they stay; its tenancy in them was released)" } else { "" }
     )]
     Interrupted { signal: Signal, shared: bool },
+    /// Interrupted (exit 128 + N) while waiting, before anything was done.
+    #[error("interrupted by {signal} while {waiting}; nothing was changed")]
+    InterruptedWaiting { signal: Signal, waiting: String },
     /// `run`'s command cannot be started (127 not found, 126 not executable, as shells
     /// say). Found before anything is created.
     #[error("{message}")]
@@ -100,7 +103,9 @@ impl Error {
             Error::Api { source, .. } if source.is_auth_or_permission() => 3,
             Error::Api { .. } | Error::Provision(_) | Error::Io { .. } => 1,
             Error::Timeout(_) => 4,
-            Error::Interrupted { signal, .. } => signal.exit_code(),
+            Error::Interrupted { signal, .. } | Error::InterruptedWaiting { signal, .. } => {
+                signal.exit_code()
+            }
             Error::TeardownIncomplete { .. } => 5,
             Error::Command { code, .. } => *code,
         }

@@ -158,6 +158,9 @@ fn nothing_named(
     ))
 }
 
+/// How long `down` waits for the process that holds a run's state file.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
 async fn from_state(
     global: &ApiArgs,
     args: &DownArgs,
@@ -167,7 +170,28 @@ async fn from_state(
     signals: &Signals,
     budget: Budget,
 ) -> Result<Status> {
-    let _lock = StateLock::acquire(state_file, Duration::from_secs(30)).await?;
+    let _lock = match StateLock::try_acquire(state_file)? {
+        Some(lock) => lock,
+        None => {
+            // The run's own `up` or `run` (or another `down`) holds it: said, and a
+            // signal stops the wait.
+            reporter.info(format!(
+                "waiting up to {}s for the command that holds {} (this run's up or run, or another down) to finish",
+                LOCK_WAIT.as_secs(),
+                state_file.display()
+            ));
+            let stop = signals.token();
+            tokio::select! {
+                lock = StateLock::acquire(state_file, LOCK_WAIT) => lock?,
+                _ = stop.cancelled() => {
+                    return Err(Error::InterruptedWaiting {
+                        signal: signals.received().unwrap_or(crate::signals::Signal::Int),
+                        waiting: format!("waiting for {}", state_file.display()),
+                    });
+                }
+            }
+        }
+    };
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
     let state =
         state::read(state_file)?.ok_or_else(|| Error::usage("the state file disappeared"))?;

@@ -628,11 +628,11 @@ fn bad_config_gets_a_clear_error_not_a_panic() {
     error: sandbox config [TMP]/sandbox.yaml: project name `Bad` must match ^[a-z][-a-z0-9]{0,62}$
 
     "tokne: x\n"
-    error: invalid sandbox config: line 1 column 1: unknown field `tokne`, expected one of token, projects, accept_any_project, provisioning_delay, delays, power_on_delay, node_lag, name_reservation, delete_lag, topic_activation, create_lag, clock_offset_secs, rate_limit, seed, faults, service_faults, state_file, backends, tls
+    error: invalid sandbox config: line 1 column 1: unknown field `tokne`, expected one of token, projects, accept_any_project, provisioning_delay, delays, power_on_delay, node_lag, name_reservation, delete_lag, topic_activation, create_lag, clock_offset_secs, rate_limit, seed, faults, service_faults, state_file, backends, tls, stop_drain
      --> [TMP]/sandbox.yaml:1:1
       |
     1 | tokne: x
-      | ^ unknown field `tokne`, expected one of token, projects, accept_any_project, provisioning_delay, delays, power_on_delay, node_lag, name_reservation, delete_lag, topic_activation, create_lag, clock_offset_secs, rate_limit, seed, faults, service_faults, state_file, backends, tls
+      | ^ unknown field `tokne`, expected one of token, projects, accept_any_project, provisioning_delay, delays, power_on_delay, node_lag, name_reservation, delete_lag, topic_activation, create_lag, clock_offset_secs, rate_limit, seed, faults, service_faults, state_file, backends, tls, stop_drain
 
     "projects:\n  - {name: p, default_cloud: mars-1}\n"
     error: sandbox config [TMP]/sandbox.yaml: project `p`: unknown cloud `mars-1`; known clouds: google-europe-west1, google-us-east1, aws-eu-central-1, aws-us-east-1, azure-westeurope, do-ams, upcloud-fi-hel
