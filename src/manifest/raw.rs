@@ -218,6 +218,12 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
         });
     }
     serde_saphyr::from_str(text).map_err(|e| {
+        // A value can fail to fit (a missing key) before the parser reaches a syntax
+        // error further down that explains it: the syntax error is the one to report.
+        let e = match serde_saphyr::from_str::<serde::de::IgnoredAny>(text) {
+            Err(syntax) if is_syntax(&syntax) => syntax,
+            _ => e,
+        };
         let at = e
             .location()
             .map(|l| Loc {
@@ -233,6 +239,33 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
         let said = said.strip_prefix("error: ").unwrap_or(&said).trim();
         // The parser appends the place, which the report shows anyway.
         let said = said.split(" at line ").next().unwrap_or(said);
+        // Not YAML at all (a tab, a line out of its mapping's column): said as such, at
+        // the parser's place, not as a wrong value of the nearest key.
+        if is_syntax(&e) {
+            let (at, hint) = match text
+                .lines()
+                .nth((at.line as usize).saturating_sub(1))
+                .and_then(|l| l.find('\t'))
+            {
+                // The parser points past the tab; the caret goes under it.
+                Some(tab) if said.contains("tab") => (
+                    Loc {
+                        line: at.line,
+                        column: tab as u64 + 1,
+                    },
+                    "YAML indents with spaces only: replace the tabs at the start of this line with spaces",
+                ),
+                _ => (
+                    at,
+                    "check this line's indentation against the lines above: the keys of one mapping start in the same column",
+                ),
+            };
+            return Problem {
+                at,
+                message: format!("this is not valid YAML: {said}"),
+                hint: Some(hint.into()),
+            };
+        }
         // A value of a type no scalar visitor takes (`shared: yes please`) is reported at
         // its key: the message is about the value, so the caret goes there.
         let (key, at) = match key_here(text, at) {
@@ -242,6 +275,12 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
         let (message, hint) = in_words(said, key);
         Problem { at, message, hint }
     })
+}
+
+/// Whether the YAML parser itself refused the text (rather than a value not fitting).
+fn is_syntax(e: &serde_saphyr::Error) -> bool {
+    matches!(e.without_snippet(), serde_saphyr::Error::ExternalMessage { source, .. }
+        if matches!(**source, serde_saphyr::ExternalMessageSource::Parser(_)))
 }
 
 /// The line (from 1) of a `---` that starts a document after content: at column 1 it

@@ -461,6 +461,14 @@ fn validate_and_up_agree_on_bad_manifests() {
             "second document",
             "---\nproject: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n---\nproject: other-project\n",
         ),
+        (
+            "tab",
+            "project: test-project\nservices:\n  db:\n\ttype: pg\n    plan: hobbyist\n",
+        ),
+        (
+            "indentation",
+            "project: test-project\nservices:\n  db:\n    type: pg\n   plan: hobbyist\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -556,6 +564,22 @@ fn validate_and_up_agree_on_bad_manifests() {
         5 | ---
           | ^ a second YAML document starts here: a manifest is one document
           hint: remove this `---` and merge what follows into the mapping above, or move it to a manifest of its own
+
+        ## tab
+        error: aiven-ephemeral.yaml:4:1: this is not valid YAML: tabs disallowed within this context (block indentation)
+         --> aiven-ephemeral.yaml:4:1
+          |
+        4 | 	type: pg
+          | ^ this is not valid YAML: tabs disallowed within this context (block indentation)
+          hint: YAML indents with spaces only: replace the tabs at the start of this line with spaces
+
+        ## indentation
+        error: aiven-ephemeral.yaml:5:4: this is not valid YAML: while parsing a block mapping, did not find expected key
+         --> aiven-ephemeral.yaml:5:4
+          |
+        5 |    plan: hobbyist
+          |    ^ this is not valid YAML: while parsing a block mapping, did not find expected key
+          hint: check this line's indentation against the lines above: the keys of one mapping start in the same column
     "#);
 }
 
