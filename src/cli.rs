@@ -16,22 +16,23 @@ pub const DEFAULT_TIMEOUT: &str = "20m";
 
 const EXAMPLES: &str = "\
 Examples:
-  Start: a commented manifest, then a try without an Aiven account (a local imitation
-  of the API, with real PostgreSQL behind it where it is installed):
+  Start: a commented manifest, then a try without an Aiven account (a local
+  imitation of the API, with real PostgreSQL behind it where it is installed):
     $ aiven-ephemeral init
-    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI_VERIFY\" -c \"select 1\"'
+    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI\" -c \"select 1\"'
 
-  Separate steps, the services' values in the shell (a CI post step runs `down` even
-  when the job failed):
+  Separate steps, the services' values in the shell (a CI post step runs `down`
+  even when the job failed):
     $ aiven-ephemeral up --sandbox && . .aiven-ephemeral/env.sh
     $ psql \"$DB_URI_VERIFY\" -c 'select 1'
     $ aiven-ephemeral down
 
   In CI, with AIVEN_TOKEN set, the same without --sandbox.
 
-Exit codes: 0 ok, 1 provisioning failed, 2 usage or manifest error, 3 authentication,
-4 timeout, 5 teardown incomplete, 129/130/143 SIGHUP/SIGINT/SIGTERM; `run` passes the
-command's own code through (127: not found, 126: cannot be run).";
+Exit codes: 0 ok, 1 provisioning failed, 2 usage or manifest error, 3
+authentication, 4 timeout, 5 teardown incomplete, 129/130/143
+SIGHUP/SIGINT/SIGTERM; `run` passes the command's own code through (127: not
+found, 126: cannot be run).";
 
 const GLOBAL: &str = "Global options";
 const API: &str = "API options";
@@ -113,7 +114,8 @@ pub enum Command {
     /// Create the manifest's services, wait until usable, write the env file
     #[command(after_help = "Examples:
     $ aiven-ephemeral up --sandbox && aiven-ephemeral down
-    $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env && aiven-ephemeral down")]
+    $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env
+    $ aiven-ephemeral down")]
     Up(UpArgs),
     /// Delete a run's services (idempotent)
     #[command(after_help = "Examples:
@@ -123,7 +125,7 @@ pub enum Command {
     /// `up`, run COMMAND with the services' env, then `down`
     #[command(after_help = "Examples:
     $ aiven-ephemeral run --sandbox -- aiven-ephemeral check
-    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI_VERIFY\" -c \"select 1\"'
+    $ aiven-ephemeral run --sandbox -- sh -c 'psql \"$DB_URI\" -c \"select 1\"'
 
 The command's exit code is passed through (127: not found, 126: cannot be run).")]
     Run(RunArgs),
@@ -165,7 +167,7 @@ Examples:
     /// Print shell completions
     #[command(after_help = "Examples:
     $ source <(aiven-ephemeral completions bash)
-    $ aiven-ephemeral completions zsh > _aiven-ephemeral   # into a directory on $fpath")]
+    $ aiven-ephemeral completions zsh > _aiven-ephemeral  # in a dir on $fpath")]
     Completions {
         /// The shell to complete in
         #[arg(value_enum)]

@@ -90,6 +90,11 @@ fn every_help_example_runs_in_bash() {
                 let quickstart = &quickstart;
                 s.spawn(move || {
                     assert!(!lines.is_empty(), "`{page} --help` has no example");
+                    // With its `    $ ` (6 columns), as written: a wider line is cut in
+                    // an 80-column terminal, inside its quotes.
+                    for line in lines {
+                        assert!(line.chars().count() <= 74, "`{page} --help`: {line}");
+                    }
                     let dir = tempfile::tempdir().unwrap();
                     // `init` starts from nothing; the rest from the quickstart manifest.
                     if page != "init" && page != "aiven-ephemeral" {
@@ -879,7 +884,8 @@ fn help_describes_every_option_with_global_options_apart() {
 
         Examples:
             $ aiven-ephemeral up --sandbox && aiven-ephemeral down
-            $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env && aiven-ephemeral down
+            $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env
+    $ aiven-ephemeral down
     ");
 }
 
