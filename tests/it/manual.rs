@@ -885,7 +885,7 @@ fn help_describes_every_option_with_global_options_apart() {
         Examples:
             $ aiven-ephemeral up --sandbox && aiven-ephemeral down
             $ aiven-ephemeral up --sandbox --timeout 10m --env-file services.env
-    $ aiven-ephemeral down
+            $ aiven-ephemeral down
     ");
 }
 
