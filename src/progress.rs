@@ -103,17 +103,22 @@ impl Reporter {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A phase over these services begins; `deadline` is when `--timeout` ends it. On a
-    /// terminal this adds the overall row.
-    pub fn begin(&self, names: &[String], deadline: Instant) {
-        let Some(multi) = &self.multi else { return };
-        let mut view = self.view();
-        view.name_width = names
+    /// The rows that follow are these services': their names take one width.
+    pub fn align(&self, names: &[String]) {
+        self.view().name_width = names
             .iter()
             .map(|n| n.chars().count())
             .max()
             .unwrap_or(0)
             .min(max_name_width());
+    }
+
+    /// A phase over these services begins; `deadline` is when `--timeout` ends it. On a
+    /// terminal this adds the overall row.
+    pub fn begin(&self, names: &[String], deadline: Instant) {
+        let Some(multi) = &self.multi else { return };
+        self.align(names);
+        let mut view = self.view();
         #[cfg(unix)]
         if view.terminal.is_none() {
             view.terminal = quiet_control_characters();

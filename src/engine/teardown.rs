@@ -654,6 +654,14 @@ pub async fn teardown(
             .chain(releases.iter().map(|r| r.service.clone()))
             .collect::<BTreeSet<String>>(),
     ));
+    reporter.align(
+        &still
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let interrupted = signals.is_some_and(|s| s.received().is_some());
     let budget = if interrupted {
         options.budget.interrupted
