@@ -10,7 +10,7 @@ use crate::engine::brokers;
 use crate::engine::cost::{prices, prices_of};
 use crate::engine::provision::Planned;
 use crate::engine::reuse;
-use crate::engine::shared;
+use crate::engine::tenancy;
 use crate::error::{Error, Result, Status};
 use crate::exports;
 use crate::manifest::{ServiceSpec, Shared};
@@ -84,7 +84,10 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                     Shared::Managed => "this_tool",
                     Shared::Existing(_) => "yours",
                 }),
-                tenancy: spec.shared.as_ref().map(|_| shared::tenancy(spec, &run_id)),
+                tenancy: spec
+                    .shared
+                    .as_ref()
+                    .map(|_| tenancy::tenancy(spec, &run_id)),
                 now: None,
                 drift: None,
                 service_type: spec.service_type.clone(),
@@ -321,7 +324,7 @@ async fn look(
                         Some("not there yet: the first `up` creates it (minutes on Aiven)".into())
                 }
                 Shared::Existing(_) => {
-                    planned.problem = Some(shared::missing_yours(spec, name, project))
+                    planned.problem = Some(tenancy::missing_yours(spec, name, project))
                 }
             }
             return;
@@ -331,12 +334,12 @@ async fn look(
             return;
         }
     };
-    if let Some(why) = shared::refusal(spec, &found, how, project) {
+    if let Some(why) = tenancy::refusal(spec, &found, how, project) {
         planned.problem = Some(why);
         return;
     }
     // Billed for the plan it has: shown with that plan's price.
-    if let Some(drift) = shared::plan_drift(&spec.plan, &found) {
+    if let Some(drift) = tenancy::plan_drift(&spec.plan, &found) {
         let key = (
             found.service_type.clone(),
             found.plan.clone(),
@@ -363,7 +366,7 @@ async fn look(
             "powered off while idle: `up` powers it on (minutes on Aiven)".into()
         }
         (ServiceState::Poweroff, Shared::Existing(_)) => {
-            planned.problem = Some(shared::powered_off_yours(spec, name));
+            planned.problem = Some(tenancy::powered_off_yours(spec, name));
             "powered off".into()
         }
         (state, _) => format!("{state}: `up` waits until it runs"),

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
-use crate::engine::shared::sweep;
+use crate::engine::tenancy::sweep;
 use crate::error::{Error, Result, Status};
 use crate::naming;
 use crate::settings;
@@ -110,7 +110,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             });
             let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
             if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
-                drifts.extend(crate::engine::shared::plan_drift(&r.plan, svc));
+                drifts.extend(crate::engine::tenancy::plan_drift(&r.plan, svc));
             }
             Row {
                 key: r.key.clone(),
@@ -235,7 +235,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             crate::say!(out
                 "{}: keeps running (and costing) after this run; `reap` powers it off after {at} if no run uses it (--shared-idle 24h); `{}` deletes it",
                 r.name,
-                crate::engine::shared::standing::remove_command(
+                crate::engine::tenancy::standing::remove_command(
                     &out.project,
                     out.sandbox,
                     &[&r.name]

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::shared::Release;
 use super::teardown::{self, Budget, Force, Options, Target};
+use super::tenancy::Release;
 use super::{Engine, record_teardown};
 use crate::api::{REQUEST_TIMEOUT, Writes};
 use crate::cli::{ApiArgs, DownArgs};
@@ -24,7 +24,7 @@ impl Engine {
     /// still being deleted.
     pub async fn down(&self, args: &DownArgs) -> Result<Status> {
         if args.shared {
-            return super::shared::standing::down_shared(
+            return super::tenancy::standing::down_shared(
                 &self.global,
                 args,
                 self.reporter,
@@ -337,8 +337,9 @@ async fn from_state(
         match conn.client.list_services(&project).await {
             Ok(listed) => {
                 let standing =
-                    super::shared::standing::standing(&conn.client, &project, &listed, &kept).await;
-                super::shared::standing::say_standing(
+                    super::tenancy::standing::standing(&conn.client, &project, &listed, &kept)
+                        .await;
+                super::tenancy::standing::say_standing(
                     &standing,
                     &project,
                     conn.is_sandbox(),

@@ -18,8 +18,8 @@ pub mod populate;
 pub mod provision;
 mod resolve;
 pub mod reuse;
-pub mod shared;
 pub mod teardown;
+pub mod tenancy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -756,12 +756,12 @@ pub fn releases(
     state: &State,
     owner: Option<&str>,
     writes: Option<&crate::api::Writes>,
-) -> Vec<shared::Release> {
+) -> Vec<tenancy::Release> {
     state
         .services
         .iter()
         .filter(|s| s.tenant.is_some() && s.status != ServiceStatus::Deleted)
-        .map(|s| shared::Release {
+        .map(|s| tenancy::Release {
             service: s.name.clone(),
             run_id: state.run_id.clone(),
             owner: owner.map(str::to_string),

@@ -579,10 +579,10 @@ impl Provision<'_> {
             if !spec.seed.is_empty() && (fresh || reset) {
                 // A dedicated service: the seed runs in its first database.
                 step("seed".into());
-                let admin = super::shared::pg::admin(&svc, tls.ca_pem.clone())
+                let admin = super::tenancy::pg::admin(&svc, tls.ca_pem.clone())
                     .map_err(|e| Error::Provision(format!("{name}: {e}")))?;
                 let db = spec.databases.first().map_or("defaultdb", String::as_str);
-                super::shared::seed::apply(&admin, &spec, db)
+                super::tenancy::seed::apply(&admin, &spec, db)
                     .await
                     .map_err(|e| {
                         Error::Provision(format!("{name} (services.{}): {e}", spec.key))
@@ -617,7 +617,7 @@ impl Provision<'_> {
         let store = self.store.clone();
         async move {
             store.set_service(&name, ServiceStatus::Created)?;
-            let acquire = super::shared::Acquire {
+            let acquire = super::tenancy::Acquire {
                 client: &client,
                 project: &project,
                 run_id: &run_id,

@@ -162,7 +162,7 @@ pub struct Options {
     pub owner: Option<String>,
     pub budget: Budget,
     /// Run tenancies in shared services to release (the services stay).
-    pub releases: Vec<super::shared::Release>,
+    pub releases: Vec<super::tenancy::Release>,
 }
 
 #[derive(Debug, Default)]
@@ -224,25 +224,25 @@ struct Ctx {
 
 impl Ctx {
     /// Releases a run's tenancy in a shared service, tried until the budget ends.
-    async fn release(&self, r: super::shared::Release) -> Outcome {
+    async fn release(&self, r: super::tenancy::Release) -> Outcome {
         let _ = self.events.send(Event::Releasing(r.service.clone()));
         let mut wait = FIRST_BACKOFF;
         loop {
             let deadline = self.deadline.at();
             let attempt = tokio::time::timeout_at(
                 deadline.into(),
-                super::shared::release(&self.client, &self.project, &r, deadline),
+                super::tenancy::release(&self.client, &self.project, &r, deadline),
             )
             .await;
             let (why, unsettled) = match attempt {
-                Ok(Ok(super::shared::Released::Done)) => {
+                Ok(Ok(super::tenancy::Released::Done)) => {
                     return self.remove_created(&r, Outcome::Released).await;
                 }
-                Ok(Ok(super::shared::Released::Nothing)) => {
+                Ok(Ok(super::tenancy::Released::Nothing)) => {
                     return self.remove_created(&r, Outcome::NeverCreated).await;
                 }
-                Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
-                Ok(Ok(super::shared::Released::Unsettled(why))) => {
+                Ok(Ok(super::tenancy::Released::NotOurs)) => return Outcome::NotOurs,
+                Ok(Ok(super::tenancy::Released::Unsettled(why))) => {
                     (format!("{why}; the lease stays until it cannot"), true)
                 }
                 Ok(Err(why)) => (why, false),
@@ -301,7 +301,7 @@ impl Ctx {
     /// round trip); it then fails naming the service, as if it had been deleted a moment
     /// earlier. A run leases a service only once it is running, so while the first run's
     /// service is still being built (where an interruption usually finds it) nobody can.
-    async fn remove_created(&self, r: &super::shared::Release, kept: Outcome) -> Outcome {
+    async fn remove_created(&self, r: &super::tenancy::Release, kept: Outcome) -> Outcome {
         let Some(creator) = &r.created_by else {
             return kept;
         };

@@ -1,4 +1,4 @@
-//! Shared services: one long-lived service that many runs use at once, each through a
+//! Tenancies in shared services: one long-lived service that many runs use at once, each through a
 //! tenancy of its own inside it, named from the run id ([`naming::tenant`]):
 //!
 //! - PostgreSQL ([`pg`]): a role and its databases, made over SQL by the admin user;
