@@ -6,7 +6,7 @@
 //! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
 //!   hold, teardown) with the one owner of cancellation;
 //! - what the engine uses: `connection` (the API, or the sandbox process of
-//!   `sandbox_process`), `probe`, `check`, `outputs`, `state`, `signals`, `progress`,
+//!   `sandbox_process`), `probe`, `endpoints`, `outputs`, `state`, `signals`, `progress`,
 //!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
 //!   (what the API rarely changes, on disk), `comment` (the one comment on a pull or
 //!   merge request of a run made with `up --reuse`);
@@ -38,11 +38,11 @@ macro_rules! say {
 pub mod api;
 pub mod cache;
 pub mod catalogue;
-pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod comment;
 pub mod connection;
+pub mod endpoints;
 pub mod engine;
 pub mod error;
 pub mod exports;

@@ -2,16 +2,16 @@
 //!
 //! - [`raw`]: what serde reads, strictly (unknown keys, duplicate keys and bad types
 //!   are errors in the user's words, with a line and column);
-//! - [`check`]: every value checked offline for what the API would reject later, one
+//! - [`validate`]: every value checked offline for what the API would reject later, one
 //!   function per concern;
 //! - [`expand`]: the checked manifest turned into what a run uses (`version` and
 //!   `fork_from` folded into `user_config`, probe and env defaults);
-//! - [`names`]: the env names the services will export, checked together.
+//! - [`env_names`]: the env names the services will export, checked together.
 
-mod check;
+mod env_names;
 mod expand;
-mod names;
 mod raw;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -297,13 +297,13 @@ pub fn load_if_present(path: &Path) -> Result<Option<Manifest>, ManifestError> {
 
 pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
     let raw = raw::read(text).map_err(|p| ManifestError::new(path, text, vec![p]))?;
-    let problems = check::manifest(&raw);
+    let problems = validate::manifest(&raw);
     if !problems.is_empty() {
         return Err(ManifestError::new(path, text, problems));
     }
     let manifest = expand::manifest(raw, path, text);
-    let mut problems = names::check(&manifest);
-    problems.extend(check::seed_files(&manifest));
+    let mut problems = env_names::check(&manifest);
+    problems.extend(validate::seed_files(&manifest));
     if !problems.is_empty() {
         return Err(ManifestError::new(path, text, problems));
     }
