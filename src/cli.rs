@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::outputs::env::Format;
-use crate::outputs::github::GithubEnv;
+use crate::delivery::env::Format;
+use crate::delivery::github::GithubEnv;
 
 /// `up`'s default `--timeout`; `validate` checks the ttl against the same.
 pub const DEFAULT_TIMEOUT: &str = "20m";

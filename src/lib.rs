@@ -6,7 +6,7 @@
 //! - `engine`: a run's lifecycle in named phases (resolve, guard, provision, deliver,
 //!   hold, teardown) with the one owner of cancellation;
 //! - what the engine uses: `connection` (the API, or the sandbox process of
-//!   `sandbox_process`), `probe`, `endpoints`, `outputs`, `state`, `signals`, `progress`,
+//!   `sandbox_process`), `probe`, `endpoints`, `delivery`, `state`, `signals`, `progress`,
 //!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
 //!   (what the API rarely changes, on disk), `comment` (the one comment on a pull or
 //!   merge request of a run made with `up --reuse`);
@@ -42,13 +42,13 @@ pub mod cli;
 pub mod commands;
 pub mod comment;
 pub mod connection;
+pub mod delivery;
 pub mod endpoints;
 pub mod engine;
 pub mod error;
 pub mod exports;
 pub mod manifest;
 pub mod naming;
-pub mod outputs;
 pub mod probe;
 pub mod progress;
 pub mod sandbox_process;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use aiven_ephemeral::exports::Value;
-use aiven_ephemeral::outputs::{env, github};
+use aiven_ephemeral::delivery::{env, github};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

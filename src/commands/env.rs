@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::cli::{ApiArgs, EnvArgs};
+use crate::delivery::Created;
+use crate::delivery::{self, Delivered, env::Format};
 use crate::error::{Error, Result, Status};
 use crate::naming;
-use crate::outputs::Created;
-use crate::outputs::{self, Delivered, env::Format};
 
 pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     let run = super::RunRef::locate(global, &args.run).await?;
@@ -77,16 +77,16 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         })
         .collect();
     let (values, secrets) =
-        outputs::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
-    if outputs::github::active() {
-        outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
+        delivery::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
+    if delivery::github::active() {
+        delivery::github::print_masks(&delivery::github::mask_words(&secrets, &values));
     }
     if args.stdout {
         crate::say!(
             "warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text"
         );
         use std::io::Write as _;
-        let _ = std::io::stdout().write_all(outputs::env::render(&values, args.format).as_bytes());
+        let _ = std::io::stdout().write_all(delivery::env::render(&values, args.format).as_bytes());
     } else {
         let name = match args.format {
             Format::Dotenv => "env",
@@ -94,7 +94,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
             Format::Json => "env.json",
         };
         let path = out(name);
-        outputs::env::write(&path, &values, args.format)
+        delivery::env::write(&path, &values, args.format)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         crate::say!("wrote {} and {}", path.display(), out("certs").display());
     }

@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Client, Service};
 use crate::cli::{ApiArgs, UpArgs};
 use crate::connection::Connection;
+use crate::delivery::{self, Delivered, Handoff};
 use crate::error::{Error, Result, Status};
 use crate::naming;
-use crate::outputs::{self, Delivered, Handoff};
 use crate::progress::Reporter;
 use crate::settings;
 use crate::signals::Signals;
@@ -263,7 +263,7 @@ impl Engine {
             live.run_id,
             live.store.snapshot().services.len(),
             live.env_file.display(),
-            outputs::shell_env_file(&live.env_file).display()
+            delivery::shell_env_file(&live.env_file).display()
         ));
         if live.reuse {
             self.reporter.info(format!(
@@ -798,8 +798,8 @@ pub async fn record_teardown(
     // The last record comes after this one.
     let _ = marking.await;
     let run_id = store.snapshot().run_id;
-    if outputs::github::active() {
-        let _ = outputs::github::write_summary(&outputs::summary_teardown(
+    if delivery::github::active() {
+        let _ = delivery::github::write_summary(&delivery::summary_teardown(
             &run_id,
             &report.deleted,
             &report.protected,
@@ -878,7 +878,7 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// a delivery step still writing them (a slow disk must not stall other tasks).
 async fn remove_outputs(env_file: PathBuf, state_file: PathBuf, reporter: &Reporter) {
     let shown = env_file.display().to_string();
-    let removal = tokio::task::spawn_blocking(move || outputs::remove(&env_file, &state_file));
+    let removal = tokio::task::spawn_blocking(move || delivery::remove(&env_file, &state_file));
     if tokio::time::timeout(REMOVAL_WAIT, removal).await.is_err() {
         reporter.warn(format!(
             "{shown}: a write of it did not end within {}s; it is removed once that write ends, if this process still runs",
@@ -897,7 +897,7 @@ struct Delivery {
     project: String,
     env_file: PathBuf,
     state_file: PathBuf,
-    github_env: outputs::github::GithubEnv,
+    github_env: delivery::github::GithubEnv,
     dotenv_report: Option<(PathBuf, usize)>,
 }
 
@@ -956,8 +956,8 @@ impl Delivery {
                 created: &rd.created,
             })
             .collect();
-        let (values, secrets) = outputs::fenced(|| {
-            outputs::materialise(
+        let (values, secrets) = delivery::fenced(|| {
+            delivery::materialise(
                 &delivered,
                 self.project_ca.as_deref(),
                 &self.certs_dir,
@@ -988,7 +988,7 @@ impl Delivery {
                 })
                 .collect(),
         };
-        outputs::deliver(&values, &secrets, &handoff, reporter)?;
+        delivery::deliver(&values, &secrets, &handoff, reporter)?;
         Ok(values)
     }
 }

@@ -27,10 +27,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser, Writes};
+use crate::delivery::Created;
 use crate::error::Error;
 use crate::manifest::{ServiceSpec, Shared};
 use crate::naming;
-use crate::outputs::Created;
 use crate::progress::Reporter;
 use crate::secret::Secret;
 

@@ -19,8 +19,8 @@ use rand::Rng;
 
 use super::{Acquire, Release, Tenancy, as_tenant, seed, user};
 use crate::api::{Client, Service};
+use crate::delivery::Created;
 use crate::manifest::ServiceSpec;
-use crate::outputs::Created;
 use crate::secret::Secret;
 use crate::sql::{self, ident, literal};
 
