@@ -10,7 +10,7 @@
 //!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
 //!   (what the API rarely changes, on disk), `comment` (the one comment on a pull or
 //!   merge request of a run made with `up --reuse`);
-//! - the model: `catalogue` (the service types), `manifest`, `naming`, `exports`,
+//! - the model: `catalogue` (the service types), `manifest` (with `exports`, the env names), `naming`,
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
 
@@ -46,7 +46,6 @@ pub mod delivery;
 pub mod endpoints;
 pub mod engine;
 pub mod error;
-pub mod exports;
 pub mod manifest;
 pub mod naming;
 pub mod probe;

@@ -3,7 +3,7 @@
 //! delimiter inside the value.
 #![no_main]
 
-use aiven_ephemeral::exports::Value;
+use aiven_ephemeral::delivery::values::Value;
 use aiven_ephemeral::delivery::{env, github};
 use libfuzzer_sys::fuzz_target;
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use aiven_ephemeral::{exports, manifest, naming};
+use aiven_ephemeral::manifest::{self, exports};
+use aiven_ephemeral::naming;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,7 +12,7 @@ use crate::engine::provision::Planned;
 use crate::engine::reuse;
 use crate::engine::tenancy;
 use crate::error::{Error, Result, Status};
-use crate::exports;
+use crate::manifest::exports;
 use crate::manifest::{ServiceSpec, Shared};
 use crate::naming;
 use crate::settings;

@@ -11,7 +11,7 @@ use std::path::Path;
 use base64::Engine;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::exports::Value;
+use super::values::Value;
 
 /// Whether we run inside GitHub Actions.
 pub fn active() -> bool {
@@ -61,7 +61,7 @@ pub fn mask_words(secrets: &Secrets, values: &[Value]) -> Vec<String> {
         let forms = [
             password.clone(),
             utf8_percent_encode(password, NON_ALPHANUMERIC).to_string(),
-            crate::exports::enc(password),
+            super::values::enc(password),
         ];
         for form in &forms {
             for v in values.iter().filter(|v| v.value.contains(form.as_str())) {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::exports::Value;
+use super::values::Value;
 
 /// GitLab rejects dotenv reports larger than this.
 pub const MAX_BYTES: usize = 5 * 1024;

@@ -5,14 +5,16 @@
 pub mod env;
 pub mod github;
 pub mod gitlab;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 
 use crate::api::Service;
 use crate::error::{Error, Result};
-use crate::exports::{self, Files, UserPasswords, Value};
 use crate::manifest::ServiceSpec;
+use crate::manifest::exports;
 use crate::secret::Secret;
+use values::{Files, UserPasswords, Value};
 
 /// The accounts created in a service, which its users need to know about.
 #[derive(Default, Debug)]
@@ -62,7 +64,7 @@ pub fn materialise(
                     .push((admin.username.clone(), p.expose().to_string()));
             }
             if let (Some(cert), Some(key)) = (&admin.access_cert, &admin.access_key) {
-                let (cert_path, key_path) = exports::cert_paths(&certs_dir, &d.spec.key);
+                let (cert_path, key_path) = values::cert_paths(&certs_dir, &d.spec.key);
                 write(&cert_path, cert)?;
                 write(&key_path, key.expose())?;
                 secrets.keys.push(key.expose().to_string());
@@ -81,14 +83,14 @@ pub fn materialise(
                 passwords.insert(name.clone(), Secret::default());
             }
             if let (Some(cert), Some(key)) = (&user.access_cert, &user.access_key) {
-                let (cert_path, key_path) = exports::user_cert_paths(&certs_dir, &d.spec.key, name);
+                let (cert_path, key_path) = values::user_cert_paths(&certs_dir, &d.spec.key, name);
                 write(&cert_path, cert)?;
                 write(&key_path, key.expose())?;
                 secrets.keys.push(key.expose().to_string());
                 files.users.insert(name.clone(), (cert_path, key_path));
             }
         }
-        let mut service_values = exports::values(d.spec, d.service, &files, &passwords, sandbox)
+        let mut service_values = values::values(d.spec, d.service, &files, &passwords, sandbox)
             .map_err(|e| {
                 Error::Provision(format!(
                     "{} (services.{}): {e}",

@@ -62,7 +62,7 @@ pub struct Live {
     pub owner: String,
     pub store: Store,
     pub tracker: Tracker,
-    pub values: Vec<crate::exports::Value>,
+    pub values: Vec<crate::delivery::values::Value>,
     pub env_file: PathBuf,
     pub ttl: Duration,
     pub teardown_budget: teardown::Budget,
@@ -942,7 +942,7 @@ impl Delivery {
         self,
         reporter: &Reporter,
         stop: &CancellationToken,
-    ) -> Result<Vec<crate::exports::Value>> {
+    ) -> Result<Vec<crate::delivery::values::Value>> {
         let stopped = || Error::Provision("cancelled".into());
         if stop.is_cancelled() {
             return Err(stopped());

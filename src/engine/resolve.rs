@@ -120,7 +120,7 @@ fn check_report_size(manifest: &Manifest, path: &std::path::Path, max: usize) ->
     ]
     .into_iter()
     .chain(manifest.services.iter().flat_map(|spec| {
-        crate::exports::exports(spec, false)
+        crate::manifest::exports::exports(spec, false)
             .into_iter()
             .filter(|e| !e.field.is_secret() && !e.field.is_file())
             .map(|e| e.name)

@@ -10,6 +10,7 @@
 
 mod env_names;
 mod expand;
+pub mod exports;
 mod raw;
 mod validate;
 
