@@ -10,7 +10,7 @@
 //!   `sql` (SQL on PostgreSQL services, for shared-service tenancy and seeds), `cache`
 //!   (what the API rarely changes, on disk), `comment` (the one comment on a pull or
 //!   merge request of a run made with `up --reuse`);
-//! - the model: `catalogue` (the service types), `manifest` (with `exports`, the env names), `naming`,
+//! - the model: `catalogue` (the service types), `manifest` (with `exports`, the env names), `identity`, `tags`,
 //!   `settings`, `error`;
 //! - `api`: the Aiven client, which knows nothing of manifests or CI; `secret`.
 
@@ -46,8 +46,8 @@ pub mod delivery;
 pub mod endpoints;
 pub mod engine;
 pub mod error;
+pub mod identity;
 pub mod manifest;
-pub mod naming;
 pub mod probe;
 pub mod progress;
 pub mod sandbox_process;
@@ -56,3 +56,4 @@ pub mod settings;
 pub mod signals;
 pub mod sql;
 pub mod state;
+pub mod tags;

@@ -8,7 +8,7 @@ use crate::cli::{ApiArgs, EnvArgs};
 use crate::delivery::Created;
 use crate::delivery::{self, Delivered, env::Format};
 use crate::error::{Error, Result, Status};
-use crate::naming;
+use crate::tags;
 
 pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     let run = super::RunRef::locate(global, &args.run).await?;
@@ -33,7 +33,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         }
         let svc = services
             .iter()
-            .find(|s| s.tag(naming::TAG_KEY) == Some(spec.key.as_str()))
+            .find(|s| s.tag(tags::TAG_KEY) == Some(spec.key.as_str()))
             .ok_or_else(|| {
                 Error::usage(format!(
                     "run {} has no live service for services.{} (was it torn down?)",

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use crate::api::Retry;
 use crate::cli::{ApiArgs, ExtendArgs};
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
+use crate::tags;
 
 /// Shorter than this, a live run is warned about: the margin `up` demands over its
 /// timeout.
@@ -28,12 +28,12 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
         .client
         .server_time()
         .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let expires = naming::rfc3339(now + ttl);
+    let expires = tags::rfc3339(now + ttl);
     for svc in &services {
         // On a shared service the run's expiry is its lease.
         let (key, value) = match run.lease_on(svc) {
-            Some((_, owner)) => naming::lease(&run.run_id, &expires, &owner),
-            None => (naming::TAG_EXPIRES.to_string(), expires.clone()),
+            Some((_, owner)) => tags::lease(&run.run_id, &expires, &owner),
+            None => (tags::TAG_EXPIRES.to_string(), expires.clone()),
         };
         let tags = BTreeMap::from([(key, Some(value))]);
         run.conn

@@ -19,10 +19,10 @@ use crate::api::Service;
 use crate::cli::{Cli, Command, RunRefArgs};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::settings;
 use crate::state;
+use crate::{identity, tags};
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
     let api = cli.command.api().cloned().unwrap_or_default();
@@ -117,7 +117,7 @@ impl RunRef {
         let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
         let run_id = match &args.run_id {
-            Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
+            Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
             None => None,
         };
         match (recorded, run_id.as_deref()) {
@@ -174,12 +174,12 @@ impl RunRef {
         Ok(listed
             .into_iter()
             .filter(|s| {
-                let own = naming::is_ours(&s.tags)
-                    && s.tag(naming::TAG_RUN) == Some(self.run_id.as_str())
+                let own = tags::is_ours(&s.tags)
+                    && s.tag(tags::TAG_RUN) == Some(self.run_id.as_str())
                     && self
                         .owner
                         .as_deref()
-                        .is_none_or(|o| s.tag(naming::TAG_OWNER) == Some(o));
+                        .is_none_or(|o| s.tag(tags::TAG_OWNER) == Some(o));
                 own || self.lease_on(s).is_some()
             })
             .collect())
@@ -187,7 +187,7 @@ impl RunRef {
 
     /// The run's lease on a shared service: (expiry, owner).
     pub fn lease_on(&self, s: &Service) -> Option<(String, String)> {
-        naming::leases(&s.tags)
+        tags::leases(&s.tags)
             .into_iter()
             .find(|(run, _, owner)| {
                 run == &self.run_id && self.owner.as_deref().is_none_or(|o| o == owner)

@@ -14,8 +14,8 @@ use crate::engine::tenancy;
 use crate::error::{Error, Result, Status};
 use crate::manifest::exports;
 use crate::manifest::{ServiceSpec, Shared};
-use crate::naming;
 use crate::settings;
+use crate::{identity, tags};
 
 #[derive(Debug, Serialize)]
 pub struct PlannedService {
@@ -67,7 +67,7 @@ pub struct Limits {
 pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
     let run_id = match &args.run_id {
-        Some(id) => naming::run_id(id).map_err(Error::usage)?,
+        Some(id) => identity::run_id(id).map_err(Error::usage)?,
         None => "xxxxxxxx".to_string(),
     };
     let project = settings::project(global, Some(&manifest)).ok();
@@ -219,7 +219,7 @@ async fn push(
         .await
         .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
     reuse::refuse_unreusable(&listed, run_id, project)?;
-    let owner = naming::reuse_owner(run_id);
+    let owner = identity::reuse_owner(run_id);
     let planned: Vec<Planned> = manifest
         .services
         .iter()
@@ -229,7 +229,7 @@ async fn push(
             spec.cloud = spec.cloud.or_else(|| manifest.cloud.clone());
             Planned {
                 exists: listed.iter().any(|l| {
-                    l.service_name == s.name && l.tag(naming::TAG_OWNER) == Some(owner.as_str())
+                    l.service_name == s.name && l.tag(tags::TAG_OWNER) == Some(owner.as_str())
                 }),
                 name: s.name.clone(),
                 spec,
@@ -351,12 +351,12 @@ async fn look(
         planned.hourly_usd = price.usd;
         planned.drift = Some(drift);
     }
-    let now = naming::rfc3339(
+    let now = tags::rfc3339(
         client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc),
     );
-    let leases = naming::leases(&found.tags)
+    let leases = tags::leases(&found.tags)
         .iter()
         .filter(|(_, expires, _)| *expires > now)
         .count();

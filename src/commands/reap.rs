@@ -16,9 +16,9 @@ use crate::connection::Connection;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::engine::tenancy::sweep;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::settings;
+use crate::tags;
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
@@ -62,7 +62,7 @@ pub fn judge(
     force: bool,
 ) -> Verdict {
     let expired = svc
-        .tag(naming::TAG_EXPIRES)
+        .tag(tags::TAG_EXPIRES)
         .and_then(parse)
         .is_some_and(|t| t <= now);
     let too_old = older_than.is_some_and(|age| {
@@ -73,7 +73,7 @@ pub fn judge(
     });
     if !(expired || too_old) {
         Verdict::Live
-    } else if svc.tag(naming::TAG_KEEP) == Some("true") {
+    } else if svc.tag(tags::TAG_KEEP) == Some("true") {
         Verdict::Kept
     } else if svc.termination_protection && !force {
         Verdict::Protected
@@ -113,11 +113,11 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         .unwrap_or_else(OffsetDateTime::now_utc);
     let mut rows: Vec<Row> = listed
         .iter()
-        .filter(|s| naming::is_ours(&s.tags))
+        .filter(|s| tags::is_ours(&s.tags))
         .map(|s| Row {
             name: s.service_name.clone(),
-            run: s.tag(naming::TAG_RUN).unwrap_or("").to_string(),
-            expires: s.tag(naming::TAG_EXPIRES).unwrap_or("-").to_string(),
+            run: s.tag(tags::TAG_RUN).unwrap_or("").to_string(),
+            expires: s.tag(tags::TAG_EXPIRES).unwrap_or("-").to_string(),
             created: s.create_time.clone().unwrap_or_default(),
             verdict: judge(s, now, older_than, args.force),
         })
@@ -164,7 +164,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     }
     for svc in listed
         .iter()
-        .filter(|s| s.tag(naming::TAG_SHARED).is_some() && s.service_type == "pg")
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some() && s.service_type == "pg")
     {
         match sweep::templates(
             &conn.client,
@@ -228,7 +228,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
         reporter.info(format!(
             "{}: expired but tagged {}=true; kept",
             r.name,
-            naming::TAG_KEEP
+            tags::TAG_KEEP
         ));
     }
     let templates = rows
@@ -345,14 +345,14 @@ mod tests {
     #[test]
     fn verdicts() {
         let now = parse("2026-11-22T12:00:00Z").unwrap();
-        let base = [(naming::TAG_RUN, "r"), (naming::TAG_OWNER, "o")];
+        let base = [(tags::TAG_RUN, "r"), (tags::TAG_OWNER, "o")];
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut t = base.to_vec();
             t.extend_from_slice(extra);
             t
         };
-        let expired = with(&[(naming::TAG_EXPIRES, "2026-11-22T11:00:00Z")]);
-        let live = with(&[(naming::TAG_EXPIRES, "2026-11-22T13:00:00Z")]);
+        let expired = with(&[(tags::TAG_EXPIRES, "2026-11-22T11:00:00Z")]);
+        let live = with(&[(tags::TAG_EXPIRES, "2026-11-22T13:00:00Z")]);
         assert_eq!(
             judge(
                 &svc(&expired, "2026-11-22T10:00:00Z", false),
@@ -394,8 +394,8 @@ mod tests {
             Verdict::Expired
         );
         let kept = with(&[
-            (naming::TAG_EXPIRES, "2026-11-22T11:00:00Z"),
-            (naming::TAG_KEEP, "true"),
+            (tags::TAG_EXPIRES, "2026-11-22T11:00:00Z"),
+            (tags::TAG_KEEP, "true"),
         ]);
         assert_eq!(
             judge(&svc(&kept, "2026-11-22T10:00:00Z", false), now, None, false),

@@ -6,9 +6,9 @@ use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
 use crate::engine::tenancy::sweep;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::settings;
 use crate::state;
+use crate::tags;
 
 /// `reap`'s default --shared-idle: when status says a shared service is powered off.
 const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -94,9 +94,9 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             let api = listed.as_ref().and_then(|l| {
                 l.iter().find(|s| {
                     s.service_name == r.name
-                        && (s.tag(crate::naming::TAG_OWNER) == Some(run.owner.as_str())
+                        && (s.tag(crate::tags::TAG_OWNER) == Some(run.owner.as_str())
                             // A shared service: the run's lease on it.
-                            || crate::naming::leases(&s.tags)
+                            || crate::tags::leases(&s.tags)
                                 .iter()
                                 .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
                 })
@@ -139,7 +139,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                 powered_off_after: seen
                     .filter(|s| {
                         r.tenant.is_some()
-                            && s.tag(naming::TAG_SHARED).is_some()
+                            && s.tag(tags::TAG_SHARED).is_some()
                             && s.state.is_billed()
                     })
                     .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
@@ -294,7 +294,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         .server_time()
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let ours: Vec<&crate::api::Service> =
-        listed.iter().filter(|s| naming::is_ours(&s.tags)).collect();
+        listed.iter().filter(|s| tags::is_ours(&s.tags)).collect();
     let keys: Vec<(String, String, String)> = ours
         .iter()
         .map(|s| (s.service_type.clone(), s.plan.clone(), s.cloud_name.clone()))
@@ -303,13 +303,13 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     conn.close().await;
     let mut runs: Vec<RunRow> = Vec::new();
     for (svc, price) in ours.iter().zip(&prices) {
-        let run_id = svc.tag(naming::TAG_RUN).unwrap_or_default().to_string();
+        let run_id = svc.tag(tags::TAG_RUN).unwrap_or_default().to_string();
         let row = match runs.iter_mut().position(|r| r.run_id == run_id) {
             Some(i) => &mut runs[i],
             None => {
                 runs.push(RunRow {
                     run_id,
-                    reuse: svc.tag(naming::TAG_REUSE) == Some("true"),
+                    reuse: svc.tag(tags::TAG_REUSE) == Some("true"),
                     services: Vec::new(),
                     created: None,
                     expires: None,
@@ -328,7 +328,7 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             }
         };
         earliest(&mut row.created, svc.create_time.as_deref());
-        earliest(&mut row.expires, svc.tag(naming::TAG_EXPIRES));
+        earliest(&mut row.expires, svc.tag(tags::TAG_EXPIRES));
         let age = svc.create_time.as_deref().and_then(parse).map(|t| now - t);
         row.hourly_usd = row.hourly_usd.zip(price.usd).map(|(a, b)| a + b);
         row.cost_so_far_usd = match (row.cost_so_far_usd, price.usd, age) {

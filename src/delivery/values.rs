@@ -187,8 +187,8 @@ pub fn values(
                 .ok_or_else(|| format!("service {} has no SASL listener", svc.service_name))?,
             Field::SaslMechanism => "SCRAM-SHA-256".to_string(),
             // On a shared service the run's user is the service's only user here.
-            Field::KeyPrefix => crate::naming::key_prefix(&admin_name),
-            Field::TopicPrefix => crate::naming::topic_prefix(&admin_name),
+            Field::KeyPrefix => crate::identity::key_prefix(&admin_name),
+            Field::TopicPrefix => crate::identity::topic_prefix(&admin_name),
             Field::SchemaRegistryUri => connection_info(svc, "schema_registry_uri")
                 .or_else(|| https_component("schema_registry"))
                 .unwrap_or_default(),

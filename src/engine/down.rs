@@ -12,12 +12,12 @@ use crate::api::{REQUEST_TIMEOUT, Writes};
 use crate::cli::{ApiArgs, DownArgs};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::sandbox_process::Stopped;
 use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
+use crate::{identity, tags};
 
 impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
@@ -68,7 +68,7 @@ impl Engine {
             }
         };
         let report = crate::comment::Report::Closed {
-            at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+            at: tags::rfc3339(time::OffsetDateTime::now_utc()),
             left,
         };
         crate::comment::publish(&run_id, &project, report, self.reporter).await;
@@ -85,7 +85,7 @@ async fn down(
     let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     let run_id = match &args.run_id {
-        Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
+        Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
         None => None,
     };
     match (existing, &run_id) {
@@ -232,7 +232,7 @@ async fn from_state(
             continue;
         }
         match listed.iter().find(|s| s.service_name == record.name) {
-            Some(svc) if svc.tag(naming::TAG_OWNER) == Some(owner.as_str()) => {
+            Some(svc) if svc.tag(tags::TAG_OWNER) == Some(owner.as_str()) => {
                 targets.push(Target::existing(record.name.clone()));
             }
             Some(_) => reporter.warn(format!(
@@ -266,7 +266,7 @@ async fn from_state(
     }
     // Anything else tagged with this run's owner (belt and braces).
     for svc in &listed {
-        if svc.tag(naming::TAG_OWNER) == Some(owner.as_str())
+        if svc.tag(tags::TAG_OWNER) == Some(owner.as_str())
             && !targets.iter().any(|t| t.name == svc.service_name)
         {
             targets.push(Target::existing(svc.service_name.clone()));
@@ -375,14 +375,14 @@ async fn by_tag(
     let listed = conn.list_services(&project).await?;
     let targets: Vec<Target> = listed
         .iter()
-        .filter(|s| naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(run_id))
+        .filter(|s| tags::is_ours(&s.tags) && s.tag(tags::TAG_RUN) == Some(run_id))
         .map(|s| Target::existing(s.service_name.clone()))
         .collect();
     // The run's leases on shared services: its tenancy there is released.
     let releases: Vec<Release> = listed
         .iter()
         .filter(|s| {
-            naming::leases(&s.tags)
+            tags::leases(&s.tags)
                 .iter()
                 .any(|(run, _, _)| run == run_id)
         })

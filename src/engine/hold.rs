@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use super::{Engine, Live, record_teardown};
 use crate::cli::RunArgs;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::signals::Signal;
+use crate::tags;
 
 /// How long the command may outlive the start of teardown.
 const KILL_AFTER: Duration = Duration::from_secs(5);
@@ -314,17 +314,17 @@ async fn refresh_expiry(
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
-        let expires = naming::rfc3339(now + ttl);
+        let expires = tags::rfc3339(now + ttl);
         let mut updates = JoinSet::new();
         for record in state.services {
             // A shared service's expiry is the run's lease on it.
             let ((key, value), client) = match &record.tenant {
                 Some(_) => (
-                    naming::lease(&state.run_id, &expires, &state.owner),
+                    tags::lease(&state.run_id, &expires, &state.owner),
                     client.tracking(&tenancy_writes),
                 ),
                 None => (
-                    (naming::TAG_EXPIRES.to_string(), expires.clone()),
+                    (tags::TAG_EXPIRES.to_string(), expires.clone()),
                     client.clone(),
                 ),
             };

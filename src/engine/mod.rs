@@ -32,11 +32,11 @@ use crate::cli::{ApiArgs, UpArgs};
 use crate::connection::Connection;
 use crate::delivery::{self, Delivered, Handoff};
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLock, Store};
+use crate::{identity, tags};
 use provision::{Planned, Provision, Ready, Tracker};
 use teardown::{Force, Options, Target};
 
@@ -314,12 +314,12 @@ impl Engine {
         }
         // A run made with --reuse has one owner wherever it is brought up.
         let owner = if reuse {
-            naming::reuse_owner(&r.run_id)
+            identity::reuse_owner(&r.run_id)
         } else {
             previous
                 .as_ref()
                 .map(|p| p.owner.clone())
-                .unwrap_or_else(naming::new_owner)
+                .unwrap_or_else(identity::new_owner)
         };
         let client = conn.client.clone();
         reporter.info(format!(
@@ -395,7 +395,7 @@ impl Engine {
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
-        let expires = naming::rfc3339(now + r.ttl);
+        let expires = tags::rfc3339(now + r.ttl);
         let planned = plan_services(r, &existing, &owner)?;
         let changes = if reuse {
             let changes = reuse::changes(&planned, &existing, &owner, &default_cloud)?;
@@ -445,7 +445,7 @@ impl Engine {
         r: &resolve::Resolved,
         started: Instant,
     ) -> Result<Vec<Ready>> {
-        let ci = naming::ci_tag(&|k| std::env::var(k).ok());
+        let ci = tags::ci_tag(&|k| std::env::var(k).ok());
         self.reporter.group(
             &match planned.iter().filter(|p| p.spec.shared.is_some()).count() {
                 0 => format!("Creating {} service(s)", planned.len()),
@@ -604,7 +604,7 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             ),
         ));
     }
-    let reuse_owner = naming::reuse_owner(&prev.run_id);
+    let reuse_owner = identity::reuse_owner(&prev.run_id);
     if args.preview.reuse != (prev.owner == reuse_owner) {
         return Err(Error::usage_hint(
             format!(
@@ -641,14 +641,14 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
 fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str) -> Result<()> {
     // A lease of this run id under another owner counts as much as a service.
     let leased_elsewhere = |s: &Service| {
-        naming::leases(&s.tags)
+        tags::leases(&s.tags)
             .iter()
             .any(|(run, _, o)| run == run_id && o != owner)
     };
     let foreign: Vec<&str> = existing
         .iter()
         .filter(|s| {
-            (s.tag(naming::TAG_RUN) == Some(run_id) && s.tag(naming::TAG_OWNER) != Some(owner))
+            (s.tag(tags::TAG_RUN) == Some(run_id) && s.tag(tags::TAG_OWNER) != Some(owner))
                 || leased_elsewhere(s)
         })
         .map(|s| s.service_name.as_str())
@@ -657,7 +657,7 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
         return Ok(());
     }
     let reused = existing.iter().any(|s| {
-        foreign.contains(&s.service_name.as_str()) && s.tag(naming::TAG_REUSE) == Some("true")
+        foreign.contains(&s.service_name.as_str()) && s.tag(tags::TAG_REUSE) == Some("true")
     });
     if reused {
         return Err(Error::usage_hint(
@@ -688,7 +688,7 @@ pub(crate) fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Er
 fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Result<Vec<Planned>> {
     let ours_existing: Vec<&str> = existing
         .iter()
-        .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner))
+        .filter(|s| s.tag(tags::TAG_OWNER) == Some(owner))
         .map(|s| s.service_name.as_str())
         .collect();
     r.manifest
@@ -724,7 +724,7 @@ fn new_state(
         api_url: conn.api_url.clone(),
         sandbox: conn.is_sandbox(),
         status: RunStatus::Creating,
-        started_at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+        started_at: tags::rfc3339(time::OffsetDateTime::now_utc()),
         expires_at: Some(expires.to_string()),
         manifest: Some(settings::absolute(&args.manifest.file)),
         env_file: Some(r.env_file.clone()),
@@ -744,7 +744,11 @@ fn new_state(
                     ServiceStatus::Creating
                 },
                 create_sent_at: None,
-                tenant: p.spec.shared.as_ref().map(|_| naming::tenant_of(&r.run_id)),
+                tenant: p
+                    .spec
+                    .shared
+                    .as_ref()
+                    .map(|_| identity::tenant_of(&r.run_id)),
             })
             .collect(),
     }

@@ -20,10 +20,10 @@ use crate::cache::Cache;
 use crate::delivery::Created;
 use crate::error::Error;
 use crate::manifest::ServiceSpec;
-use crate::naming;
 use crate::probe::{self, TlsMaterial};
 use crate::progress::Reporter;
 use crate::state::{ServiceStatus, Store};
+use crate::tags;
 
 /// Creates in flight at once.
 const CREATE_CONCURRENCY: usize = 8;
@@ -76,7 +76,7 @@ impl Tracker {
         let on_change = move |until: Option<Instant>| {
             let until = until.map(|u| {
                 let left = u.saturating_duration_since(Instant::now());
-                naming::rfc3339(time::OffsetDateTime::now_utc() + left)
+                tags::rfc3339(time::OffsetDateTime::now_utc() + left)
             });
             if let Err(e) = store.update(|s| s.tenancy_writes_until = until) {
                 tracing::warn!("{e}");
@@ -463,7 +463,7 @@ impl Provision<'_> {
         let spec = planned.spec.clone();
         let name = planned.name.clone();
         let mut tags = spec.tags.clone();
-        tags.extend(naming::ownership_tags(
+        tags.extend(tags::ownership_tags(
             self.run_id,
             self.owner,
             &spec.key,
@@ -471,7 +471,7 @@ impl Provision<'_> {
             self.ci_tag,
         ));
         if self.reuse {
-            tags.insert(naming::TAG_REUSE.to_string(), "true".to_string());
+            tags.insert(tags::TAG_REUSE.to_string(), "true".to_string());
         }
         async move {
             if !tracker.start(&name, &stop) {
@@ -748,7 +748,7 @@ async fn adopt(
     conflict: &ApiError,
 ) -> Result<(), ApiError> {
     match client.get_service(project, name, false).await {
-        Ok(existing) if existing.tag(naming::TAG_OWNER) == Some(owner) => {
+        Ok(existing) if existing.tag(tags::TAG_OWNER) == Some(owner) => {
             tracing::info!("{name}: already exists with our owner tag; adopting it");
             Ok(())
         }

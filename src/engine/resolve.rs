@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::cli::UpArgs;
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::manifest::Manifest;
-use crate::naming;
 use crate::settings;
 
 pub struct Resolved {
@@ -27,11 +27,11 @@ pub struct Resolved {
 pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     let manifest = crate::manifest::load(&args.manifest.file)?;
     let run_id = match &args.run_id {
-        Some(id) => naming::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
-        None => naming::new_run_id(),
+        Some(id) => identity::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
+        None => identity::new_run_id(),
     };
     for spec in &manifest.services {
-        naming::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
+        identity::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
     }
     let timeout = args.timeout;
     let poll_cap = args.poll_interval;

@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service, spread};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::signals::Signals;
+use crate::tags;
 
 /// How long a teardown may take, by what started it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +145,9 @@ impl Force {
     fn allows(&self, svc: &Service) -> bool {
         match self {
             Force::No => false,
-            Force::Owner(o) => svc.tag(naming::TAG_OWNER) == Some(o),
-            Force::Run(r) => svc.tag(naming::TAG_RUN) == Some(r),
-            Force::Ours => naming::is_ours(&svc.tags),
+            Force::Owner(o) => svc.tag(tags::TAG_OWNER) == Some(o),
+            Force::Run(r) => svc.tag(tags::TAG_RUN) == Some(r),
+            Force::Ours => tags::is_ours(&svc.tags),
         }
     }
 }
@@ -320,11 +320,11 @@ impl Ctx {
                     };
                 }
                 Err(e) => e.to_string(),
-                Ok(svc) if svc.tag(naming::TAG_CREATED_BY) != Some(creator.as_str()) => {
+                Ok(svc) if svc.tag(tags::TAG_CREATED_BY) != Some(creator.as_str()) => {
                     return kept;
                 }
                 Ok(svc) => {
-                    let leases: Vec<String> = naming::leases(&svc.tags)
+                    let leases: Vec<String> = tags::leases(&svc.tags)
                         .into_iter()
                         .map(|(run, _, _)| run)
                         .collect();
@@ -514,7 +514,7 @@ impl Ctx {
         match self.get(&t.name).await {
             Ok(svc) => {
                 let ours = match &self.options.owner {
-                    Some(owner) => svc.tag(naming::TAG_OWNER) == Some(owner.as_str()),
+                    Some(owner) => svc.tag(tags::TAG_OWNER) == Some(owner.as_str()),
                     None => true,
                 };
                 Ok(if ours { Unseen::Ours } else { Unseen::NotOurs })

@@ -385,8 +385,8 @@ impl ServiceSpec {
     /// The service's name: `<prefix>-<key>-<run id>`, or a shared service's stable one.
     pub fn service_name(&self, prefix: &str, run_id: &str) -> Result<String, String> {
         match &self.shared {
-            None => crate::naming::service_name(prefix, &self.key, run_id),
-            Some(Shared::Managed) => crate::naming::shared_service_name(prefix, &self.key),
+            None => crate::identity::service_name(prefix, &self.key, run_id),
+            Some(Shared::Managed) => crate::identity::shared_service_name(prefix, &self.key),
             Some(Shared::Existing(name)) => Ok(name.clone()),
         }
     }

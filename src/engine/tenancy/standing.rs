@@ -11,9 +11,9 @@ use crate::engine::cost;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::error::{Error, Result, Status};
 use crate::manifest::Shared;
-use crate::naming;
 use crate::progress::Reporter;
 use crate::settings;
+use crate::tags;
 
 /// A shared service as the API shows it: its real plan, and that plan's price.
 pub struct Standing {
@@ -185,10 +185,10 @@ pub async fn down_shared(
             ));
             continue;
         };
-        if svc.tag(naming::TAG_SHARED).is_none() {
+        if svc.tag(tags::TAG_SHARED).is_none() {
             not_ours.push(format!(
                 "{name} is not a shared service aiven-ephemeral created (no {} tag); it is left alone",
-                naming::TAG_SHARED
+                tags::TAG_SHARED
             ));
             continue;
         }

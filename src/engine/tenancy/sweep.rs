@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{Release, pg, seed};
 use crate::api::{Client, Service, ServiceState};
-use crate::naming;
+use crate::tags;
 
 /// A run's lease on a shared service, as `reap` finds it.
 pub struct Lease {
@@ -26,7 +26,7 @@ pub fn leases(listed: &[Service], now: OffsetDateTime) -> Vec<Lease> {
     listed
         .iter()
         .flat_map(|s| {
-            naming::leases(&s.tags)
+            tags::leases(&s.tags)
                 .into_iter()
                 .map(move |(run_id, expires, _)| Lease {
                     service: s.service_name.clone(),
@@ -57,12 +57,12 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
 pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<Idle> {
     listed
         .iter()
-        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
-        .filter(|s| s.tag(naming::TAG_KEEP) != Some("true"))
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some())
+        .filter(|s| s.tag(tags::TAG_KEEP) != Some("true"))
         .filter(|s| s.state.is_billed())
         .filter(|s| unleased(s, now))
         .filter_map(|s| {
-            let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
+            let used = s.tag(tags::TAG_USED).or(s.create_time.as_deref())?;
             let since = parse(used)?;
             (since + idle_for <= now).then(|| Idle {
                 name: s.service_name.clone(),
@@ -88,7 +88,7 @@ pub fn standing(
         .collect();
     listed
         .iter()
-        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some())
         .filter(|s| s.state.is_billed())
         .filter(|s| !idle.contains(&s.service_name))
         // One a run holds a lease on is listed with that lease.
@@ -100,11 +100,11 @@ pub fn standing(
 /// When `reap --shared-idle idle_for` powers a shared service off if no run uses it
 /// meanwhile; `None` when it never does (tagged to keep) or the tags do not say.
 pub fn power_off_at(svc: &Service, idle_for: Duration) -> Option<String> {
-    if svc.tag(naming::TAG_KEEP) == Some("true") {
+    if svc.tag(tags::TAG_KEEP) == Some("true") {
         return None;
     }
-    let used = parse(svc.tag(naming::TAG_USED).or(svc.create_time.as_deref())?)?;
-    Some(naming::rfc3339(used + idle_for))
+    let used = parse(svc.tag(tags::TAG_USED).or(svc.create_time.as_deref())?)?;
+    Some(tags::rfc3339(used + idle_for))
 }
 
 /// A shared service nobody has used for a while.
@@ -136,7 +136,7 @@ pub fn after_power_on(service_type: &str) -> &'static str {
 
 /// No run holds a live lease on it (an unreadable expiry counts as live).
 fn unleased(svc: &Service, now: OffsetDateTime) -> bool {
-    naming::leases(&svc.tags)
+    tags::leases(&svc.tags)
         .iter()
         .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
 }
