@@ -7,7 +7,11 @@ use crate::api::{CaCert, Client, ClientConfig};
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-use crate::settings::{DEFAULT_API_URL, SANDBOX_API_URL, require_token};
+use crate::settings::require_token;
+
+pub const DEFAULT_API_URL: &str = "https://api.aiven.io";
+/// Recorded as the API URL of runs against the sandbox (its process may change).
+pub const SANDBOX_API_URL: &str = "sandbox";
 
 /// The API as a command talks to it: the real one, or the state directory's sandbox
 /// process.

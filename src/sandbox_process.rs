@@ -52,7 +52,7 @@ fn registry() -> PathBuf {
 }
 
 fn absolute_dir(dir: &Path) -> PathBuf {
-    let dir = crate::settings::absolute(dir);
+    let dir = crate::state::absolute(dir);
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 

@@ -1,15 +1,9 @@
-//! Settings resolved once, before any work: the token, the API URL, durations, paths,
-//! the project.
-
-use std::path::{Path, PathBuf};
+//! Settings resolved once, before any work: the token, the teardown budget, the
+//! project.
 
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-
-pub const DEFAULT_API_URL: &str = "https://api.aiven.io";
-/// Recorded as the API URL of runs against the sandbox (its process may change).
-pub const SANDBOX_API_URL: &str = "sandbox";
 
 /// The token: `--token-file`, else `AIVEN_TOKEN`, else `AIVEN_AUTH_TOKEN`. Never taken
 /// as a plain command-line value.
@@ -49,41 +43,6 @@ pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> crate::engine::teardo
     crate::engine::teardown::Budget {
         plain: args.teardown_timeout,
         interrupted: args.signal_teardown_timeout,
-    }
-}
-
-/// The state file, and the directory it lives in (lock, `.gitignore`, certs).
-pub fn state_paths(state_file: Option<&Path>) -> (PathBuf, PathBuf) {
-    let file = state_file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(crate::state::default_state_file);
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    (file, dir)
-}
-
-/// A run's default output beside its state file: `name` for the default `state.json`,
-/// `<stem>.<name>` for any other (`b.json`: `b.env`, `b.certs`), so that runs whose
-/// state files share a directory never share an env file or a certificate.
-pub fn beside_state(state_file: &Path, name: &str) -> PathBuf {
-    let (file, dir) = state_paths(Some(state_file));
-    match file.file_stem().and_then(|s| s.to_str()) {
-        Some("state") | None => dir.join(name),
-        Some(stem) => dir.join(format!("{stem}.{name}")),
-    }
-}
-
-/// An absolute path (for env files and certificates used by later steps).
-pub fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 

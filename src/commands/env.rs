@@ -64,7 +64,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
     let out = |name: &str| match &args.out {
         Some(dir) => dir.join(name),
-        None => crate::settings::beside_state(&run.state_file, name),
+        None => crate::state::beside(&run.state_file, name),
     };
     // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
     crate::state::prepare_dir(&out_dir)?;

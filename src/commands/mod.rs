@@ -114,7 +114,7 @@ pub struct RunRef {
 impl RunRef {
     pub async fn locate(global: &crate::cli::ApiArgs, args: &RunRefArgs) -> Result<Self> {
         let manifest = args.file.as_path();
-        let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+        let (state_file, state_dir) = state::paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
         let run_id = match &args.run_id {
             Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),

@@ -112,7 +112,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let mut total = None;
     let mut changes = None;
     if online && let Some(project) = &project {
-        let (_, state_dir) = settings::state_paths(None);
+        let (_, state_dir) = crate::state::paths(None);
         let conn = if args.sandbox {
             Connection::sandbox(global, &state_dir).await?
         } else {

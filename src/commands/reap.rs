@@ -90,7 +90,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let templates_unused_for = args.templates_unused_for;
     let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
     let (project, conn) = if args.sandbox {
-        let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+        let (state_file, state_dir) = crate::state::paths(args.state.state_file.as_deref());
         // The sandbox of a state directory serves the project its run was made in.
         let recorded = crate::state::read(&state_file)?;
         let project = match (&global.project, recorded) {

@@ -59,7 +59,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     if args.all {
         return all_runs(global, args).await;
     }
-    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let (state_file, state_dir) = state::paths(args.state.state_file.as_deref());
     let run = state::read(&state_file)?.ok_or_else(|| {
         Error::usage_hint(
             format!("no state file at {}", state_file.display()),
@@ -281,7 +281,7 @@ struct RunRow {
 async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let (_, state_dir) = state::paths(args.state.state_file.as_deref());
     let conn = if args.sandbox {
         Connection::sandbox(global, &state_dir).await?
     } else {

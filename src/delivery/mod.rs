@@ -41,7 +41,7 @@ pub fn materialise(
         crate::state::write_private(path, contents.as_bytes())
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
     };
-    let certs_dir = crate::settings::absolute(certs_dir);
+    let certs_dir = crate::state::absolute(certs_dir);
     let ca_path = certs_dir.join("ca.pem");
     let mut ca_written = false;
     let mut values = Vec::new();
@@ -147,9 +147,9 @@ pub fn remove(env_file: &Path, state_file: &Path) {
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
     for name in ["env", "env.sh", "env.json"] {
-        let _ = std::fs::remove_file(crate::settings::beside_state(state_file, name));
+        let _ = std::fs::remove_file(crate::state::beside(state_file, name));
     }
-    let _ = std::fs::remove_dir_all(crate::settings::beside_state(state_file, "certs"));
+    let _ = std::fs::remove_dir_all(crate::state::beside(state_file, "certs"));
 }
 
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.

@@ -48,7 +48,7 @@ impl Engine {
             Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
             Err(_) => return,
         };
-        let (state_file, _) = settings::state_paths(args.state.state_file.as_deref());
+        let (state_file, _) = crate::state::paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file).ok().flatten();
         let Some(run_id) = args
             .run_id
@@ -82,7 +82,7 @@ async fn down(
     signals: &Signals,
 ) -> Result<Status> {
     let budget = settings::teardown_budget(&args.teardown);
-    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let (state_file, state_dir) = crate::state::paths(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     let run_id = match &args.run_id {
         Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
@@ -366,7 +366,7 @@ async fn by_tag(
 ) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+    let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
     let conn = if args.sandbox {
         Connection::sandbox(global, &state_dir).await?
     } else {

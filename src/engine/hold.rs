@@ -117,7 +117,7 @@ async fn hold(
     command.env("AIVEN_EPHEMERAL_ENV_FILE", &live.env_file);
     command.env(
         "AIVEN_EPHEMERAL_STATE_FILE",
-        crate::settings::absolute(live.store.path()),
+        crate::state::absolute(live.store.path()),
     );
     engine
         .reporter

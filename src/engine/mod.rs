@@ -726,7 +726,7 @@ fn new_state(
         status: RunStatus::Creating,
         started_at: tags::rfc3339(time::OffsetDateTime::now_utc()),
         expires_at: Some(expires.to_string()),
-        manifest: Some(settings::absolute(&args.manifest.file)),
+        manifest: Some(crate::state::absolute(&args.manifest.file)),
         env_file: Some(r.env_file.clone()),
         tenancy_writes_until: None,
         extended_ttl_secs: None,
@@ -925,12 +925,12 @@ impl Delivery {
                 })
                 .collect(),
             project_ca,
-            certs_dir: settings::beside_state(&r.state_file, "certs"),
+            certs_dir: crate::state::beside(&r.state_file, "certs"),
             sandbox: live.conn.is_sandbox(),
             run_id: live.run_id.clone(),
             project: live.project.clone(),
             env_file: live.env_file.clone(),
-            state_file: settings::absolute(live.store.path()),
+            state_file: crate::state::absolute(live.store.path()),
             github_env: args.github_env,
             dotenv_report: args
                 .dotenv_report

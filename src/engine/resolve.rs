@@ -46,12 +46,12 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     if let Some(path) = &args.dotenv_report {
         check_report_size(&manifest, path, args.dotenv_max_vars)?;
     }
-    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
-    let env_file = settings::absolute(
+    let (state_file, state_dir) = crate::state::paths(args.state_file.as_deref());
+    let env_file = crate::state::absolute(
         &args
             .env_file
             .clone()
-            .unwrap_or_else(|| settings::beside_state(&state_file, "env")),
+            .unwrap_or_else(|| crate::state::beside(&state_file, "env")),
     );
     Ok(Resolved {
         manifest,

@@ -166,7 +166,7 @@ pub async fn down_shared(
     }
     let project = settings::project(global, manifest.as_ref())?;
     let conn = if args.sandbox {
-        let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
+        let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None).await?
