@@ -38,6 +38,7 @@ macro_rules! say {
 pub mod api;
 pub mod cache;
 pub mod catalogue;
+pub mod ci;
 pub mod cli;
 pub mod commands;
 pub mod comment;

@@ -1,5 +1,5 @@
 //! The tags that mark a service as this tool's: a run's ownership tags, the leases of
-//! runs on a shared service, the CI tag, and times as tags carry them.
+//! runs on a shared service, and times as tags carry them.
 
 use std::collections::BTreeMap;
 
@@ -43,27 +43,13 @@ pub fn leases(tags: &BTreeMap<String, String>) -> Vec<(String, String, String)> 
         .collect()
 }
 
-/// Where the run comes from, for the `aiven-ephemeral-ci` tag: `github:<repo>/<run id>`
-/// or `gitlab:<project path>/<job id>`, cut from the front to 64 characters.
-pub fn ci_tag(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let raw = if env("GITHUB_ACTIONS").as_deref() == Some("true") {
-        let repo = env("GITHUB_REPOSITORY")?;
-        let run = env("GITHUB_RUN_ID")?;
-        format!("github:{repo}/{run}")
-    } else if env("GITLAB_CI").as_deref() == Some("true") {
-        let project = env("CI_PROJECT_PATH")?;
-        let job = env("CI_JOB_ID")?;
-        format!("gitlab:{project}/{job}")
-    } else {
-        return None;
-    };
-    Some(tail(&raw, MAX_TAG_VALUE))
-}
-
-/// The last `max` characters: the job id at the end is what identifies a run.
-fn tail(s: &str, max: usize) -> String {
+/// A tag value: the last 64 characters, as the end (a job id, a key) is what
+/// identifies a run.
+pub fn fit(s: &str) -> String {
     let count = s.chars().count();
-    s.chars().skip(count.saturating_sub(max)).collect()
+    s.chars()
+        .skip(count.saturating_sub(MAX_TAG_VALUE))
+        .collect()
 }
 
 /// The tags every service of a run is created with.
@@ -77,7 +63,7 @@ pub fn ownership_tags(
     let mut tags = BTreeMap::from([
         (TAG_RUN.to_string(), run_id.to_string()),
         (TAG_OWNER.to_string(), owner.to_string()),
-        (TAG_KEY.to_string(), tail(key, MAX_TAG_VALUE)),
+        (TAG_KEY.to_string(), fit(key)),
         (TAG_EXPIRES.to_string(), expires.to_string()),
     ]);
     if let Some(ci) = ci {
@@ -97,22 +83,4 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ci_tag_keeps_the_tail() {
-        let env = |k: &str| match k {
-            "GITHUB_ACTIONS" => Some("true".into()),
-            "GITHUB_REPOSITORY" => Some(format!("org/{}", "r".repeat(80))),
-            "GITHUB_RUN_ID" => Some("987654321".into()),
-            _ => None,
-        };
-        let tag = ci_tag(&env).unwrap();
-        assert_eq!(tag.chars().count(), 64);
-        assert!(tag.ends_with("/987654321"));
-    }
 }

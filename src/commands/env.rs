@@ -78,7 +78,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         .collect();
     let (values, secrets) =
         delivery::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
-    if delivery::github::active() {
+    if crate::ci::github() {
         delivery::github::print_masks(&delivery::github::mask_words(&secrets, &values));
     }
     if args.stdout {

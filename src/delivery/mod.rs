@@ -159,7 +159,7 @@ pub fn deliver(
     handoff: &Handoff,
     reporter: &crate::progress::Reporter,
 ) -> Result<()> {
-    if github::active() {
+    if crate::ci::github() {
         github::print_masks(&github::mask_words(secrets, values));
     }
     fenced(|| write_outputs(values, handoff, reporter))
@@ -204,7 +204,7 @@ fn write_outputs(
         report.extend(values.iter().filter(|v| !v.secret && !v.file).cloned());
         gitlab::write_report(path, &report, *max).map_err(Error::usage)?;
     }
-    if github::active() {
+    if crate::ci::github() {
         let io = |e: std::io::Error| Error::io("cannot write GitHub Actions outputs", e);
         github::write_env(values, handoff.github_env).map_err(io)?;
         let services: Vec<serde_json::Value> = handoff

@@ -445,7 +445,7 @@ impl Engine {
         r: &resolve::Resolved,
         started: Instant,
     ) -> Result<Vec<Ready>> {
-        let ci = tags::ci_tag(&|k| std::env::var(k).ok());
+        let ci = crate::ci::tag(&|k| std::env::var(k).ok());
         self.reporter.group(
             &match planned.iter().filter(|p| p.spec.shared.is_some()).count() {
                 0 => format!("Creating {} service(s)", planned.len()),
@@ -802,7 +802,7 @@ pub async fn record_teardown(
     // The last record comes after this one.
     let _ = marking.await;
     let run_id = store.snapshot().run_id;
-    if delivery::github::active() {
+    if crate::ci::github() {
         let _ = delivery::github::write_summary(&delivery::summary_teardown(
             &run_id,
             &report.deleted,
