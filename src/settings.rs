@@ -1,6 +1,8 @@
 //! Settings resolved once, before any work: the token, the teardown budget, the
 //! project.
 
+use std::time::Duration;
+
 use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -38,9 +40,30 @@ pub fn require_token(global: &ApiArgs) -> Result<Secret> {
     })
 }
 
+/// How long a teardown may take, by what started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TeardownBudget {
+    /// Nothing interrupted the run: `down`, a post step, `after_script`, `run` after its
+    /// command, `up` after a failure.
+    pub plain: Duration,
+    /// A signal started it (or came during it): sized to GitHub's cancel window (SIGINT,
+    /// 7.5 s, SIGTERM, 2.5 s, SIGKILL), so that the report is out before the kill.
+    pub interrupted: Duration,
+}
+
+impl TeardownBudget {
+    /// At least `at_least` when nothing interrupts (a lost write's window, say).
+    pub fn plain_at_least(self, at_least: Duration) -> Self {
+        Self {
+            plain: self.plain.max(at_least),
+            ..self
+        }
+    }
+}
+
 /// The teardown budgets, by what starts the teardown.
-pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> crate::engine::teardown::Budget {
-    crate::engine::teardown::Budget {
+pub fn teardown_budget(args: &crate::cli::TeardownArgs) -> TeardownBudget {
+    TeardownBudget {
         plain: args.teardown_timeout,
         interrupted: args.signal_teardown_timeout,
     }

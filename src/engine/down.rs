@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::teardown::{self, Budget, Force, Options, Target};
+use super::teardown::{self, Force, Options, Target};
 use super::tenancy::Release;
 use super::{Engine, record_teardown};
 use crate::api::{REQUEST_TIMEOUT, Writes};
@@ -165,7 +165,7 @@ async fn from_state(
     state_dir: &std::path::Path,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Budget,
+    budget: settings::TeardownBudget,
 ) -> Result<Status> {
     let _lock = StateLock::acquire(state_file, Duration::from_secs(30)).await?;
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
@@ -362,7 +362,7 @@ async fn by_tag(
     run_id: &str,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Budget,
+    budget: settings::TeardownBudget,
 ) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.file)?;
     let project = settings::project(global, manifest.as_ref())?;

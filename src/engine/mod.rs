@@ -65,7 +65,7 @@ pub struct Live {
     pub values: Vec<crate::delivery::values::Value>,
     pub env_file: PathBuf,
     pub ttl: Duration,
-    pub teardown_budget: teardown::Budget,
+    pub teardown_budget: settings::TeardownBudget,
     /// Made with `up --reuse`: it outlives this command, and a failure leaves it be.
     pub reuse: bool,
     /// The run's expiry as its tags say.

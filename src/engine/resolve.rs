@@ -16,7 +16,7 @@ pub struct Resolved {
     pub timeout: Duration,
     pub poll_cap: Duration,
     pub ttl: Duration,
-    pub teardown_budget: super::teardown::Budget,
+    pub teardown_budget: crate::settings::TeardownBudget,
     pub state_file: PathBuf,
     pub state_dir: PathBuf,
     pub env_file: PathBuf,

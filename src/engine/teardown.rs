@@ -21,29 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service, spread};
 use crate::progress::Reporter;
+use crate::settings::TeardownBudget;
 use crate::signals::Signals;
 use crate::tags;
-
-/// How long a teardown may take, by what started it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    /// Nothing interrupted the run: `down`, a post step, `after_script`, `run` after its
-    /// command, `up` after a failure.
-    pub plain: Duration,
-    /// A signal started it (or came during it): sized to GitHub's cancel window (SIGINT,
-    /// 7.5 s, SIGTERM, 2.5 s, SIGKILL), so that the report is out before the kill.
-    pub interrupted: Duration,
-}
-
-impl Budget {
-    /// At least `at_least` when nothing interrupts (a lost write's window, say).
-    pub fn plain_at_least(self, at_least: Duration) -> Self {
-        Self {
-            plain: self.plain.max(at_least),
-            ..self
-        }
-    }
-}
 
 /// When teardown must end; a signal brings it forward.
 struct Deadline(watch::Sender<Instant>);
@@ -160,7 +140,7 @@ pub struct Options {
     /// The run's owner nonce: a name whose create never answered is deleted only if it
     /// carries it. `None` when every target is known to be ours.
     pub owner: Option<String>,
-    pub budget: Budget,
+    pub budget: TeardownBudget,
     /// Run tenancies in shared services to release (the services stay).
     pub releases: Vec<super::tenancy::Release>,
 }
