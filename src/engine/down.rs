@@ -24,7 +24,7 @@ impl Engine {
     /// still being deleted.
     pub async fn down(&self, args: &DownArgs) -> Result<Status> {
         if args.shared {
-            return super::tenancy::standing::down_shared(
+            return super::down_shared::down_shared(
                 &self.global,
                 args,
                 self.reporter,

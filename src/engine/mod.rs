@@ -13,11 +13,14 @@
 pub mod brokers;
 pub mod cost;
 mod down;
+mod down_shared;
 mod hold;
 pub mod populate;
 pub mod provision;
+pub mod request;
 mod resolve;
 pub mod reuse;
+pub mod seed;
 pub mod teardown;
 pub mod tenancy;
 
@@ -668,19 +671,7 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
             "bring it up with `up --reuse`, or give this run another run id",
         ));
     }
-    Err(run_id_taken(run_id, project, &foreign))
-}
-
-/// The run id names services (or leases) of another run.
-pub(crate) fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Error {
-    Error::usage_hint(
-        format!(
-            "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
-            run_id,
-            services.join(", ")
-        ),
-        "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
-    )
+    Err(Error::run_id_taken(run_id, project, &foreign))
 }
 
 /// Each service's name, its manifest entry with the cloud resolved, and whether an

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::populate;
+use super::request::{create_body, say_notifications};
 use super::teardown::{Create, Target};
 use crate::api::{ApiError, Client, CreateService, Service, ServiceState, Writes};
 use crate::cache::Cache;
@@ -582,11 +583,9 @@ impl Provision<'_> {
                 let admin = super::tenancy::pg::admin(&svc, tls.ca_pem.clone())
                     .map_err(|e| Error::Provision(format!("{name}: {e}")))?;
                 let db = spec.databases.first().map_or("defaultdb", String::as_str);
-                super::tenancy::seed::apply(&admin, &spec, db)
-                    .await
-                    .map_err(|e| {
-                        Error::Provision(format!("{name} (services.{}): {e}", spec.key))
-                    })?;
+                super::seed::apply(&admin, &spec, db).await.map_err(|e| {
+                    Error::Provision(format!("{name} (services.{}): {e}", spec.key))
+                })?;
             }
             Ok(Ready {
                 index,
@@ -662,25 +661,6 @@ impl Provision<'_> {
             started.elapsed().as_secs_f64(),
             waiting.join(", ")
         )
-    }
-}
-
-/// The create request of a manifest entry, named `name`, carrying `tags` (the tags go
-/// in the create itself: a service never exists untagged); never termination-protected.
-pub(super) fn create_body<'a>(
-    name: &'a str,
-    spec: &'a ServiceSpec,
-    tags: &'a BTreeMap<String, String>,
-) -> CreateService<'a> {
-    CreateService {
-        service_name: name,
-        service_type: &spec.service_type,
-        plan: &spec.plan,
-        cloud: spec.cloud.as_deref(),
-        project_vpc_id: spec.project_vpc_id.as_deref(),
-        termination_protection: false,
-        tags,
-        user_config: &spec.user_config,
     }
 }
 
@@ -788,12 +768,4 @@ impl<T: 'static> Drop for Detached<T> {
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
         .max(FIRST_POLL.min(d))
-}
-
-/// What the API tells about a service (an end-of-life version, say) is for the user's
-/// eyes.
-pub(super) fn say_notifications(reporter: &Reporter, name: &str, svc: &Service) {
-    for n in &svc.service_notifications {
-        reporter.warn(format!("{name}: {}", n.message));
-    }
 }

@@ -18,7 +18,6 @@
 
 pub mod kafka;
 pub mod pg;
-pub mod seed;
 pub mod standing;
 pub mod sweep;
 pub mod valkey;
@@ -74,9 +73,9 @@ impl Acquire<'_> {
             .iter()
             .any(|(run, _, owner)| run == self.run_id && owner != self.owner)
         {
-            return Err(super::run_id_taken(self.run_id, self.project, &[name]));
+            return Err(Error::run_id_taken(self.run_id, self.project, &[name]));
         }
-        super::provision::say_notifications(self.reporter, name, &svc);
+        super::request::say_notifications(self.reporter, name, &svc);
         if let Some(drift) = plan_drift(&spec.plan, &svc) {
             self.reporter.warn(drift);
         }
@@ -147,7 +146,7 @@ impl Acquire<'_> {
         tags.insert(tags::TAG_SHARED.to_string(), spec.key.clone());
         tags.insert(tags::TAG_USED.to_string(), self.now());
         tags.insert(tags::TAG_CREATED_BY.to_string(), self.owner.to_string());
-        let body = super::provision::create_body(name, spec, &tags);
+        let body = super::request::create_body(name, spec, &tags);
         match self.client.create_service(self.project, &body).await {
             Ok(_) => Ok(None),
             // Another run created it first: one service, both use it.
@@ -237,7 +236,7 @@ impl Acquire<'_> {
             }
             if svc.state == ServiceState::Poweroff && !powered_on {
                 // Why it is off, when the API says (a failure rather than reap, say).
-                super::provision::say_notifications(self.reporter, name, &svc);
+                super::request::say_notifications(self.reporter, name, &svc);
                 if let Shared::Existing(_) = shared {
                     return Err(Error::Provision(powered_off_yours(spec, name)));
                 }

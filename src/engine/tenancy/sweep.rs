@@ -8,8 +8,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Release, pg, seed};
+use super::{Release, pg};
 use crate::api::{Client, Service, ServiceState};
+use crate::engine::seed;
 use crate::tags;
 
 /// A run's lease on a shared service, as `reap` finds it.
