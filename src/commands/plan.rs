@@ -262,7 +262,10 @@ fn print_table(p: &PlanOutput, online: bool) {
              whether or not a run uses them; the run gets its own tenancy inside:"
         );
         rows(&shared);
-        if shared.iter().any(|s| s.service_type == "kafka") {
+        if shared
+            .iter()
+            .any(|s| crate::catalogue::get(&s.service_type).is_some_and(|t| t.kafka))
+        {
             crate::say!(out
                 "  note: `reap` powers idle shared services off; Kafka topic data does not\n\
                  \x20 survive power-off (PostgreSQL data comes back from backups)"

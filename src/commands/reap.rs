@@ -162,10 +162,11 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
             verdict: Verdict::Running,
         });
     }
-    for svc in listed
-        .iter()
-        .filter(|s| s.tag(tags::TAG_SHARED).is_some() && s.service_type == "pg")
-    {
+    for svc in listed.iter().filter(|s| {
+        s.tag(tags::TAG_SHARED).is_some()
+            && crate::catalogue::get(&s.service_type)
+                .is_some_and(|t| t.sharing == Some(crate::catalogue::Sharing::Postgres))
+    }) {
         match sweep::templates(
             &conn.client,
             &project,

@@ -94,7 +94,7 @@ pub fn values(
 ) -> Result<Vec<Value>, String> {
     let kind = spec.kind;
     let primary = svc
-        .primary_component()
+        .primary_component(kind.primary_component)
         .ok_or_else(|| format!("service {} has no primary component", svc.service_name))?;
     let admin = svc.admin();
     let admin_name = admin.map(|u| u.username.clone()).unwrap_or_default();

@@ -422,7 +422,8 @@ impl Provision<'_> {
                 .count();
             let looks_ready = svc.state == ServiceState::Running
                 && svc.nodes_running()
-                && svc.has_connection_details();
+                && svc
+                    .has_connection_details(crate::catalogue::primary_component(&svc.service_type));
             let shown = if svc.node_states.len() > 1
                 && svc.state == ServiceState::Running
                 && !svc.nodes_running()
@@ -552,7 +553,7 @@ impl Provision<'_> {
             let mut svc = svc;
             let name = svc.service_name.clone();
             let primary = svc
-                .primary_component()
+                .primary_component(crate::catalogue::primary_component(&svc.service_type))
                 .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
             let handshake = spec.kind.handshake;
             probe::wait_reachable(spec.probe, &primary.host, primary.port, handshake, &tls, deadline)

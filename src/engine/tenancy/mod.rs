@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser, Writes};
+use crate::catalogue::{self, Sharing};
 use crate::delivery::Created;
 use crate::error::Error;
 use crate::manifest::{ServiceSpec, Shared};
@@ -102,11 +103,11 @@ impl Acquire<'_> {
                 )
             })?;
         let what = format!("{name} (services.{})", spec.key);
-        let made = match spec.kind.name {
-            "pg" => pg::create(self, spec, &svc, &tenant, &step).await,
-            "valkey" => valkey::create(self, spec, &svc, &tenant).await,
-            "kafka" => kafka::create(self, spec, &svc, &tenant, &step).await,
-            other => Err(format!("{other} services cannot be shared")),
+        let made = match spec.kind.sharing {
+            Some(Sharing::Postgres) => pg::create(self, spec, &svc, &tenant, &step).await,
+            Some(Sharing::Valkey) => valkey::create(self, spec, &svc, &tenant).await,
+            Some(Sharing::Kafka) => kafka::create(self, spec, &svc, &tenant, &step).await,
+            None => Err(format!("{} services cannot be shared", spec.kind.name)),
         }
         .map_err(|e| Error::Provision(format!("{what}: {e}")))?;
         Ok(made)
@@ -221,7 +222,7 @@ impl Acquire<'_> {
             };
             if svc.state == ServiceState::Running
                 && svc.nodes_running()
-                && svc.has_connection_details()
+                && svc.has_connection_details(catalogue::primary_component(&svc.service_type))
             {
                 if with_secrets {
                     return Ok(svc);
@@ -242,7 +243,7 @@ impl Acquire<'_> {
                 }
                 self.reporter.warn(format!(
                     "shared service {name} is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
-                    sweep::after_power_on(&spec.service_type)
+                    catalogue::after_power_on(&spec.service_type)
                 ));
                 self.client
                     .set_powered(self.project, name, true)
@@ -358,16 +359,16 @@ pub fn powered_off_yours(spec: &ServiceSpec, name: &str) -> String {
 /// What a run gets inside a shared service, in words.
 pub fn tenancy(spec: &ServiceSpec, run_id: &str) -> String {
     let tenant = identity::tenant_of(run_id);
-    match spec.kind.name {
-        "pg" => format!(
+    match spec.kind.sharing {
+        Some(Sharing::Postgres) => format!(
             "role {tenant} owning database(s) {}",
             pg::databases(spec, &tenant).join(", ")
         ),
-        "valkey" => format!(
+        Some(Sharing::Valkey) => format!(
             "user {tenant}, keys and channels {}*",
             identity::key_prefix(&tenant)
         ),
-        "kafka" => format!(
+        Some(Sharing::Kafka) => format!(
             "user {tenant}, topics {}*{}",
             identity::topic_prefix(&tenant),
             if spec.topics.is_empty() {
@@ -383,7 +384,7 @@ pub fn tenancy(spec: &ServiceSpec, run_id: &str) -> String {
                 )
             }
         ),
-        _ => tenant,
+        None => tenant,
     }
 }
 
@@ -453,11 +454,11 @@ pub async fn release(
         return Ok(Released::NotOurs);
     }
     let tenant = identity::tenant_of(&r.run_id);
-    match svc.service_type.as_str() {
-        "pg" => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
-        "valkey" => delete_user(client, project, &svc, &tenant).await?,
-        "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
-        _ => {}
+    match catalogue::get(&svc.service_type).and_then(|t| t.sharing) {
+        Some(Sharing::Postgres) => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
+        Some(Sharing::Valkey) => delete_user(client, project, &svc, &tenant).await?,
+        Some(Sharing::Kafka) => kafka::drop(client, project, &svc, &tenant).await?,
+        None => {}
     }
     if let Some(why) = unsettled {
         return Ok(Released::Unsettled(why));

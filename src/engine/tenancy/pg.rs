@@ -83,7 +83,7 @@ pub async fn admin_session(
 /// The admin user's way in.
 pub fn admin(svc: &Service, ca_pem: Option<String>) -> Result<sql::Target, String> {
     let primary = svc
-        .primary_component()
+        .primary_component(crate::catalogue::primary_component(&svc.service_type))
         .ok_or_else(|| format!("{} has no primary component", svc.service_name))?;
     let admin = svc
         .admin()

@@ -119,19 +119,7 @@ pub struct Idle {
 impl Idle {
     /// What a power-off costs this service, in Aiven's terms.
     pub fn loses(&self) -> &'static str {
-        after_power_on(&self.service_type)
-    }
-}
-
-/// What a service of this type has again after a power-off and a power-on.
-pub fn after_power_on(service_type: &str) -> &'static str {
-    match service_type {
-        "pg" => "its data comes back from backups when the next run powers it on",
-        "kafka" => {
-            "its topics' messages are lost; configuration, users and ACLs come back from configuration backups"
-        }
-        "valkey" => "its data comes back only if a backup exists",
-        _ => "what comes back on power-on depends on its backups",
+        crate::catalogue::after_power_on(&self.service_type)
     }
 }
 
