@@ -15,7 +15,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     let manifest_path = run
         .manifest
         .clone()
-        .unwrap_or_else(|| args.run.file.clone());
+        .unwrap_or_else(|| args.run.manifest.file.clone());
     let manifest = crate::manifest::load(&manifest_path)?;
     let client = &run.conn.client;
     let project = &run.project;

@@ -113,7 +113,7 @@ pub struct RunRef {
 
 impl RunRef {
     pub async fn locate(global: &crate::cli::ApiArgs, args: &RunRefArgs) -> Result<Self> {
-        let manifest = args.file.as_path();
+        let manifest = args.manifest.file.as_path();
         let (state_file, state_dir) = state::paths(args.state.state_file.as_deref());
         let recorded = state::read(&state_file)?.filter(|s| s.live());
         let run_id = match &args.run_id {
@@ -122,7 +122,8 @@ impl RunRef {
         };
         match (recorded, run_id.as_deref()) {
             (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
-                let conn = Connection::for_state(global, &s, args.sandbox, &state_dir).await?;
+                let conn =
+                    Connection::for_state(global, &s, args.sandbox.sandbox, &state_dir).await?;
                 Ok(Self {
                     project: s.project.clone(),
                     run_id: s.run_id.clone(),
@@ -142,7 +143,7 @@ impl RunRef {
                     owner: None,
                     recorded: false,
                     manifest: None,
-                    conn: if args.sandbox {
+                    conn: if args.sandbox.sandbox {
                         Connection::sandbox(global, &state_dir).await?
                     } else {
                         Connection::real(global, None).await?

@@ -93,7 +93,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                 service_type: spec.service_type.clone(),
                 plan: spec.plan.clone(),
                 cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
-                env: exports::exports(spec, args.sandbox)
+                env: exports::exports(spec, args.sandbox.sandbox)
                     .into_iter()
                     .map(|e| e.name)
                     .collect(),
@@ -102,7 +102,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
             })
         })
         .collect::<Result<_>>()?;
-    let online = args.sandbox || settings::token(global)?.is_some();
+    let online = args.sandbox.sandbox || settings::token(global)?.is_some();
     if args.reuse && (!online || project.is_none()) {
         return Err(Error::usage_hint(
             "plan --reuse compares the manifest with the run's services: it needs the API and a project",
@@ -113,7 +113,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let mut changes = None;
     if online && let Some(project) = &project {
         let (_, state_dir) = crate::state::paths(None);
-        let conn = if args.sandbox {
+        let conn = if args.sandbox.sandbox {
             Connection::sandbox(global, &state_dir).await?
         } else {
             Connection::real(global, None).await?

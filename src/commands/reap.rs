@@ -89,7 +89,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let shared_idle = args.shared_idle;
     let templates_unused_for = args.templates_unused_for;
     let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
-    let (project, conn) = if args.sandbox {
+    let (project, conn) = if args.sandbox.sandbox {
         let (state_file, state_dir) = crate::state::paths(args.state.state_file.as_deref());
         // The sandbox of a state directory serves the project its run was made in.
         let recorded = crate::state::read(&state_file)?;

@@ -71,7 +71,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
     // A run that held tenancies: its shared services keep running after it.
     let shared = run.services.iter().any(|s| s.tenant.is_some());
     let listed = if can_ask && (run.live() || shared) {
-        let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
+        let conn = Connection::for_state(global, &run, args.sandbox.sandbox, &state_dir).await?;
         sandbox_process = conn
             .sandbox_server()
             .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));
@@ -279,10 +279,10 @@ struct RunRow {
 /// `status --all`: every run of this tool in the project (long-lived pull-request runs
 /// above all), from one list and the cached prices.
 async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.file)?;
+    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
     let project = settings::project(global, manifest.as_ref())?;
     let (_, state_dir) = state::paths(args.state.state_file.as_deref());
-    let conn = if args.sandbox {
+    let conn = if args.sandbox.sandbox {
         Connection::sandbox(global, &state_dir).await?
     } else {
         settings::require_token(global)?;

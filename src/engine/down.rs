@@ -60,7 +60,9 @@ impl Engine {
         let project = match recorded.filter(|s| s.run_id == run_id) {
             Some(s) => s.project,
             None => {
-                let manifest = crate::manifest::load_if_present(&args.file).ok().flatten();
+                let manifest = crate::manifest::load_if_present(&args.manifest.file)
+                    .ok()
+                    .flatten();
                 match settings::project(&self.global, manifest.as_ref()) {
                     Ok(p) => p,
                     Err(_) => return,
@@ -113,7 +115,7 @@ async fn down(
         (None, None) => {
             // A damaged state directory: its sandbox process is still found and stopped
             // (unless another command uses it).
-            let stopped = if args.sandbox {
+            let stopped = if args.sandbox.sandbox {
                 crate::sandbox_process::stop(&state_dir).await
             } else {
                 Stopped::NoneRunning
@@ -196,7 +198,7 @@ async fn from_state(
         ));
         return Ok(Status::Success);
     }
-    let conn = Connection::for_state(global, &state, args.sandbox, state_dir).await?;
+    let conn = Connection::for_state(global, &state, args.sandbox.sandbox, state_dir).await?;
     if let Some(p) = &global.project
         && p != &state.project
     {
@@ -364,10 +366,10 @@ async fn by_tag(
     signals: &Signals,
     budget: settings::TeardownBudget,
 ) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.file)?;
+    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
     let project = settings::project(global, manifest.as_ref())?;
     let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
-    let conn = if args.sandbox {
+    let conn = if args.sandbox.sandbox {
         Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None).await?
@@ -400,7 +402,7 @@ async fn by_tag(
     if targets.is_empty() && releases.is_empty() {
         reporter.info(format!(
             "no service tagged with run {run_id} in project {project}: nothing to delete{}",
-            if args.sandbox {
+            if args.sandbox.sandbox {
                 // Each state directory's sandbox is a world of its own.
                 format!(
                     " in the sandbox of {} (a run made with --sandbox elsewhere is in that directory's sandbox: run this there, or give its --state-file)",

@@ -25,9 +25,9 @@ pub async fn down_shared(
     signals: &crate::signals::Signals,
 ) -> Result<Status> {
     let manifest = if args.services.is_empty() {
-        Some(crate::manifest::load(&args.file)?)
+        Some(crate::manifest::load(&args.manifest.file)?)
     } else {
-        crate::manifest::load_if_present(&args.file)?
+        crate::manifest::load_if_present(&args.manifest.file)?
     };
     let names: Vec<String> = match (&manifest, args.services.is_empty()) {
         (Some(m), true) => {
@@ -51,13 +51,13 @@ pub async fn down_shared(
         return Err(Error::usage_hint(
             format!(
                 "{} has no `shared: true` service: nothing to delete",
-                args.file.display()
+                args.manifest.file.display()
             ),
             "name the services with --service NAME",
         ));
     }
     let project = settings::project(global, manifest.as_ref())?;
-    let conn = if args.sandbox {
+    let conn = if args.sandbox.sandbox {
         let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
@@ -144,7 +144,7 @@ pub async fn down_shared(
             names: report.unconfirmed(),
             command: remove_command(
                 &project,
-                args.sandbox,
+                args.sandbox.sandbox,
                 &report
                     .unconfirmed()
                     .iter()

@@ -290,7 +290,7 @@ impl Engine {
         let global = &self.global;
         let reporter = self.reporter;
         let project = settings::project(global, Some(&r.manifest))?;
-        if !args.sandbox {
+        if !args.sandbox.sandbox {
             settings::require_token(global)?;
         }
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
@@ -299,7 +299,7 @@ impl Engine {
         if let Some(prev) = &previous {
             resumable(prev, r, args, &project)?;
         }
-        let conn = if args.sandbox {
+        let conn = if args.sandbox.sandbox {
             Connection::sandbox(global, &r.state_dir).await?
         } else {
             Connection::real(global, None).await?
@@ -627,7 +627,7 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             },
         ));
     }
-    if prev.project != project || prev.sandbox != args.sandbox {
+    if prev.project != project || prev.sandbox != args.sandbox.sandbox {
         return Err(Error::usage(format!(
             "run {} in {} was started in project {}{}; it cannot resume elsewhere",
             prev.run_id,
