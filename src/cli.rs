@@ -14,6 +14,11 @@ use crate::delivery::github::GithubEnv;
 /// `up`'s default `--timeout`; `validate` checks the ttl against the same.
 pub const DEFAULT_TIMEOUT: &str = "20m";
 
+/// `reap`'s default `--shared-idle`; `status` says by it when a shared service goes off.
+pub const DEFAULT_SHARED_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// [`DEFAULT_SHARED_IDLE`] as the help shows it (a test keeps the two equal).
+const DEFAULT_SHARED_IDLE_TEXT: &str = "24h";
+
 const EXAMPLES: &str = "\
 Examples:
   Start: a commented manifest, then a try without an Aiven account (a local imitation
@@ -203,23 +208,6 @@ impl Command {
                 | Command::Env(_)
                 | Command::Completions { .. }
         )
-    }
-}
-
-impl Command {
-    /// The API options of a command that talks to the API.
-    pub fn api(&self) -> Option<&ApiArgs> {
-        match self {
-            Command::Plan(a) => Some(&a.api),
-            Command::Up(a) => Some(&a.api),
-            Command::Run(a) => Some(&a.up.api),
-            Command::Down(a) => Some(&a.api),
-            Command::Status(a) => Some(&a.api),
-            Command::Reap(a) => Some(&a.api),
-            Command::Extend(a) => Some(&a.api),
-            Command::Env(a) => Some(&a.api),
-            _ => None,
-        }
     }
 }
 
@@ -471,7 +459,7 @@ pub struct ReapArgs {
     pub sandbox: SandboxArg,
     /// Power off a shared service this tool created once it has had no live lease for
     /// this long (Aiven bills only while powered on; the next run powers it on again)
-    #[arg(long, default_value = "24h", value_name = "DUR", value_parser = duration)]
+    #[arg(long, default_value = DEFAULT_SHARED_IDLE_TEXT, value_name = "DUR", value_parser = duration)]
     pub shared_idle: Duration,
     /// Delete idle shared services instead of powering them off
     #[arg(long)]
@@ -643,5 +631,6 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        assert_eq!(duration(DEFAULT_SHARED_IDLE_TEXT), Ok(DEFAULT_SHARED_IDLE));
     }
 }

@@ -103,26 +103,35 @@ pub fn default_state_file() -> PathBuf {
 }
 
 /// The state file, and the directory it lives in (lock, `.gitignore`, certs).
-pub fn paths(state_file: Option<&Path>) -> (PathBuf, PathBuf) {
-    let file = state_file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(default_state_file);
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    (file, dir)
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    pub file: PathBuf,
+    pub dir: PathBuf,
 }
 
-/// A run's default output beside its state file: `name` for the default `state.json`,
-/// `<stem>.<name>` for any other (`b.json`: `b.env`, `b.certs`), so that runs whose
-/// state files share a directory never share an env file or a certificate.
-pub fn beside(state_file: &Path, name: &str) -> PathBuf {
-    let (file, dir) = paths(Some(state_file));
-    match file.file_stem().and_then(|s| s.to_str()) {
-        Some("state") | None => dir.join(name),
-        Some(stem) => dir.join(format!("{stem}.{name}")),
+impl StatePaths {
+    /// `--state-file`, else the default.
+    pub fn of(state_file: Option<&Path>) -> Self {
+        let file = state_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_state_file);
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Self { file, dir }
+    }
+
+    /// A run's default output beside its state file: `name` for the default
+    /// `state.json`, `<stem>.<name>` for any other (`b.json`: `b.env`, `b.certs`), so
+    /// that runs whose state files share a directory never share an env file or a
+    /// certificate.
+    pub fn beside(&self, name: &str) -> PathBuf {
+        match self.file.file_stem().and_then(|s| s.to_str()) {
+            Some("state") | None => self.dir.join(name),
+            Some(stem) => self.dir.join(format!("{stem}.{name}")),
+        }
     }
 }
 

@@ -4,18 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{ApiArgs, EnvArgs};
 use crate::delivery::Created;
 use crate::delivery::{self, Delivered, env::Format};
 use crate::error::{Error, Result, Status};
+use crate::settings;
 use crate::tags;
 
-pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
-    let run = super::RunRef::locate(global, &args.run).await?;
+pub async fn env(args: &settings::Env) -> Result<Status> {
+    let run = super::RunRef::locate(&args.api, &args.run).await?;
     let manifest_path = run
         .manifest
         .clone()
-        .unwrap_or_else(|| args.run.manifest.file.clone());
+        .unwrap_or_else(|| args.run.manifest.clone());
     let manifest = crate::manifest::load(&manifest_path)?;
     let client = &run.conn.client;
     let project = &run.project;
@@ -64,7 +64,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
     // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
     let out = |name: &str| match &args.out {
         Some(dir) => dir.join(name),
-        None => crate::state::beside(&run.state_file, name),
+        None => crate::state::StatePaths::of(Some(&run.state_file)).beside(name),
     };
     // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
     crate::state::prepare_dir(&out_dir)?;

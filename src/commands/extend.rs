@@ -4,18 +4,15 @@
 use std::collections::BTreeMap;
 
 use crate::api::Retry;
-use crate::cli::{ApiArgs, ExtendArgs};
 use crate::error::{Error, Result, Status};
+use crate::manifest::TTL_MARGIN;
 use crate::progress::Reporter;
+use crate::settings;
 use crate::tags;
 
-/// Shorter than this, a live run is warned about: the margin `up` demands over its
-/// timeout.
-const SHORT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
-pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
+pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Status> {
     let ttl = args.ttl;
-    let run = super::RunRef::locate(global, &args.run).await?;
+    let run = super::RunRef::locate(&args.api, &args.run).await?;
     let services = run.services().await?;
     if services.is_empty() {
         return Err(Error::usage(format!(
@@ -43,7 +40,8 @@ pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) ->
             .map_err(|e| Error::api(format!("moving the expiry of {}", svc.service_name), e))?;
         reporter.info(format!("{}: expires {expires}", svc.service_name));
     }
-    if ttl < SHORT_TTL {
+    // Shorter than the margin `up` demands over its timeout: a live run is warned.
+    if ttl < TTL_MARGIN {
         let leased = services.iter().any(|s| run.lease_on(s).is_some());
         let owned = services.iter().any(|s| run.lease_on(s).is_none());
         let what = match (owned, leased) {

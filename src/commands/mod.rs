@@ -16,44 +16,42 @@ pub mod validate;
 use std::path::PathBuf;
 
 use crate::api::Service;
-use crate::cli::{Cli, Command, RunRefArgs};
+use crate::cli::Cli;
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
-use crate::settings;
+use crate::settings::{Api, RunSelector, Settings};
 use crate::state;
 use crate::{identity, tags};
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
-    let api = cli.command.api().cloned().unwrap_or_default();
-    let global = &api;
-    match &cli.command {
-        Command::Init(args) => init::init(args, reporter),
-        Command::Validate(args) => validate::validate(args, reporter),
-        Command::Plan(args) => plan::plan(global, args).await,
-        Command::Up(args) => up::up(global, args, reporter).await,
-        Command::Down(args) => down::down(global, args, reporter).await,
-        Command::Run(args) => run::run(global, args, reporter).await,
-        Command::Status(args) => status::status(global, args).await,
-        Command::Reap(args) => reap::reap(global, args, reporter).await,
-        Command::Extend(args) => extend::extend(global, args, reporter).await,
-        Command::Env(args) => env::env(global, args).await,
-        Command::Check(args) => check::check(args).await,
-        Command::Sandbox(args) => sandbox::sandbox(args).await,
-        Command::Completions { shell } => {
+    match Settings::resolve(&cli.command) {
+        Settings::Init(args) => init::init(&args, reporter),
+        Settings::Validate(args) => validate::validate(&args, reporter),
+        Settings::Plan(s) => plan::plan(&s).await,
+        Settings::Up(args, api) => up::up(&api, &args, reporter).await,
+        Settings::Down(args, api) => down::down(&api, &args, reporter).await,
+        Settings::Run(args, api) => run::run(&api, &args, reporter).await,
+        Settings::Status(s) => status::status(&s).await,
+        Settings::Reap(s) => reap::reap(&s, reporter).await,
+        Settings::Extend(s) => extend::extend(&s, reporter).await,
+        Settings::Env(s) => env::env(&s).await,
+        Settings::Check(args) => check::check(&args).await,
+        Settings::Sandbox(args) => sandbox::sandbox(&args).await,
+        Settings::Completions(shell) => {
             use clap::CommandFactory;
             let mut command = Cli::command();
             let name = command.get_name().to_string();
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut command, &name, &mut script);
+            clap_complete::generate(shell, &mut command, &name, &mut script);
             let mut script = String::from_utf8_lossy(&script).into_owned();
-            if *shell == clap_complete::Shell::Bash {
+            if shell == clap_complete::Shell::Bash {
                 // clap_complete mangles the `-` of the name one way where it tracks the
                 // subcommand and another in the labels it matches that against, so
                 // nothing past the subcommand's name would complete.
                 script = script.replace("aiven__subcmd__ephemeral", "aiven__ephemeral");
             }
-            if *shell == clap_complete::Shell::Fish {
+            if shell == clap_complete::Shell::Fish {
                 // clap_complete gives fish no values for a positional argument, so fish
                 // offered files for the shell's name.
                 use clap::ValueEnum;
@@ -112,18 +110,19 @@ pub struct RunRef {
 }
 
 impl RunRef {
-    pub async fn locate(global: &crate::cli::ApiArgs, args: &RunRefArgs) -> Result<Self> {
-        let manifest = args.manifest.file.as_path();
-        let (state_file, state_dir) = state::paths(args.state.state_file.as_deref());
+    pub async fn locate(api: &Api, sel: &RunSelector) -> Result<Self> {
+        let state::StatePaths {
+            file: state_file,
+            dir: state_dir,
+        } = sel.state.clone();
         let recorded = state::read(&state_file)?.filter(|s| s.live());
-        let run_id = match &args.run_id {
+        let run_id = match &sel.run_id {
             Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
             None => None,
         };
         match (recorded, run_id.as_deref()) {
             (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
-                let conn =
-                    Connection::for_state(global, &s, args.sandbox.sandbox, &state_dir).await?;
+                let conn = Connection::for_state(api, &s, sel.backend, &state_dir).await?;
                 Ok(Self {
                     project: s.project.clone(),
                     run_id: s.run_id.clone(),
@@ -136,18 +135,14 @@ impl RunRef {
                 })
             }
             (_, Some(id)) => {
-                let m = crate::manifest::load_if_present(manifest)?;
+                let m = crate::manifest::load_if_present(&sel.manifest)?;
                 Ok(Self {
-                    project: settings::project(global, m.as_ref())?,
+                    project: api.project(m.as_ref())?,
                     run_id: id.to_string(),
                     owner: None,
                     recorded: false,
                     manifest: None,
-                    conn: if args.sandbox.sandbox {
-                        Connection::sandbox(global, &state_dir).await?
-                    } else {
-                        Connection::real(global, None).await?
-                    },
+                    conn: Connection::open(api, sel.backend, &state_dir).await?,
                     state_file,
                     state_dir,
                 })

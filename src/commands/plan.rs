@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use crate::api::{Client, ServiceState};
-use crate::cli::{ApiArgs, PlanArgs};
 use crate::connection::Connection;
 use crate::engine::brokers;
 use crate::engine::cost::{prices, prices_of};
@@ -64,13 +63,13 @@ pub struct Limits {
     pub allowed_plans: Option<Vec<String>>,
 }
 
-pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
-    let manifest = crate::manifest::load(&args.manifest.file)?;
+pub async fn plan(args: &settings::Plan) -> Result<Status> {
+    let manifest = crate::manifest::load(&args.manifest)?;
     let run_id = match &args.run_id {
         Some(id) => identity::run_id(id).map_err(Error::usage)?,
         None => "xxxxxxxx".to_string(),
     };
-    let project = settings::project(global, Some(&manifest)).ok();
+    let project = args.api.project(Some(&manifest)).ok();
     let mut services: Vec<PlannedService> = manifest
         .services
         .iter()
@@ -93,7 +92,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
                 service_type: spec.service_type.clone(),
                 plan: spec.plan.clone(),
                 cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
-                env: exports::exports(spec, args.sandbox.sandbox)
+                env: exports::exports(spec, args.backend.is_sandbox())
                     .into_iter()
                     .map(|e| e.name)
                     .collect(),
@@ -102,7 +101,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
             })
         })
         .collect::<Result<_>>()?;
-    let online = args.sandbox.sandbox || settings::token(global)?.is_some();
+    let online = args.backend.is_sandbox() || args.api.token()?.is_some();
     if args.reuse && (!online || project.is_none()) {
         return Err(Error::usage_hint(
             "plan --reuse compares the manifest with the run's services: it needs the API and a project",
@@ -112,12 +111,8 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     let mut total = None;
     let mut changes = None;
     if online && let Some(project) = &project {
-        let (_, state_dir) = crate::state::paths(None);
-        let conn = if args.sandbox.sandbox {
-            Connection::sandbox(global, &state_dir).await?
-        } else {
-            Connection::real(global, None).await?
-        };
+        let state_dir = crate::state::StatePaths::of(None).dir;
+        let conn = Connection::open(&args.api, args.backend, &state_dir).await?;
         let info = conn
             .client
             .project(project)

@@ -11,7 +11,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::Service;
-use crate::cli::{ApiArgs, ReapArgs};
 use crate::connection::Connection;
 use crate::engine::teardown::{self, Force, Options, Target};
 use crate::engine::tenancy::sweep;
@@ -84,24 +83,24 @@ pub fn judge(
     }
 }
 
-pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Result<Status> {
+pub async fn reap(args: &settings::Reap, reporter: &Reporter) -> Result<Status> {
+    let global = &args.api;
     let older_than = args.older_than;
     let shared_idle = args.shared_idle;
     let templates_unused_for = args.templates_unused_for;
-    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
-    let (project, conn) = if args.sandbox.sandbox {
-        let (state_file, state_dir) = crate::state::paths(args.state.state_file.as_deref());
+    let manifest = crate::manifest::load_if_present(&args.manifest)?;
+    let (project, conn) = if args.backend.is_sandbox() {
         // The sandbox of a state directory serves the project its run was made in.
-        let recorded = crate::state::read(&state_file)?;
+        let recorded = crate::state::read(&args.state.file)?;
         let project = match (&global.project, recorded) {
             (Some(p), _) => p.clone(),
             (None, Some(s)) => s.project,
-            (None, None) => settings::project(global, manifest.as_ref())?,
+            (None, None) => global.project(manifest.as_ref())?,
         };
-        (project, Connection::sandbox(global, &state_dir).await?)
+        (project, Connection::sandbox(global, &args.state.dir).await?)
     } else {
         (
-            settings::project(global, manifest.as_ref())?,
+            global.project(manifest.as_ref())?,
             Connection::real(global, None).await?,
         )
     };
@@ -259,7 +258,7 @@ pub async fn reap(global: &ApiArgs, args: &ReapArgs, reporter: &Reporter) -> Res
     let options = Options {
         force,
         owner: None,
-        budget: settings::teardown_budget(&args.teardown),
+        budget: args.budget,
         releases: expired
             .iter()
             .map(|l| sweep::release_of(&l.service, &l.run_id))

@@ -2,16 +2,12 @@
 
 use serde::Serialize;
 
-use crate::cli::{ApiArgs, StatusArgs};
 use crate::connection::Connection;
 use crate::engine::tenancy::sweep;
 use crate::error::{Error, Result, Status};
 use crate::settings;
 use crate::state;
 use crate::tags;
-
-/// `reap`'s default --shared-idle: when status says a shared service is powered off.
-const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Serialize)]
 struct Row {
@@ -55,23 +51,26 @@ struct Output {
     services: Vec<Row>,
 }
 
-pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
+pub async fn status(args: &settings::Status) -> Result<Status> {
     if args.all {
-        return all_runs(global, args).await;
+        return all_runs(args).await;
     }
-    let (state_file, state_dir) = state::paths(args.state.state_file.as_deref());
-    let run = state::read(&state_file)?.ok_or_else(|| {
+    let state::StatePaths {
+        file: state_file,
+        dir: state_dir,
+    } = &args.run.state;
+    let run = state::read(state_file)?.ok_or_else(|| {
         Error::usage_hint(
             format!("no state file at {}", state_file.display()),
             "`aiven-ephemeral up` writes it; pass --state-file for another",
         )
     })?;
-    let can_ask = run.sandbox || settings::token(global)?.is_some();
+    let can_ask = run.sandbox || args.api.token()?.is_some();
     let mut sandbox_process = None;
     // A run that held tenancies: its shared services keep running after it.
     let shared = run.services.iter().any(|s| s.tenant.is_some());
     let listed = if can_ask && (run.live() || shared) {
-        let conn = Connection::for_state(global, &run, args.sandbox.sandbox, &state_dir).await?;
+        let conn = Connection::for_state(&args.api, &run, args.run.backend, state_dir).await?;
         sandbox_process = conn
             .sandbox_server()
             .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));
@@ -142,7 +141,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
                             && s.tag(tags::TAG_SHARED).is_some()
                             && s.state.is_billed()
                     })
-                    .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
+                    .and_then(|s| sweep::power_off_at(s, crate::cli::DEFAULT_SHARED_IDLE)),
                 nodes_running: api.map(|s| {
                     let up = s
                         .node_states
@@ -278,16 +277,10 @@ struct RunRow {
 
 /// `status --all`: every run of this tool in the project (long-lived pull-request runs
 /// above all), from one list and the cached prices.
-async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
-    let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = state::paths(args.state.state_file.as_deref());
-    let conn = if args.sandbox.sandbox {
-        Connection::sandbox(global, &state_dir).await?
-    } else {
-        settings::require_token(global)?;
-        Connection::real(global, None).await?
-    };
+async fn all_runs(args: &settings::Status) -> Result<Status> {
+    let manifest = crate::manifest::load_if_present(&args.run.manifest)?;
+    let project = args.api.project(manifest.as_ref())?;
+    let conn = Connection::open(&args.api, args.run.backend, &args.run.state.dir).await?;
     let listed = conn.list_services(&project).await?;
     let now = conn
         .client

@@ -147,9 +147,9 @@ pub fn remove(env_file: &Path, state_file: &Path) {
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
     for name in ["env", "env.sh", "env.json"] {
-        let _ = std::fs::remove_file(crate::state::beside(state_file, name));
+        let _ = std::fs::remove_file(crate::state::StatePaths::of(Some(state_file)).beside(name));
     }
-    let _ = std::fs::remove_dir_all(crate::state::beside(state_file, "certs"));
+    let _ = std::fs::remove_dir_all(crate::state::StatePaths::of(Some(state_file)).beside("certs"));
 }
 
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.

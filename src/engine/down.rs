@@ -9,7 +9,7 @@ use super::teardown::{self, Force, Options, Target};
 use super::tenancy::Release;
 use super::{Engine, record_teardown};
 use crate::api::{REQUEST_TIMEOUT, Writes};
-use crate::cli::{ApiArgs, DownArgs};
+use crate::cli::DownArgs;
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
@@ -48,7 +48,9 @@ impl Engine {
             Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
             Err(_) => return,
         };
-        let (state_file, _) = crate::state::paths(args.state.state_file.as_deref());
+        let crate::state::StatePaths {
+            file: state_file, ..
+        } = crate::state::StatePaths::of(args.state.state_file.as_deref());
         let recorded = state::read(&state_file).ok().flatten();
         let Some(run_id) = args
             .run_id
@@ -63,7 +65,7 @@ impl Engine {
                 let manifest = crate::manifest::load_if_present(&args.manifest.file)
                     .ok()
                     .flatten();
-                match settings::project(&self.global, manifest.as_ref()) {
+                match self.global.project(manifest.as_ref()) {
                     Ok(p) => p,
                     Err(_) => return,
                 }
@@ -78,13 +80,16 @@ impl Engine {
 }
 
 async fn down(
-    global: &ApiArgs,
+    global: &settings::Api,
     args: &DownArgs,
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
-    let budget = settings::teardown_budget(&args.teardown);
-    let (state_file, state_dir) = crate::state::paths(args.state.state_file.as_deref());
+    let budget = settings::TeardownBudget::of(&args.teardown);
+    let crate::state::StatePaths {
+        file: state_file,
+        dir: state_dir,
+    } = crate::state::StatePaths::of(args.state.state_file.as_deref());
     let existing = state::read(&state_file)?;
     let run_id = match &args.run_id {
         Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
@@ -161,7 +166,7 @@ fn nothing_named(
 }
 
 async fn from_state(
-    global: &ApiArgs,
+    global: &settings::Api,
     args: &DownArgs,
     state_file: &std::path::Path,
     state_dir: &std::path::Path,
@@ -198,7 +203,13 @@ async fn from_state(
         ));
         return Ok(Status::Success);
     }
-    let conn = Connection::for_state(global, &state, args.sandbox.sandbox, state_dir).await?;
+    let conn = Connection::for_state(
+        global,
+        &state,
+        settings::Backend::of(args.sandbox),
+        state_dir,
+    )
+    .await?;
     if let Some(p) = &global.project
         && p != &state.project
     {
@@ -359,7 +370,7 @@ async fn from_state(
 }
 
 async fn by_tag(
-    global: &ApiArgs,
+    global: &settings::Api,
     args: &DownArgs,
     run_id: &str,
     reporter: &Reporter,
@@ -367,8 +378,9 @@ async fn by_tag(
     budget: settings::TeardownBudget,
 ) -> Result<Status> {
     let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
-    let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
+    let project = global.project(manifest.as_ref())?;
+    let crate::state::StatePaths { dir: state_dir, .. } =
+        crate::state::StatePaths::of(args.state.state_file.as_deref());
     let conn = if args.sandbox.sandbox {
         Connection::sandbox(global, &state_dir).await?
     } else {

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::teardown::{self, Force, Options, Target};
 use super::tenancy::standing::{live_leases, remove_command};
-use crate::cli::{ApiArgs, DownArgs};
+use crate::cli::DownArgs;
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::manifest::Shared;
@@ -19,7 +19,7 @@ use crate::tags;
 /// them is refused: not created by this tool as shared, or leased by a live run
 /// (unless `--force`).
 pub async fn down_shared(
-    global: &ApiArgs,
+    global: &settings::Api,
     args: &DownArgs,
     reporter: &Reporter,
     signals: &crate::signals::Signals,
@@ -56,9 +56,10 @@ pub async fn down_shared(
             "name the services with --service NAME",
         ));
     }
-    let project = settings::project(global, manifest.as_ref())?;
+    let project = global.project(manifest.as_ref())?;
     let conn = if args.sandbox.sandbox {
-        let (_, state_dir) = crate::state::paths(args.state.state_file.as_deref());
+        let crate::state::StatePaths { dir: state_dir, .. } =
+            crate::state::StatePaths::of(args.state.state_file.as_deref());
         Connection::sandbox(global, &state_dir).await?
     } else {
         Connection::real(global, None).await?
@@ -126,7 +127,7 @@ pub async fn down_shared(
     let options = Options {
         force: Force::No,
         owner: None,
-        budget: settings::teardown_budget(&args.teardown),
+        budget: settings::TeardownBudget::of(&args.teardown),
         releases: Vec::new(),
     };
     let report = teardown::teardown(

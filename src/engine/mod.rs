@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Client, Service};
-use crate::cli::{ApiArgs, UpArgs};
+use crate::cli::UpArgs;
 use crate::connection::Connection;
 use crate::delivery::{self, Delivered, Handoff};
 use crate::error::{Error, Result, Status};
@@ -49,7 +49,7 @@ const DEFAULT_CLOUD: &str = "default_cloud";
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
 pub struct Engine {
-    global: ApiArgs,
+    global: settings::Api,
     reporter: &'static Reporter,
     signals: Signals,
     /// Teardown released tenancies in shared services (which stay): the interruption
@@ -107,7 +107,7 @@ struct Guarded {
 
 impl Engine {
     /// Installs the signal handlers: call before the first API call.
-    pub fn new(global: &ApiArgs, reporter: &'static Reporter) -> Result<Self> {
+    pub fn new(global: &settings::Api, reporter: &'static Reporter) -> Result<Self> {
         let signals =
             Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
         Ok(Self {
@@ -289,9 +289,9 @@ impl Engine {
     async fn guard(&self, r: &resolve::Resolved, args: &UpArgs) -> Result<Guarded> {
         let global = &self.global;
         let reporter = self.reporter;
-        let project = settings::project(global, Some(&r.manifest))?;
+        let project = global.project(Some(&r.manifest))?;
         if !args.sandbox.sandbox {
-            settings::require_token(global)?;
+            global.require_token()?;
         }
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
         let previous = state::read(&r.state_file)?.filter(State::live);
@@ -916,7 +916,7 @@ impl Delivery {
                 })
                 .collect(),
             project_ca,
-            certs_dir: crate::state::beside(&r.state_file, "certs"),
+            certs_dir: crate::state::StatePaths::of(Some(&r.state_file)).beside("certs"),
             sandbox: live.conn.is_sandbox(),
             run_id: live.run_id.clone(),
             project: live.project.clone(),

@@ -35,7 +35,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     }
     let timeout = args.timeout;
     let poll_cap = args.poll_interval;
-    let teardown_budget = settings::teardown_budget(&args.teardown);
+    let teardown_budget = settings::TeardownBudget::of(&args.teardown);
     let ttl = manifest.ttl_for(timeout)?;
     if args.preview.reuse {
         refuse_shared(&manifest)?;
@@ -46,12 +46,15 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     if let Some(path) = &args.dotenv_report {
         check_report_size(&manifest, path, args.dotenv_max_vars)?;
     }
-    let (state_file, state_dir) = crate::state::paths(args.state_file.as_deref());
+    let crate::state::StatePaths {
+        file: state_file,
+        dir: state_dir,
+    } = crate::state::StatePaths::of(args.state_file.as_deref());
     let env_file = crate::state::absolute(
         &args
             .env_file
             .clone()
-            .unwrap_or_else(|| crate::state::beside(&state_file, "env")),
+            .unwrap_or_else(|| crate::state::StatePaths::of(Some(&state_file)).beside("env")),
     );
     Ok(Resolved {
         manifest,

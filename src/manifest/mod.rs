@@ -312,7 +312,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
 }
 
 /// The TTL must leave at least this much beyond `up`'s timeout.
-const TTL_MARGIN: Duration = Duration::from_secs(600);
+pub const TTL_MARGIN: Duration = Duration::from_secs(600);
 
 impl Manifest {
     /// The run's ttl for a given `--timeout`: the manifest's, else timeout + 1h. One
