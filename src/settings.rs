@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{self, ApiArgs, Command};
 use crate::delivery::env::Format;
+use crate::delivery::github::GithubEnv;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::state::StatePaths;
@@ -89,7 +90,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub(crate) fn of(a: cli::SandboxArg) -> Self {
+    fn of(a: cli::SandboxArg) -> Self {
         if a.sandbox { Self::Sandbox } else { Self::Api }
     }
 
@@ -120,7 +121,7 @@ impl TeardownBudget {
 }
 
 impl TeardownBudget {
-    pub(crate) fn of(args: &cli::TeardownArgs) -> Self {
+    fn of(args: &cli::TeardownArgs) -> Self {
         Self {
             plain: args.teardown_timeout,
             interrupted: args.signal_teardown_timeout,
@@ -152,6 +153,76 @@ impl RunSelector {
             manifest: manifest.file.clone(),
         }
     }
+}
+
+/// `up --reuse`, `--reset`, `--comment`: an environment that lives for a pull request.
+#[derive(Debug, Clone, Copy)]
+pub struct Preview {
+    pub reuse: bool,
+    pub reset: bool,
+    pub comment: bool,
+}
+
+pub struct Up {
+    pub manifest: PathBuf,
+    /// As given: `resumable` needs to know whether it was.
+    pub run_id: Option<String>,
+    pub env_file: Option<PathBuf>,
+    pub state: StatePaths,
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub max_hourly_usd: Option<f64>,
+    pub keep_on_failure: bool,
+    pub backend: Backend,
+    pub github_env: GithubEnv,
+    /// `--dotenv-report` and `--dotenv-max-vars`.
+    pub dotenv_report: Option<(PathBuf, usize)>,
+    pub preview: Preview,
+    pub budget: TeardownBudget,
+    pub api: Api,
+}
+
+impl Up {
+    fn of(a: &cli::UpArgs) -> Self {
+        Self {
+            manifest: a.manifest.file.clone(),
+            run_id: a.run_id.clone(),
+            env_file: a.env_file.clone(),
+            state: StatePaths::of(a.state_file.as_deref()),
+            timeout: a.timeout,
+            poll_interval: a.poll_interval,
+            max_hourly_usd: a.max_hourly_usd,
+            keep_on_failure: a.keep_on_failure,
+            backend: Backend::of(a.sandbox),
+            github_env: a.github_env,
+            dotenv_report: a.dotenv_report.clone().map(|p| (p, a.dotenv_max_vars)),
+            preview: Preview {
+                reuse: a.preview.reuse,
+                reset: a.preview.reset,
+                comment: a.preview.comment,
+            },
+            budget: TeardownBudget::of(&a.teardown),
+            api: Api::of(&a.api),
+        }
+    }
+}
+
+pub struct Run {
+    pub up: Up,
+    pub pass_token: bool,
+    pub refresh_every: Option<Duration>,
+    pub command: Vec<String>,
+}
+
+pub struct Down {
+    pub run: RunSelector,
+    pub missing_ok: bool,
+    pub force: bool,
+    /// `--shared`, with the `--service`s named (none: the manifest's).
+    pub shared: Option<Vec<String>>,
+    pub comment: bool,
+    pub budget: TeardownBudget,
+    pub api: Api,
 }
 
 pub struct Plan {
@@ -204,9 +275,9 @@ pub enum Settings {
     Init(cli::InitArgs),
     Validate(cli::ValidateArgs),
     Plan(Plan),
-    Up(cli::UpArgs, Api),
-    Down(cli::DownArgs, Api),
-    Run(cli::RunArgs, Api),
+    Up(Up),
+    Down(Down),
+    Run(Run),
     Status(Status),
     Reap(Reap),
     Extend(Extend),
@@ -229,9 +300,22 @@ impl Settings {
                 reuse: a.reuse,
                 api: Api::of(&a.api),
             }),
-            Command::Up(a) => Self::Up(a.clone(), Api::of(&a.api)),
-            Command::Down(a) => Self::Down(a.clone(), Api::of(&a.api)),
-            Command::Run(a) => Self::Run(a.clone(), Api::of(&a.up.api)),
+            Command::Up(a) => Self::Up(Up::of(a)),
+            Command::Down(a) => Self::Down(Down {
+                run: RunSelector::of(a.run_id.as_ref(), &a.state, a.sandbox, &a.manifest),
+                missing_ok: a.missing_ok,
+                force: a.force,
+                shared: a.shared.then(|| a.services.clone()),
+                comment: a.comment,
+                budget: TeardownBudget::of(&a.teardown),
+                api: Api::of(&a.api),
+            }),
+            Command::Run(a) => Self::Run(Run {
+                up: Up::of(&a.up),
+                pass_token: a.pass_token,
+                refresh_every: a.refresh_every,
+                command: a.command.clone(),
+            }),
             Command::Status(a) => Self::Status(Status {
                 run: RunSelector::of(None, &a.state, a.sandbox, &a.manifest),
                 all: a.all,

@@ -16,7 +16,7 @@ use crate::engine::teardown::{self, Force, Options, Target};
 use crate::engine::tenancy::sweep;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
-use crate::settings;
+use crate::settings::{self, Backend};
 use crate::tags;
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
@@ -89,21 +89,16 @@ pub async fn reap(args: &settings::Reap, reporter: &Reporter) -> Result<Status> 
     let shared_idle = args.shared_idle;
     let templates_unused_for = args.templates_unused_for;
     let manifest = crate::manifest::load_if_present(&args.manifest)?;
-    let (project, conn) = if args.backend.is_sandbox() {
-        // The sandbox of a state directory serves the project its run was made in.
-        let recorded = crate::state::read(&args.state.file)?;
-        let project = match (&global.project, recorded) {
-            (Some(p), _) => p.clone(),
-            (None, Some(s)) => s.project,
-            (None, None) => global.project(manifest.as_ref())?,
-        };
-        (project, Connection::sandbox(global, &args.state.dir).await?)
-    } else {
-        (
-            global.project(manifest.as_ref())?,
-            Connection::real(global, None).await?,
-        )
+    // The sandbox of a state directory serves the project its run was made in.
+    let recorded = match args.backend {
+        Backend::Sandbox if global.project.is_none() => crate::state::read(&args.state.file)?,
+        _ => None,
     };
+    let project = match recorded {
+        Some(s) => s.project,
+        None => global.project(manifest.as_ref())?,
+    };
+    let conn = Connection::open(global, args.backend, &args.state.dir).await?;
     let listed = conn.list_services(&project).await?;
     // The API's clock, from this very list call: runners' clocks drift.
     let now = conn

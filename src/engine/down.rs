@@ -9,7 +9,6 @@ use super::teardown::{self, Force, Options, Target};
 use super::tenancy::Release;
 use super::{Engine, record_teardown};
 use crate::api::{REQUEST_TIMEOUT, Writes};
-use crate::cli::DownArgs;
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
@@ -22,11 +21,12 @@ use crate::{identity, tags};
 impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
     /// still being deleted.
-    pub async fn down(&self, args: &DownArgs) -> Result<Status> {
-        if args.shared {
+    pub async fn down(&self, args: &settings::Down) -> Result<Status> {
+        if let Some(services) = &args.shared {
             return super::down_shared::down_shared(
                 &self.global,
                 args,
+                services,
                 self.reporter,
                 &self.signals,
             )
@@ -42,17 +42,16 @@ impl Engine {
     /// `down --comment`: the pull request's comment says the run is deleted (or what is
     /// left), with its total cost. Only an existing comment is edited: a run that never
     /// commented gets none on its way out.
-    async fn comment_closed(&self, args: &DownArgs, result: &Result<Status>) {
+    async fn comment_closed(&self, args: &settings::Down, result: &Result<Status>) {
         let left = match result {
             Ok(_) => Vec::new(),
             Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
             Err(_) => return,
         };
-        let crate::state::StatePaths {
-            file: state_file, ..
-        } = crate::state::StatePaths::of(args.state.state_file.as_deref());
-        let recorded = state::read(&state_file).ok().flatten();
+        let state_file = &args.run.state.file;
+        let recorded = state::read(state_file).ok().flatten();
         let Some(run_id) = args
+            .run
             .run_id
             .clone()
             .or_else(|| recorded.as_ref().map(|s| s.run_id.clone()))
@@ -62,7 +61,7 @@ impl Engine {
         let project = match recorded.filter(|s| s.run_id == run_id) {
             Some(s) => s.project,
             None => {
-                let manifest = crate::manifest::load_if_present(&args.manifest.file)
+                let manifest = crate::manifest::load_if_present(&args.run.manifest)
                     .ok()
                     .flatten();
                 match self.global.project(manifest.as_ref()) {
@@ -81,17 +80,17 @@ impl Engine {
 
 async fn down(
     global: &settings::Api,
-    args: &DownArgs,
+    args: &settings::Down,
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
-    let budget = settings::TeardownBudget::of(&args.teardown);
+    let budget = args.budget;
     let crate::state::StatePaths {
         file: state_file,
         dir: state_dir,
-    } = crate::state::StatePaths::of(args.state.state_file.as_deref());
-    let existing = state::read(&state_file)?;
-    let run_id = match &args.run_id {
+    } = &args.run.state;
+    let existing = state::read(state_file)?;
+    let run_id = match &args.run.run_id {
         Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
         None => None,
     };
@@ -106,13 +105,7 @@ async fn down(
         )),
         (Some(_), _) => {
             from_state(
-                global,
-                args,
-                &state_file,
-                &state_dir,
-                reporter,
-                signals,
-                budget,
+                global, args, state_file, state_dir, reporter, signals, budget,
             )
             .await
         }
@@ -120,8 +113,8 @@ async fn down(
         (None, None) => {
             // A damaged state directory: its sandbox process is still found and stopped
             // (unless another command uses it).
-            let stopped = if args.sandbox.sandbox {
-                crate::sandbox_process::stop(&state_dir).await
+            let stopped = if args.run.backend.is_sandbox() {
+                crate::sandbox_process::stop(state_dir).await
             } else {
                 Stopped::NoneRunning
             };
@@ -136,7 +129,7 @@ async fn down(
                     state_file.display(),
                     state_dir.display()
                 )),
-                Stopped::NoneRunning => return nothing_named(args, &state_file, reporter),
+                Stopped::NoneRunning => return nothing_named(args, state_file, reporter),
             }
             Ok(Status::Success)
         }
@@ -145,7 +138,7 @@ async fn down(
 
 /// No state file and no run id.
 fn nothing_named(
-    args: &DownArgs,
+    args: &settings::Down,
     state_file: &std::path::Path,
     reporter: &Reporter,
 ) -> Result<Status> {
@@ -167,7 +160,7 @@ fn nothing_named(
 
 async fn from_state(
     global: &settings::Api,
-    args: &DownArgs,
+    args: &settings::Down,
     state_file: &std::path::Path,
     state_dir: &std::path::Path,
     reporter: &Reporter,
@@ -203,13 +196,7 @@ async fn from_state(
         ));
         return Ok(Status::Success);
     }
-    let conn = Connection::for_state(
-        global,
-        &state,
-        settings::Backend::of(args.sandbox),
-        state_dir,
-    )
-    .await?;
+    let conn = Connection::for_state(global, &state, args.run.backend, state_dir).await?;
     if let Some(p) = &global.project
         && p != &state.project
     {
@@ -371,21 +358,16 @@ async fn from_state(
 
 async fn by_tag(
     global: &settings::Api,
-    args: &DownArgs,
+    args: &settings::Down,
     run_id: &str,
     reporter: &Reporter,
     signals: &Signals,
     budget: settings::TeardownBudget,
 ) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.manifest.file)?;
+    let manifest = crate::manifest::load_if_present(&args.run.manifest)?;
     let project = global.project(manifest.as_ref())?;
-    let crate::state::StatePaths { dir: state_dir, .. } =
-        crate::state::StatePaths::of(args.state.state_file.as_deref());
-    let conn = if args.sandbox.sandbox {
-        Connection::sandbox(global, &state_dir).await?
-    } else {
-        Connection::real(global, None).await?
-    };
+    let state_dir = &args.run.state.dir;
+    let conn = Connection::open(global, args.run.backend, state_dir).await?;
     let listed = conn.list_services(&project).await?;
     let targets: Vec<Target> = listed
         .iter()
@@ -414,7 +396,7 @@ async fn by_tag(
     if targets.is_empty() && releases.is_empty() {
         reporter.info(format!(
             "no service tagged with run {run_id} in project {project}: nothing to delete{}",
-            if args.sandbox.sandbox {
+            if args.run.backend.is_sandbox() {
                 // Each state directory's sandbox is a world of its own.
                 format!(
                     " in the sandbox of {} (a run made with --sandbox elsewhere is in that directory's sandbox: run this there, or give its --state-file)",

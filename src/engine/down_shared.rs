@@ -6,7 +6,6 @@ use time::OffsetDateTime;
 
 use super::teardown::{self, Force, Options, Target};
 use super::tenancy::standing::{live_leases, remove_command};
-use crate::cli::DownArgs;
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::manifest::Shared;
@@ -20,16 +19,17 @@ use crate::tags;
 /// (unless `--force`).
 pub async fn down_shared(
     global: &settings::Api,
-    args: &DownArgs,
+    args: &settings::Down,
+    services: &[String],
     reporter: &Reporter,
     signals: &crate::signals::Signals,
 ) -> Result<Status> {
-    let manifest = if args.services.is_empty() {
-        Some(crate::manifest::load(&args.manifest.file)?)
+    let manifest = if services.is_empty() {
+        Some(crate::manifest::load(&args.run.manifest)?)
     } else {
-        crate::manifest::load_if_present(&args.manifest.file)?
+        crate::manifest::load_if_present(&args.run.manifest)?
     };
-    let names: Vec<String> = match (&manifest, args.services.is_empty()) {
+    let names: Vec<String> = match (&manifest, services.is_empty()) {
         (Some(m), true) => {
             for spec in &m.services {
                 if let Some(Shared::Existing(name)) = &spec.shared {
@@ -45,25 +45,19 @@ pub async fn down_shared(
                 .map(|s| s.service_name(&m.name_prefix, "x").map_err(Error::usage))
                 .collect::<Result<_>>()?
         }
-        _ => args.services.clone(),
+        _ => services.to_vec(),
     };
     if names.is_empty() {
         return Err(Error::usage_hint(
             format!(
                 "{} has no `shared: true` service: nothing to delete",
-                args.manifest.file.display()
+                args.run.manifest.display()
             ),
             "name the services with --service NAME",
         ));
     }
     let project = global.project(manifest.as_ref())?;
-    let conn = if args.sandbox.sandbox {
-        let crate::state::StatePaths { dir: state_dir, .. } =
-            crate::state::StatePaths::of(args.state.state_file.as_deref());
-        Connection::sandbox(global, &state_dir).await?
-    } else {
-        Connection::real(global, None).await?
-    };
+    let conn = Connection::open(global, args.run.backend, &args.run.state.dir).await?;
     let listed = conn.list_services(&project).await?;
     let now = conn
         .client
@@ -127,7 +121,7 @@ pub async fn down_shared(
     let options = Options {
         force: Force::No,
         owner: None,
-        budget: settings::TeardownBudget::of(&args.teardown),
+        budget: args.budget,
         releases: Vec::new(),
     };
     let report = teardown::teardown(
@@ -145,7 +139,7 @@ pub async fn down_shared(
             names: report.unconfirmed(),
             command: remove_command(
                 &project,
-                args.sandbox.sandbox,
+                args.run.backend.is_sandbox(),
                 &report
                     .unconfirmed()
                     .iter()

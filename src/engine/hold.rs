@@ -14,7 +14,6 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use super::{Engine, Live, record_teardown};
-use crate::cli::RunArgs;
 use crate::error::{Error, Result, Status};
 use crate::signals::Signal;
 use crate::tags;
@@ -72,7 +71,7 @@ fn locate(command: &str) -> Result<()> {
 impl Engine {
     /// `run`: the command is found, the run brought up, the command held, the run torn
     /// down, whatever happens.
-    pub async fn run(&self, args: &RunArgs) -> Result<Status> {
+    pub async fn run(&self, args: &crate::settings::Run) -> Result<Status> {
         if args.up.preview.reuse {
             return Err(Error::usage_hint(
                 "`run` deletes its services when the command ends; --reuse keeps them for a pull request's later pushes",
@@ -93,7 +92,7 @@ impl Engine {
 async fn hold(
     engine: &Engine,
     live: Live,
-    args: &RunArgs,
+    args: &crate::settings::Run,
     mut events: broadcast::Receiver<Signal>,
 ) -> Result<Status> {
     // A signal during delivery, or just after: the command never starts.

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Client, Service};
-use crate::cli::UpArgs;
 use crate::connection::Connection;
 use crate::delivery::{self, Delivered, Handoff};
 use crate::error::{Error, Result, Status};
@@ -136,7 +135,7 @@ impl Engine {
     /// `up`: every phase to a delivered run. On any failure, and on a signal at any
     /// moment, everything created is torn down before the error is returned (unless
     /// `--keep-on-failure`).
-    async fn bring_up(&self, args: &UpArgs) -> Result<Live> {
+    async fn bring_up(&self, args: &settings::Up) -> Result<Live> {
         let started = Instant::now();
         let r = resolve::resolve(args)?;
         // Nothing exists before the state file does: a signal simply ends the command.
@@ -251,7 +250,7 @@ impl Engine {
     }
 
     /// `up`: a delivered run, left live for later steps; `down` ends it.
-    pub async fn up(&self, args: &UpArgs) -> Result<Status> {
+    pub async fn up(&self, args: &settings::Up) -> Result<Status> {
         let live = self.bring_up(args).await?;
         // A signal that came as the run became ready still tears it down (a run made
         // with --reuse outlives every push).
@@ -286,11 +285,11 @@ impl Engine {
     }
 
     /// Lock, previous run, connection, project, owner, cost; then the state file.
-    async fn guard(&self, r: &resolve::Resolved, args: &UpArgs) -> Result<Guarded> {
+    async fn guard(&self, r: &resolve::Resolved, args: &settings::Up) -> Result<Guarded> {
         let global = &self.global;
         let reporter = self.reporter;
         let project = global.project(Some(&r.manifest))?;
-        if !args.sandbox.sandbox {
+        if !args.backend.is_sandbox() {
             global.require_token()?;
         }
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
@@ -299,11 +298,7 @@ impl Engine {
         if let Some(prev) = &previous {
             resumable(prev, r, args, &project)?;
         }
-        let conn = if args.sandbox.sandbox {
-            Connection::sandbox(global, &r.state_dir).await?
-        } else {
-            Connection::real(global, None).await?
-        };
+        let conn = Connection::open(global, args.backend, &r.state_dir).await?;
         if let Some(prev) = &previous
             && prev.api_url != conn.api_url
         {
@@ -485,7 +480,7 @@ impl Engine {
 
     /// A failed `up`: tear down (or keep, loudly) and return the error to report. A run
     /// made with --reuse stays as it is: it is the pull request's, not this push's.
-    async fn fail(&self, live: Live, args: &UpArgs, error: Error) -> Error {
+    async fn fail(&self, live: Live, args: &settings::Up, error: Error) -> Error {
         let error = self.interrupted().unwrap_or(error);
         if live.reuse {
             self.reporter.annotate_error(&error.to_string(), None);
@@ -591,7 +586,12 @@ impl Engine {
 
 /// A live run in the state file may only be resumed: same run id, asked for, in the
 /// same place.
-fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) -> Result<()> {
+fn resumable(
+    prev: &State,
+    r: &resolve::Resolved,
+    args: &settings::Up,
+    project: &str,
+) -> Result<()> {
     if prev.run_id != r.run_id || args.run_id.is_none() {
         return Err(Error::usage_hint(
             format!(
@@ -627,7 +627,7 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             },
         ));
     }
-    if prev.project != project || prev.sandbox != args.sandbox.sandbox {
+    if prev.project != project || prev.sandbox != args.backend.is_sandbox() {
         return Err(Error::usage(format!(
             "run {} in {} was started in project {}{}; it cannot resume elsewhere",
             prev.run_id,
@@ -700,7 +700,7 @@ fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Re
 /// The run's record before any create: every service `creating`, none sent yet.
 fn new_state(
     r: &resolve::Resolved,
-    args: &UpArgs,
+    args: &settings::Up,
     planned: &[Planned],
     expires: &str,
     owner: &str,
@@ -717,7 +717,7 @@ fn new_state(
         status: RunStatus::Creating,
         started_at: tags::rfc3339(time::OffsetDateTime::now_utc()),
         expires_at: Some(expires.to_string()),
-        manifest: Some(crate::state::absolute(&args.manifest.file)),
+        manifest: Some(crate::state::absolute(&args.manifest)),
         env_file: Some(r.env_file.clone()),
         tenancy_writes_until: None,
         extended_ttl_secs: None,
@@ -903,7 +903,7 @@ impl Delivery {
         ready: Vec<Ready>,
         project_ca: Option<String>,
         r: &resolve::Resolved,
-        args: &UpArgs,
+        args: &settings::Up,
     ) -> Self {
         Self {
             services: ready
@@ -923,10 +923,7 @@ impl Delivery {
             env_file: live.env_file.clone(),
             state_file: crate::state::absolute(live.store.path()),
             github_env: args.github_env,
-            dotenv_report: args
-                .dotenv_report
-                .clone()
-                .map(|p| (p, args.dotenv_max_vars)),
+            dotenv_report: args.dotenv_report.clone(),
         }
     }
 

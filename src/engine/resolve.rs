@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::UpArgs;
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::manifest::Manifest;
@@ -24,8 +23,8 @@ pub struct Resolved {
     pub reset: bool,
 }
 
-pub fn resolve(args: &UpArgs) -> Result<Resolved> {
-    let manifest = crate::manifest::load(&args.manifest.file)?;
+pub fn resolve(args: &settings::Up) -> Result<Resolved> {
+    let manifest = crate::manifest::load(&args.manifest)?;
     let run_id = match &args.run_id {
         Some(id) => identity::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
         None => identity::new_run_id(),
@@ -35,7 +34,7 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     }
     let timeout = args.timeout;
     let poll_cap = args.poll_interval;
-    let teardown_budget = settings::TeardownBudget::of(&args.teardown);
+    let teardown_budget = args.budget;
     let ttl = manifest.ttl_for(timeout)?;
     if args.preview.reuse {
         refuse_shared(&manifest)?;
@@ -43,18 +42,18 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     if args.preview.reset {
         check_reset(&manifest)?;
     }
-    if let Some(path) = &args.dotenv_report {
-        check_report_size(&manifest, path, args.dotenv_max_vars)?;
+    if let Some((path, max_vars)) = &args.dotenv_report {
+        check_report_size(&manifest, path, *max_vars)?;
     }
     let crate::state::StatePaths {
         file: state_file,
         dir: state_dir,
-    } = crate::state::StatePaths::of(args.state_file.as_deref());
+    } = args.state.clone();
     let env_file = crate::state::absolute(
         &args
             .env_file
             .clone()
-            .unwrap_or_else(|| crate::state::StatePaths::of(Some(&state_file)).beside("env")),
+            .unwrap_or_else(|| args.state.beside("env")),
     );
     Ok(Resolved {
         manifest,
