@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use crate::delivery::Created;
 use crate::delivery::{self, Delivered, env::Format};
+use crate::engine::locate::RunRef;
 use crate::error::{Error, Result, Status};
 use crate::settings;
 use crate::tags;
 
 pub async fn env(args: &settings::Env) -> Result<Status> {
-    let run = super::RunRef::locate(&args.api, &args.run).await?;
+    let run = RunRef::open(&args.run, &args.api).await?;
     let manifest_path = run
         .manifest
         .clone()
@@ -37,7 +38,7 @@ pub async fn env(args: &settings::Env) -> Result<Status> {
             .ok_or_else(|| {
                 Error::usage(format!(
                     "run {} has no live service for services.{} (was it torn down?)",
-                    run.run_id, spec.key
+                    run.key.run_id, spec.key
                 ))
             })?;
         let full = client
@@ -60,11 +61,11 @@ pub async fn env(args: &settings::Env) -> Result<Status> {
         .project_ca(project)
         .await
         .map_err(|e| Error::api("reading the project CA", e))?;
-    let out_dir = args.out.clone().unwrap_or_else(|| run.state_dir.clone());
+    let out_dir = args.out.clone().unwrap_or_else(|| run.state.dir.clone());
     // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
     let out = |name: &str| match &args.out {
         Some(dir) => dir.join(name),
-        None => crate::state::StatePaths::of(Some(&run.state_file)).beside(name),
+        None => run.state.beside(name),
     };
     // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
     crate::state::prepare_dir(&out_dir)?;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::Retry;
+use crate::engine::locate::RunRef;
 use crate::error::{Error, Result, Status};
 use crate::manifest::TTL_MARGIN;
 use crate::progress::Reporter;
@@ -12,12 +13,12 @@ use crate::tags;
 
 pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Status> {
     let ttl = args.ttl;
-    let run = super::RunRef::locate(&args.api, &args.run).await?;
+    let run = RunRef::open(&args.run, &args.api).await?;
     let services = run.services().await?;
     if services.is_empty() {
         return Err(Error::usage(format!(
             "run {} has no live services in project {}",
-            run.run_id, run.project
+            run.key.run_id, run.project
         )));
     }
     let now = run
@@ -28,8 +29,8 @@ pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Stat
     let expires = tags::rfc3339(now + ttl);
     for svc in &services {
         // On a shared service the run's expiry is its lease.
-        let (key, value) = match run.lease_on(svc) {
-            Some((_, owner)) => tags::lease(&run.run_id, &expires, &owner),
+        let (key, value) = match run.key.lease_on(svc) {
+            Some((_, owner)) => tags::lease(&run.key.run_id, &expires, &owner),
             None => (tags::TAG_EXPIRES.to_string(), expires.clone()),
         };
         let tags = BTreeMap::from([(key, Some(value))]);
@@ -42,8 +43,8 @@ pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Stat
     }
     // Shorter than the margin `up` demands over its timeout: a live run is warned.
     if ttl < TTL_MARGIN {
-        let leased = services.iter().any(|s| run.lease_on(s).is_some());
-        let owned = services.iter().any(|s| run.lease_on(s).is_none());
+        let leased = services.iter().any(|s| run.key.lease_on(s).is_some());
+        let owned = services.iter().any(|s| run.key.lease_on(s).is_none());
         let what = match (owned, leased) {
             (true, true) => "delete its services and release its tenancy in shared services",
             (false, true) => "release its tenancy in shared services",
@@ -51,20 +52,20 @@ pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Stat
         };
         reporter.warn(format!(
             "run {} now expires in {}, at {expires}: from then on `reap` may {what} while they are in use",
-            run.run_id,
+            run.key.run_id,
             humantime::format_duration(ttl)
         ));
     }
     if run.recorded {
         let extension = crate::state::Extension {
-            run_id: run.run_id.clone(),
+            run_id: run.key.run_id.clone(),
             expires_at: expires.clone(),
             ttl_secs: ttl.as_secs(),
         };
-        if !crate::state::record_extension(&run.state_file, &extension)? {
+        if !crate::state::record_extension(&run.state.file, &extension)? {
             reporter.info(format!(
                 "run {} is held by another process (its `run`): it keeps the new ttl",
-                run.run_id
+                run.key.run_id
             ));
         }
     }

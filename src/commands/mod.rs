@@ -13,16 +13,10 @@ pub mod status;
 pub mod up;
 pub mod validate;
 
-use std::path::PathBuf;
-
-use crate::api::Service;
 use crate::cli::Cli;
-use crate::connection::Connection;
-use crate::error::{Error, Result, Status};
+use crate::error::{Result, Status};
 use crate::progress::Reporter;
-use crate::settings::{Api, RunSelector, Settings};
-use crate::state;
-use crate::{identity, tags};
+use crate::settings::Settings;
 
 pub async fn dispatch(cli: Cli, reporter: &'static Reporter) -> Result<Status> {
     match Settings::resolve(&cli.command) {
@@ -91,103 +85,5 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     line(headers.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
-    }
-}
-
-/// A run found by its state file, or by `--run-id` and its tags (later CI jobs, where
-/// the state file is not).
-pub struct RunRef {
-    pub conn: Connection,
-    pub project: String,
-    pub run_id: String,
-    /// Known from the state file; tag lookups then also require it.
-    pub owner: Option<String>,
-    /// Whether the state file records the run (its holder writes it, not a reader).
-    pub recorded: bool,
-    pub manifest: Option<PathBuf>,
-    pub state_file: PathBuf,
-    pub state_dir: PathBuf,
-}
-
-impl RunRef {
-    pub async fn locate(api: &Api, sel: &RunSelector) -> Result<Self> {
-        let state::StatePaths {
-            file: state_file,
-            dir: state_dir,
-        } = sel.state.clone();
-        let recorded = state::read(&state_file)?.filter(|s| s.live());
-        let run_id = match &sel.run_id {
-            Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
-            None => None,
-        };
-        match (recorded, run_id.as_deref()) {
-            (Some(s), id) if id.is_none_or(|id| id == s.run_id) => {
-                let conn = Connection::for_state(api, &s, sel.backend, &state_dir).await?;
-                Ok(Self {
-                    project: s.project.clone(),
-                    run_id: s.run_id.clone(),
-                    owner: Some(s.owner.clone()),
-                    manifest: s.manifest.clone().filter(|p| p.exists()),
-                    recorded: true,
-                    conn,
-                    state_file,
-                    state_dir,
-                })
-            }
-            (_, Some(id)) => {
-                let m = crate::manifest::load_if_present(&sel.manifest)?;
-                Ok(Self {
-                    project: api.project(m.as_ref())?,
-                    run_id: id.to_string(),
-                    owner: None,
-                    recorded: false,
-                    manifest: None,
-                    conn: Connection::open(api, sel.backend, &state_dir).await?,
-                    state_file,
-                    state_dir,
-                })
-            }
-            (_, None) => Err(Error::usage_hint(
-                format!("no live run in {} and no --run-id", state_file.display()),
-                "pass --run-id (AIVEN_EPHEMERAL_RUN_ID), e.g. from the `up` job's dotenv report",
-            )),
-        }
-    }
-
-    /// The run's services, by their tags.
-    pub async fn services(&self) -> Result<Vec<Service>> {
-        let listed = self
-            .conn
-            .client
-            .list_services(&self.project)
-            .await
-            .map_err(|e| {
-                Error::api(
-                    format!("listing the services of project {}", self.project),
-                    e,
-                )
-            })?;
-        Ok(listed
-            .into_iter()
-            .filter(|s| {
-                let own = tags::is_ours(&s.tags)
-                    && s.tag(tags::TAG_RUN) == Some(self.run_id.as_str())
-                    && self
-                        .owner
-                        .as_deref()
-                        .is_none_or(|o| s.tag(tags::TAG_OWNER) == Some(o));
-                own || self.lease_on(s).is_some()
-            })
-            .collect())
-    }
-
-    /// The run's lease on a shared service: (expiry, owner).
-    pub fn lease_on(&self, s: &Service) -> Option<(String, String)> {
-        tags::leases(&s.tags)
-            .into_iter()
-            .find(|(run, _, owner)| {
-                run == &self.run_id && self.owner.as_deref().is_none_or(|o| o == owner)
-            })
-            .map(|(_, expires, owner)| (expires, owner))
     }
 }

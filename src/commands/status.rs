@@ -55,22 +55,14 @@ pub async fn status(args: &settings::Status) -> Result<Status> {
     if args.all {
         return all_runs(args).await;
     }
-    let state::StatePaths {
-        file: state_file,
-        dir: state_dir,
-    } = &args.run.state;
-    let run = state::read(state_file)?.ok_or_else(|| {
-        Error::usage_hint(
-            format!("no state file at {}", state_file.display()),
-            "`aiven-ephemeral up` writes it; pass --state-file for another",
-        )
-    })?;
+    let run = crate::engine::locate::recorded(&args.run)?;
     let can_ask = run.sandbox || args.api.token()?.is_some();
     let mut sandbox_process = None;
     // A run that held tenancies: its shared services keep running after it.
     let shared = run.services.iter().any(|s| s.tenant.is_some());
     let listed = if can_ask && (run.live() || shared) {
-        let conn = Connection::for_state(&args.api, &run, args.run.backend, state_dir).await?;
+        let conn =
+            Connection::for_state(&args.api, &run, args.run.backend, &args.run.state.dir).await?;
         sandbox_process = conn
             .sandbox_server()
             .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));

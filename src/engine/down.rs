@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::locate::{Found, Purpose, RunKey, find};
 use super::teardown::{self, Force, Options, Target};
 use super::tenancy::Release;
 use super::{Engine, record_teardown};
@@ -16,7 +17,7 @@ use crate::sandbox_process::Stopped;
 use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
-use crate::{identity, tags};
+use crate::tags;
 
 impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
@@ -32,9 +33,10 @@ impl Engine {
             )
             .await;
         }
-        let result = down(&self.global, args, self.reporter, &self.signals).await;
+        let found = find(&args.run, Purpose::Down)?;
+        let result = down(&self.global, args, &found, self.reporter, &self.signals).await;
         if args.comment {
-            self.comment_closed(args, &result).await;
+            self.comment_closed(args, &found, &result).await;
         }
         result
     }
@@ -42,33 +44,24 @@ impl Engine {
     /// `down --comment`: the pull request's comment says the run is deleted (or what is
     /// left), with its total cost. Only an existing comment is edited: a run that never
     /// commented gets none on its way out.
-    async fn comment_closed(&self, args: &settings::Down, result: &Result<Status>) {
+    async fn comment_closed(&self, args: &settings::Down, found: &Found, result: &Result<Status>) {
         let left = match result {
             Ok(_) => Vec::new(),
             Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
             Err(_) => return,
         };
-        let state_file = &args.run.state.file;
-        let recorded = state::read(state_file).ok().flatten();
-        let Some(run_id) = args
-            .run
-            .run_id
-            .clone()
-            .or_else(|| recorded.as_ref().map(|s| s.run_id.clone()))
-        else {
-            return;
-        };
-        let project = match recorded.filter(|s| s.run_id == run_id) {
-            Some(s) => s.project,
-            None => {
+        let (run_id, project) = match found {
+            Found::Recorded(s) => (s.run_id.clone(), s.project.clone()),
+            Found::Tagged(run_id) => {
                 let manifest = crate::manifest::load_if_present(&args.run.manifest)
                     .ok()
                     .flatten();
                 match self.global.project(manifest.as_ref()) {
-                    Ok(p) => p,
+                    Ok(p) => (run_id.clone(), p),
                     Err(_) => return,
                 }
             }
+            Found::Nothing => return,
         };
         let report = crate::comment::Report::Closed {
             at: tags::rfc3339(time::OffsetDateTime::now_utc()),
@@ -81,6 +74,7 @@ impl Engine {
 async fn down(
     global: &settings::Api,
     args: &settings::Down,
+    found: &Found,
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
@@ -89,28 +83,15 @@ async fn down(
         file: state_file,
         dir: state_dir,
     } = &args.run.state;
-    let existing = state::read(state_file)?;
-    let run_id = match &args.run.run_id {
-        Some(given) => Some(identity::run_id(given).map_err(Error::usage)?),
-        None => None,
-    };
-    match (existing, &run_id) {
-        // A finished run's state file says nothing about another run: go by its tags.
-        (Some(s), Some(id)) if &s.run_id != id && s.status == RunStatus::TornDown => {
-            by_tag(global, args, id, reporter, signals, budget).await
-        }
-        (Some(s), Some(id)) if &s.run_id != id => Err(Error::usage_hint(
-            format!("{} holds run {}, not {id}", state_file.display(), s.run_id),
-            "pass the matching --state-file, or remove the state file to delete by tag",
-        )),
-        (Some(_), _) => {
+    match found {
+        Found::Tagged(id) => by_tag(global, args, id, reporter, signals, budget).await,
+        Found::Recorded(_) => {
             from_state(
                 global, args, state_file, state_dir, reporter, signals, budget,
             )
             .await
         }
-        (None, Some(id)) => by_tag(global, args, id, reporter, signals, budget).await,
-        (None, None) => {
+        Found::Nothing => {
             // A damaged state directory: its sandbox process is still found and stopped
             // (unless another command uses it).
             let stopped = if args.run.backend.is_sandbox() {
@@ -369,19 +350,20 @@ async fn by_tag(
     let state_dir = &args.run.state.dir;
     let conn = Connection::open(global, args.run.backend, state_dir).await?;
     let listed = conn.list_services(&project).await?;
+    // Found by its tags only: any owner's.
+    let key = RunKey {
+        run_id: run_id.to_string(),
+        owner: None,
+    };
     let targets: Vec<Target> = listed
         .iter()
-        .filter(|s| tags::is_ours(&s.tags) && s.tag(tags::TAG_RUN) == Some(run_id))
+        .filter(|s| key.owns(s))
         .map(|s| Target::existing(s.service_name.clone()))
         .collect();
     // The run's leases on shared services: its tenancy there is released.
     let releases: Vec<Release> = listed
         .iter()
-        .filter(|s| {
-            tags::leases(&s.tags)
-                .iter()
-                .any(|(run, _, _)| run == run_id)
-        })
+        .filter(|s| key.lease_on(s).is_some())
         .map(|s| Release {
             service: s.service_name.clone(),
             run_id: run_id.to_string(),

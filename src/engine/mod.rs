@@ -15,6 +15,7 @@ pub mod cost;
 mod down;
 mod down_shared;
 mod hold;
+pub mod locate;
 pub mod populate;
 pub mod provision;
 pub mod request;
