@@ -2,14 +2,11 @@
 //! the one that ran `up` (credentials travel by API, not by artifact). It writes files:
 //! secrets reach stdout only with `--stdout`, since CI logs are not masked for us.
 
-use std::collections::BTreeMap;
-
-use crate::delivery::Created;
 use crate::delivery::{self, Delivered, env::Format};
+use crate::engine::env::{Credentials, credentials};
 use crate::engine::locate::RunRef;
 use crate::error::{Error, Result, Status};
 use crate::settings;
-use crate::tags;
 
 pub async fn env(args: &settings::Env) -> Result<Status> {
     let run = RunRef::open(&args.run, &args.api).await?;
@@ -18,49 +15,10 @@ pub async fn env(args: &settings::Env) -> Result<Status> {
         .clone()
         .unwrap_or_else(|| args.run.manifest.clone());
     let manifest = crate::manifest::load(&manifest_path)?;
-    let client = &run.conn.client;
-    let project = &run.project;
-    let services = run.services().await?;
-    let mut fetched = Vec::new();
-    for spec in &manifest.services {
-        if spec.shared.is_some() {
-            return Err(Error::usage_hint(
-                format!(
-                    "services.{} is shared: the run's own credentials there exist only in the env file `up` wrote (the API never shows them), so `env` cannot rebuild them",
-                    spec.key
-                ),
-                "hand the env file to later jobs (a CI artifact), or run the tests in the job that ran `up`",
-            ));
-        }
-        let svc = services
-            .iter()
-            .find(|s| s.tag(tags::TAG_KEY) == Some(spec.key.as_str()))
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "run {} has no live service for services.{} (was it torn down?)",
-                    run.key.run_id, spec.key
-                ))
-            })?;
-        let full = client
-            .get_service(project, &svc.service_name, true)
-            .await
-            .map_err(|e| Error::api(format!("reading {}", svc.service_name), e))?;
-        let mut users = BTreeMap::new();
-        for user in &spec.users {
-            let u = client
-                .get_user(project, &svc.service_name, user)
-                .await
-                .map_err(|e| {
-                    Error::api(format!("reading user {user} of {}", svc.service_name), e)
-                })?;
-            users.insert(user.clone(), u);
-        }
-        fetched.push((spec, full, Created { users }));
-    }
-    let ca = client
-        .project_ca(project)
-        .await
-        .map_err(|e| Error::api("reading the project CA", e))?;
+    let Credentials {
+        services: fetched,
+        ca,
+    } = credentials(&run, &manifest).await?;
     let out_dir = args.out.clone().unwrap_or_else(|| run.state.dir.clone());
     // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
     let out = |name: &str| match &args.out {

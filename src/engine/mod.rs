@@ -14,14 +14,18 @@ pub mod brokers;
 pub mod cost;
 mod down;
 mod down_shared;
+pub mod env;
+pub mod extend;
 mod hold;
 pub mod locate;
+pub mod plan;
 pub mod populate;
 pub mod provision;
 pub mod request;
 mod resolve;
 pub mod reuse;
 pub mod seed;
+pub mod status;
 pub mod teardown;
 pub mod tenancy;
 
