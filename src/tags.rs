@@ -77,6 +77,11 @@ pub fn is_ours(tags: &BTreeMap<String, String>) -> bool {
     tags.contains_key(TAG_RUN) && tags.contains_key(TAG_OWNER)
 }
 
+/// A time as tags (and the API) carry it, RFC 3339.
+pub fn parse_rfc3339(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// RFC 3339 to the second, as tags carry times.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.replace_nanosecond(0)

@@ -1,9 +1,10 @@
 //! `status`: the run in the state file, and its services as the API sees them.
 
-use crate::engine::status::{parse, runs, view};
+use crate::engine::status::{runs, view};
 use crate::error::{Result, Status};
 use crate::settings;
 use crate::state;
+use crate::tags::parse_rfc3339 as parse;
 
 pub async fn status(args: &settings::Status) -> Result<Status> {
     if args.all {
@@ -101,9 +102,7 @@ pub async fn status(args: &settings::Status) -> Result<Status> {
 /// Whether an expiry time (RFC 3339) has passed by this machine's clock.
 fn expired(expires_at: Option<&str>) -> bool {
     expires_at
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .and_then(parse)
         .is_some_and(|t| t < time::OffsetDateTime::now_utc())
 }
 

@@ -21,6 +21,7 @@ pub mod locate;
 pub mod plan;
 pub mod populate;
 pub mod provision;
+pub mod reap;
 pub mod request;
 mod resolve;
 pub mod reuse;

@@ -223,7 +223,11 @@ pub async fn runs(args: &settings::Status) -> Result<(String, OffsetDateTime, Ve
         };
         earliest(&mut row.created, svc.create_time.as_deref());
         earliest(&mut row.expires, svc.tag(tags::TAG_EXPIRES));
-        let age = svc.create_time.as_deref().and_then(parse).map(|t| now - t);
+        let age = svc
+            .create_time
+            .as_deref()
+            .and_then(tags::parse_rfc3339)
+            .map(|t| now - t);
         row.hourly_usd = row.hourly_usd.zip(price.usd).map(|(a, b)| a + b);
         row.cost_so_far_usd = match (row.cost_so_far_usd, price.usd, age) {
             (Some(sum), Some(usd), Some(age)) => {
@@ -235,9 +239,4 @@ pub async fn runs(args: &settings::Status) -> Result<(String, OffsetDateTime, Ve
     // The oldest first: long-lived runs are what this view is for.
     runs.sort_by(|a, b| (&a.created, &a.run_id).cmp(&(&b.created, &b.run_id)));
     Ok((project, now, runs))
-}
-
-/// An RFC 3339 time, as tags and the API carry them.
-pub fn parse(t: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{Release, pg};
 use crate::api::{Client, Service, ServiceState};
@@ -31,7 +30,7 @@ pub fn leases(listed: &[Service], now: OffsetDateTime) -> Vec<Lease> {
                 .into_iter()
                 .map(move |(run_id, expires, _)| Lease {
                     service: s.service_name.clone(),
-                    expired: parse(&expires).is_some_and(|t| t <= now),
+                    expired: tags::parse_rfc3339(&expires).is_some_and(|t| t <= now),
                     run_id,
                     expires,
                 })
@@ -64,7 +63,7 @@ pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<
         .filter(|s| unleased(s, now))
         .filter_map(|s| {
             let used = s.tag(tags::TAG_USED).or(s.create_time.as_deref())?;
-            let since = parse(used)?;
+            let since = tags::parse_rfc3339(used)?;
             (since + idle_for <= now).then(|| Idle {
                 name: s.service_name.clone(),
                 service_type: s.service_type.clone(),
@@ -104,7 +103,7 @@ pub fn power_off_at(svc: &Service, idle_for: Duration) -> Option<String> {
     if svc.tag(tags::TAG_KEEP) == Some("true") {
         return None;
     }
-    let used = parse(svc.tag(tags::TAG_USED).or(svc.create_time.as_deref())?)?;
+    let used = tags::parse_rfc3339(svc.tag(tags::TAG_USED).or(svc.create_time.as_deref())?)?;
     Some(tags::rfc3339(used + idle_for))
 }
 
@@ -127,11 +126,7 @@ impl Idle {
 fn unleased(svc: &Service, now: OffsetDateTime) -> bool {
     tags::leases(&svc.tags)
         .iter()
-        .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
-}
-
-fn parse(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
+        .all(|(_, expires, _)| tags::parse_rfc3339(expires).is_some_and(|t| t <= now))
 }
 
 /// What `reap` drops of seed templates on one service.
