@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::teardown::{self, Force, Options, Target};
 use super::tenancy::sweep;
-use crate::api::Service;
+use crate::api::{Client, Service};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
@@ -97,27 +97,56 @@ pub struct Sweep {
 /// Lists the project once and judges everything in it; changes nothing (a dry run's
 /// template look included).
 pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reaping, Sweep)> {
-    let global = &args.api;
-    let older_than = args.older_than;
-    let shared_idle = args.shared_idle;
-    let templates_unused_for = args.templates_unused_for;
-    let manifest = crate::manifest::load_if_present(&args.manifest)?;
-    // The sandbox of a state directory serves the project its run was made in.
-    let recorded = match args.backend {
-        Backend::Sandbox if global.project.is_none() => crate::state::read(&args.state.file)?,
-        _ => None,
-    };
-    let project = match recorded {
-        Some(s) => s.project,
-        None => global.project(manifest.as_ref())?,
-    };
-    let conn = Connection::open(global, args.backend, &args.state.dir).await?;
+    let project = project(args)?;
+    let conn = Connection::open(&args.api, args.backend, &args.state.dir).await?;
     let listed = conn.list_services(&project).await?;
     // The API's clock, from this very list call: runners' clocks drift.
     let now = conn
         .client
         .server_time()
         .unwrap_or_else(OffsetDateTime::now_utc);
+    // Shared services: leases (live ones are listed, expired ones released), idle
+    // services, unused templates.
+    let (expired, live): (Vec<_>, Vec<_>) = sweep::leases(&listed, now)
+        .into_iter()
+        .partition(|l| l.expired);
+    let idle = sweep::idle(&listed, now, args.shared_idle);
+    let mut rows = rows(&listed, now, args, (&expired, &live), &idle);
+    rows.extend(template_rows(&conn.client, &project, &listed, now, args, reporter).await);
+    rows.sort_by(|a, b| (&a.name, &a.run).cmp(&(&b.name, &b.run)));
+    Ok((
+        Reaping { conn, project },
+        Sweep {
+            rows,
+            expired,
+            idle,
+        },
+    ))
+}
+
+/// `--project`; in the sandbox, else the run's of the state file (the sandbox of a state
+/// directory serves the project its run was made in); else the manifest's.
+fn project(args: &settings::Reap) -> Result<String> {
+    let manifest = crate::manifest::load_if_present(&args.manifest)?;
+    let recorded = match args.backend {
+        Backend::Sandbox if args.api.project.is_none() => crate::state::read(&args.state.file)?,
+        _ => None,
+    };
+    match recorded {
+        Some(s) => Ok(s.project),
+        None => args.api.project(manifest.as_ref()),
+    }
+}
+
+/// A row for each service of this tool, each lease (expired, live), each idle shared
+/// service and each shared one that keeps running.
+fn rows(
+    listed: &[Service],
+    now: OffsetDateTime,
+    args: &settings::Reap,
+    (expired, live): (&[sweep::Lease], &[sweep::Lease]),
+    idle: &[sweep::Idle],
+) -> Vec<Row> {
     let mut rows: Vec<Row> = listed
         .iter()
         .filter(|s| tags::is_ours(&s.tags))
@@ -126,14 +155,9 @@ pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reapin
             run: s.tag(tags::TAG_RUN).unwrap_or("").to_string(),
             expires: s.tag(tags::TAG_EXPIRES).unwrap_or("-").to_string(),
             created: s.create_time.clone().unwrap_or_default(),
-            verdict: judge(s, now, older_than, args.force),
+            verdict: judge(s, now, args.older_than, args.force),
         })
         .collect();
-    // Shared services: leases (live ones are listed, expired ones released), idle
-    // services, unused templates.
-    let (expired, live): (Vec<_>, Vec<_>) = sweep::leases(&listed, now)
-        .into_iter()
-        .partition(|l| l.expired);
     for (lease, verdict) in expired
         .iter()
         .map(|l| (l, Verdict::LeaseExpired))
@@ -147,8 +171,7 @@ pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reapin
             verdict,
         });
     }
-    let idle = sweep::idle(&listed, now, shared_idle);
-    for i in &idle {
+    for i in idle {
         rows.push(Row {
             name: i.name.clone(),
             run: "-".into(),
@@ -157,7 +180,7 @@ pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reapin
             verdict: Verdict::Idle,
         });
     }
-    for (name, off_at) in sweep::standing(&listed, now, shared_idle) {
+    for (name, off_at) in sweep::standing(listed, now, args.shared_idle) {
         rows.push(Row {
             name,
             run: "-".into(),
@@ -169,17 +192,31 @@ pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reapin
             verdict: Verdict::Running,
         });
     }
+    rows
+}
+
+/// The seed templates nobody clones (and failed builds' leftovers) in the shared
+/// PostgreSQL services this tool created; `--dry-run` is passed on.
+async fn template_rows(
+    client: &Client,
+    project: &str,
+    listed: &[Service],
+    now: OffsetDateTime,
+    args: &settings::Reap,
+    reporter: &Reporter,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
     for svc in listed.iter().filter(|s| {
         s.tag(tags::TAG_SHARED).is_some()
             && crate::catalogue::get(&s.service_type)
                 .is_some_and(|t| t.sharing == Some(crate::catalogue::Sharing::Postgres))
     }) {
         match sweep::templates(
-            &conn.client,
-            &project,
+            client,
+            project,
             &svc.service_name,
             now,
-            templates_unused_for,
+            args.templates_unused_for,
             args.dry_run,
         )
         .await
@@ -204,15 +241,7 @@ pub async fn sweep(args: &settings::Reap, reporter: &Reporter) -> Result<(Reapin
             )),
         }
     }
-    rows.sort_by(|a, b| (&a.name, &a.run).cmp(&(&b.name, &b.run)));
-    Ok((
-        Reaping { conn, project },
-        Sweep {
-            rows,
-            expired,
-            idle,
-        },
-    ))
+    rows
 }
 
 /// Deletes what the sweep doomed, releases expired tenancies, powers off (or deletes)
@@ -280,14 +309,71 @@ pub async fn act(
     };
     let mut report =
         teardown::teardown(&conn.client, &project, targets, options, reporter, None).await;
+    let idled = idle_off(
+        &conn.client,
+        &project,
+        &idle,
+        args,
+        reporter,
+        &mut report.failed,
+    )
+    .await;
+    conn.close().await;
+    let deleted = report
+        .deleted
+        .iter()
+        .filter(|n| doomed.iter().any(|d| &d.name == *n))
+        .count();
+    reporter.info(format!(
+        "reaped {deleted} service(s), released {} expired tenancy(ies), {} {idled} idle shared service(s), dropped {templates} seed template(s); {} protected, {} failed",
+        report.deleted.len() - deleted,
+        if args.delete_idle_shared { "deleted" } else { "powered off" },
+        protected.len() + report.protected.len(),
+        report.failed.len()
+    ));
+    outcome(&project, &protected, &report)
+}
+
+/// Success, or what is left (unconfirmed, or protected) and the command that finishes it.
+fn outcome(project: &str, protected: &[String], report: &teardown::Report) -> Result<Status> {
+    let mut unfinished = report.unconfirmed();
+    unfinished.extend(protected.iter().cloned());
+    if unfinished.is_empty() {
+        Ok(Status::Success)
+    } else {
+        unfinished.sort();
+        Err(Error::TeardownIncomplete {
+            names: unfinished,
+            command: format!(
+                "aiven-ephemeral reap --project {project}{}",
+                if protected.is_empty() && report.protected.is_empty() {
+                    ""
+                } else {
+                    " --force"
+                }
+            ),
+        })
+    }
+}
+
+/// Powers off (or, with `--delete-idle-shared`, deletes) the idle shared services;
+/// how many it did, the failures into `failed`.
+async fn idle_off(
+    client: &Client,
+    project: &str,
+    idle: &[sweep::Idle],
+    args: &settings::Reap,
+    reporter: &Reporter,
+    failed: &mut Vec<(String, String)>,
+) -> usize {
     let mut idled = 0;
-    for i in &idle {
+    for i in idle {
         let done = if args.delete_idle_shared {
-            conn.client
-                .delete_service(&project, &i.name, crate::api::Retry::Standard)
+            client
+                .delete_service(project, &i.name, crate::api::Retry::Standard)
                 .await
         } else {
-            conn.client.set_powered(&project, &i.name, false).await
+            client.set_powered(project, &i.name, false).await
         };
         match done {
             Ok(()) => {
@@ -307,40 +393,10 @@ pub async fn act(
                     }
                 ))
             }
-            Err(e) => report.failed.push((i.name.clone(), e.to_string())),
+            Err(e) => failed.push((i.name.clone(), e.to_string())),
         }
     }
-    conn.close().await;
-    let deleted = report
-        .deleted
-        .iter()
-        .filter(|n| doomed.iter().any(|d| &d.name == *n))
-        .count();
-    reporter.info(format!(
-        "reaped {deleted} service(s), released {} expired tenancy(ies), {} {idled} idle shared service(s), dropped {templates} seed template(s); {} protected, {} failed",
-        report.deleted.len() - deleted,
-        if args.delete_idle_shared { "deleted" } else { "powered off" },
-        protected.len() + report.protected.len(),
-        report.failed.len()
-    ));
-    let mut unfinished = report.unconfirmed();
-    unfinished.extend(protected.iter().cloned());
-    if unfinished.is_empty() {
-        Ok(Status::Success)
-    } else {
-        unfinished.sort();
-        Err(Error::TeardownIncomplete {
-            names: unfinished,
-            command: format!(
-                "aiven-ephemeral reap --project {project}{}",
-                if protected.is_empty() && report.protected.is_empty() {
-                    ""
-                } else {
-                    " --force"
-                }
-            ),
-        })
-    }
+    idled
 }
 
 #[cfg(test)]
