@@ -9,14 +9,14 @@ use super::locate::{Found, Purpose, RunKey, find};
 use super::teardown::{self, Force, Options, Target};
 use super::tenancy::Release;
 use super::{Engine, record_teardown};
-use crate::api::{REQUEST_TIMEOUT, Writes};
+use crate::api::{REQUEST_TIMEOUT, Service, Writes};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
 use crate::progress::Reporter;
 use crate::sandbox_process::Stopped;
 use crate::settings;
 use crate::signals::Signals;
-use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
+use crate::state::{self, RunStatus, ServiceStatus, State, StateLock, Store, state_flag};
 use crate::tags;
 
 impl Engine {
@@ -152,30 +152,8 @@ async fn from_state(
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
     let state =
         state::read(state_file)?.ok_or_else(|| Error::usage("the state file disappeared"))?;
-    if state.status == RunStatus::TornDown {
-        reporter.info(format!(
-            "run {} is already torn down: nothing to do",
-            state.run_id
-        ));
-        // A sandbox process left by a command that died early is stopped all the same.
-        if state.sandbox
-            && !state::any_live(state_dir)
-            && crate::sandbox_process::stop(state_dir).await == Stopped::Yes
-        {
-            reporter.info(format!(
-                "stopped the sandbox process of {}",
-                state_dir.display()
-            ));
-        }
-        return Ok(Status::Success);
-    }
-    if state.status == RunStatus::Kept && !args.force {
-        reporter.warn(format!(
-            "run {} was kept on failure (--keep-on-failure); not deleting it. `aiven-ephemeral down --force{}` deletes it",
-            state.run_id,
-            state_flag(state_file)
-        ));
-        return Ok(Status::Success);
+    if let Some(done) = settled_or_kept(&state, args, state_file, state_dir, reporter).await {
+        return Ok(done);
     }
     let conn = Connection::for_state(global, &state, args.run.backend, state_dir).await?;
     if let Some(p) = &global.project
@@ -202,57 +180,7 @@ async fn from_state(
     } else {
         Vec::new()
     };
-    let mut targets = Vec::new();
-    for record in store.snapshot().services {
-        if matches!(
-            record.status,
-            ServiceStatus::Rejected | ServiceStatus::Deleted
-        ) || record.tenant.is_some()
-        {
-            // A shared service stays; its tenancy is released below.
-            continue;
-        }
-        match listed.iter().find(|s| s.service_name == record.name) {
-            Some(svc) if svc.tag(tags::TAG_OWNER) == Some(owner.as_str()) => {
-                targets.push(Target::existing(record.name.clone()));
-            }
-            Some(_) => reporter.warn(format!(
-                "{}: exists but does not carry this run's owner tag; it is not this run's and is left alone",
-                record.name
-            )),
-            None => match record.status {
-                // A create that may not have answered: re-check until it could no longer land.
-                ServiceStatus::Creating if record.create_sent_at.is_some() => {
-                    let recheck_until = record
-                        .create_sent_at
-                        .as_deref()
-                        .and_then(|t| instant_of(t, REQUEST_TIMEOUT))
-                        .unwrap_or(Instant::now() + REQUEST_TIMEOUT);
-                    targets.push(Target {
-                        name: record.name.clone(),
-                        exists: false,
-                        recheck_until: Some(recheck_until),
-                        create: None,
-                    });
-                }
-                // Never sent: nothing to delete.
-                ServiceStatus::Creating => {
-                    store.set_service(&record.name, ServiceStatus::Deleted)?;
-                }
-                // Created but not listed: the list may lag a fresh create. A DELETE is
-                // cheap, and its 404 confirms.
-                _ => targets.push(Target::existing(record.name.clone())),
-            },
-        }
-    }
-    // Anything else tagged with this run's owner (belt and braces).
-    for svc in &listed {
-        if svc.tag(tags::TAG_OWNER) == Some(owner.as_str())
-            && !targets.iter().any(|t| t.name == svc.service_name)
-        {
-            targets.push(Target::existing(svc.service_name.clone()));
-        }
-    }
+    let targets = targets(&store, &listed, &owner, reporter)?;
     // A write that makes the run's tenancies may still land until then (its process
     // recorded it, and is gone).
     let writes_until = store
@@ -261,18 +189,7 @@ async fn from_state(
         .as_deref()
         .and_then(|t| instant_of(t, Duration::ZERO))
         .filter(|until| *until > Instant::now());
-    // Asked to finish a run, `down` waits out any create or write that may still land,
-    // however short the budget: exiting 5 only to be run again would help nobody.
-    let budget = targets
-        .iter()
-        .filter_map(|t| t.recheck_until)
-        .chain(writes_until)
-        .max()
-        .map_or(budget, |until| {
-            budget.plain_at_least(
-                until.saturating_duration_since(Instant::now()) + Duration::from_secs(3),
-            )
-        });
+    let budget = stretched(budget, &targets, writes_until);
     let force = if args.force {
         Force::Owner(owner.clone())
     } else {
@@ -306,7 +223,138 @@ async fn from_state(
         }
     };
     reporter.info(format!("run {} torn down", store.snapshot().run_id));
-    // What this run leaves billed: the shared services it used, as the API has them.
+    say_kept_running(&conn, &project, &store, &removed, reporter).await;
+    conn.close().await;
+    Ok(Status::Success)
+}
+
+/// A run already torn down (its sandbox process stopped all the same), or kept on
+/// failure without `--force`: nothing to delete.
+async fn settled_or_kept(
+    state: &State,
+    args: &settings::Down,
+    state_file: &std::path::Path,
+    state_dir: &std::path::Path,
+    reporter: &Reporter,
+) -> Option<Status> {
+    if state.status == RunStatus::TornDown {
+        reporter.info(format!(
+            "run {} is already torn down: nothing to do",
+            state.run_id
+        ));
+        // A sandbox process left by a command that died early is stopped all the same.
+        if state.sandbox
+            && !state::any_live(state_dir)
+            && crate::sandbox_process::stop(state_dir).await == Stopped::Yes
+        {
+            reporter.info(format!(
+                "stopped the sandbox process of {}",
+                state_dir.display()
+            ));
+        }
+        return Some(Status::Success);
+    }
+    if state.status == RunStatus::Kept && !args.force {
+        reporter.warn(format!(
+            "run {} was kept on failure (--keep-on-failure); not deleting it. `aiven-ephemeral down --force{}` deletes it",
+            state.run_id,
+            state_flag(state_file)
+        ));
+        return Some(Status::Success);
+    }
+    None
+}
+
+/// What to delete of a run its state file records: each record the list shows with the
+/// run's owner tag (or does not show: a DELETE's 404 confirms), each create that may
+/// still land, and anything else with the owner tag.
+fn targets(
+    store: &Store,
+    listed: &[Service],
+    owner: &str,
+    reporter: &Reporter,
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for record in store.snapshot().services {
+        if matches!(
+            record.status,
+            ServiceStatus::Rejected | ServiceStatus::Deleted
+        ) || record.tenant.is_some()
+        {
+            // A shared service stays; its tenancy is released below.
+            continue;
+        }
+        match listed.iter().find(|s| s.service_name == record.name) {
+            Some(svc) if svc.tag(tags::TAG_OWNER) == Some(owner) => {
+                targets.push(Target::existing(record.name.clone()));
+            }
+            Some(_) => reporter.warn(format!(
+                "{}: exists but does not carry this run's owner tag; it is not this run's and is left alone",
+                record.name
+            )),
+            None => match record.status {
+                // A create that may not have answered: re-check until it could no longer land.
+                ServiceStatus::Creating if record.create_sent_at.is_some() => {
+                    let recheck_until = record
+                        .create_sent_at
+                        .as_deref()
+                        .and_then(|t| instant_of(t, REQUEST_TIMEOUT))
+                        .unwrap_or(Instant::now() + REQUEST_TIMEOUT);
+                    targets.push(Target {
+                        name: record.name.clone(),
+                        exists: false,
+                        recheck_until: Some(recheck_until),
+                        create: None,
+                    });
+                }
+                // Never sent: nothing to delete.
+                ServiceStatus::Creating => {
+                    store.set_service(&record.name, ServiceStatus::Deleted)?;
+                }
+                // Created but not listed: the list may lag a fresh create. A DELETE is
+                // cheap, and its 404 confirms.
+                _ => targets.push(Target::existing(record.name.clone())),
+            },
+        }
+    }
+    // Anything else tagged with this run's owner (belt and braces).
+    for svc in listed {
+        if svc.tag(tags::TAG_OWNER) == Some(owner)
+            && !targets.iter().any(|t| t.name == svc.service_name)
+        {
+            targets.push(Target::existing(svc.service_name.clone()));
+        }
+    }
+    Ok(targets)
+}
+
+/// Asked to finish a run, `down` waits out any create or write that may still land,
+/// however short the budget: exiting 5 only to be run again would help nobody.
+fn stretched(
+    budget: settings::TeardownBudget,
+    targets: &[Target],
+    writes_until: Option<Instant>,
+) -> settings::TeardownBudget {
+    targets
+        .iter()
+        .filter_map(|t| t.recheck_until)
+        .chain(writes_until)
+        .max()
+        .map_or(budget, |until| {
+            budget.plain_at_least(
+                until.saturating_duration_since(Instant::now()) + Duration::from_secs(3),
+            )
+        })
+}
+
+/// What a torn-down run leaves billed: the shared services it used, as the API has them.
+async fn say_kept_running(
+    conn: &Connection,
+    project: &str,
+    store: &Store,
+    removed: &[String],
+    reporter: &Reporter,
+) {
     let kept: Vec<String> = store
         .snapshot()
         .services
@@ -315,14 +363,13 @@ async fn from_state(
         .map(|s| s.name.clone())
         .collect();
     if !kept.is_empty() {
-        match conn.client.list_services(&project).await {
+        match conn.client.list_services(project).await {
             Ok(listed) => {
                 let standing =
-                    super::tenancy::standing::standing(&conn.client, &project, &listed, &kept)
-                        .await;
+                    super::tenancy::standing::standing(&conn.client, project, &listed, &kept).await;
                 super::tenancy::standing::say_standing(
                     &standing,
-                    &project,
+                    project,
                     conn.is_sandbox(),
                     reporter,
                 );
@@ -333,8 +380,6 @@ async fn from_state(
             )),
         }
     }
-    conn.close().await;
-    Ok(Status::Success)
 }
 
 async fn by_tag(
