@@ -14,9 +14,8 @@ use crate::delivery::github::GithubEnv;
 /// `up`'s default `--timeout`; `validate` checks the ttl against the same.
 pub const DEFAULT_TIMEOUT: &str = "20m";
 
-/// `reap`'s default `--shared-idle`; `status` says by it when a shared service goes off.
-pub const DEFAULT_SHARED_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// [`DEFAULT_SHARED_IDLE`] as the help shows it (a test keeps the two equal).
+/// [`crate::settings::DEFAULT_SHARED_IDLE`] as the help shows it (a test keeps the two
+/// equal).
 const DEFAULT_SHARED_IDLE_TEXT: &str = "24h";
 
 const EXAMPLES: &str = "\
@@ -631,6 +630,9 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        assert_eq!(duration(DEFAULT_SHARED_IDLE_TEXT), Ok(DEFAULT_SHARED_IDLE));
+        assert_eq!(
+            duration(DEFAULT_SHARED_IDLE_TEXT),
+            Ok(crate::settings::DEFAULT_SHARED_IDLE)
+        );
     }
 }

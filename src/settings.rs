@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::state::StatePaths;
 
+/// `reap`'s default `--shared-idle`; `status` says by it when a shared service goes off.
+pub const DEFAULT_SHARED_IDLE: Duration = Duration::from_secs(24 * 3600);
+
 /// Where the API is and who calls it.
 #[derive(Debug, Clone, Default)]
 pub struct Api {

@@ -4,10 +4,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::api::Service;
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::settings;
-use crate::state::{self, State};
+use crate::state::{self, ServiceRecord, State};
 use crate::tags;
 
 use super::tenancy::sweep;
@@ -68,12 +69,7 @@ pub async fn view(args: &settings::Status) -> Result<(State, Output, Vec<String>
         sandbox_process = conn
             .sandbox_server()
             .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));
-        let list = conn.client.list_services(&run.project).await.map_err(|e| {
-            Error::api(
-                format!("listing the services of project {}", run.project),
-                e,
-            )
-        });
+        let list = conn.list_services(&run.project).await;
         conn.close().await;
         Some(list?)
     } else {
@@ -83,69 +79,7 @@ pub async fn view(args: &settings::Status) -> Result<(State, Output, Vec<String>
     let rows: Vec<Row> = run
         .services
         .iter()
-        .map(|r| {
-            let api = listed.as_ref().and_then(|l| {
-                l.iter().find(|s| {
-                    s.service_name == r.name
-                        && (s.tag(crate::tags::TAG_OWNER) == Some(run.owner.as_str())
-                            // A shared service: the run's lease on it.
-                            || crate::tags::leases(&s.tags)
-                                .iter()
-                                .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
-                })
-            });
-            // A shared service is shown as it is even once the run's lease is gone.
-            let seen = api.or_else(|| {
-                listed
-                    .as_ref()
-                    .filter(|_| r.tenant.is_some())
-                    .and_then(|l| l.iter().find(|s| s.service_name == r.name))
-            });
-            let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
-            if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
-                drifts.extend(super::tenancy::plan_drift(&r.plan, svc));
-            }
-            Row {
-                key: r.key.clone(),
-                name: r.name.clone(),
-                service_type: r.service_type.clone(),
-                asked_plan: (plan != r.plan).then(|| r.plan.clone()),
-                plan,
-                recorded: match (r.tenant.is_some(), r.status) {
-                    (true, state::ServiceStatus::Deleted) => "released".into(),
-                    (_, status) => serde_json::to_value(status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                },
-                state: match (api, &r.tenant) {
-                    (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
-                    (Some(s), None) => Some(s.state.to_string()),
-                    // A shared service without this run's lease: released, still there.
-                    (None, Some(_)) => listed
-                        .as_ref()
-                        .and_then(|l| l.iter().find(|s| s.service_name == r.name))
-                        .map(|s| format!("{} (shared; no tenancy of this run)", s.state)),
-                    (None, None) => None,
-                },
-                shared: r.tenant.is_some(),
-                powered_off_after: seen
-                    .filter(|s| {
-                        r.tenant.is_some()
-                            && s.tag(tags::TAG_SHARED).is_some()
-                            && s.state.is_billed()
-                    })
-                    .and_then(|s| sweep::power_off_at(s, crate::cli::DEFAULT_SHARED_IDLE)),
-                nodes_running: api.map(|s| {
-                    let up = s
-                        .node_states
-                        .iter()
-                        .filter(|n| n.state == "running")
-                        .count();
-                    format!("{up}/{}", s.node_states.len())
-                }),
-            }
-        })
+        .map(|r| row(r, listed.as_deref(), &run, &mut drifts))
         .collect();
     let out = Output {
         run_id: run.run_id.clone(),
@@ -158,6 +92,73 @@ pub async fn view(args: &settings::Status) -> Result<(State, Output, Vec<String>
         services: rows,
     };
     Ok((run, out, drifts))
+}
+
+/// A service the state file records, as the API lists it (`listed`: when asked); a
+/// shared service whose plan is not the run's adds a warning to `drifts`.
+fn row(
+    r: &ServiceRecord,
+    listed: Option<&[Service]>,
+    run: &State,
+    drifts: &mut Vec<String>,
+) -> Row {
+    let api = listed.and_then(|l| {
+        l.iter().find(|s| {
+            s.service_name == r.name
+                && (s.tag(crate::tags::TAG_OWNER) == Some(run.owner.as_str())
+                    // A shared service: the run's lease on it.
+                    || crate::tags::leases(&s.tags)
+                        .iter()
+                        .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
+        })
+    });
+    // A shared service is shown as it is even once the run's lease is gone.
+    let seen = api.or_else(|| {
+        listed
+            .filter(|_| r.tenant.is_some())
+            .and_then(|l| l.iter().find(|s| s.service_name == r.name))
+    });
+    let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
+    if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
+        drifts.extend(super::tenancy::plan_drift(&r.plan, svc));
+    }
+    Row {
+        key: r.key.clone(),
+        name: r.name.clone(),
+        service_type: r.service_type.clone(),
+        asked_plan: (plan != r.plan).then(|| r.plan.clone()),
+        plan,
+        recorded: match (r.tenant.is_some(), r.status) {
+            (true, state::ServiceStatus::Deleted) => "released".into(),
+            (_, status) => serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        },
+        state: match (api, &r.tenant) {
+            (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
+            (Some(s), None) => Some(s.state.to_string()),
+            // A shared service without this run's lease: released, still there.
+            (None, Some(_)) => listed
+                .and_then(|l| l.iter().find(|s| s.service_name == r.name))
+                .map(|s| format!("{} (shared; no tenancy of this run)", s.state)),
+            (None, None) => None,
+        },
+        shared: r.tenant.is_some(),
+        powered_off_after: seen
+            .filter(|s| {
+                r.tenant.is_some() && s.tag(tags::TAG_SHARED).is_some() && s.state.is_billed()
+            })
+            .and_then(|s| sweep::power_off_at(s, settings::DEFAULT_SHARED_IDLE)),
+        nodes_running: api.map(|s| {
+            let up = s
+                .node_states
+                .iter()
+                .filter(|n| n.state == "running")
+                .count();
+            format!("{up}/{}", s.node_states.len())
+        }),
+    }
 }
 
 /// One run of this tool in the project, as its services' tags tell.
