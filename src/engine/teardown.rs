@@ -608,6 +608,93 @@ fn show(reporter: &Reporter, event: Event) {
     }
 }
 
+impl Report {
+    /// One task's outcome, said and counted.
+    fn record(
+        &mut self,
+        name: String,
+        outcome: Outcome,
+        releasing: &BTreeSet<String>,
+        reporter: &Reporter,
+    ) {
+        match outcome {
+            Outcome::Gone => {
+                reporter.service_done(&name, "deleted");
+                self.deleted.push(name);
+            }
+            Outcome::Released => {
+                reporter.service_done(&name, "released (the shared service stays)");
+                self.deleted.push(name);
+            }
+            Outcome::CreatedRemoved => {
+                reporter.service_done(
+                    &name,
+                    "deleted (this run created the shared service and no run holds a lease on it)",
+                );
+                self.removed_shared.push(name.clone());
+                self.deleted.push(name);
+            }
+            Outcome::NeverCreated => {
+                // A release row ends with a verdict too: the run had not got
+                // that far.
+                if releasing.contains(&name) {
+                    reporter.service_done(&name, "nothing of this run there yet");
+                }
+                self.deleted.push(name);
+            }
+            Outcome::NotOurs => reporter.warn(format!(
+                "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
+            )),
+            Outcome::Protected => {
+                reporter.warn(format!(
+                    "{name}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)"
+                ));
+                self.protected.push(name);
+            }
+            Outcome::Failed(why) if releasing.contains(&name) => self.failed.push((
+                format!("{name} (this run's tenancy in it; the shared service stays)"),
+                why,
+            )),
+            Outcome::Failed(why) => self.failed.push((name, why)),
+        }
+    }
+}
+
+/// The budget by what started the teardown: a signal already received, or nothing.
+fn budget_now(budget: TeardownBudget, signals: Option<&Signals>) -> Duration {
+    if signals.is_some_and(|s| s.received().is_some()) {
+        budget.interrupted
+    } else {
+        budget.plain
+    }
+}
+
+/// Later signals never stop teardown; they are told what it is still doing, and what
+/// is left of it shrinks to the short budget.
+fn watch_signals(
+    signals: &Signals,
+    still: Arc<Mutex<BTreeSet<String>>>,
+    deadline: Arc<Deadline>,
+    short: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = signals.subscribe();
+    tokio::spawn(async move {
+        while let Ok(sig) = rx.recv().await {
+            deadline.shorten(Instant::now() + short);
+            let pending: Vec<String> = still
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            say!(
+                "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
+                pending.join(", ")
+            );
+        }
+    })
+}
+
 /// Deletes every target and confirms it is gone, within the budget.
 pub async fn teardown(
     client: &Client,
@@ -634,35 +721,16 @@ pub async fn teardown(
             .chain(releases.iter().map(|r| r.service.clone()))
             .collect::<BTreeSet<String>>(),
     ));
-    let interrupted = signals.is_some_and(|s| s.received().is_some());
-    let budget = if interrupted {
-        options.budget.interrupted
-    } else {
-        options.budget.plain
-    };
+    let budget = budget_now(options.budget, signals);
     let (deadline, _) = watch::channel(Instant::now() + budget);
     let deadline = Arc::new(Deadline(deadline));
-    // Later signals never stop teardown; they are told what it is still doing, and
-    // what is left of it shrinks to the short budget.
     let watcher = signals.map(|s| {
-        let mut rx = s.subscribe();
-        let still = still.clone();
-        let (deadline, short) = (deadline.clone(), options.budget.interrupted);
-        tokio::spawn(async move {
-            while let Ok(sig) = rx.recv().await {
-                deadline.shorten(Instant::now() + short);
-                let pending: Vec<String> = still
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                say!(
-                    "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
-                    pending.join(", ")
-                );
-            }
-        })
+        watch_signals(
+            s,
+            still.clone(),
+            deadline.clone(),
+            options.budget.interrupted,
+        )
     });
 
     let (events, mut event_rx) = mpsc::unbounded_channel();
@@ -711,46 +779,7 @@ pub async fn teardown(
                     ),
                 };
                 still.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-                match outcome {
-                    Outcome::Gone => {
-                        reporter.service_done(&name, "deleted");
-                        report.deleted.push(name);
-                    }
-                    Outcome::Released => {
-                        reporter.service_done(&name, "released (the shared service stays)");
-                        report.deleted.push(name);
-                    }
-                    Outcome::CreatedRemoved => {
-                        reporter.service_done(
-                            &name,
-                            "deleted (this run created the shared service and no run holds a lease on it)",
-                        );
-                        report.removed_shared.push(name.clone());
-                        report.deleted.push(name);
-                    }
-                    Outcome::NeverCreated => {
-                        // A release row ends with a verdict too: the run had not got
-                        // that far.
-                        if releasing.contains(&name) {
-                            reporter.service_done(&name, "nothing of this run there yet");
-                        }
-                        report.deleted.push(name);
-                    }
-                    Outcome::NotOurs => reporter.warn(format!(
-                        "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
-                    )),
-                    Outcome::Protected => {
-                        reporter.warn(format!(
-                            "{name}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)"
-                        ));
-                        report.protected.push(name);
-                    }
-                    Outcome::Failed(why) if releasing.contains(&name) => report.failed.push((
-                        format!("{name} (this run's tenancy in it; the shared service stays)"),
-                        why,
-                    )),
-                    Outcome::Failed(why) => report.failed.push((name, why)),
-                }
+                report.record(name, outcome, &releasing, reporter);
             }
         }
     }
