@@ -304,18 +304,7 @@ impl Engine {
         if let Some(prev) = &previous {
             resumable(prev, r, args, &project)?;
         }
-        let conn = Connection::open(global, args.backend, &r.state_dir).await?;
-        if let Some(prev) = &previous
-            && prev.api_url != conn.api_url
-        {
-            return Err(Error::usage(format!(
-                "run {} was started against {}, not {}",
-                prev.run_id, prev.api_url, conn.api_url
-            )));
-        }
-        if let Some(backends) = conn.sandbox_backends() {
-            reporter.info(format!("sandbox: {backends}"));
-        }
+        let conn = self.connect(r, args, previous.as_ref()).await?;
         // A run made with --reuse has one owner wherever it is brought up.
         let owner = if reuse {
             identity::reuse_owner(&r.run_id)
@@ -332,52 +321,12 @@ impl Engine {
             r.manifest.services.len()
         ));
 
-        // The token, the project, its CA and the clock: before anything is created. The
-        // project's default cloud and CA rarely change: read from the disk cache while
-        // it is fresh (the list proves the token and the project all the same).
-        let cache = crate::cache::Cache::new(client.api_url(), &project);
-        let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
-        // Stored only when read: storing a cached value again would keep it forever.
-        let read_cloud = cached_cloud.is_none();
-        let (default_cloud, ca, existing) = tokio::join!(
-            async {
-                match cached_cloud {
-                    Some(cloud) => Ok(cloud),
-                    None => client.project(&project).await.map(|p| p.default_cloud),
-                }
-            },
-            crate::cache::project_ca(&client, &project),
-            async {
-                // A run of shared services only creates no service: nothing to find
-                // by name. Its lease on each service is checked where it is read.
-                if r.manifest.services.iter().all(|s| s.shared.is_some()) {
-                    Ok(Vec::new())
-                } else {
-                    client.list_services(&project).await
-                }
-            }
-        );
-        let default_cloud =
-            default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
-        let existing = existing
-            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
-        if read_cloud {
-            cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
-        }
+        let (default_cloud, ca, existing) = project_facts(&client, &project, r).await?;
         if reuse {
             reuse::refuse_unreusable(&existing, &r.run_id, &project)?;
         }
         refuse_foreign(&existing, &r.run_id, &owner, &project)?;
-        let project_ca = match ca {
-            Ok(c) => Some(c),
-            Err(e) if e.is_auth_or_permission() => {
-                return Err(Error::api("reading the project CA", e));
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the project CA: {e}");
-                None
-            }
-        };
+        let project_ca = project_ca(ca)?;
         let prices = cost::cost_guard(
             &client,
             &project,
@@ -435,6 +384,28 @@ impl Engine {
             changes,
             prices,
         })
+    }
+
+    /// The run's API; a resumed run's must be the one it started against.
+    async fn connect(
+        &self,
+        r: &resolve::Resolved,
+        args: &settings::Up,
+        previous: Option<&State>,
+    ) -> Result<Connection> {
+        let conn = Connection::open(&self.global, args.backend, &r.state_dir).await?;
+        if let Some(prev) = previous
+            && prev.api_url != conn.api_url
+        {
+            return Err(Error::usage(format!(
+                "run {} was started against {}, not {}",
+                prev.run_id, prev.api_url, conn.api_url
+            )));
+        }
+        if let Some(backends) = conn.sandbox_backends() {
+            self.reporter.info(format!("sandbox: {backends}"));
+        }
+        Ok(conn)
     }
 
     /// Create, wait, probe, populate.
@@ -678,6 +649,66 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
         ));
     }
     Err(Error::run_id_taken(run_id, project, &foreign))
+}
+
+/// The token, the project, its CA and the clock: before anything is created. The
+/// project's default cloud and CA rarely change: read from the disk cache while it is
+/// fresh (the list proves the token and the project all the same). The CA's failure is
+/// the caller's to judge.
+async fn project_facts(
+    client: &Client,
+    project: &str,
+    r: &resolve::Resolved,
+) -> Result<(
+    String,
+    std::result::Result<String, crate::api::ApiError>,
+    Vec<Service>,
+)> {
+    let cache = crate::cache::Cache::new(client.api_url(), project);
+    let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
+    // Stored only when read: storing a cached value again would keep it forever.
+    let read_cloud = cached_cloud.is_none();
+    let (default_cloud, ca, existing) = tokio::join!(
+        async {
+            match cached_cloud {
+                Some(cloud) => Ok(cloud),
+                None => client.project(project).await.map(|p| p.default_cloud),
+            }
+        },
+        crate::cache::project_ca(client, project),
+        async {
+            // A run of shared services only creates no service: nothing to find
+            // by name. Its lease on each service is checked where it is read.
+            if r.manifest.services.iter().all(|s| s.shared.is_some()) {
+                Ok(Vec::new())
+            } else {
+                client.list_services(project).await
+            }
+        }
+    );
+    let default_cloud =
+        default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
+    let existing = existing
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    if read_cloud {
+        cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
+    }
+    Ok((default_cloud, ca, existing))
+}
+
+/// The project's CA: a refusal (authentication, permission) stops the run, any other
+/// failure only warns.
+fn project_ca(ca: std::result::Result<String, crate::api::ApiError>) -> Result<Option<String>> {
+    Ok(match ca {
+        Ok(c) => Some(c),
+        Err(e) if e.is_auth_or_permission() => {
+            return Err(Error::api("reading the project CA", e));
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the project CA: {e}");
+            None
+        }
+    })
 }
 
 /// Each service's name, its manifest entry with the cloud resolved, and whether an
