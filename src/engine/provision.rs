@@ -200,64 +200,15 @@ impl Provision<'_> {
         // The seed runs where this process created the service, or where --reset
         // emptied it: never again on data a previous push (or a concurrent job) made.
         let mut fresh: Vec<bool> = planned.iter().map(|p| !p.exists).collect();
-        let mut phases: Vec<Phase> = planned
-            .iter()
-            .map(|p| {
-                if p.spec.shared.is_some() {
-                    Phase::Finishing
-                } else if p.exists {
-                    self.tracker.adopt(&p.name);
-                    Phase::Waiting {
-                        polls_ready: 0,
-                        secrets: None,
-                        last: String::new(),
-                    }
-                } else {
-                    Phase::Creating
-                }
-            })
-            .collect();
-        let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
+        let mut phases = self.initial_phases(planned);
         // Creates in flight when this returns run on: teardown waits for their answers.
-        let mut creates = Detached(JoinSet::new());
-        for (i, p) in planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.exists && p.spec.shared.is_none())
-        {
-            self.reporter.service(&p.name, "creating");
-            let job = self.create_job(p, stop.clone());
-            let permits = permits.clone();
-            creates.0.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (i, job.await)
-            });
-        }
-        let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
-        // A shared service is found (or made) and a tenancy taken inside it, on its own.
-        for (i, p) in planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.spec.shared.is_some())
-        {
-            self.reporter.service(&p.name, "shared: looking up");
-            let job = self.shared_job(i, p, started);
-            finishing.spawn(async move { (i, job.await) });
-        }
+        let mut creates = self.spawn_creates(planned, &stop);
+        let mut finishing = self.spawn_shared(planned, started);
         let mut ready: Vec<Ready> = Vec::new();
         let mut next_poll = Instant::now() + FIRST_POLL;
         let mut confirming = false;
         let cache = Cache::new(self.client.api_url(), self.project);
-        // The soonest any of this run's services could be ready, as earlier runs saw.
-        let soonest = planned
-            .iter()
-            .filter(|p| !p.exists && p.spec.shared.is_none())
-            .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
-            .collect::<Option<Vec<f64>>>()
-            .and_then(|seen| seen.into_iter().reduce(f64::min))
-            // What was seen includes the poll schedule's overshoot: a poll then finds
-            // it ready, not one just before.
-            .map(|secs| started + Duration::from_secs_f64(secs));
+        let soonest = soonest(&cache, planned, started);
         let mut seen_ready: BTreeMap<String, f64> = BTreeMap::new();
 
         while ready.len() < planned.len() {
@@ -358,21 +309,7 @@ impl Provision<'_> {
             })?
         };
         // Credentials: one GET with secrets per service seen ready, at once.
-        let mut fetches = JoinSet::new();
-        for &(i, _) in waiting.iter().filter(|(_, seen)| *seen) {
-            let client = self.client.clone();
-            let project = self.project.to_string();
-            let name = planned[i].name.clone();
-            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
-        }
-        let mut read: BTreeMap<usize, Service> = BTreeMap::new();
-        while let Some(joined) = fetches.join_next().await {
-            let Ok((i, result)) = joined else { continue };
-            let svc = result.map_err(|e| {
-                Error::api(format!("reading the credentials of {}", planned[i].name), e)
-            })?;
-            read.insert(i, svc);
-        }
+        let mut read = self.credentials(&waiting, planned).await?;
         let mut confirming = false;
         for (i, phase) in phases.iter_mut().enumerate() {
             let Phase::Waiting {
@@ -401,37 +338,7 @@ impl Provision<'_> {
                     },
                 },
             };
-            if svc.state == ServiceState::Poweroff {
-                let why: String = svc
-                    .service_notifications
-                    .iter()
-                    .map(|n| format!(": {}", n.message))
-                    .collect();
-                return Err(Error::Provision(format!(
-                    "{name} ({}) is powered off (state POWEROFF){why}",
-                    planned[i].spec.key
-                )));
-            }
-            if let ServiceState::Other(s) = &svc.state {
-                tracing::warn!("{name}: unknown state {s}; treating it as not ready");
-            }
-            let running_nodes = svc
-                .node_states
-                .iter()
-                .filter(|n| n.state == "running")
-                .count();
-            let looks_ready = svc.state == ServiceState::Running
-                && svc.nodes_running()
-                && svc
-                    .has_connection_details(crate::catalogue::primary_component(&svc.service_type));
-            let shown = if svc.node_states.len() > 1
-                && svc.state == ServiceState::Running
-                && !svc.nodes_running()
-            {
-                format!("nodes {running_nodes}/{}", svc.node_states.len())
-            } else {
-                svc.state.to_string()
-            };
+            let (looks_ready, shown) = observe(&svc, name, &planned[i].spec.key)?;
             if *last != shown {
                 self.reporter.service(name, &shown);
                 *last = shown;
@@ -448,6 +355,96 @@ impl Provision<'_> {
             }
         }
         Ok(confirming)
+    }
+
+    /// Where each service starts: a shared one at finding its tenancy, an existing one
+    /// (adopted) at waiting, the rest at creating.
+    fn initial_phases(&self, planned: &[Planned]) -> Vec<Phase> {
+        planned
+            .iter()
+            .map(|p| {
+                if p.spec.shared.is_some() {
+                    Phase::Finishing
+                } else if p.exists {
+                    self.tracker.adopt(&p.name);
+                    Phase::Waiting {
+                        polls_ready: 0,
+                        secrets: None,
+                        last: String::new(),
+                    }
+                } else {
+                    Phase::Creating
+                }
+            })
+            .collect()
+    }
+
+    /// The creates, at most [`CREATE_CONCURRENCY`] at once.
+    fn spawn_creates(
+        &self,
+        planned: &[Planned],
+        stop: &CancellationToken,
+    ) -> Detached<(usize, Result<bool, Error>)> {
+        let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
+        let mut creates = Detached(JoinSet::new());
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.exists && p.spec.shared.is_none())
+        {
+            self.reporter.service(&p.name, "creating");
+            let job = self.create_job(p, stop.clone());
+            let permits = permits.clone();
+            creates.0.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, job.await)
+            });
+        }
+        creates
+    }
+
+    /// A shared service is found (or made) and a tenancy taken inside it, on its own.
+    fn spawn_shared(
+        &self,
+        planned: &[Planned],
+        started: Instant,
+    ) -> JoinSet<(usize, Result<Ready, Error>)> {
+        let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
+        // A shared service is found (or made) and a tenancy taken inside it, on its own.
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.shared.is_some())
+        {
+            self.reporter.service(&p.name, "shared: looking up");
+            let job = self.shared_job(i, p, started);
+            finishing.spawn(async move { (i, job.await) });
+        }
+        finishing
+    }
+
+    /// The services seen ready once before, read again with their secrets.
+    async fn credentials(
+        &self,
+        waiting: &[(usize, bool)],
+        planned: &[Planned],
+    ) -> Result<BTreeMap<usize, Service>, Error> {
+        let mut fetches = JoinSet::new();
+        for &(i, _) in waiting.iter().filter(|(_, seen)| *seen) {
+            let client = self.client.clone();
+            let project = self.project.to_string();
+            let name = planned[i].name.clone();
+            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
+        }
+        let mut read: BTreeMap<usize, Service> = BTreeMap::new();
+        while let Some(joined) = fetches.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let svc = result.map_err(|e| {
+                Error::api(format!("reading the credentials of {}", planned[i].name), e)
+            })?;
+            read.insert(i, svc);
+        }
+        Ok(read)
     }
 
     /// Creates one service; `Ok(true)` when this create made it, `Ok(false)` when it was
@@ -753,6 +750,55 @@ async fn adopt(
         }),
         Err(e) => Err(e),
     }
+}
+
+/// What a listed service says: whether it looks ready (running, every node, connection
+/// details), and its state in words; a powered-off one fails the run.
+fn observe(svc: &Service, name: &str, key: &str) -> Result<(bool, String), Error> {
+    if svc.state == ServiceState::Poweroff {
+        let why: String = svc
+            .service_notifications
+            .iter()
+            .map(|n| format!(": {}", n.message))
+            .collect();
+        return Err(Error::Provision(format!(
+            "{name} ({}) is powered off (state POWEROFF){why}",
+            key
+        )));
+    }
+    if let ServiceState::Other(s) = &svc.state {
+        tracing::warn!("{name}: unknown state {s}; treating it as not ready");
+    }
+    let running_nodes = svc
+        .node_states
+        .iter()
+        .filter(|n| n.state == "running")
+        .count();
+    let looks_ready = svc.state == ServiceState::Running
+        && svc.nodes_running()
+        && svc.has_connection_details(crate::catalogue::primary_component(&svc.service_type));
+    let shown = if svc.node_states.len() > 1
+        && svc.state == ServiceState::Running
+        && !svc.nodes_running()
+    {
+        format!("nodes {running_nodes}/{}", svc.node_states.len())
+    } else {
+        svc.state.to_string()
+    };
+    Ok((looks_ready, shown))
+}
+
+/// The soonest any of this run's services could be ready, as earlier runs saw.
+fn soonest(cache: &Cache, planned: &[Planned], started: Instant) -> Option<Instant> {
+    planned
+        .iter()
+        .filter(|p| !p.exists && p.spec.shared.is_none())
+        .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|seen| seen.into_iter().reduce(f64::min))
+        // What was seen includes the poll schedule's overshoot: a poll then finds
+        // it ready, not one just before.
+        .map(|secs| started + Duration::from_secs_f64(secs))
 }
 
 /// A JoinSet whose tasks outlive it: dropping it detaches them instead of aborting.
