@@ -92,136 +92,183 @@ pub fn values(
     users: &UserPasswords,
     sandbox: bool,
 ) -> Result<Vec<Value>, String> {
-    let kind = spec.kind;
-    let primary = svc
-        .primary_component(kind.primary_component)
-        .ok_or_else(|| format!("service {} has no primary component", svc.service_name))?;
-    let admin = svc.admin();
-    let admin_name = admin.map(|u| u.username.clone()).unwrap_or_default();
-    let admin_password = admin
-        .and_then(|u| u.password.as_ref())
-        .map(|p| p.expose().to_string())
-        .unwrap_or_default();
-    let database = spec
-        .databases
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "defaultdb".into());
-    let kafka_bootstrap = |c: &Component| format!("{}:{}", c.host, c.port);
-    let sasl = svc.sasl_component();
-    let cert_listener = kind.kafka
-        && spec
-            .user_config
-            .pointer("/kafka_authentication_methods/certificate")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(true);
-    let main_uri = uri(
-        kind.scheme,
-        &admin_name,
-        &admin_password,
-        primary,
-        &database,
-    )
-    .or_else(|| {
-        if kind.kafka {
-            Some(kafka_bootstrap(if cert_listener {
-                primary
-            } else {
-                sasl.unwrap_or(primary)
-            }))
-        } else {
-            svc.service_uri.as_ref().map(|u| u.expose().to_string())
-        }
-    });
-    let path_str = |p: &Option<PathBuf>, what: &str| -> Result<String, String> {
-        p.as_ref()
-            .map(|p| p.display().to_string())
-            .ok_or_else(|| format!("{what} file missing for {}", svc.service_name))
-    };
-    let https_component = |name: &str| -> Option<String> {
-        svc.component(name).map(|c| {
-            format!(
-                "https://{}:{}@{}:{}",
-                enc(&admin_name),
-                enc(&admin_password),
-                c.host,
-                c.port
-            )
+    let ep = Endpoint::of(spec, svc)?;
+    exports(spec, sandbox)
+        .into_iter()
+        .map(|export| {
+            Ok(Value {
+                value: value(&export.field, &ep, spec, svc, files, users)?,
+                secret: export.field.is_secret(),
+                file: export.field.is_file(),
+                name: export.name,
+            })
         })
-    };
-    let mut out = Vec::new();
-    for export in exports(spec, sandbox) {
-        let value = match &export.field {
-            Field::ServiceName => svc.service_name.clone(),
-            Field::Uri => main_uri.clone().unwrap_or_default(),
-            Field::Host => primary.host.clone(),
-            Field::Port => primary.port.to_string(),
-            Field::User => admin_name.clone(),
-            Field::Password => admin_password.clone(),
-            Field::Database => database.clone(),
-            Field::Sslmode => match kind.scheme {
-                Scheme::Mysql => "REQUIRED",
-                _ => "require",
-            }
-            .to_string(),
-            Field::CaCert => path_str(&files.ca, "CA certificate")?,
-            Field::UriVerify => {
-                let ca = path_str(&files.ca, "CA certificate")?;
-                let base = main_uri.clone().unwrap_or_default();
-                let base = base.trim_end_matches("?sslmode=require");
-                format!(
-                    "{base}?sslmode=verify-full&sslrootcert={}",
-                    utf8_percent_encode(&ca, QUERY)
-                )
-            }
-            Field::BootstrapServers => kafka_bootstrap(if cert_listener {
-                primary
-            } else {
-                sasl.unwrap_or(primary)
-            }),
-            Field::AccessCert => path_str(&files.access_cert, "access certificate")?,
-            Field::AccessKey => path_str(&files.access_key, "access key")?,
-            Field::SecurityProtocol => if cert_listener { "SSL" } else { "SASL_SSL" }.to_string(),
-            Field::SaslBootstrapServers => sasl
-                .map(kafka_bootstrap)
-                .ok_or_else(|| format!("service {} has no SASL listener", svc.service_name))?,
-            Field::SaslMechanism => "SCRAM-SHA-256".to_string(),
-            // On a shared service the run's user is the service's only user here.
-            Field::KeyPrefix => crate::identity::key_prefix(&admin_name),
-            Field::TopicPrefix => crate::identity::topic_prefix(&admin_name),
-            Field::SchemaRegistryUri => connection_info(svc, "schema_registry_uri")
-                .or_else(|| https_component("schema_registry"))
-                .unwrap_or_default(),
-            Field::RestUri => connection_info(svc, "kafka_rest_uri")
-                .or_else(|| https_component("kafka_rest"))
-                .unwrap_or_default(),
-            Field::UserPassword(u) => users
-                .get(u)
-                .map(|p| p.expose().to_string())
-                .ok_or_else(|| format!("no credentials for user {u} of {}", svc.service_name))?,
-            Field::UserUri(u) => {
-                let password = users.get(u).map(|p| p.expose()).unwrap_or_default();
-                uri(kind.scheme, u, password, primary, &database).unwrap_or_default()
-            }
-            Field::UserAccessCert(u) => files
-                .users
-                .get(u)
-                .map(|(c, _)| c.display().to_string())
-                .ok_or_else(|| format!("no certificate for user {u}"))?,
-            Field::UserAccessKey(u) => files
-                .users
-                .get(u)
-                .map(|(_, k)| k.display().to_string())
-                .ok_or_else(|| format!("no key for user {u}"))?,
+        .collect()
+}
+
+/// What a service's values are made of.
+struct Endpoint<'a> {
+    primary: &'a Component,
+    sasl: Option<&'a Component>,
+    admin_name: String,
+    admin_password: String,
+    database: String,
+    main_uri: Option<String>,
+    /// Kafka clients connect with certificates (else with SASL).
+    cert_listener: bool,
+}
+
+impl<'a> Endpoint<'a> {
+    fn of(spec: &ServiceSpec, svc: &'a Service) -> Result<Self, String> {
+        let kind = spec.kind;
+        let primary = svc
+            .primary_component(kind.primary_component)
+            .ok_or_else(|| format!("service {} has no primary component", svc.service_name))?;
+        let admin = svc.admin();
+        let admin_name = admin.map(|u| u.username.clone()).unwrap_or_default();
+        let admin_password = admin
+            .and_then(|u| u.password.as_ref())
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        let database = spec
+            .databases
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "defaultdb".into());
+        let cert_listener = kind.kafka
+            && spec
+                .user_config
+                .pointer("/kafka_authentication_methods/certificate")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true);
+        let mut ep = Self {
+            primary,
+            sasl: svc.sasl_component(),
+            main_uri: uri(
+                kind.scheme,
+                &admin_name,
+                &admin_password,
+                primary,
+                &database,
+            ),
+            admin_name,
+            admin_password,
+            database,
+            cert_listener,
         };
-        out.push(Value {
-            name: export.name,
-            secret: export.field.is_secret(),
-            file: export.field.is_file(),
-            value,
-        });
+        if ep.main_uri.is_none() {
+            ep.main_uri = if kind.kafka {
+                Some(ep.bootstrap())
+            } else {
+                svc.service_uri.as_ref().map(|u| u.expose().to_string())
+            };
+        }
+        Ok(ep)
     }
-    Ok(out)
+
+    /// Kafka's bootstrap servers: the certificate listener's, else SASL's.
+    fn bootstrap(&self) -> String {
+        kafka_bootstrap(if self.cert_listener {
+            self.primary
+        } else {
+            self.sasl.unwrap_or(self.primary)
+        })
+    }
+}
+
+fn kafka_bootstrap(c: &Component) -> String {
+    format!("{}:{}", c.host, c.port)
+}
+
+fn path_str(p: &Option<PathBuf>, what: &str, svc: &Service) -> Result<String, String> {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| format!("{what} file missing for {}", svc.service_name))
+}
+
+/// An HTTPS endpoint of a named component, with the admin's credentials.
+fn https_component(svc: &Service, ep: &Endpoint, name: &str) -> Option<String> {
+    svc.component(name).map(|c| {
+        format!(
+            "https://{}:{}@{}:{}",
+            enc(&ep.admin_name),
+            enc(&ep.admin_password),
+            c.host,
+            c.port
+        )
+    })
+}
+
+/// One export's value.
+fn value(
+    field: &Field,
+    ep: &Endpoint,
+    spec: &ServiceSpec,
+    svc: &Service,
+    files: &Files,
+    users: &UserPasswords,
+) -> Result<String, String> {
+    let kind = spec.kind;
+    Ok(match field {
+        Field::ServiceName => svc.service_name.clone(),
+        Field::Uri => ep.main_uri.clone().unwrap_or_default(),
+        Field::Host => ep.primary.host.clone(),
+        Field::Port => ep.primary.port.to_string(),
+        Field::User => ep.admin_name.clone(),
+        Field::Password => ep.admin_password.clone(),
+        Field::Database => ep.database.clone(),
+        Field::Sslmode => match kind.scheme {
+            Scheme::Mysql => "REQUIRED",
+            _ => "require",
+        }
+        .to_string(),
+        Field::CaCert => path_str(&files.ca, "CA certificate", svc)?,
+        Field::UriVerify => {
+            let ca = path_str(&files.ca, "CA certificate", svc)?;
+            let base = ep.main_uri.clone().unwrap_or_default();
+            let base = base.trim_end_matches("?sslmode=require");
+            format!(
+                "{base}?sslmode=verify-full&sslrootcert={}",
+                utf8_percent_encode(&ca, QUERY)
+            )
+        }
+        Field::BootstrapServers => ep.bootstrap(),
+        Field::AccessCert => path_str(&files.access_cert, "access certificate", svc)?,
+        Field::AccessKey => path_str(&files.access_key, "access key", svc)?,
+        Field::SecurityProtocol => if ep.cert_listener { "SSL" } else { "SASL_SSL" }.to_string(),
+        Field::SaslBootstrapServers => ep
+            .sasl
+            .map(kafka_bootstrap)
+            .ok_or_else(|| format!("service {} has no SASL listener", svc.service_name))?,
+        Field::SaslMechanism => "SCRAM-SHA-256".to_string(),
+        // On a shared service the run's user is the service's only user here.
+        Field::KeyPrefix => crate::identity::key_prefix(&ep.admin_name),
+        Field::TopicPrefix => crate::identity::topic_prefix(&ep.admin_name),
+        Field::SchemaRegistryUri => connection_info(svc, "schema_registry_uri")
+            .or_else(|| https_component(svc, ep, "schema_registry"))
+            .unwrap_or_default(),
+        Field::RestUri => connection_info(svc, "kafka_rest_uri")
+            .or_else(|| https_component(svc, ep, "kafka_rest"))
+            .unwrap_or_default(),
+        Field::UserPassword(u) => users
+            .get(u)
+            .map(|p| p.expose().to_string())
+            .ok_or_else(|| format!("no credentials for user {u} of {}", svc.service_name))?,
+        Field::UserUri(u) => {
+            let password = users.get(u).map(|p| p.expose()).unwrap_or_default();
+            uri(kind.scheme, u, password, ep.primary, &ep.database).unwrap_or_default()
+        }
+        Field::UserAccessCert(u) => files
+            .users
+            .get(u)
+            .map(|(c, _)| c.display().to_string())
+            .ok_or_else(|| format!("no certificate for user {u}"))?,
+        Field::UserAccessKey(u) => files
+            .users
+            .get(u)
+            .map(|(_, k)| k.display().to_string())
+            .ok_or_else(|| format!("no key for user {u}"))?,
+    })
 }
 
 fn connection_info(svc: &Service, key: &str) -> Option<String> {
