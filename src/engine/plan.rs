@@ -12,7 +12,7 @@ use crate::api::{Client, ServiceState};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::manifest::exports;
-use crate::manifest::{ServiceSpec, Shared};
+use crate::manifest::{Manifest, ServiceSpec, Shared};
 use crate::settings;
 use crate::{identity, tags};
 
@@ -71,37 +71,7 @@ pub async fn plan(args: &settings::Plan) -> Result<(PlanOutput, bool)> {
         None => "xxxxxxxx".to_string(),
     };
     let project = args.api.project(Some(&manifest)).ok();
-    let mut services: Vec<PlannedService> = manifest
-        .services
-        .iter()
-        .map(|spec| {
-            Ok(PlannedService {
-                key: spec.key.clone(),
-                name: spec
-                    .service_name(&manifest.name_prefix, &run_id)
-                    .map_err(Error::usage)?,
-                shared: spec.shared.as_ref().map(|s| match s {
-                    Shared::Managed => "this_tool",
-                    Shared::Existing(_) => "yours",
-                }),
-                tenancy: spec
-                    .shared
-                    .as_ref()
-                    .map(|_| tenancy::tenancy(spec, &run_id)),
-                now: None,
-                drift: None,
-                service_type: spec.service_type.clone(),
-                plan: spec.plan.clone(),
-                cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
-                env: exports::exports(spec, args.backend.is_sandbox())
-                    .into_iter()
-                    .map(|e| e.name)
-                    .collect(),
-                hourly_usd: None,
-                problem: None,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let mut services = planned(&manifest, &run_id, args.backend.is_sandbox())?;
     let online = args.backend.is_sandbox() || args.api.token()?.is_some();
     if args.reuse && (!online || project.is_none()) {
         return Err(Error::usage_hint(
@@ -183,6 +153,38 @@ pub async fn plan(args: &settings::Plan) -> Result<(PlanOutput, bool)> {
         services,
     };
     Ok((output, online))
+}
+
+/// Each manifest service as `up` would make it, offline: names, env names, tenancy.
+fn planned(manifest: &Manifest, run_id: &str, sandbox: bool) -> Result<Vec<PlannedService>> {
+    manifest
+        .services
+        .iter()
+        .map(|spec| {
+            Ok(PlannedService {
+                key: spec.key.clone(),
+                name: spec
+                    .service_name(&manifest.name_prefix, run_id)
+                    .map_err(Error::usage)?,
+                shared: spec.shared.as_ref().map(|s| match s {
+                    Shared::Managed => "this_tool",
+                    Shared::Existing(_) => "yours",
+                }),
+                tenancy: spec.shared.as_ref().map(|_| tenancy::tenancy(spec, run_id)),
+                now: None,
+                drift: None,
+                service_type: spec.service_type.clone(),
+                plan: spec.plan.clone(),
+                cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
+                env: exports::exports(spec, sandbox)
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect(),
+                hourly_usd: None,
+                problem: None,
+            })
+        })
+        .collect()
 }
 
 /// What `up --reuse` would do now: the run's services as listed, against the manifest.
