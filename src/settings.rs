@@ -143,6 +143,11 @@ pub struct RunSelector {
 }
 
 impl RunSelector {
+    /// `extend`'s and `env`'s: a live run, by its state file or `--run-id`.
+    fn of_run(r: &cli::RunRefArgs) -> Self {
+        Self::of(r.run_id.as_ref(), &r.state, r.sandbox, &r.manifest)
+    }
+
     fn of(
         run_id: Option<&String>,
         state: &cli::StateArgs,
@@ -340,22 +345,12 @@ impl Settings {
                 api: Api::of(&a.api),
             }),
             Command::Extend(a) => Self::Extend(Extend {
-                run: RunSelector::of(
-                    a.run.run_id.as_ref(),
-                    &a.run.state,
-                    a.run.sandbox,
-                    &a.run.manifest,
-                ),
+                run: RunSelector::of_run(&a.run),
                 ttl: a.ttl,
                 api: Api::of(&a.api),
             }),
             Command::Env(a) => Self::Env(Env {
-                run: RunSelector::of(
-                    a.run.run_id.as_ref(),
-                    &a.run.state,
-                    a.run.sandbox,
-                    &a.run.manifest,
-                ),
+                run: RunSelector::of_run(&a.run),
                 format: a.format,
                 out: a.out.clone(),
                 stdout: a.stdout,

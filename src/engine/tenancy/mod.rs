@@ -1,5 +1,6 @@
-//! Tenancies in shared services: one long-lived service that many runs use at once, each through a
-//! tenancy of its own inside it, named from the run id ([`identity::tenant`]):
+//! Tenancies in shared services: one long-lived service that many runs use at once,
+//! each through a tenancy of its own inside it, named from the run id
+//! ([`crate::identity::tenant_of`]):
 //!
 //! - PostgreSQL ([`pg`]): a role and its databases, made over SQL by the admin user;
 //!   CONNECT revoked from PUBLIC, a per-role connection limit that leaves the admin
