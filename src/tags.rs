@@ -32,13 +32,26 @@ pub fn lease(run_id: &str, expires: &str, owner: &str) -> (String, String) {
     (format!("{TAG_LEASE}{run_id}"), format!("{expires}/{owner}"))
 }
 
-/// The leases on a service's tags: (run id, expiry, owner).
-pub fn leases(tags: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
+/// A run's lease on a shared service, as its tag says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub run_id: String,
+    /// RFC 3339.
+    pub expires: String,
+    pub owner: String,
+}
+
+/// The leases on a service's tags.
+pub fn leases(tags: &BTreeMap<String, String>) -> Vec<Lease> {
     tags.iter()
         .filter_map(|(k, v)| {
             let run = k.strip_prefix(TAG_LEASE)?;
             let (expires, owner) = v.split_once('/')?;
-            Some((run.to_string(), expires.to_string(), owner.to_string()))
+            Some(Lease {
+                run_id: run.to_string(),
+                expires: expires.to_string(),
+                owner: owner.to_string(),
+            })
         })
         .collect()
 }

@@ -30,7 +30,7 @@ pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Stat
     for svc in &services {
         // On a shared service the run's expiry is its lease.
         let (key, value) = match run.key.lease_on(svc) {
-            Some((_, owner)) => tags::lease(&run.key.run_id, &expires, &owner),
+            Some(lease) => tags::lease(&run.key.run_id, &expires, &lease.owner),
             None => (tags::TAG_EXPIRES.to_string(), expires.clone()),
         };
         let tags = BTreeMap::from([(key, Some(value))]);

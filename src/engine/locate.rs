@@ -98,14 +98,11 @@ impl RunKey {
                 .is_none_or(|o| s.tag(tags::TAG_OWNER) == Some(o))
     }
 
-    /// The run's lease on a shared service: (expiry, owner).
-    pub fn lease_on(&self, s: &Service) -> Option<(String, String)> {
+    /// The run's lease on a shared service (its owner's, if known).
+    pub fn lease_on(&self, s: &Service) -> Option<tags::Lease> {
         tags::leases(&s.tags)
             .into_iter()
-            .find(|(run, _, owner)| {
-                run == &self.run_id && self.owner.as_deref().is_none_or(|o| o == owner)
-            })
-            .map(|(_, expires, owner)| (expires, owner))
+            .find(|l| l.run_id == self.run_id && self.owner.as_deref().is_none_or(|o| o == l.owner))
     }
 }
 

@@ -623,7 +623,7 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
     let leased_elsewhere = |s: &Service| {
         tags::leases(&s.tags)
             .iter()
-            .any(|(run, _, o)| run == run_id && o != owner)
+            .any(|l| l.run_id == run_id && l.owner != owner)
     };
     let foreign: Vec<&str> = existing
         .iter()

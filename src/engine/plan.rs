@@ -273,7 +273,7 @@ async fn look(
     );
     let leases = tags::leases(&found.tags)
         .iter()
-        .filter(|(_, expires, _)| *expires > now)
+        .filter(|l| l.expires > now)
         .count();
     planned.now = Some(match (&found.state, how) {
         (ServiceState::Running, _) => format!("running; {leases} run(s) hold a lease"),

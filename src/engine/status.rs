@@ -109,7 +109,7 @@ fn row(
                     // A shared service: the run's lease on it.
                     || crate::tags::leases(&s.tags)
                         .iter()
-                        .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
+                        .any(|l| l.run_id == run.run_id && l.owner == run.owner))
         })
     });
     // A shared service is shown as it is even once the run's lease is gone.

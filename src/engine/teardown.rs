@@ -306,7 +306,7 @@ impl Ctx {
                 Ok(svc) => {
                     let leases: Vec<String> = tags::leases(&svc.tags)
                         .into_iter()
-                        .map(|(run, _, _)| run)
+                        .map(|l| l.run_id)
                         .collect();
                     if !leases.is_empty() {
                         let _ = self.events.send(Event::Kept(

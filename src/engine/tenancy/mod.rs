@@ -73,7 +73,7 @@ impl Acquire<'_> {
         // this run id under another owner is found here.
         if tags::leases(&svc.tags)
             .iter()
-            .any(|(run, _, owner)| run == self.run_id && owner != self.owner)
+            .any(|l| l.run_id == self.run_id && l.owner != self.owner)
         {
             return Err(Error::run_id_taken(self.run_id, self.project, &[name]));
         }
@@ -445,8 +445,11 @@ pub async fn release(
     };
     let lease = tags::leases(&svc.tags)
         .into_iter()
-        .find(|(run, _, _)| run == &r.run_id);
-    let Some((_, _, leased_to)) = &lease else {
+        .find(|l| l.run_id == r.run_id);
+    let Some(tags::Lease {
+        owner: leased_to, ..
+    }) = &lease
+    else {
         // The lease is written before anything of the run exists inside: without it
         // there is nothing to release (unless the lease's own write may still land).
         return finished(Released::Nothing);

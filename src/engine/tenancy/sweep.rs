@@ -26,14 +26,12 @@ pub fn leases(listed: &[Service], now: OffsetDateTime) -> Vec<Lease> {
     listed
         .iter()
         .flat_map(|s| {
-            tags::leases(&s.tags)
-                .into_iter()
-                .map(move |(run_id, expires, _)| Lease {
-                    service: s.service_name.clone(),
-                    expired: tags::parse_rfc3339(&expires).is_some_and(|t| t <= now),
-                    run_id,
-                    expires,
-                })
+            tags::leases(&s.tags).into_iter().map(move |l| Lease {
+                service: s.service_name.clone(),
+                expired: tags::parse_rfc3339(&l.expires).is_some_and(|t| t <= now),
+                run_id: l.run_id,
+                expires: l.expires,
+            })
         })
         .collect()
 }
@@ -126,7 +124,7 @@ impl Idle {
 fn unleased(svc: &Service, now: OffsetDateTime) -> bool {
     tags::leases(&svc.tags)
         .iter()
-        .all(|(_, expires, _)| tags::parse_rfc3339(expires).is_some_and(|t| t <= now))
+        .all(|l| tags::parse_rfc3339(&l.expires).is_some_and(|t| t <= now))
 }
 
 /// What `reap` drops of seed templates on one service.
