@@ -21,6 +21,21 @@ pub enum Scheme {
     Api,
 }
 
+/// How runs share one service of the type, each with a tenancy of its own inside it
+/// (`shared:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// A role owning its databases, made over SQL; seeds cloned from template databases.
+    Postgres,
+    /// An ACL user on a key and channel prefix.
+    Valkey,
+    /// A user with Kafka-native ACLs on a topic prefix.
+    Kafka,
+}
+
+/// What a type has again after a power-off and a power-on, unless its entry says.
+const AFTER_POWER_ON: &str = "what comes back on power-on depends on its backups";
+
 /// How a service's protocol enters TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handshake {
@@ -70,10 +85,12 @@ pub struct ServiceType {
     /// Its certificates come from the project CA (others use publicly trusted ones).
     pub project_ca: bool,
     pub handshake: Handshake,
-    /// Runs can share one service of the type, each with its own tenancy inside it
-    /// (`shared:`): a database and role, an ACL user on a key prefix, or a user with
-    /// ACLs on a topic prefix.
-    pub shareable: bool,
+    /// How runs share one service of the type; `None`: they cannot.
+    pub sharing: Option<Sharing>,
+    /// What a service has again after a power-off and a power-on (`reap` says it).
+    pub after_power_on: &'static str,
+    /// The component clients connect to, where it is not named as the type is.
+    pub primary_component: Option<&'static str>,
 }
 
 const fn ty(name: &'static str) -> ServiceType {
@@ -89,7 +106,9 @@ const fn ty(name: &'static str) -> ServiceType {
         scheme: Scheme::Https,
         project_ca: false,
         handshake: Handshake::Direct,
-        shareable: false,
+        sharing: None,
+        after_power_on: AFTER_POWER_ON,
+        primary_component: None,
     }
 }
 
@@ -106,6 +125,7 @@ const POSTGRES: ServiceType = ServiceType {
 pub const TYPES: &[ServiceType] = &[
     ServiceType {
         also_called: &["alloydb"],
+        primary_component: Some("pg"),
         ..ServiceType {
             name: "alloydbomni",
             ..POSTGRES
@@ -117,6 +137,7 @@ pub const TYPES: &[ServiceType] = &[
     },
     ServiceType {
         forkable: true,
+        primary_component: Some("clickhouse_https"),
         ..ty("clickhouse")
     },
     ServiceType {
@@ -133,7 +154,8 @@ pub const TYPES: &[ServiceType] = &[
         kafka: true,
         scheme: Scheme::Api,
         project_ca: true,
-        shareable: true,
+        sharing: Some(Sharing::Kafka),
+        after_power_on: "its topics' messages are lost; configuration, users and ACLs come back from configuration backups",
         ..ty("kafka")
     },
     ServiceType {
@@ -165,12 +187,14 @@ pub const TYPES: &[ServiceType] = &[
     },
     ServiceType {
         also_called: &["postgres", "postgresql", "psql"],
-        shareable: true,
+        sharing: Some(Sharing::Postgres),
+        after_power_on: "its data comes back from backups when the next run powers it on",
         ..POSTGRES
     },
     ServiceType {
         versioned: false,
         scheme: Scheme::Api,
+        primary_component: Some("query_frontend"),
         ..ty("thanos")
     },
     ServiceType {
@@ -178,7 +202,8 @@ pub const TYPES: &[ServiceType] = &[
         admin_user: "default",
         forkable: true,
         scheme: Scheme::Rediss,
-        shareable: true,
+        sharing: Some(Sharing::Valkey),
+        after_power_on: "its data comes back only if a backup exists",
         ..ty("valkey")
     },
 ];
@@ -187,7 +212,7 @@ pub const TYPES: &[ServiceType] = &[
 pub fn shareable() -> String {
     let names: Vec<&str> = TYPES
         .iter()
-        .filter(|t| t.shareable)
+        .filter(|t| t.sharing.is_some())
         .map(|t| t.name)
         .collect();
     match names.split_last() {
@@ -195,6 +220,17 @@ pub fn shareable() -> String {
         Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
         None => String::new(),
     }
+}
+
+/// What a service of this type has again after a power-off and a power-on.
+pub fn after_power_on(service_type: &str) -> &'static str {
+    get(service_type).map_or(AFTER_POWER_ON, |t| t.after_power_on)
+}
+
+/// The component clients connect to, where the type names it (see
+/// [`ServiceType::primary_component`]).
+pub fn primary_component(service_type: &str) -> Option<&'static str> {
+    get(service_type).and_then(|t| t.primary_component)
 }
 
 /// The entry for a type name, if it is one this tool knows.

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::outputs::env::Format;
-use crate::outputs::github::GithubEnv;
+use crate::delivery::env::Format;
+use crate::delivery::github::GithubEnv;
 
 /// `up`'s default `--timeout`; `validate` checks the ttl against the same.
 pub const DEFAULT_TIMEOUT: &str = "20m";
+
+/// [`crate::settings::DEFAULT_SHARED_IDLE`] as the help shows it (a test keeps the two
+/// equal).
+const DEFAULT_SHARED_IDLE_TEXT: &str = "24h";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,6 +39,12 @@ SIGHUP/SIGINT/SIGTERM; `run` passes the command's own code through (127: not
 found, 126: cannot be run).";
 
 const GLOBAL: &str = "Global options";
+/// `--sandbox` of the commands that find a run by its id (down, extend, env).
+const RUN_IN_SANDBOX: &str =
+    "The run is in the sandbox (needed only with --run-id and no state file)";
+/// `-f` of extend and env.
+const RUN_MANIFEST: &str =
+    "The manifest (for the project and the services, when there is no state file)";
 const API: &str = "API options";
 
 #[derive(Debug, Parser)]
@@ -109,7 +119,8 @@ pub enum Command {
     /// Show what `up` would create: names, plans, clouds, env keys, and with a token the prices
     #[command(after_help = "Examples:
     $ aiven-ephemeral plan
-    $ aiven-ephemeral plan --sandbox --json")]
+    $ aiven-ephemeral plan --sandbox --json",
+        mut_arg("sandbox", |a| a.help("Price against the sandbox: no account needed")))]
     Plan(PlanArgs),
     /// Create the manifest's services, wait until usable, write the env file
     #[command(after_help = "Examples:
@@ -120,7 +131,9 @@ pub enum Command {
     /// Delete a run's services (idempotent)
     #[command(after_help = "Examples:
     $ aiven-ephemeral down
-    $ aiven-ephemeral down --missing-ok --teardown-timeout 30s")]
+    $ aiven-ephemeral down --missing-ok --teardown-timeout 30s",
+        mut_arg("sandbox", |a| a.help(RUN_IN_SANDBOX)),
+        mut_arg("file", |a| a.help("The manifest, for the project name when there is no state file")))]
     Down(DownArgs),
     /// `up`, run COMMAND with the services' env, then `down`
     #[command(after_help = "Examples:
@@ -132,7 +145,9 @@ The command's exit code is passed through (127: not found, 126: cannot be run)."
     /// Show a run's services and their states
     #[command(after_help = "Examples:
     $ aiven-ephemeral status
-    $ aiven-ephemeral status --json")]
+    $ aiven-ephemeral status --json",
+        mut_arg("sandbox", |a| a.help("The run is in the sandbox (the state file says so already; this only checks it)")),
+        mut_arg("file", |a| a.help("The manifest, for the project with --all")))]
     Status(StatusArgs),
     /// Delete this tool's services whose ttl has passed; release expired leases on shared
     /// services, power off idle ones, drop unused seed templates
@@ -140,16 +155,21 @@ The command's exit code is passed through (127: not found, 126: cannot be run)."
     $ aiven-ephemeral reap --sandbox --dry-run
     $ aiven-ephemeral reap --sandbox --older-than 6h
     $ aiven-ephemeral reap --sandbox --shared-idle 12h --templates-unused-for 3d",
+        mut_arg("sandbox", |a| a.help("Sweep the sandbox of the state file's directory (project: its run's, unless --project)")),
         mut_arg("file", |a| a.help("The manifest, read (when it exists) only for its project")))]
     Reap(ReapArgs),
     /// Move a run's expiry
     #[command(after_help = "Examples:
-    $ aiven-ephemeral extend --ttl 2h")]
+    $ aiven-ephemeral extend --ttl 2h",
+        mut_arg("sandbox", |a| a.help(RUN_IN_SANDBOX)),
+        mut_arg("file", |a| a.help(RUN_MANIFEST)))]
     Extend(ExtendArgs),
     /// Rebuild a live run's env file and certificates from the API
     #[command(after_help = "Examples:
     $ aiven-ephemeral env --format shell && . .aiven-ephemeral/env.sh
-    $ aiven-ephemeral env --out services --format json")]
+    $ aiven-ephemeral env --out services --format json",
+        mut_arg("sandbox", |a| a.help(RUN_IN_SANDBOX)),
+        mut_arg("file", |a| a.help(RUN_MANIFEST)))]
     Env(EnvArgs),
     /// Connect to every endpoint of a live run with its protocol's TLS handshake
     #[command(after_help = "Examples:
@@ -192,23 +212,6 @@ impl Command {
     }
 }
 
-impl Command {
-    /// The API options of a command that talks to the API.
-    pub fn api(&self) -> Option<&ApiArgs> {
-        match self {
-            Command::Plan(a) => Some(&a.api),
-            Command::Up(a) => Some(&a.api),
-            Command::Run(a) => Some(&a.up.api),
-            Command::Down(a) => Some(&a.api),
-            Command::Status(a) => Some(&a.api),
-            Command::Reap(a) => Some(&a.api),
-            Command::Extend(a) => Some(&a.api),
-            Command::Env(a) => Some(&a.api),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Args, Clone)]
 pub struct ManifestArgs {
     /// The manifest
@@ -219,6 +222,14 @@ pub struct ManifestArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
+}
+
+/// `--sandbox`, declared once; each command words its help (`mut_arg`).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct SandboxArg {
+    /// Run against the sandbox, a local imitation of the API: no account needed
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -257,9 +268,8 @@ pub struct PlanArgs {
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
-    /// Price against the sandbox: no account needed
-    #[arg(long)]
-    pub sandbox: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
     /// What `up --reuse` would do to the run's services now (needs --run-id and the API)
     #[arg(long, requires = "run_id")]
     pub reuse: bool,
@@ -292,9 +302,8 @@ pub struct UpArgs {
     /// On failure, keep the services for debugging (and say so loudly)
     #[arg(long)]
     pub keep_on_failure: bool,
-    /// Run against the sandbox, a local imitation of the API: no account needed
-    #[arg(long)]
-    pub sandbox: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
     /// What goes to $GITHUB_ENV in GitHub Actions
     #[arg(long, value_enum, default_value_t = GithubEnv::All)]
     pub github_env: GithubEnv,
@@ -385,22 +394,15 @@ pub struct DownArgs {
     /// With --shared: this shared service only (repeatable)
     #[arg(long = "service", value_name = "NAME", requires = "shared")]
     pub services: Vec<String>,
-    /// The run is in the sandbox (needed only with --run-id and no state file)
-    #[arg(long)]
-    pub sandbox: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
     /// Update the run's comment on its pull request or merge request: deleted, total cost
     #[arg(long, env = "AIVEN_EPHEMERAL_COMMENT")]
     pub comment: bool,
     #[command(flatten)]
     pub teardown: TeardownArgs,
-    /// The manifest, for the project name when there is no state file
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "aiven-ephemeral.yaml",
-        value_name = "FILE"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -429,20 +431,13 @@ pub struct StatusArgs {
     /// state file needed; the project comes from --project or the manifest)
     #[arg(long)]
     pub all: bool,
-    /// The manifest, for the project with --all
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "aiven-ephemeral.yaml",
-        value_name = "FILE"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
-    /// The run is in the sandbox (the state file says so already; this only checks it)
-    #[arg(long)]
-    pub sandbox: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -461,12 +456,11 @@ pub struct ReapArgs {
     /// Machine-readable output on stdout
     #[arg(long)]
     pub json: bool,
-    /// Sweep the sandbox of the state file's directory (project: its run's, unless --project)
-    #[arg(long)]
-    pub sandbox: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
     /// Power off a shared service this tool created once it has had no live lease for
     /// this long (Aiven bills only while powered on; the next run powers it on again)
-    #[arg(long, default_value = "24h", value_name = "DUR", value_parser = duration)]
+    #[arg(long, default_value = DEFAULT_SHARED_IDLE_TEXT, value_name = "DUR", value_parser = duration)]
     pub shared_idle: Duration,
     /// Delete idle shared services instead of powering them off
     #[arg(long)]
@@ -493,17 +487,10 @@ pub struct RunRefArgs {
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
-    /// The run is in the sandbox (needed only with --run-id and no state file)
-    #[arg(long)]
-    pub sandbox: bool,
-    /// The manifest (for the project and the services, when there is no state file)
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "aiven-ephemeral.yaml",
-        value_name = "FILE"
-    )]
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub sandbox: SandboxArg,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -645,5 +632,9 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        assert_eq!(
+            duration(DEFAULT_SHARED_IDLE_TEXT),
+            Ok(crate::settings::DEFAULT_SHARED_IDLE)
+        );
     }
 }

@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::{CaCert, Client, ClientConfig};
-use crate::cli::ApiArgs;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-use crate::settings::{DEFAULT_API_URL, SANDBOX_API_URL, require_token};
+use crate::settings::{Api, Backend};
+
+pub const DEFAULT_API_URL: &str = "https://api.aiven.io";
+/// Recorded as the API URL of runs against the sandbox (its process may change).
+pub const SANDBOX_API_URL: &str = "sandbox";
 
 /// The API as a command talks to it: the real one, or the state directory's sandbox
 /// process.
@@ -30,19 +33,27 @@ impl Connection {
             .map_err(|e| Error::api(format!("listing the services of project {project}"), e))
     }
 
+    /// The sandbox of `state_dir` with `--sandbox`, else the real API.
+    pub async fn open(api: &Api, backend: Backend, state_dir: &Path) -> Result<Self> {
+        match backend {
+            Backend::Sandbox => Self::sandbox(api, state_dir).await,
+            Backend::Api => Self::real(api, None).await,
+        }
+    }
+
     /// Connects to the API given by `--api-url`/`AIVEN_API_URL` (or the default).
-    pub async fn real(global: &ApiArgs, api_url: Option<&str>) -> Result<Self> {
-        let token = require_token(global)?;
+    pub async fn real(api: &Api, api_url: Option<&str>) -> Result<Self> {
+        let token = api.require_token()?;
         let api_url = api_url
             .map(str::to_string)
-            .or_else(|| global.api_url.clone())
+            .or_else(|| api.url.clone())
             .unwrap_or_else(|| DEFAULT_API_URL.to_string());
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
             return Err(Error::usage(format!(
                 "--api-url `{api_url}` must start with https:// or http://"
             )));
         }
-        let ca_cert = match &global.ca_cert {
+        let ca_cert = match &api.ca_cert {
             Some(path) => Some(CaCert {
                 pem: tokio::fs::read(path).await.map_err(|e| {
                     Error::usage(format!("cannot read --ca-cert {}: {e}", path.display()))
@@ -67,8 +78,8 @@ impl Connection {
 
     /// Connects to the sandbox process of `state_dir`, starting it if need be; its
     /// world persists in `state_dir/sandbox.json` and it lives until `down`.
-    pub async fn sandbox(global: &ApiArgs, state_dir: &Path) -> Result<Self> {
-        if global.api_url.is_some() {
+    pub async fn sandbox(api: &Api, state_dir: &Path) -> Result<Self> {
+        if api.url.is_some() {
             return Err(Error::usage(
                 "--sandbox and --api-url (or AIVEN_API_URL) conflict: choose one",
             ));
@@ -104,26 +115,26 @@ impl Connection {
 
     /// Opens what a run recorded (`sandbox` or a URL), refusing a conflicting flag.
     pub async fn for_state(
-        global: &ApiArgs,
+        api: &Api,
         state: &crate::state::State,
-        sandbox_flag: bool,
+        backend: Backend,
         state_dir: &Path,
     ) -> Result<Self> {
         if state.sandbox {
-            if global.api_url.is_some() {
+            if api.url.is_some() {
                 return Err(Error::usage(
                     "the state file's run is in the sandbox; --api-url (or AIVEN_API_URL) conflicts with it",
                 ));
             }
-            return Self::sandbox(global, state_dir).await;
+            return Self::sandbox(api, state_dir).await;
         }
-        if sandbox_flag {
+        if backend.is_sandbox() {
             return Err(Error::usage(format!(
                 "--sandbox conflicts with the state file, whose run is at {}",
                 state.api_url
             )));
         }
-        if let Some(url) = &global.api_url
+        if let Some(url) = &api.url
             && url.trim_end_matches('/') != state.api_url.trim_end_matches('/')
         {
             return Err(Error::usage(format!(
@@ -131,7 +142,7 @@ impl Connection {
                 state.api_url
             )));
         }
-        Self::real(global, Some(&state.api_url)).await
+        Self::real(api, Some(&state.api_url)).await
     }
 
     pub fn is_sandbox(&self) -> bool {

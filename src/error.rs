@@ -83,6 +83,18 @@ impl Error {
         }
     }
 
+    /// The run id names services (or leases) of another run.
+    pub fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Self {
+        Self::usage_hint(
+            format!(
+                "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
+                run_id,
+                services.join(", ")
+            ),
+            "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
+        )
+    }
+
     pub fn api(context: impl Into<String>, source: ApiError) -> Self {
         Self::Api {
             context: context.into(),

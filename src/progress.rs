@@ -35,7 +35,7 @@ impl Mode {
             Mode::Quiet
         } else if json {
             Mode::Json
-        } else if crate::outputs::github::active() {
+        } else if crate::ci::github() {
             Mode::Github
         } else if std::io::stderr().is_terminal()
             && !verbose
@@ -198,7 +198,7 @@ impl Reporter {
     pub fn warn(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
         match self.mode {
-            Mode::Github => say!("::warning::{}", crate::outputs::github::escape(text)),
+            Mode::Github => say!("::warning::{}", crate::ci::escape_annotation(text)),
             Mode::Quiet => say!("warning: {text}"),
             Mode::Json => tracing::warn!(target: "progress", "{text}"),
             _ => self.line(&format!("warning: {text}")),
@@ -211,7 +211,7 @@ impl Reporter {
             let place = file
                 .map(|(f, l, c)| format!(" file={f},line={l},col={c}"))
                 .unwrap_or_default();
-            say!(out "::error{place}::{}", crate::outputs::github::escape(text));
+            say!(out "::error{place}::{}", crate::ci::escape_annotation(text));
         }
     }
 

@@ -54,7 +54,7 @@ fn registry() -> PathBuf {
 }
 
 fn absolute_dir(dir: &Path) -> PathBuf {
-    let dir = crate::settings::absolute(dir);
+    let dir = crate::state::absolute(dir);
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
@@ -461,7 +461,7 @@ fn config(dir: &Path) -> Result<aiven_sandbox::Config> {
             .map_err(|e| Error::usage(e.to_string()))?,
         None => aiven_sandbox::Config::default(),
     };
-    config.token = crate::naming::new_owner();
+    config.token = crate::identity::new_owner();
     config.accept_any_project = true;
     config.state_file = Some(dir.join("sandbox.json"));
     Ok(config)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use rand::Rng;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{Client, Config};
 
@@ -169,4 +170,13 @@ pub fn literal(s: &str) -> String {
 /// the password itself (statements may reach logs).
 pub fn scram(password: &str) -> String {
     postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// A fresh password for a role made over SQL: 24 letters and digits.
+pub fn password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }

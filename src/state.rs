@@ -102,6 +102,50 @@ pub fn default_state_file() -> PathBuf {
     PathBuf::from(".aiven-ephemeral/state.json")
 }
 
+/// The state file, and the directory it lives in (lock, `.gitignore`, certs).
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    pub file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl StatePaths {
+    /// `--state-file`, else the default.
+    pub fn of(state_file: Option<&Path>) -> Self {
+        let file = state_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_state_file);
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Self { file, dir }
+    }
+
+    /// A run's default output beside its state file: `name` for the default
+    /// `state.json`, `<stem>.<name>` for any other (`b.json`: `b.env`, `b.certs`), so
+    /// that runs whose state files share a directory never share an env file or a
+    /// certificate.
+    pub fn beside(&self, name: &str) -> PathBuf {
+        match self.file.file_stem().and_then(|s| s.to_str()) {
+            Some("state") | None => self.dir.join(name),
+            Some(stem) => self.dir.join(format!("{stem}.{name}")),
+        }
+    }
+}
+
+/// An absolute path (for env files and certificates used by later steps).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
 /// Reads a state file; `Ok(None)` when there is none.
 pub fn read(path: &Path) -> Result<Option<State>> {
     let text = match std::fs::read_to_string(path) {
@@ -226,7 +270,7 @@ impl StateLock {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         prepare_dir(dir)?;
-        let path = beside(state_file, ".lock");
+        let path = with_suffix(state_file, ".lock");
         let file = private(OpenOptions::new().create(true).truncate(false).write(true))
             .open(&path)
             .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
@@ -241,7 +285,7 @@ impl StateLock {
 }
 
 /// `<state file><suffix>`: the files that belong to one state file.
-fn beside(state_file: &Path, suffix: &str) -> PathBuf {
+fn with_suffix(state_file: &Path, suffix: &str) -> PathBuf {
     let mut path = state_file.as_os_str().to_owned();
     path.push(suffix);
     PathBuf::from(path)
@@ -260,7 +304,7 @@ pub struct Extension {
 /// only a lock holder writes the state file. `false`: handed to the holder.
 pub fn record_extension(state_file: &Path, extension: &Extension) -> Result<bool> {
     let Some(_lock) = StateLock::try_acquire(state_file)? else {
-        let path = beside(state_file, ".extend");
+        let path = with_suffix(state_file, ".extend");
         let json = serde_json::to_vec_pretty(extension).expect("an extension serialises");
         write_private(&path, &json)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
@@ -336,8 +380,8 @@ impl Store {
     fn write(&self) -> Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         // Claimed by a rename: an `extend` that comes meanwhile leaves a new one.
-        let handed = beside(&self.path, ".extend");
-        let taken = beside(&self.path, &format!(".extend.{}", std::process::id()));
+        let handed = with_suffix(&self.path, ".extend");
+        let taken = with_suffix(&self.path, &format!(".extend.{}", std::process::id()));
         if std::fs::rename(&handed, &taken).is_ok() {
             let extension = std::fs::read(&taken)
                 .ok()
@@ -358,7 +402,7 @@ impl Store {
 
     /// Applies an extension `extend` handed over, if there is one.
     pub fn take_extension(&self) -> Result<()> {
-        if beside(&self.path, ".extend").exists() {
+        if with_suffix(&self.path, ".extend").exists() {
             self.save()?;
         }
         Ok(())

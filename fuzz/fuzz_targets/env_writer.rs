@@ -3,8 +3,8 @@
 //! delimiter inside the value.
 #![no_main]
 
-use aiven_ephemeral::exports::Value;
-use aiven_ephemeral::outputs::{env, github};
+use aiven_ephemeral::delivery::values::Value;
+use aiven_ephemeral::delivery::{env, github};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use aiven_ephemeral::{exports, manifest, naming};
+use aiven_ephemeral::manifest::{self, exports};
+use aiven_ephemeral::identity;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = manifest::parse(text, Path::new("fuzz.yaml")) else { return };
     let mut names = BTreeSet::new();
     for spec in &m.services {
-        let Ok(name) = naming::service_name(&m.name_prefix, &spec.key, "fuzz1234") else { continue };
+        let Ok(name) = identity::service_name(&m.name_prefix, &spec.key, "fuzz1234") else { continue };
         assert!(manifest::is_service_name(&name) && !name.ends_with('-'), "invalid name {name:?}");
         assert!(names.insert(name.clone()), "duplicate name {name:?}");
     }

@@ -174,29 +174,26 @@ impl Service {
     }
 
     /// The component clients connect to: primary, on the default route, for Kafka the
-    /// certificate listener.
-    pub fn primary_component(&self) -> Option<&Component> {
+    /// certificate listener. `named`: its name where the type's own is not it (the
+    /// catalogue knows which; the client knows nothing of types).
+    pub fn primary_component(&self, named: Option<&str>) -> Option<&Component> {
+        let name = named.unwrap_or_else(|| self.primary_component_name());
         self.components
             .iter()
-            .filter(|c| c.component == self.primary_component_name())
+            .filter(|c| c.component == name)
             .filter(|c| c.usage.is_empty() || c.usage == "primary")
             .filter(|c| c.kafka_authentication_method.as_deref() != Some("sasl"))
             .min_by_key(|c| if c.route == "dynamic" { 0 } else { 1 })
     }
 
     fn primary_component_name(&self) -> &str {
-        match self.service_type.as_str() {
-            "alloydbomni" => "pg",
-            "clickhouse" => "clickhouse_https",
-            "thanos" => "query_frontend",
-            other => self
-                .components
-                .iter()
-                .find(|c| c.component == other)
-                .map(|c| c.component.as_str())
-                .or_else(|| self.components.first().map(|c| c.component.as_str()))
-                .unwrap_or(other),
-        }
+        let own = self.service_type.as_str();
+        self.components
+            .iter()
+            .find(|c| c.component == own)
+            .map(|c| c.component.as_str())
+            .or_else(|| self.components.first().map(|c| c.component.as_str()))
+            .unwrap_or(own)
     }
 
     pub fn component(&self, name: &str) -> Option<&Component> {
@@ -211,11 +208,12 @@ impl Service {
             .find(|c| c.kafka_authentication_method.as_deref() == Some("sasl"))
     }
 
-    /// "Connection details present": a URI and a primary component with host and port.
-    pub fn has_connection_details(&self) -> bool {
+    /// "Connection details present": a URI and a primary component with host and port
+    /// (`named` as for [`Service::primary_component`]).
+    pub fn has_connection_details(&self, named: Option<&str>) -> bool {
         self.service_uri.as_ref().is_some_and(|u| !u.is_empty())
             && self
-                .primary_component()
+                .primary_component(named)
                 .is_some_and(|c| !c.host.is_empty() && c.port != 0)
     }
 

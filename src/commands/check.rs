@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::check;
 use crate::cli::CheckArgs;
+use crate::endpoints;
 use crate::error::{Error, Result, Status};
 
 pub async fn check(args: &CheckArgs) -> Result<Status> {
@@ -24,13 +24,13 @@ pub async fn check(args: &CheckArgs) -> Result<Status> {
         .clone()
         .or_else(|| state.env_file.clone())
         .unwrap_or_else(|| state_file.with_file_name("env"));
-    let env = check::read_env(&env_file).map_err(|e| {
+    let env = endpoints::read_env(&env_file).map_err(|e| {
         Error::io(
             format!("cannot read the env file {}", env_file.display()),
             e,
         )
     })?;
-    let endpoints = check::endpoints(&state, &env);
+    let endpoints = endpoints::endpoints(&state, &env);
     if endpoints.is_empty() {
         return Err(Error::usage(format!(
             "{} names no endpoint of run {}",
@@ -39,7 +39,7 @@ pub async fn check(args: &CheckArgs) -> Result<Status> {
         )));
     }
     let total = endpoints.len();
-    let checked = check::check_all(endpoints, &env).await;
+    let checked = endpoints::check_all(endpoints, &env).await;
     let rows: Vec<Vec<String>> = checked
         .iter()
         .map(|c| {

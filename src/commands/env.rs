@@ -2,69 +2,28 @@
 //! the one that ran `up` (credentials travel by API, not by artifact). It writes files:
 //! secrets reach stdout only with `--stdout`, since CI logs are not masked for us.
 
-use std::collections::BTreeMap;
-
-use crate::cli::{ApiArgs, EnvArgs};
+use crate::delivery::{self, Delivered, env::Format};
+use crate::engine::env::{Credentials, credentials};
+use crate::engine::locate::RunRef;
 use crate::error::{Error, Result, Status};
-use crate::naming;
-use crate::outputs::Created;
-use crate::outputs::{self, Delivered, env::Format};
+use crate::settings;
 
-pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
-    let run = super::RunRef::locate(global, &args.run).await?;
+pub async fn env(args: &settings::Env) -> Result<Status> {
+    let run = RunRef::open(&args.run, &args.api).await?;
     let manifest_path = run
         .manifest
         .clone()
-        .unwrap_or_else(|| args.run.file.clone());
+        .unwrap_or_else(|| args.run.manifest.clone());
     let manifest = crate::manifest::load(&manifest_path)?;
-    let client = &run.conn.client;
-    let project = &run.project;
-    let services = run.services().await?;
-    let mut fetched = Vec::new();
-    for spec in &manifest.services {
-        if spec.shared.is_some() {
-            return Err(Error::usage_hint(
-                format!(
-                    "services.{} is shared: the run's own credentials there exist only in the env file `up` wrote (the API never shows them), so `env` cannot rebuild them",
-                    spec.key
-                ),
-                "hand the env file to later jobs (a CI artifact), or run the tests in the job that ran `up`",
-            ));
-        }
-        let svc = services
-            .iter()
-            .find(|s| s.tag(naming::TAG_KEY) == Some(spec.key.as_str()))
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "run {} has no live service for services.{} (was it torn down?)",
-                    run.run_id, spec.key
-                ))
-            })?;
-        let full = client
-            .get_service(project, &svc.service_name, true)
-            .await
-            .map_err(|e| Error::api(format!("reading {}", svc.service_name), e))?;
-        let mut users = BTreeMap::new();
-        for user in &spec.users {
-            let u = client
-                .get_user(project, &svc.service_name, user)
-                .await
-                .map_err(|e| {
-                    Error::api(format!("reading user {user} of {}", svc.service_name), e)
-                })?;
-            users.insert(user.clone(), u);
-        }
-        fetched.push((spec, full, Created { users }));
-    }
-    let ca = client
-        .project_ca(project)
-        .await
-        .map_err(|e| Error::api("reading the project CA", e))?;
-    let out_dir = args.out.clone().unwrap_or_else(|| run.state_dir.clone());
+    let Credentials {
+        services: fetched,
+        ca,
+    } = credentials(&run, &manifest).await?;
+    let out_dir = args.out.clone().unwrap_or_else(|| run.state.dir.clone());
     // In the state directory, the names of the run's own outputs; in `--out`, plain ones.
     let out = |name: &str| match &args.out {
         Some(dir) => dir.join(name),
-        None => crate::settings::beside_state(&run.state_file, name),
+        None => run.state.beside(name),
     };
     // Keys and passwords go there: a `.gitignore` of `*` keeps them out of commits.
     crate::state::prepare_dir(&out_dir)?;
@@ -77,16 +36,16 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
         })
         .collect();
     let (values, secrets) =
-        outputs::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
-    if outputs::github::active() {
-        outputs::github::print_masks(&outputs::github::mask_words(&secrets, &values));
+        delivery::materialise(&delivered, Some(&ca), &out("certs"), run.conn.is_sandbox())?;
+    if crate::ci::github() {
+        delivery::github::print_masks(&delivery::github::mask_words(&secrets, &values));
     }
     if args.stdout {
         crate::say!(
             "warning: --stdout prints passwords and URIs with credentials; a CI job log keeps them in clear text"
         );
         use std::io::Write as _;
-        let _ = std::io::stdout().write_all(outputs::env::render(&values, args.format).as_bytes());
+        let _ = std::io::stdout().write_all(delivery::env::render(&values, args.format).as_bytes());
     } else {
         let name = match args.format {
             Format::Dotenv => "env",
@@ -94,7 +53,7 @@ pub async fn env(global: &ApiArgs, args: &EnvArgs) -> Result<Status> {
             Format::Json => "env.json",
         };
         let path = out(name);
-        outputs::env::write(&path, &values, args.format)
+        delivery::env::write(&path, &values, args.format)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         crate::say!("wrote {} and {}", path.display(), out("certs").display());
     }

@@ -1,75 +1,10 @@
 //! `extend`: move a run's expiry (its `aiven-ephemeral-expires` tags, and its leases on
 //! shared services), from the API's clock.
 
-use std::collections::BTreeMap;
-
-use crate::api::Retry;
-use crate::cli::{ApiArgs, ExtendArgs};
-use crate::error::{Error, Result, Status};
-use crate::naming;
+use crate::error::{Result, Status};
 use crate::progress::Reporter;
+use crate::settings;
 
-/// Shorter than this, a live run is warned about: the margin `up` demands over its
-/// timeout.
-const SHORT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
-pub async fn extend(global: &ApiArgs, args: &ExtendArgs, reporter: &Reporter) -> Result<Status> {
-    let ttl = args.ttl;
-    let run = super::RunRef::locate(global, &args.run).await?;
-    let services = run.services().await?;
-    if services.is_empty() {
-        return Err(Error::usage(format!(
-            "run {} has no live services in project {}",
-            run.run_id, run.project
-        )));
-    }
-    let now = run
-        .conn
-        .client
-        .server_time()
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let expires = naming::rfc3339(now + ttl);
-    for svc in &services {
-        // On a shared service the run's expiry is its lease.
-        let (key, value) = match run.lease_on(svc) {
-            Some((_, owner)) => naming::lease(&run.run_id, &expires, &owner),
-            None => (naming::TAG_EXPIRES.to_string(), expires.clone()),
-        };
-        let tags = BTreeMap::from([(key, Some(value))]);
-        run.conn
-            .client
-            .update_tags(&run.project, &svc.service_name, &tags, Retry::Standard)
-            .await
-            .map_err(|e| Error::api(format!("moving the expiry of {}", svc.service_name), e))?;
-        reporter.info(format!("{}: expires {expires}", svc.service_name));
-    }
-    if ttl < SHORT_TTL {
-        let leased = services.iter().any(|s| run.lease_on(s).is_some());
-        let owned = services.iter().any(|s| run.lease_on(s).is_none());
-        let what = match (owned, leased) {
-            (true, true) => "delete its services and release its tenancy in shared services",
-            (false, true) => "release its tenancy in shared services",
-            _ => "delete its services",
-        };
-        reporter.warn(format!(
-            "run {} now expires in {}, at {expires}: from then on `reap` may {what} while they are in use",
-            run.run_id,
-            humantime::format_duration(ttl)
-        ));
-    }
-    if run.recorded {
-        let extension = crate::state::Extension {
-            run_id: run.run_id.clone(),
-            expires_at: expires.clone(),
-            ttl_secs: ttl.as_secs(),
-        };
-        if !crate::state::record_extension(&run.state_file, &extension)? {
-            reporter.info(format!(
-                "run {} is held by another process (its `run`): it keeps the new ttl",
-                run.run_id
-            ));
-        }
-    }
-    run.conn.close().await;
-    Ok(Status::Success)
+pub async fn extend(args: &settings::Extend, reporter: &Reporter) -> Result<Status> {
+    crate::engine::extend::extend(args, reporter).await
 }

@@ -1,188 +1,13 @@
 //! `plan`: everything `up` would do, without doing it; with a token also whether each
 //! plan exists in its cloud and what it costs per hour.
 
-use serde::Serialize;
-
-use crate::api::{Client, ServiceState};
-use crate::cli::{ApiArgs, PlanArgs};
-use crate::connection::Connection;
-use crate::engine::brokers;
-use crate::engine::cost::{prices, prices_of};
-use crate::engine::provision::Planned;
-use crate::engine::reuse;
-use crate::engine::shared;
+use crate::engine::plan::{PlanOutput, PlannedService};
+use crate::engine::{self, reuse};
 use crate::error::{Error, Result, Status};
-use crate::exports;
-use crate::manifest::{ServiceSpec, Shared};
-use crate::naming;
 use crate::settings;
 
-#[derive(Debug, Serialize)]
-pub struct PlannedService {
-    pub key: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub service_type: String,
-    pub plan: String,
-    pub cloud: Option<String>,
-    pub env: Vec<String>,
-    /// Hourly price in USD, when known.
-    pub hourly_usd: Option<f64>,
-    /// Why the price is unknown (the plan does not exist in that cloud, say).
-    pub problem: Option<String>,
-    /// A shared service: `this_tool` (created by this tool on first use, kept) or `yours`
-    /// (one you manage, named by `shared: {service: NAME}`). It
-    /// outlives the run and is billed while powered on.
-    pub shared: Option<&'static str>,
-    /// On a shared service: what the run gets inside it.
-    pub tenancy: Option<String>,
-    /// On a shared service, with a token: what `up` would find (there, powered off,
-    /// not there yet).
-    pub now: Option<String>,
-    /// On a shared service whose plan is not the manifest's: that, and what to do.
-    /// `plan` and `hourly_usd` are then the service's own.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drift: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PlanOutput {
-    pub run_id: String,
-    pub project: Option<String>,
-    pub services: Vec<PlannedService>,
-    pub total_hourly_usd: Option<f64>,
-    pub limits: Limits,
-    /// `--reuse`: what `up --reuse` would do to the run's services now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse: Option<reuse::Changes>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Limits {
-    pub max_hourly_usd: Option<f64>,
-    pub max_services: Option<u32>,
-    pub allowed_plans: Option<Vec<String>>,
-}
-
-pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
-    let manifest = crate::manifest::load(&args.manifest.file)?;
-    let run_id = match &args.run_id {
-        Some(id) => naming::run_id(id).map_err(Error::usage)?,
-        None => "xxxxxxxx".to_string(),
-    };
-    let project = settings::project(global, Some(&manifest)).ok();
-    let mut services: Vec<PlannedService> = manifest
-        .services
-        .iter()
-        .map(|spec| {
-            Ok(PlannedService {
-                key: spec.key.clone(),
-                name: spec
-                    .service_name(&manifest.name_prefix, &run_id)
-                    .map_err(Error::usage)?,
-                shared: spec.shared.as_ref().map(|s| match s {
-                    Shared::Managed => "this_tool",
-                    Shared::Existing(_) => "yours",
-                }),
-                tenancy: spec.shared.as_ref().map(|_| shared::tenancy(spec, &run_id)),
-                now: None,
-                drift: None,
-                service_type: spec.service_type.clone(),
-                plan: spec.plan.clone(),
-                cloud: spec.cloud.clone().or_else(|| manifest.cloud.clone()),
-                env: exports::exports(spec, args.sandbox)
-                    .into_iter()
-                    .map(|e| e.name)
-                    .collect(),
-                hourly_usd: None,
-                problem: None,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let online = args.sandbox || settings::token(global)?.is_some();
-    if args.reuse && (!online || project.is_none()) {
-        return Err(Error::usage_hint(
-            "plan --reuse compares the manifest with the run's services: it needs the API and a project",
-            "set AIVEN_TOKEN (or use --sandbox) and `project:` or --project",
-        ));
-    }
-    let mut total = None;
-    let mut changes = None;
-    if online && let Some(project) = &project {
-        let (_, state_dir) = settings::state_paths(None);
-        let conn = if args.sandbox {
-            Connection::sandbox(global, &state_dir).await?
-        } else {
-            Connection::real(global, None).await?
-        };
-        let info = conn
-            .client
-            .project(project)
-            .await
-            .map_err(|e| Error::api(format!("reading project {project}"), e));
-        let result = match info {
-            Ok(info) => {
-                let prices = prices(&conn.client, project, &manifest, &info.default_cloud).await;
-                for (svc, price) in services.iter_mut().zip(prices) {
-                    svc.hourly_usd = price.usd;
-                    svc.problem = price.problem;
-                    if svc.cloud.is_none() {
-                        svc.cloud = Some(info.default_cloud.clone());
-                    }
-                }
-                for (i, p) in brokers::over_replicated(&conn.client, project, &manifest).await {
-                    let text = format!(
-                        "{}:{}:{}: {}; {}",
-                        manifest.path.display(),
-                        p.at.line,
-                        p.at.column,
-                        p.message,
-                        p.hint.unwrap_or_default()
-                    );
-                    let svc = &mut services[i];
-                    svc.problem = Some(match svc.problem.take() {
-                        Some(before) => format!("{before}; {text}"),
-                        None => text,
-                    });
-                }
-                for (planned, spec) in services.iter_mut().zip(&manifest.services) {
-                    if let Some(how) = &spec.shared {
-                        look(&conn.client, project, spec, how, planned).await;
-                    }
-                }
-                if args.reuse {
-                    changes = Some(
-                        push(
-                            &conn.client,
-                            project,
-                            &manifest,
-                            &services,
-                            &run_id,
-                            &info.default_cloud,
-                        )
-                        .await?,
-                    );
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        conn.close().await;
-        result?;
-        total = services.iter().map(|s| s.hourly_usd).sum::<Option<f64>>();
-    }
-    let output = PlanOutput {
-        run_id,
-        project,
-        total_hourly_usd: total,
-        reuse: changes,
-        limits: Limits {
-            max_hourly_usd: manifest.limits.max_hourly_usd,
-            max_services: manifest.limits.max_services,
-            allowed_plans: manifest.limits.allowed_plans.clone(),
-        },
-        services,
-    };
+pub async fn plan(args: &settings::Plan) -> Result<Status> {
+    let (output, online) = engine::plan::plan(args).await?;
     if args.json {
         crate::say!(out
             "{}",
@@ -191,7 +16,7 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
     } else {
         print_table(&output, online);
     }
-    match (total, output.limits.max_hourly_usd) {
+    match (output.total_hourly_usd, output.limits.max_hourly_usd) {
         (Some(t), Some(l)) if t > l => Err(Error::usage(format!(
             "this run would cost {t:.3} USD/h, over limits.max_hourly_usd {l:.3}"
         ))),
@@ -200,40 +25,6 @@ pub async fn plan(global: &ApiArgs, args: &PlanArgs) -> Result<Status> {
         )),
         _ => Ok(Status::Success),
     }
-}
-
-/// What `up --reuse` would do now: the run's services as listed, against the manifest.
-async fn push(
-    client: &Client,
-    project: &str,
-    manifest: &crate::manifest::Manifest,
-    services: &[PlannedService],
-    run_id: &str,
-    default_cloud: &str,
-) -> Result<reuse::Changes> {
-    let listed = client
-        .list_services(project)
-        .await
-        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
-    reuse::refuse_unreusable(&listed, run_id, project)?;
-    let owner = naming::reuse_owner(run_id);
-    let planned: Vec<Planned> = manifest
-        .services
-        .iter()
-        .zip(services)
-        .map(|(spec, s)| {
-            let mut spec = spec.clone();
-            spec.cloud = spec.cloud.or_else(|| manifest.cloud.clone());
-            Planned {
-                exists: listed.iter().any(|l| {
-                    l.service_name == s.name && l.tag(naming::TAG_OWNER) == Some(owner.as_str())
-                }),
-                name: s.name.clone(),
-                spec,
-            }
-        })
-        .collect();
-    reuse::changes(&planned, &listed, &owner, default_cloud)
 }
 
 fn print_table(p: &PlanOutput, online: bool) {
@@ -259,7 +50,10 @@ fn print_table(p: &PlanOutput, online: bool) {
              whether or not a run uses them; the run gets its own tenancy inside:"
         );
         rows(&shared);
-        if shared.iter().any(|s| s.service_type == "kafka") {
+        if shared
+            .iter()
+            .any(|s| crate::catalogue::get(&s.service_type).is_some_and(|t| t.kafka))
+        {
             crate::say!(out
                 "  note: `reap` powers idle shared services off; Kafka topic data does not\n\
                  \x20 survive power-off (PostgreSQL data comes back from backups)"
@@ -301,73 +95,6 @@ fn print_table(p: &PlanOutput, online: bool) {
             crate::say!(out "  {line}");
         }
     }
-}
-
-/// What `up` would find of a shared service: `now`, or a `problem` that would stop it.
-async fn look(
-    client: &Client,
-    project: &str,
-    spec: &ServiceSpec,
-    how: &Shared,
-    planned: &mut PlannedService,
-) {
-    let name = &planned.name;
-    let found = match client.get_service(project, name, false).await {
-        Ok(svc) => svc,
-        Err(e) if e.is_not_found() => {
-            match how {
-                Shared::Managed => {
-                    planned.now =
-                        Some("not there yet: the first `up` creates it (minutes on Aiven)".into())
-                }
-                Shared::Existing(_) => {
-                    planned.problem = Some(shared::missing_yours(spec, name, project))
-                }
-            }
-            return;
-        }
-        Err(e) => {
-            planned.now = Some(format!("cannot tell: {e}"));
-            return;
-        }
-    };
-    if let Some(why) = shared::refusal(spec, &found, how, project) {
-        planned.problem = Some(why);
-        return;
-    }
-    // Billed for the plan it has: shown with that plan's price.
-    if let Some(drift) = shared::plan_drift(&spec.plan, &found) {
-        let key = (
-            found.service_type.clone(),
-            found.plan.clone(),
-            found.cloud_name.clone(),
-        );
-        let price = prices_of(client, project, &[key]).await.remove(0);
-        planned.plan = found.plan.clone();
-        planned.cloud = Some(found.cloud_name.clone());
-        planned.hourly_usd = price.usd;
-        planned.drift = Some(drift);
-    }
-    let now = naming::rfc3339(
-        client
-            .server_time()
-            .unwrap_or_else(time::OffsetDateTime::now_utc),
-    );
-    let leases = naming::leases(&found.tags)
-        .iter()
-        .filter(|(_, expires, _)| *expires > now)
-        .count();
-    planned.now = Some(match (&found.state, how) {
-        (ServiceState::Running, _) => format!("running; {leases} run(s) hold a lease"),
-        (ServiceState::Poweroff, Shared::Managed) => {
-            "powered off while idle: `up` powers it on (minutes on Aiven)".into()
-        }
-        (ServiceState::Poweroff, Shared::Existing(_)) => {
-            planned.problem = Some(shared::powered_off_yours(spec, name));
-            "powered off".into()
-        }
-        (state, _) => format!("{state}: `up` waits until it runs"),
-    });
 }
 
 /// The width `plan` fits its lines to: a terminal's, or anything it is piped into.

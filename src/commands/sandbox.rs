@@ -23,7 +23,7 @@ pub async fn sandbox(args: &SandboxArgs) -> Result<Status> {
     let url = sandbox.url().to_string();
     // Machine-readable first, on stdout: sourced, the variables reach the commands the
     // shell runs next.
-    let export = crate::outputs::env::export_line;
+    let export = crate::delivery::env::export_line;
     crate::say!(out "{}", export("AIVEN_API_URL", &url).trim_end());
     crate::say!(out "{}", export("AIVEN_TOKEN", sandbox.token()).trim_end());
     crate::say!(out "{}", export("AIVEN_PROJECT", &project).trim_end());

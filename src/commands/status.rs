@@ -1,172 +1,16 @@
 //! `status`: the run in the state file, and its services as the API sees them.
 
-use serde::Serialize;
-
-use crate::cli::{ApiArgs, StatusArgs};
-use crate::connection::Connection;
-use crate::engine::shared::sweep;
-use crate::error::{Error, Result, Status};
-use crate::naming;
+use crate::engine::status::{runs, view};
+use crate::error::{Result, Status};
 use crate::settings;
 use crate::state;
+use crate::tags::parse_rfc3339 as parse;
 
-/// `reap`'s default --shared-idle: when status says a shared service is powered off.
-const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-#[derive(Serialize)]
-struct Row {
-    key: String,
-    name: String,
-    #[serde(rename = "type")]
-    service_type: String,
-    /// The service's plan as the API has it (the run's, when not listed).
-    plan: String,
-    /// The plan the run asked for, when the service has another (a shared service
-    /// made by an earlier manifest).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    asked_plan: Option<String>,
-    /// What this tool recorded: for a shared service, `released` once the run's
-    /// tenancy is gone (the service itself keeps running).
-    recorded: String,
-    /// What the API says now (`null`: not listed, or not asked).
-    state: Option<String>,
-    nodes_running: Option<String>,
-    /// A shared service: the run holds (or held) a tenancy in it.
-    shared: bool,
-    /// A shared service this tool created, running: it keeps costing after the run,
-    /// until `reap` powers it off (RFC 3339, with the default --shared-idle of 24h, if
-    /// no run uses it meanwhile).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    powered_off_after: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Output {
-    run_id: String,
-    project: String,
-    status: state::RunStatus,
-    expires_at: Option<String>,
-    sandbox: bool,
-    /// The sandbox process serving the run, when it is in the sandbox.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sandbox_process: Option<String>,
-    /// Whether `state` comes from the API (a token was available).
-    live: bool,
-    services: Vec<Row>,
-}
-
-pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
+pub async fn status(args: &settings::Status) -> Result<Status> {
     if args.all {
-        return all_runs(global, args).await;
+        return all_runs(args).await;
     }
-    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
-    let run = state::read(&state_file)?.ok_or_else(|| {
-        Error::usage_hint(
-            format!("no state file at {}", state_file.display()),
-            "`aiven-ephemeral up` writes it; pass --state-file for another",
-        )
-    })?;
-    let can_ask = run.sandbox || settings::token(global)?.is_some();
-    let mut sandbox_process = None;
-    // A run that held tenancies: its shared services keep running after it.
-    let shared = run.services.iter().any(|s| s.tenant.is_some());
-    // The API's clock, once it answered: `reap` judges expiry by it.
-    let mut api_now = None;
-    let listed = if can_ask && (run.live() || shared) {
-        let conn = Connection::for_state(global, &run, args.sandbox, &state_dir).await?;
-        sandbox_process = conn
-            .sandbox_server()
-            .map(|s| format!("process {} at {} ({})", s.pid, s.url, s.backends));
-        let list = conn.client.list_services(&run.project).await.map_err(|e| {
-            Error::api(
-                format!("listing the services of project {}", run.project),
-                e,
-            )
-        });
-        api_now = conn.client.server_time();
-        conn.close().await;
-        Some(list?)
-    } else {
-        None
-    };
-    let mut drifts = Vec::new();
-    let rows: Vec<Row> = run
-        .services
-        .iter()
-        .map(|r| {
-            let api = listed.as_ref().and_then(|l| {
-                l.iter().find(|s| {
-                    s.service_name == r.name
-                        && (s.tag(crate::naming::TAG_OWNER) == Some(run.owner.as_str())
-                            // A shared service: the run's lease on it.
-                            || crate::naming::leases(&s.tags)
-                                .iter()
-                                .any(|(id, _, o)| *id == run.run_id && *o == run.owner))
-                })
-            });
-            // A shared service is shown as it is even once the run's lease is gone.
-            let seen = api.or_else(|| {
-                listed
-                    .as_ref()
-                    .filter(|_| r.tenant.is_some())
-                    .and_then(|l| l.iter().find(|s| s.service_name == r.name))
-            });
-            let plan = seen.map_or(r.plan.clone(), |s| s.plan.clone());
-            if let Some(svc) = seen.filter(|_| r.tenant.is_some()) {
-                drifts.extend(crate::engine::shared::plan_drift(&r.plan, svc));
-            }
-            Row {
-                key: r.key.clone(),
-                name: r.name.clone(),
-                service_type: r.service_type.clone(),
-                asked_plan: (plan != r.plan).then(|| r.plan.clone()),
-                plan,
-                recorded: match (r.tenant.is_some(), r.status) {
-                    (true, state::ServiceStatus::Deleted) => "released".into(),
-                    (_, status) => serde_json::to_value(status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                },
-                state: match (api, &r.tenant) {
-                    (Some(s), Some(t)) => Some(format!("{} (shared; tenancy {t})", s.state)),
-                    (Some(s), None) => Some(s.state.to_string()),
-                    // A shared service without this run's lease: released, still there.
-                    (None, Some(_)) => listed
-                        .as_ref()
-                        .and_then(|l| l.iter().find(|s| s.service_name == r.name))
-                        .map(|s| format!("{} (shared; no tenancy of this run)", s.state)),
-                    (None, None) => None,
-                },
-                shared: r.tenant.is_some(),
-                powered_off_after: seen
-                    .filter(|s| {
-                        r.tenant.is_some()
-                            && s.tag(naming::TAG_SHARED).is_some()
-                            && s.state.is_billed()
-                    })
-                    .and_then(|s| sweep::power_off_at(s, SHARED_IDLE)),
-                nodes_running: api.map(|s| {
-                    let up = s
-                        .node_states
-                        .iter()
-                        .filter(|n| n.state == "running")
-                        .count();
-                    format!("{up}/{}", s.node_states.len())
-                }),
-            }
-        })
-        .collect();
-    let out = Output {
-        run_id: run.run_id.clone(),
-        project: run.project.clone(),
-        status: run.status,
-        expires_at: run.expires_at.clone(),
-        sandbox: run.sandbox,
-        sandbox_process,
-        live: listed.is_some(),
-        services: rows,
-    };
+    let (run, out, drifts) = view(args).await?;
     if args.json {
         crate::say!(out
             "{}",
@@ -185,7 +29,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             .unwrap_or_default(),
         out.expires_at.as_deref().unwrap_or("-"),
         match (
-            run.live() && expired(out.expires_at.as_deref(), api_now),
+            run.live() && expired(out.expires_at.as_deref(), out.api_now),
             run.services.iter().any(|s| s.tenant.is_some()),
         ) {
             (true, false) => " (passed: `reap` may delete it; `extend` moves it)",
@@ -238,7 +82,7 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
             crate::say!(out
                 "{}: keeps running (and costing) after this run; `reap` powers it off after {at} if no run uses it (--shared-idle 24h); `{}` deletes it",
                 r.name,
-                crate::engine::shared::standing::remove_command(
+                crate::engine::tenancy::standing::remove_command(
                     &out.project,
                     out.sandbox,
                     &[&r.name]
@@ -259,92 +103,13 @@ pub async fn status(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
 /// judges it), or this machine's when the API was not asked.
 fn expired(expires_at: Option<&str>, now: Option<time::OffsetDateTime>) -> bool {
     let now = now.unwrap_or_else(time::OffsetDateTime::now_utc);
-    expires_at
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .is_some_and(|t| t < now)
-}
-
-/// One run of this tool in the project, as its services' tags tell.
-#[derive(Serialize)]
-struct RunRow {
-    run_id: String,
-    /// Made with `up --reuse`: it lives across pushes.
-    reuse: bool,
-    services: Vec<String>,
-    /// Since its first service was created.
-    created: Option<String>,
-    expires: Option<String>,
-    hourly_usd: Option<f64>,
-    /// Each service's price times its age, when every price is known.
-    cost_so_far_usd: Option<f64>,
+    expires_at.and_then(parse).is_some_and(|t| t < now)
 }
 
 /// `status --all`: every run of this tool in the project (long-lived pull-request runs
 /// above all), from one list and the cached prices.
-async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.file)?;
-    let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
-    let conn = if args.sandbox {
-        Connection::sandbox(global, &state_dir).await?
-    } else {
-        settings::require_token(global)?;
-        Connection::real(global, None).await?
-    };
-    let listed = conn.list_services(&project).await?;
-    let now = conn
-        .client
-        .server_time()
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let ours: Vec<&crate::api::Service> =
-        listed.iter().filter(|s| naming::is_ours(&s.tags)).collect();
-    let keys: Vec<(String, String, String)> = ours
-        .iter()
-        .map(|s| (s.service_type.clone(), s.plan.clone(), s.cloud_name.clone()))
-        .collect();
-    let prices = crate::engine::cost::prices_of(&conn.client, &project, &keys).await;
-    conn.close().await;
-    let mut runs: Vec<RunRow> = Vec::new();
-    for (svc, price) in ours.iter().zip(&prices) {
-        let run_id = svc.tag(naming::TAG_RUN).unwrap_or_default().to_string();
-        let row = match runs.iter_mut().position(|r| r.run_id == run_id) {
-            Some(i) => &mut runs[i],
-            None => {
-                runs.push(RunRow {
-                    run_id,
-                    reuse: svc.tag(naming::TAG_REUSE) == Some("true"),
-                    services: Vec::new(),
-                    created: None,
-                    expires: None,
-                    hourly_usd: Some(0.0),
-                    cost_so_far_usd: Some(0.0),
-                });
-                runs.last_mut().expect("just pushed")
-            }
-        };
-        row.services.push(svc.service_name.clone());
-        let earliest = |a: &mut Option<String>, b: Option<&str>| {
-            if let Some(b) = b
-                && a.as_deref().is_none_or(|a| b < a)
-            {
-                *a = Some(b.to_string());
-            }
-        };
-        earliest(&mut row.created, svc.create_time.as_deref());
-        earliest(&mut row.expires, svc.tag(naming::TAG_EXPIRES));
-        let age = svc.create_time.as_deref().and_then(parse).map(|t| now - t);
-        row.hourly_usd = row.hourly_usd.zip(price.usd).map(|(a, b)| a + b);
-        row.cost_so_far_usd = match (row.cost_so_far_usd, price.usd, age) {
-            (Some(sum), Some(usd), Some(age)) => {
-                Some(sum + usd * age.as_seconds_f64().max(0.0) / 3600.0)
-            }
-            _ => None,
-        };
-    }
-    // The oldest first: long-lived runs are what this view is for.
-    runs.sort_by(|a, b| (&a.created, &a.run_id).cmp(&(&b.created, &b.run_id)));
+async fn all_runs(args: &settings::Status) -> Result<Status> {
+    let (project, now, runs) = runs(args).await?;
     if args.json {
         crate::say!(out
             "{}",
@@ -391,8 +156,4 @@ async fn all_runs(global: &ApiArgs, args: &StatusArgs) -> Result<Status> {
         &rows,
     );
     Ok(Status::Success)
-}
-
-fn parse(t: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }

@@ -12,9 +12,9 @@ pub fn validate(args: &ValidateArgs, reporter: &Reporter) -> Result<Status> {
         crate::manifest::load(&args.manifest.file).and_then(|m| m.ttl_for(timeout).map(|_| m));
     let manifest = checked.map_err(|e| annotated(e, reporter))?;
     // The longest run id `up` accepts, so that a name fitting here fits there.
-    let run_id = "x".repeat(crate::naming::MAX_RUN_ID);
+    let run_id = "x".repeat(crate::identity::MAX_RUN_ID);
     for spec in &manifest.services {
-        crate::naming::service_name(&manifest.name_prefix, &spec.key, &run_id)
+        crate::identity::service_name(&manifest.name_prefix, &spec.key, &run_id)
             .map_err(Error::usage)?;
     }
     let keys: Vec<&str> = manifest.services.iter().map(|s| s.key.as_str()).collect();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::api::Client;
 use crate::cache::Cache;
-use crate::manifest::{Manifest, Problem};
+use crate::manifest::{Manifest, Problem, ServiceSpec};
 
 /// Every topic whose replication is above its plan's broker count: (service index,
 /// problem at its `replication:`).
@@ -18,19 +18,22 @@ pub async fn over_replicated(
     project: &str,
     manifest: &Manifest,
 ) -> Vec<(usize, Problem)> {
-    let plans: Vec<&str> = manifest
+    let kafka: Vec<&ServiceSpec> = manifest
         .services
         .iter()
-        .filter(|s| s.service_type == "kafka" && !s.topics.is_empty())
-        .map(|s| s.plan.as_str())
+        .filter(|s| s.kind.kafka && !s.topics.is_empty())
         .collect();
-    let nodes = node_counts(client, project, "kafka", &plans).await;
+    let Some(first) = kafka.first() else {
+        return Vec::new();
+    };
+    let plans: Vec<&str> = kafka.iter().map(|s| s.plan.as_str()).collect();
+    let nodes = node_counts(client, project, &first.service_type, &plans).await;
     let mut found = Vec::new();
     for (i, spec) in manifest.services.iter().enumerate() {
         let Some(&brokers) = nodes.get(spec.plan.as_str()) else {
             continue;
         };
-        if spec.service_type != "kafka" {
+        if !spec.kind.kafka {
             continue;
         }
         for t in spec.topics.iter().filter(|t| t.replication > brokers) {

@@ -5,36 +5,38 @@
 
 use std::time::{Duration, Instant};
 
-use super::shared::Release;
-use super::teardown::{self, Budget, Force, Options, Target};
+use super::locate::{Found, Purpose, RunKey, find};
+use super::teardown::{self, Force, Options, Target};
+use super::tenancy::Release;
 use super::{Engine, record_teardown};
-use crate::api::{REQUEST_TIMEOUT, Writes};
-use crate::cli::{ApiArgs, DownArgs};
+use crate::api::{REQUEST_TIMEOUT, Service, Writes};
 use crate::connection::Connection;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::progress::Reporter;
 use crate::sandbox_process::Stopped;
 use crate::settings;
 use crate::signals::Signals;
-use crate::state::{self, RunStatus, ServiceStatus, StateLock, Store, state_flag};
+use crate::state::{self, RunStatus, ServiceStatus, State, StateLock, Store, state_flag};
+use crate::tags;
 
 impl Engine {
     /// Deletes a run's services. Signals never stop it; each is answered with what is
     /// still being deleted.
-    pub async fn down(&self, args: &DownArgs) -> Result<Status> {
-        if args.shared {
-            return super::shared::standing::down_shared(
+    pub async fn down(&self, args: &settings::Down) -> Result<Status> {
+        if let Some(services) = &args.shared {
+            return super::down_shared::down_shared(
                 &self.global,
                 args,
+                services,
                 self.reporter,
                 &self.signals,
             )
             .await;
         }
-        let result = down(&self.global, args, self.reporter, &self.signals).await;
+        let found = find(&args.run, Purpose::Down)?;
+        let result = down(&self.global, args, &found, self.reporter, &self.signals).await;
         if args.comment {
-            self.comment_closed(args, &result).await;
+            self.comment_closed(args, &found, &result).await;
         }
         result
     }
@@ -42,33 +44,27 @@ impl Engine {
     /// `down --comment`: the pull request's comment says the run is deleted (or what is
     /// left), with its total cost. Only an existing comment is edited: a run that never
     /// commented gets none on its way out.
-    async fn comment_closed(&self, args: &DownArgs, result: &Result<Status>) {
+    async fn comment_closed(&self, args: &settings::Down, found: &Found, result: &Result<Status>) {
         let left = match result {
             Ok(_) => Vec::new(),
             Err(Error::TeardownIncomplete { names, .. }) => names.clone(),
             Err(_) => return,
         };
-        let (state_file, _) = settings::state_paths(args.state.state_file.as_deref());
-        let recorded = state::read(&state_file).ok().flatten();
-        let Some(run_id) = args
-            .run_id
-            .clone()
-            .or_else(|| recorded.as_ref().map(|s| s.run_id.clone()))
-        else {
-            return;
-        };
-        let project = match recorded.filter(|s| s.run_id == run_id) {
-            Some(s) => s.project,
-            None => {
-                let manifest = crate::manifest::load_if_present(&args.file).ok().flatten();
-                match settings::project(&self.global, manifest.as_ref()) {
-                    Ok(p) => p,
+        let (run_id, project) = match found {
+            Found::Recorded(s) => (s.run_id.clone(), s.project.clone()),
+            Found::Tagged(run_id) => {
+                let manifest = crate::manifest::load_if_present(&args.run.manifest)
+                    .ok()
+                    .flatten();
+                match self.global.project(manifest.as_ref()) {
+                    Ok(p) => (run_id.clone(), p),
                     Err(_) => return,
                 }
             }
+            Found::Nothing => return,
         };
         let report = crate::comment::Report::Closed {
-            at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+            at: tags::rfc3339(time::OffsetDateTime::now_utc()),
             left,
         };
         crate::comment::publish(&run_id, &project, report, self.reporter).await;
@@ -76,45 +72,30 @@ impl Engine {
 }
 
 async fn down(
-    global: &ApiArgs,
-    args: &DownArgs,
+    global: &settings::Api,
+    args: &settings::Down,
+    found: &Found,
     reporter: &Reporter,
     signals: &Signals,
 ) -> Result<Status> {
-    let budget = settings::teardown_budget(&args.teardown);
-    let (state_file, state_dir) = settings::state_paths(args.state.state_file.as_deref());
-    let existing = state::read(&state_file)?;
-    let run_id = match &args.run_id {
-        Some(given) => Some(naming::run_id(given).map_err(Error::usage)?),
-        None => None,
-    };
-    match (existing, &run_id) {
-        // A finished run's state file says nothing about another run: go by its tags.
-        (Some(s), Some(id)) if &s.run_id != id && s.status == RunStatus::TornDown => {
-            by_tag(global, args, id, reporter, signals, budget).await
-        }
-        (Some(s), Some(id)) if &s.run_id != id => Err(Error::usage_hint(
-            format!("{} holds run {}, not {id}", state_file.display(), s.run_id),
-            "pass the matching --state-file, or remove the state file to delete by tag",
-        )),
-        (Some(_), _) => {
+    let budget = args.budget;
+    let crate::state::StatePaths {
+        file: state_file,
+        dir: state_dir,
+    } = &args.run.state;
+    match found {
+        Found::Tagged(id) => by_tag(global, args, id, reporter, signals, budget).await,
+        Found::Recorded(_) => {
             from_state(
-                global,
-                args,
-                &state_file,
-                &state_dir,
-                reporter,
-                signals,
-                budget,
+                global, args, state_file, state_dir, reporter, signals, budget,
             )
             .await
         }
-        (None, Some(id)) => by_tag(global, args, id, reporter, signals, budget).await,
-        (None, None) => {
+        Found::Nothing => {
             // A damaged state directory: its sandbox process is still found and stopped
             // (unless another command uses it).
-            let stopped = if args.sandbox {
-                crate::sandbox_process::stop(&state_dir).await
+            let stopped = if args.run.backend.is_sandbox() {
+                crate::sandbox_process::stop(state_dir).await
             } else {
                 Stopped::NoneRunning
             };
@@ -129,7 +110,7 @@ async fn down(
                     state_file.display(),
                     state_dir.display()
                 )),
-                Stopped::NoneRunning => return nothing_named(args, &state_file, reporter),
+                Stopped::NoneRunning => return nothing_named(args, state_file, reporter),
             }
             Ok(Status::Success)
         }
@@ -138,7 +119,7 @@ async fn down(
 
 /// No state file and no run id.
 fn nothing_named(
-    args: &DownArgs,
+    args: &settings::Down,
     state_file: &std::path::Path,
     reporter: &Reporter,
 ) -> Result<Status> {
@@ -161,66 +142,48 @@ fn nothing_named(
 /// How long `down` waits for the process that holds a run's state file.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// The state file's lock. The run's own `up` or `run` (or another `down`) may hold it:
+/// then the wait is said, and a signal ends it.
+async fn lock(
+    state_file: &std::path::Path,
+    reporter: &Reporter,
+    signals: &Signals,
+) -> Result<StateLock> {
+    if let Some(lock) = StateLock::try_acquire(state_file)? {
+        return Ok(lock);
+    }
+    reporter.info(format!(
+        "waiting up to {}s for the command that holds {} (this run's up or run, or another down) to finish",
+        LOCK_WAIT.as_secs(),
+        state_file.display()
+    ));
+    let stop = signals.token();
+    tokio::select! {
+        lock = StateLock::acquire(state_file, LOCK_WAIT) => lock,
+        _ = stop.cancelled() => Err(Error::InterruptedWaiting {
+            signal: signals.received().unwrap_or(crate::signals::Signal::Int),
+            waiting: format!("waiting for {}", state_file.display()),
+        }),
+    }
+}
+
 async fn from_state(
-    global: &ApiArgs,
-    args: &DownArgs,
+    global: &settings::Api,
+    args: &settings::Down,
     state_file: &std::path::Path,
     state_dir: &std::path::Path,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Budget,
+    budget: settings::TeardownBudget,
 ) -> Result<Status> {
-    let _lock = match StateLock::try_acquire(state_file)? {
-        Some(lock) => lock,
-        None => {
-            // The run's own `up` or `run` (or another `down`) holds it: said, and a
-            // signal stops the wait.
-            reporter.info(format!(
-                "waiting up to {}s for the command that holds {} (this run's up or run, or another down) to finish",
-                LOCK_WAIT.as_secs(),
-                state_file.display()
-            ));
-            let stop = signals.token();
-            tokio::select! {
-                lock = StateLock::acquire(state_file, LOCK_WAIT) => lock?,
-                _ = stop.cancelled() => {
-                    return Err(Error::InterruptedWaiting {
-                        signal: signals.received().unwrap_or(crate::signals::Signal::Int),
-                        waiting: format!("waiting for {}", state_file.display()),
-                    });
-                }
-            }
-        }
-    };
+    let _lock = lock(state_file, reporter, signals).await?;
     // Re-read under the lock: a concurrent `down` may have finished meanwhile.
     let state =
         state::read(state_file)?.ok_or_else(|| Error::usage("the state file disappeared"))?;
-    if state.status == RunStatus::TornDown {
-        reporter.info(format!(
-            "run {} is already torn down: nothing to do",
-            state.run_id
-        ));
-        // A sandbox process left by a command that died early is stopped all the same.
-        if state.sandbox
-            && !state::any_live(state_dir)
-            && crate::sandbox_process::stop(state_dir).await == Stopped::Yes
-        {
-            reporter.info(format!(
-                "stopped the sandbox process of {}",
-                state_dir.display()
-            ));
-        }
-        return Ok(Status::Success);
+    if let Some(done) = settled_or_kept(&state, args, state_file, state_dir, reporter).await {
+        return Ok(done);
     }
-    if state.status == RunStatus::Kept && !args.force {
-        reporter.warn(format!(
-            "run {} was kept on failure (--keep-on-failure); not deleting it. `aiven-ephemeral down --force{}` deletes it",
-            state.run_id,
-            state_flag(state_file)
-        ));
-        return Ok(Status::Success);
-    }
-    let conn = Connection::for_state(global, &state, args.sandbox, state_dir).await?;
+    let conn = Connection::for_state(global, &state, args.run.backend, state_dir).await?;
     if let Some(p) = &global.project
         && p != &state.project
     {
@@ -245,57 +208,7 @@ async fn from_state(
     } else {
         Vec::new()
     };
-    let mut targets = Vec::new();
-    for record in store.snapshot().services {
-        if matches!(
-            record.status,
-            ServiceStatus::Rejected | ServiceStatus::Deleted
-        ) || record.tenant.is_some()
-        {
-            // A shared service stays; its tenancy is released below.
-            continue;
-        }
-        match listed.iter().find(|s| s.service_name == record.name) {
-            Some(svc) if svc.tag(naming::TAG_OWNER) == Some(owner.as_str()) => {
-                targets.push(Target::existing(record.name.clone()));
-            }
-            Some(_) => reporter.warn(format!(
-                "{}: exists but does not carry this run's owner tag; it is not this run's and is left alone",
-                record.name
-            )),
-            None => match record.status {
-                // A create that may not have answered: re-check until it could no longer land.
-                ServiceStatus::Creating if record.create_sent_at.is_some() => {
-                    let recheck_until = record
-                        .create_sent_at
-                        .as_deref()
-                        .and_then(|t| instant_of(t, REQUEST_TIMEOUT))
-                        .unwrap_or(Instant::now() + REQUEST_TIMEOUT);
-                    targets.push(Target {
-                        name: record.name.clone(),
-                        exists: false,
-                        recheck_until: Some(recheck_until),
-                        create: None,
-                    });
-                }
-                // Never sent: nothing to delete.
-                ServiceStatus::Creating => {
-                    store.set_service(&record.name, ServiceStatus::Deleted)?;
-                }
-                // Created but not listed: the list may lag a fresh create. A DELETE is
-                // cheap, and its 404 confirms.
-                _ => targets.push(Target::existing(record.name.clone())),
-            },
-        }
-    }
-    // Anything else tagged with this run's owner (belt and braces).
-    for svc in &listed {
-        if svc.tag(naming::TAG_OWNER) == Some(owner.as_str())
-            && !targets.iter().any(|t| t.name == svc.service_name)
-        {
-            targets.push(Target::existing(svc.service_name.clone()));
-        }
-    }
+    let targets = targets(&store, &listed, &owner, reporter)?;
     // A write that makes the run's tenancies may still land until then (its process
     // recorded it, and is gone).
     let writes_until = store
@@ -304,18 +217,7 @@ async fn from_state(
         .as_deref()
         .and_then(|t| instant_of(t, Duration::ZERO))
         .filter(|until| *until > Instant::now());
-    // Asked to finish a run, `down` waits out any create or write that may still land,
-    // however short the budget: exiting 5 only to be run again would help nobody.
-    let budget = targets
-        .iter()
-        .filter_map(|t| t.recheck_until)
-        .chain(writes_until)
-        .max()
-        .map_or(budget, |until| {
-            budget.plain_at_least(
-                until.saturating_duration_since(Instant::now()) + Duration::from_secs(3),
-            )
-        });
+    let budget = stretched(budget, &targets, writes_until);
     let force = if args.force {
         Force::Owner(owner.clone())
     } else {
@@ -349,7 +251,138 @@ async fn from_state(
         }
     };
     reporter.info(format!("run {} torn down", store.snapshot().run_id));
-    // What this run leaves billed: the shared services it used, as the API has them.
+    say_kept_running(&conn, &project, &store, &removed, reporter).await;
+    conn.close().await;
+    Ok(Status::Success)
+}
+
+/// A run already torn down (its sandbox process stopped all the same), or kept on
+/// failure without `--force`: nothing to delete.
+async fn settled_or_kept(
+    state: &State,
+    args: &settings::Down,
+    state_file: &std::path::Path,
+    state_dir: &std::path::Path,
+    reporter: &Reporter,
+) -> Option<Status> {
+    if state.status == RunStatus::TornDown {
+        reporter.info(format!(
+            "run {} is already torn down: nothing to do",
+            state.run_id
+        ));
+        // A sandbox process left by a command that died early is stopped all the same.
+        if state.sandbox
+            && !state::any_live(state_dir)
+            && crate::sandbox_process::stop(state_dir).await == Stopped::Yes
+        {
+            reporter.info(format!(
+                "stopped the sandbox process of {}",
+                state_dir.display()
+            ));
+        }
+        return Some(Status::Success);
+    }
+    if state.status == RunStatus::Kept && !args.force {
+        reporter.warn(format!(
+            "run {} was kept on failure (--keep-on-failure); not deleting it. `aiven-ephemeral down --force{}` deletes it",
+            state.run_id,
+            state_flag(state_file)
+        ));
+        return Some(Status::Success);
+    }
+    None
+}
+
+/// What to delete of a run its state file records: each record the list shows with the
+/// run's owner tag (or does not show: a DELETE's 404 confirms), each create that may
+/// still land, and anything else with the owner tag.
+fn targets(
+    store: &Store,
+    listed: &[Service],
+    owner: &str,
+    reporter: &Reporter,
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for record in store.snapshot().services {
+        if matches!(
+            record.status,
+            ServiceStatus::Rejected | ServiceStatus::Deleted
+        ) || record.tenant.is_some()
+        {
+            // A shared service stays; its tenancy is released below.
+            continue;
+        }
+        match listed.iter().find(|s| s.service_name == record.name) {
+            Some(svc) if svc.tag(tags::TAG_OWNER) == Some(owner) => {
+                targets.push(Target::existing(record.name.clone()));
+            }
+            Some(_) => reporter.warn(format!(
+                "{}: exists but does not carry this run's owner tag; it is not this run's and is left alone",
+                record.name
+            )),
+            None => match record.status {
+                // A create that may not have answered: re-check until it could no longer land.
+                ServiceStatus::Creating if record.create_sent_at.is_some() => {
+                    let recheck_until = record
+                        .create_sent_at
+                        .as_deref()
+                        .and_then(|t| instant_of(t, REQUEST_TIMEOUT))
+                        .unwrap_or(Instant::now() + REQUEST_TIMEOUT);
+                    targets.push(Target {
+                        name: record.name.clone(),
+                        exists: false,
+                        recheck_until: Some(recheck_until),
+                        create: None,
+                    });
+                }
+                // Never sent: nothing to delete.
+                ServiceStatus::Creating => {
+                    store.set_service(&record.name, ServiceStatus::Deleted)?;
+                }
+                // Created but not listed: the list may lag a fresh create. A DELETE is
+                // cheap, and its 404 confirms.
+                _ => targets.push(Target::existing(record.name.clone())),
+            },
+        }
+    }
+    // Anything else tagged with this run's owner (belt and braces).
+    for svc in listed {
+        if svc.tag(tags::TAG_OWNER) == Some(owner)
+            && !targets.iter().any(|t| t.name == svc.service_name)
+        {
+            targets.push(Target::existing(svc.service_name.clone()));
+        }
+    }
+    Ok(targets)
+}
+
+/// Asked to finish a run, `down` waits out any create or write that may still land,
+/// however short the budget: exiting 5 only to be run again would help nobody.
+fn stretched(
+    budget: settings::TeardownBudget,
+    targets: &[Target],
+    writes_until: Option<Instant>,
+) -> settings::TeardownBudget {
+    targets
+        .iter()
+        .filter_map(|t| t.recheck_until)
+        .chain(writes_until)
+        .max()
+        .map_or(budget, |until| {
+            budget.plain_at_least(
+                until.saturating_duration_since(Instant::now()) + Duration::from_secs(3),
+            )
+        })
+}
+
+/// What a torn-down run leaves billed: the shared services it used, as the API has them.
+async fn say_kept_running(
+    conn: &Connection,
+    project: &str,
+    store: &Store,
+    removed: &[String],
+    reporter: &Reporter,
+) {
     let kept: Vec<String> = store
         .snapshot()
         .services
@@ -358,13 +391,13 @@ async fn from_state(
         .map(|s| s.name.clone())
         .collect();
     if !kept.is_empty() {
-        match conn.client.list_services(&project).await {
+        match conn.client.list_services(project).await {
             Ok(listed) => {
                 let standing =
-                    super::shared::standing::standing(&conn.client, &project, &listed, &kept).await;
-                super::shared::standing::say_standing(
+                    super::tenancy::standing::standing(&conn.client, project, &listed, &kept).await;
+                super::tenancy::standing::say_standing(
                     &standing,
-                    &project,
+                    project,
                     conn.is_sandbox(),
                     reporter,
                 );
@@ -375,40 +408,35 @@ async fn from_state(
             )),
         }
     }
-    conn.close().await;
-    Ok(Status::Success)
 }
 
 async fn by_tag(
-    global: &ApiArgs,
-    args: &DownArgs,
+    global: &settings::Api,
+    args: &settings::Down,
     run_id: &str,
     reporter: &Reporter,
     signals: &Signals,
-    budget: Budget,
+    budget: settings::TeardownBudget,
 ) -> Result<Status> {
-    let manifest = crate::manifest::load_if_present(&args.file)?;
-    let project = settings::project(global, manifest.as_ref())?;
-    let (_, state_dir) = settings::state_paths(args.state.state_file.as_deref());
-    let conn = if args.sandbox {
-        Connection::sandbox(global, &state_dir).await?
-    } else {
-        Connection::real(global, None).await?
-    };
+    let manifest = crate::manifest::load_if_present(&args.run.manifest)?;
+    let project = global.project(manifest.as_ref())?;
+    let state_dir = &args.run.state.dir;
+    let conn = Connection::open(global, args.run.backend, state_dir).await?;
     let listed = conn.list_services(&project).await?;
+    // Found by its tags only: any owner's.
+    let key = RunKey {
+        run_id: run_id.to_string(),
+        owner: None,
+    };
     let targets: Vec<Target> = listed
         .iter()
-        .filter(|s| naming::is_ours(&s.tags) && s.tag(naming::TAG_RUN) == Some(run_id))
+        .filter(|s| key.owns(s))
         .map(|s| Target::existing(s.service_name.clone()))
         .collect();
     // The run's leases on shared services: its tenancy there is released.
     let releases: Vec<Release> = listed
         .iter()
-        .filter(|s| {
-            naming::leases(&s.tags)
-                .iter()
-                .any(|(run, _, _)| run == run_id)
-        })
+        .filter(|s| key.lease_on(s).is_some())
         .map(|s| Release {
             service: s.service_name.clone(),
             run_id: run_id.to_string(),
@@ -423,7 +451,7 @@ async fn by_tag(
     if targets.is_empty() && releases.is_empty() {
         reporter.info(format!(
             "no service tagged with run {run_id} in project {project}: nothing to delete{}",
-            if args.sandbox {
+            if args.run.backend.is_sandbox() {
                 // Each state directory's sandbox is a world of its own.
                 format!(
                     " in the sandbox of {} (a run made with --sandbox elsewhere is in that directory's sandbox: run this there, or give its --state-file)",

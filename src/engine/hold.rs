@@ -14,10 +14,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use super::{Engine, Live, record_teardown};
-use crate::cli::RunArgs;
 use crate::error::{Error, Result, Status};
-use crate::naming;
 use crate::signals::Signal;
+use crate::tags;
 
 /// How long the command may outlive the start of teardown.
 const KILL_AFTER: Duration = Duration::from_secs(5);
@@ -72,7 +71,7 @@ fn locate(command: &str) -> Result<()> {
 impl Engine {
     /// `run`: the command is found, the run brought up, the command held, the run torn
     /// down, whatever happens.
-    pub async fn run(&self, args: &RunArgs) -> Result<Status> {
+    pub async fn run(&self, args: &crate::settings::Run) -> Result<Status> {
         if args.up.preview.reuse {
             return Err(Error::usage_hint(
                 "`run` deletes its services when the command ends; --reuse keeps them for a pull request's later pushes",
@@ -93,65 +92,29 @@ impl Engine {
 async fn hold(
     engine: &Engine,
     live: Live,
-    args: &RunArgs,
+    args: &crate::settings::Run,
     mut events: broadcast::Receiver<Signal>,
 ) -> Result<Status> {
     // A signal during delivery, or just after: the command never starts.
     if let Some(e) = engine.interrupted() {
         return finish(engine, live, Err(e)).await;
     }
-    let mut command = std::process::Command::new(&args.command[0]);
-    command.args(&args.command[1..]);
     let at_terminal = at_terminal();
-    Group::prepare(&mut command, !at_terminal);
-    if !args.pass_token {
-        for (name, _) in std::env::vars_os() {
-            if name.to_str().is_some_and(withheld) {
-                command.env_remove(&name);
-            }
-        }
-    }
-    for v in &live.values {
-        command.env(&v.name, &v.value);
-    }
-    command.env("AIVEN_EPHEMERAL_ENV_FILE", &live.env_file);
-    command.env(
-        "AIVEN_EPHEMERAL_STATE_FILE",
-        crate::settings::absolute(live.store.path()),
-    );
+    let command = command(args, &live, at_terminal);
     engine
         .reporter
         .info(format!("running: {}", shell_words(&args.command)));
     // From before the spawn: the command's Ctrl-C is this tool's too.
     engine.signals.defer_interrupts(at_terminal);
-    let mut child = match tokio::process::Command::from(command).spawn() {
+    let mut child = match spawn(engine, command, &args.command[0]) {
         Ok(c) => c,
-        Err(e) => {
-            engine.signals.defer_interrupts(false);
-            // As shells do: 127 when there is no such command, 126 when it cannot run.
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            engine
-                .reporter
-                .warn(format!("cannot start `{}`: {e}", args.command[0]));
-            return finish(engine, live, Ok(Status::Code(code))).await;
-        }
+        Err(code) => return finish(engine, live, Ok(Status::Code(code))).await,
     };
     let group = Group {
         pid: child.id(),
         own: !at_terminal,
     };
-    let refresh = tokio::spawn(refresh_expiry(
-        live.conn.client.clone(),
-        live.tracker.tenancy_writes.clone(),
-        live.project.clone(),
-        live.store.clone(),
-        live.ttl,
-        args.refresh_every,
-    ));
+    let refresh = start_refresh(&live, args.refresh_every);
 
     let mut teardown = None;
     let mut kill_at: Option<Instant> = None;
@@ -220,6 +183,64 @@ async fn hold(
         Ok(status) => Ok(Status::Code(exit_code(status))),
         Err(e) => Err(Error::io("waiting for the command", e)),
     };
+    end(engine, live, outcome, teardown).await
+}
+
+/// The command, with the run's values in its environment (and the token withheld
+/// unless `--pass-token`), in a process group of its own unless it has the terminal.
+fn command(args: &crate::settings::Run, live: &Live, at_terminal: bool) -> std::process::Command {
+    let mut command = std::process::Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    Group::prepare(&mut command, !at_terminal);
+    if !args.pass_token {
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(withheld) {
+                command.env_remove(&name);
+            }
+        }
+    }
+    for v in &live.values {
+        command.env(&v.name, &v.value);
+    }
+    command.env("AIVEN_EPHEMERAL_ENV_FILE", &live.env_file);
+    command.env(
+        "AIVEN_EPHEMERAL_STATE_FILE",
+        crate::state::absolute(live.store.path()),
+    );
+    command
+}
+
+/// Starts the command; when it cannot start, the exit code a shell would give (127: not
+/// found, 126: cannot run), said.
+fn spawn(
+    engine: &Engine,
+    command: std::process::Command,
+    name: &str,
+) -> std::result::Result<tokio::process::Child, u8> {
+    match tokio::process::Command::from(command).spawn() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            engine.signals.defer_interrupts(false);
+            // As shells do: 127 when there is no such command, 126 when it cannot run.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            engine.reporter.warn(format!("cannot start `{name}`: {e}"));
+            Err(code)
+        }
+    }
+}
+
+/// After the command: the teardown a signal started is awaited (and the run ends as
+/// interrupted), else the run is torn down now.
+async fn end(
+    engine: &Engine,
+    live: Live,
+    outcome: Result<Status>,
+    teardown: Option<tokio::task::JoinHandle<Result<()>>>,
+) -> Result<Status> {
     match teardown {
         Some(task) => {
             let torn = task.await.unwrap_or_else(|e| {
@@ -253,6 +274,18 @@ async fn hold(
             finish(engine, live, outcome).await
         }
     }
+}
+
+/// The expiry moves forward while the command runs.
+fn start_refresh(live: &Live, every: Option<Duration>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(refresh_expiry(
+        live.conn.client.clone(),
+        live.tracker.tenancy_writes.clone(),
+        live.project.clone(),
+        live.store.clone(),
+        live.ttl,
+        every,
+    ))
 }
 
 /// Teardown in the background while the command gets its 5 seconds.
@@ -315,17 +348,17 @@ async fn refresh_expiry(
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
-        let expires = naming::rfc3339(now + ttl);
+        let expires = tags::rfc3339(now + ttl);
         let mut updates = JoinSet::new();
         for record in state.services {
             // A shared service's expiry is the run's lease on it.
             let ((key, value), client) = match &record.tenant {
                 Some(_) => (
-                    naming::lease(&state.run_id, &expires, &state.owner),
+                    tags::lease(&state.run_id, &expires, &state.owner),
                     client.tracking(&tenancy_writes),
                 ),
                 None => (
-                    (naming::TAG_EXPIRES.to_string(), expires.clone()),
+                    (tags::TAG_EXPIRES.to_string(), expires.clone()),
                     client.clone(),
                 ),
             };

@@ -13,13 +13,22 @@
 pub mod brokers;
 pub mod cost;
 mod down;
+mod down_shared;
+pub mod env;
+pub mod extend;
 mod hold;
+pub mod locate;
+pub mod plan;
 pub mod populate;
 pub mod provision;
+pub mod reap;
+pub mod request;
 mod resolve;
 pub mod reuse;
-pub mod shared;
+pub mod seed;
+pub mod status;
 pub mod teardown;
+pub mod tenancy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +37,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Client, Service};
-use crate::cli::{ApiArgs, UpArgs};
 use crate::connection::Connection;
+use crate::delivery::{self, Delivered, Handoff};
 use crate::error::{Error, Result, Status};
-use crate::naming;
-use crate::outputs::{self, Delivered, Handoff};
 use crate::progress::Reporter;
 use crate::settings;
 use crate::signals::Signals;
 use crate::state::{self, RunStatus, ServiceRecord, ServiceStatus, State, StateLock, Store};
+use crate::{identity, tags};
 use provision::{Planned, Provision, Ready, Tracker};
 use teardown::{Force, Options, Target};
 
@@ -46,7 +54,7 @@ const DEFAULT_CLOUD: &str = "default_cloud";
 /// One command's engine: the settings it was given, where it reports, and the one
 /// owner of its signals.
 pub struct Engine {
-    global: ApiArgs,
+    global: settings::Api,
     reporter: &'static Reporter,
     signals: Signals,
     /// Teardown released tenancies in shared services (which stay): the interruption
@@ -62,10 +70,10 @@ pub struct Live {
     pub owner: String,
     pub store: Store,
     pub tracker: Tracker,
-    pub values: Vec<crate::exports::Value>,
+    pub values: Vec<crate::delivery::values::Value>,
     pub env_file: PathBuf,
     pub ttl: Duration,
-    pub teardown_budget: teardown::Budget,
+    pub teardown_budget: settings::TeardownBudget,
     /// Made with `up --reuse`: it outlives this command, and a failure leaves it be.
     pub reuse: bool,
     /// The run's expiry as its tags say.
@@ -104,7 +112,7 @@ struct Guarded {
 
 impl Engine {
     /// Installs the signal handlers: call before the first API call.
-    pub fn new(global: &ApiArgs, reporter: &'static Reporter) -> Result<Self> {
+    pub fn new(global: &settings::Api, reporter: &'static Reporter) -> Result<Self> {
         let signals =
             Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
         Ok(Self {
@@ -133,7 +141,7 @@ impl Engine {
     /// `up`: every phase to a delivered run. On any failure, and on a signal at any
     /// moment, everything created is torn down before the error is returned (unless
     /// `--keep-on-failure`).
-    async fn bring_up(&self, args: &UpArgs) -> Result<Live> {
+    async fn bring_up(&self, args: &settings::Up) -> Result<Live> {
         let started = Instant::now();
         let r = resolve::resolve(args)?;
         // Nothing exists before the state file does: a signal simply ends the command.
@@ -248,7 +256,7 @@ impl Engine {
     }
 
     /// `up`: a delivered run, left live for later steps; `down` ends it.
-    pub async fn up(&self, args: &UpArgs) -> Result<Status> {
+    pub async fn up(&self, args: &settings::Up) -> Result<Status> {
         let live = self.bring_up(args).await?;
         // A signal that came as the run became ready still tears it down (a run made
         // with --reuse outlives every push).
@@ -263,7 +271,7 @@ impl Engine {
             live.run_id,
             live.store.snapshot().services.len(),
             live.env_file.display(),
-            outputs::shell_env_file(&live.env_file).display()
+            delivery::shell_env_file(&live.env_file).display()
         ));
         if live.reuse {
             self.reporter.info(format!(
@@ -283,12 +291,12 @@ impl Engine {
     }
 
     /// Lock, previous run, connection, project, owner, cost; then the state file.
-    async fn guard(&self, r: &resolve::Resolved, args: &UpArgs) -> Result<Guarded> {
+    async fn guard(&self, r: &resolve::Resolved, args: &settings::Up) -> Result<Guarded> {
         let global = &self.global;
         let reporter = self.reporter;
-        let project = settings::project(global, Some(&r.manifest))?;
-        if !args.sandbox {
-            settings::require_token(global)?;
+        let project = global.project(Some(&r.manifest))?;
+        if !args.backend.is_sandbox() {
+            global.require_token()?;
         }
         let lock = StateLock::acquire(&r.state_file, Duration::from_secs(2)).await?;
         let previous = state::read(&r.state_file)?.filter(State::live);
@@ -296,30 +304,15 @@ impl Engine {
         if let Some(prev) = &previous {
             resumable(prev, r, args, &project)?;
         }
-        let conn = if args.sandbox {
-            Connection::sandbox(global, &r.state_dir).await?
-        } else {
-            Connection::real(global, None).await?
-        };
-        if let Some(prev) = &previous
-            && prev.api_url != conn.api_url
-        {
-            return Err(Error::usage(format!(
-                "run {} was started against {}, not {}",
-                prev.run_id, prev.api_url, conn.api_url
-            )));
-        }
-        if let Some(backends) = conn.sandbox_backends() {
-            reporter.info(format!("sandbox: {backends}"));
-        }
+        let conn = self.connect(r, args, previous.as_ref()).await?;
         // A run made with --reuse has one owner wherever it is brought up.
         let owner = if reuse {
-            naming::reuse_owner(&r.run_id)
+            identity::reuse_owner(&r.run_id)
         } else {
             previous
                 .as_ref()
                 .map(|p| p.owner.clone())
-                .unwrap_or_else(naming::new_owner)
+                .unwrap_or_else(identity::new_owner)
         };
         let client = conn.client.clone();
         reporter.info(format!(
@@ -334,52 +327,12 @@ impl Engine {
             r.manifest.services.len()
         ));
 
-        // The token, the project, its CA and the clock: before anything is created. The
-        // project's default cloud and CA rarely change: read from the disk cache while
-        // it is fresh (the list proves the token and the project all the same).
-        let cache = crate::cache::Cache::new(client.api_url(), &project);
-        let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
-        // Stored only when read: storing a cached value again would keep it forever.
-        let read_cloud = cached_cloud.is_none();
-        let (default_cloud, ca, existing) = tokio::join!(
-            async {
-                match cached_cloud {
-                    Some(cloud) => Ok(cloud),
-                    None => client.project(&project).await.map(|p| p.default_cloud),
-                }
-            },
-            crate::cache::project_ca(&client, &project),
-            async {
-                // A run of shared services only creates no service: nothing to find
-                // by name. Its lease on each service is checked where it is read.
-                if r.manifest.services.iter().all(|s| s.shared.is_some()) {
-                    Ok(Vec::new())
-                } else {
-                    client.list_services(&project).await
-                }
-            }
-        );
-        let default_cloud =
-            default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
-        let existing = existing
-            .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
-        if read_cloud {
-            cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
-        }
+        let (default_cloud, ca, existing) = project_facts(&client, &project, r).await?;
         if reuse {
             reuse::refuse_unreusable(&existing, &r.run_id, &project)?;
         }
         refuse_foreign(&existing, &r.run_id, &owner, &project)?;
-        let project_ca = match ca {
-            Ok(c) => Some(c),
-            Err(e) if e.is_auth_or_permission() => {
-                return Err(Error::api("reading the project CA", e));
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the project CA: {e}");
-                None
-            }
-        };
+        let project_ca = project_ca(ca)?;
         let prices = cost::cost_guard(
             &client,
             &project,
@@ -401,7 +354,7 @@ impl Engine {
         let now = client
             .server_time()
             .unwrap_or_else(time::OffsetDateTime::now_utc);
-        let expires = naming::rfc3339(now + r.ttl);
+        let expires = tags::rfc3339(now + r.ttl);
         let planned = plan_services(r, &existing, &owner)?;
         let changes = if reuse {
             let changes = reuse::changes(&planned, &existing, &owner, &default_cloud)?;
@@ -439,6 +392,28 @@ impl Engine {
         })
     }
 
+    /// The run's API; a resumed run's must be the one it started against.
+    async fn connect(
+        &self,
+        r: &resolve::Resolved,
+        args: &settings::Up,
+        previous: Option<&State>,
+    ) -> Result<Connection> {
+        let conn = Connection::open(&self.global, args.backend, &r.state_dir).await?;
+        if let Some(prev) = previous
+            && prev.api_url != conn.api_url
+        {
+            return Err(Error::usage(format!(
+                "run {} was started against {}, not {}",
+                prev.run_id, prev.api_url, conn.api_url
+            )));
+        }
+        if let Some(backends) = conn.sandbox_backends() {
+            self.reporter.info(format!("sandbox: {backends}"));
+        }
+        Ok(conn)
+    }
+
     /// Create, wait, probe, populate.
     #[allow(clippy::too_many_arguments)]
     async fn provision(
@@ -451,7 +426,7 @@ impl Engine {
         r: &resolve::Resolved,
         started: Instant,
     ) -> Result<Vec<Ready>> {
-        let ci = naming::ci_tag(&|k| std::env::var(k).ok());
+        let ci = crate::ci::tag(&|k| std::env::var(k).ok());
         self.reporter.group(
             &match planned.iter().filter(|p| p.spec.shared.is_some()).count() {
                 0 => format!("Creating {} service(s)", planned.len()),
@@ -488,7 +463,7 @@ impl Engine {
 
     /// A failed `up`: tear down (or keep, loudly) and return the error to report. A run
     /// made with --reuse stays as it is: it is the pull request's, not this push's.
-    async fn fail(&self, live: Live, args: &UpArgs, error: Error) -> Error {
+    async fn fail(&self, live: Live, args: &settings::Up, error: Error) -> Error {
         let error = self.interrupted().unwrap_or(error);
         if live.reuse {
             self.reporter.annotate_error(&error.to_string(), None);
@@ -594,7 +569,12 @@ impl Engine {
 
 /// A live run in the state file may only be resumed: same run id, asked for, in the
 /// same place.
-fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) -> Result<()> {
+fn resumable(
+    prev: &State,
+    r: &resolve::Resolved,
+    args: &settings::Up,
+    project: &str,
+) -> Result<()> {
     if prev.run_id != r.run_id || args.run_id.is_none() {
         return Err(Error::usage_hint(
             format!(
@@ -610,7 +590,7 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             ),
         ));
     }
-    let reuse_owner = naming::reuse_owner(&prev.run_id);
+    let reuse_owner = identity::reuse_owner(&prev.run_id);
     if args.preview.reuse != (prev.owner == reuse_owner) {
         return Err(Error::usage_hint(
             format!(
@@ -630,7 +610,7 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
             },
         ));
     }
-    if prev.project != project || prev.sandbox != args.sandbox {
+    if prev.project != project || prev.sandbox != args.backend.is_sandbox() {
         return Err(Error::usage(format!(
             "run {} in {} was started in project {}{}; it cannot resume elsewhere",
             prev.run_id,
@@ -647,14 +627,14 @@ fn resumable(prev: &State, r: &resolve::Resolved, args: &UpArgs, project: &str) 
 fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str) -> Result<()> {
     // A lease of this run id under another owner counts as much as a service.
     let leased_elsewhere = |s: &Service| {
-        naming::leases(&s.tags)
+        tags::leases(&s.tags)
             .iter()
-            .any(|(run, _, o)| run == run_id && o != owner)
+            .any(|l| l.run_id == run_id && l.owner != owner)
     };
     let foreign: Vec<&str> = existing
         .iter()
         .filter(|s| {
-            (s.tag(naming::TAG_RUN) == Some(run_id) && s.tag(naming::TAG_OWNER) != Some(owner))
+            (s.tag(tags::TAG_RUN) == Some(run_id) && s.tag(tags::TAG_OWNER) != Some(owner))
                 || leased_elsewhere(s)
         })
         .map(|s| s.service_name.as_str())
@@ -663,7 +643,7 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
         return Ok(());
     }
     let reused = existing.iter().any(|s| {
-        foreign.contains(&s.service_name.as_str()) && s.tag(naming::TAG_REUSE) == Some("true")
+        foreign.contains(&s.service_name.as_str()) && s.tag(tags::TAG_REUSE) == Some("true")
     });
     if reused {
         return Err(Error::usage_hint(
@@ -674,19 +654,67 @@ fn refuse_foreign(existing: &[Service], run_id: &str, owner: &str, project: &str
             "bring it up with `up --reuse`, or give this run another run id",
         ));
     }
-    Err(run_id_taken(run_id, project, &foreign))
+    Err(Error::run_id_taken(run_id, project, &foreign))
 }
 
-/// The run id names services (or leases) of another run.
-pub(crate) fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Error {
-    Error::usage_hint(
-        format!(
-            "run id {} is already used by another run in project {project} (services {}); they are not this run's to adopt or delete",
-            run_id,
-            services.join(", ")
-        ),
-        "matrix legs and re-runs need distinct run ids: omit --run-id, or use $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>",
-    )
+/// The token, the project, its CA and the clock: before anything is created. The
+/// project's default cloud and CA rarely change: read from the disk cache while it is
+/// fresh (the list proves the token and the project all the same). The CA's failure is
+/// the caller's to judge.
+async fn project_facts(
+    client: &Client,
+    project: &str,
+    r: &resolve::Resolved,
+) -> Result<(
+    String,
+    std::result::Result<String, crate::api::ApiError>,
+    Vec<Service>,
+)> {
+    let cache = crate::cache::Cache::new(client.api_url(), project);
+    let cached_cloud = cache.get::<String>(DEFAULT_CLOUD);
+    // Stored only when read: storing a cached value again would keep it forever.
+    let read_cloud = cached_cloud.is_none();
+    let (default_cloud, ca, existing) = tokio::join!(
+        async {
+            match cached_cloud {
+                Some(cloud) => Ok(cloud),
+                None => client.project(project).await.map(|p| p.default_cloud),
+            }
+        },
+        crate::cache::project_ca(client, project),
+        async {
+            // A run of shared services only creates no service: nothing to find
+            // by name. Its lease on each service is checked where it is read.
+            if r.manifest.services.iter().all(|s| s.shared.is_some()) {
+                Ok(Vec::new())
+            } else {
+                client.list_services(project).await
+            }
+        }
+    );
+    let default_cloud =
+        default_cloud.map_err(|e| Error::api(format!("reading project {project}"), e))?;
+    let existing = existing
+        .map_err(|e| Error::api(format!("listing the services of project {project}"), e))?;
+    if read_cloud {
+        cache.put([(DEFAULT_CLOUD.to_string(), &default_cloud)]);
+    }
+    Ok((default_cloud, ca, existing))
+}
+
+/// The project's CA: a refusal (authentication, permission) stops the run, any other
+/// failure only warns.
+fn project_ca(ca: std::result::Result<String, crate::api::ApiError>) -> Result<Option<String>> {
+    Ok(match ca {
+        Ok(c) => Some(c),
+        Err(e) if e.is_auth_or_permission() => {
+            return Err(Error::api("reading the project CA", e));
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the project CA: {e}");
+            None
+        }
+    })
 }
 
 /// Each service's name, its manifest entry with the cloud resolved, and whether an
@@ -694,7 +722,7 @@ pub(crate) fn run_id_taken(run_id: &str, project: &str, services: &[&str]) -> Er
 fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Result<Vec<Planned>> {
     let ours_existing: Vec<&str> = existing
         .iter()
-        .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner))
+        .filter(|s| s.tag(tags::TAG_OWNER) == Some(owner))
         .map(|s| s.service_name.as_str())
         .collect();
     r.manifest
@@ -715,7 +743,7 @@ fn plan_services(r: &resolve::Resolved, existing: &[Service], owner: &str) -> Re
 /// The run's record before any create: every service `creating`, none sent yet.
 fn new_state(
     r: &resolve::Resolved,
-    args: &UpArgs,
+    args: &settings::Up,
     planned: &[Planned],
     expires: &str,
     owner: &str,
@@ -730,9 +758,9 @@ fn new_state(
         api_url: conn.api_url.clone(),
         sandbox: conn.is_sandbox(),
         status: RunStatus::Creating,
-        started_at: naming::rfc3339(time::OffsetDateTime::now_utc()),
+        started_at: tags::rfc3339(time::OffsetDateTime::now_utc()),
         expires_at: Some(expires.to_string()),
-        manifest: Some(settings::absolute(&args.manifest.file)),
+        manifest: Some(crate::state::absolute(&args.manifest)),
         env_file: Some(r.env_file.clone()),
         tenancy_writes_until: None,
         extended_ttl_secs: None,
@@ -750,7 +778,11 @@ fn new_state(
                     ServiceStatus::Creating
                 },
                 create_sent_at: None,
-                tenant: p.spec.shared.as_ref().map(|_| naming::tenant_of(&r.run_id)),
+                tenant: p
+                    .spec
+                    .shared
+                    .as_ref()
+                    .map(|_| identity::tenant_of(&r.run_id)),
             })
             .collect(),
     }
@@ -762,12 +794,12 @@ pub fn releases(
     state: &State,
     owner: Option<&str>,
     writes: Option<&crate::api::Writes>,
-) -> Vec<shared::Release> {
+) -> Vec<tenancy::Release> {
     state
         .services
         .iter()
         .filter(|s| s.tenant.is_some() && s.status != ServiceStatus::Deleted)
-        .map(|s| shared::Release {
+        .map(|s| tenancy::Release {
             service: s.name.clone(),
             run_id: state.run_id.clone(),
             owner: owner.map(str::to_string),
@@ -804,8 +836,8 @@ pub async fn record_teardown(
     // The last record comes after this one.
     let _ = marking.await;
     let run_id = store.snapshot().run_id;
-    if outputs::github::active() {
-        let _ = outputs::github::write_summary(&outputs::summary_teardown(
+    if crate::ci::github() {
+        let _ = delivery::github::write_summary(&delivery::summary_teardown(
             &run_id,
             &report.deleted,
             &report.protected,
@@ -884,7 +916,7 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// a delivery step still writing them (a slow disk must not stall other tasks).
 async fn remove_outputs(env_file: PathBuf, state_file: PathBuf, reporter: &Reporter) {
     let shown = env_file.display().to_string();
-    let removal = tokio::task::spawn_blocking(move || outputs::remove(&env_file, &state_file));
+    let removal = tokio::task::spawn_blocking(move || delivery::remove(&env_file, &state_file));
     if tokio::time::timeout(REMOVAL_WAIT, removal).await.is_err() {
         reporter.warn(format!(
             "{shown}: a write of it did not end within {}s; it is removed once that write ends, if this process still runs",
@@ -903,7 +935,7 @@ struct Delivery {
     project: String,
     env_file: PathBuf,
     state_file: PathBuf,
-    github_env: outputs::github::GithubEnv,
+    github_env: delivery::github::GithubEnv,
     dotenv_report: Option<(PathBuf, usize)>,
 }
 
@@ -914,7 +946,7 @@ impl Delivery {
         ready: Vec<Ready>,
         project_ca: Option<String>,
         r: &resolve::Resolved,
-        args: &UpArgs,
+        args: &settings::Up,
     ) -> Self {
         Self {
             services: ready
@@ -927,17 +959,14 @@ impl Delivery {
                 })
                 .collect(),
             project_ca,
-            certs_dir: settings::beside_state(&r.state_file, "certs"),
+            certs_dir: crate::state::StatePaths::of(Some(&r.state_file)).beside("certs"),
             sandbox: live.conn.is_sandbox(),
             run_id: live.run_id.clone(),
             project: live.project.clone(),
             env_file: live.env_file.clone(),
-            state_file: settings::absolute(live.store.path()),
+            state_file: crate::state::absolute(live.store.path()),
             github_env: args.github_env,
-            dotenv_report: args
-                .dotenv_report
-                .clone()
-                .map(|p| (p, args.dotenv_max_vars)),
+            dotenv_report: args.dotenv_report.clone(),
         }
     }
 
@@ -948,7 +977,7 @@ impl Delivery {
         self,
         reporter: &Reporter,
         stop: &CancellationToken,
-    ) -> Result<Vec<crate::exports::Value>> {
+    ) -> Result<Vec<crate::delivery::values::Value>> {
         let stopped = || Error::Provision("cancelled".into());
         if stop.is_cancelled() {
             return Err(stopped());
@@ -962,8 +991,8 @@ impl Delivery {
                 created: &rd.created,
             })
             .collect();
-        let (values, secrets) = outputs::fenced(|| {
-            outputs::materialise(
+        let (values, secrets) = delivery::fenced(|| {
+            delivery::materialise(
                 &delivered,
                 self.project_ca.as_deref(),
                 &self.certs_dir,
@@ -994,7 +1023,7 @@ impl Delivery {
                 })
                 .collect(),
         };
-        outputs::deliver(&values, &secrets, &handoff, reporter)?;
+        delivery::deliver(&values, &secrets, &handoff, reporter)?;
         Ok(values)
     }
 }

@@ -16,8 +16,8 @@ use backon::{ExponentialBuilder, Retryable};
 use serde_json::json;
 
 use crate::api::{ApiError, Client, Retry, Service, ServiceUser};
+use crate::delivery::Created;
 use crate::manifest::ServiceSpec;
-use crate::outputs::Created;
 
 /// The API's answers that mean "not yet" for sub-resources of a new service. Each is
 /// keyed on a documented code where the spec lists one ("Errors": `error_code` is

@@ -14,16 +14,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::populate;
+use super::request::{create_body, say_notifications};
 use super::teardown::{Create, Target};
 use crate::api::{ApiError, Client, CreateService, Service, ServiceState, Writes};
 use crate::cache::Cache;
+use crate::delivery::Created;
 use crate::error::Error;
 use crate::manifest::ServiceSpec;
-use crate::naming;
-use crate::outputs::Created;
 use crate::probe::{self, TlsMaterial};
 use crate::progress::Reporter;
 use crate::state::{ServiceStatus, Store};
+use crate::tags;
 
 /// Creates in flight at once.
 const CREATE_CONCURRENCY: usize = 8;
@@ -76,7 +77,7 @@ impl Tracker {
         let on_change = move |until: Option<Instant>| {
             let until = until.map(|u| {
                 let left = u.saturating_duration_since(Instant::now());
-                naming::rfc3339(time::OffsetDateTime::now_utc() + left)
+                tags::rfc3339(time::OffsetDateTime::now_utc() + left)
             });
             if let Err(e) = store.update(|s| s.tenancy_writes_until = until) {
                 tracing::warn!("{e}");
@@ -199,64 +200,15 @@ impl Provision<'_> {
         // The seed runs where this process created the service, or where --reset
         // emptied it: never again on data a previous push (or a concurrent job) made.
         let mut fresh: Vec<bool> = planned.iter().map(|p| !p.exists).collect();
-        let mut phases: Vec<Phase> = planned
-            .iter()
-            .map(|p| {
-                if p.spec.shared.is_some() {
-                    Phase::Finishing
-                } else if p.exists {
-                    self.tracker.adopt(&p.name);
-                    Phase::Waiting {
-                        polls_ready: 0,
-                        secrets: None,
-                        last: String::new(),
-                    }
-                } else {
-                    Phase::Creating
-                }
-            })
-            .collect();
-        let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
+        let mut phases = self.initial_phases(planned);
         // Creates in flight when this returns run on: teardown waits for their answers.
-        let mut creates = Detached(JoinSet::new());
-        for (i, p) in planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.exists && p.spec.shared.is_none())
-        {
-            self.reporter.service(&p.name, "creating");
-            let job = self.create_job(p, stop.clone());
-            let permits = permits.clone();
-            creates.0.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (i, job.await)
-            });
-        }
-        let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
-        // A shared service is found (or made) and a tenancy taken inside it, on its own.
-        for (i, p) in planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.spec.shared.is_some())
-        {
-            self.reporter.service(&p.name, "shared: looking up");
-            let job = self.shared_job(i, p, started);
-            finishing.spawn(async move { (i, job.await) });
-        }
+        let mut creates = self.spawn_creates(planned, &stop);
+        let mut finishing = self.spawn_shared(planned, started);
         let mut ready: Vec<Ready> = Vec::new();
         let mut next_poll = Instant::now() + FIRST_POLL;
         let mut confirming = false;
         let cache = Cache::new(self.client.api_url(), self.project);
-        // The soonest any of this run's services could be ready, as earlier runs saw.
-        let soonest = planned
-            .iter()
-            .filter(|p| !p.exists && p.spec.shared.is_none())
-            .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
-            .collect::<Option<Vec<f64>>>()
-            .and_then(|seen| seen.into_iter().reduce(f64::min))
-            // What was seen includes the poll schedule's overshoot: a poll then finds
-            // it ready, not one just before.
-            .map(|secs| started + Duration::from_secs_f64(secs));
+        let soonest = soonest(&cache, planned, started);
         let mut seen_ready: BTreeMap<String, f64> = BTreeMap::new();
 
         while ready.len() < planned.len() {
@@ -357,21 +309,7 @@ impl Provision<'_> {
             })?
         };
         // Credentials: one GET with secrets per service seen ready, at once.
-        let mut fetches = JoinSet::new();
-        for &(i, _) in waiting.iter().filter(|(_, seen)| *seen) {
-            let client = self.client.clone();
-            let project = self.project.to_string();
-            let name = planned[i].name.clone();
-            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
-        }
-        let mut read: BTreeMap<usize, Service> = BTreeMap::new();
-        while let Some(joined) = fetches.join_next().await {
-            let Ok((i, result)) = joined else { continue };
-            let svc = result.map_err(|e| {
-                Error::api(format!("reading the credentials of {}", planned[i].name), e)
-            })?;
-            read.insert(i, svc);
-        }
+        let mut read = self.credentials(&waiting, planned).await?;
         let mut confirming = false;
         for (i, phase) in phases.iter_mut().enumerate() {
             let Phase::Waiting {
@@ -400,36 +338,7 @@ impl Provision<'_> {
                     },
                 },
             };
-            if svc.state == ServiceState::Poweroff {
-                let why: String = svc
-                    .service_notifications
-                    .iter()
-                    .map(|n| format!(": {}", n.message))
-                    .collect();
-                return Err(Error::Provision(format!(
-                    "{name} ({}) is powered off (state POWEROFF){why}",
-                    planned[i].spec.key
-                )));
-            }
-            if let ServiceState::Other(s) = &svc.state {
-                tracing::warn!("{name}: unknown state {s}; treating it as not ready");
-            }
-            let running_nodes = svc
-                .node_states
-                .iter()
-                .filter(|n| n.state == "running")
-                .count();
-            let looks_ready = svc.state == ServiceState::Running
-                && svc.nodes_running()
-                && svc.has_connection_details();
-            let shown = if svc.node_states.len() > 1
-                && svc.state == ServiceState::Running
-                && !svc.nodes_running()
-            {
-                format!("nodes {running_nodes}/{}", svc.node_states.len())
-            } else {
-                svc.state.to_string()
-            };
+            let (looks_ready, shown) = observe(&svc, name, &planned[i].spec.key)?;
             if *last != shown {
                 self.reporter.service(name, &shown);
                 *last = shown;
@@ -448,6 +357,96 @@ impl Provision<'_> {
         Ok(confirming)
     }
 
+    /// Where each service starts: a shared one at finding its tenancy, an existing one
+    /// (adopted) at waiting, the rest at creating.
+    fn initial_phases(&self, planned: &[Planned]) -> Vec<Phase> {
+        planned
+            .iter()
+            .map(|p| {
+                if p.spec.shared.is_some() {
+                    Phase::Finishing
+                } else if p.exists {
+                    self.tracker.adopt(&p.name);
+                    Phase::Waiting {
+                        polls_ready: 0,
+                        secrets: None,
+                        last: String::new(),
+                    }
+                } else {
+                    Phase::Creating
+                }
+            })
+            .collect()
+    }
+
+    /// The creates, at most [`CREATE_CONCURRENCY`] at once.
+    fn spawn_creates(
+        &self,
+        planned: &[Planned],
+        stop: &CancellationToken,
+    ) -> Detached<(usize, Result<bool, Error>)> {
+        let permits = Arc::new(Semaphore::new(CREATE_CONCURRENCY));
+        let mut creates = Detached(JoinSet::new());
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.exists && p.spec.shared.is_none())
+        {
+            self.reporter.service(&p.name, "creating");
+            let job = self.create_job(p, stop.clone());
+            let permits = permits.clone();
+            creates.0.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, job.await)
+            });
+        }
+        creates
+    }
+
+    /// A shared service is found (or made) and a tenancy taken inside it, on its own.
+    fn spawn_shared(
+        &self,
+        planned: &[Planned],
+        started: Instant,
+    ) -> JoinSet<(usize, Result<Ready, Error>)> {
+        let mut finishing: JoinSet<(usize, Result<Ready, Error>)> = JoinSet::new();
+        // A shared service is found (or made) and a tenancy taken inside it, on its own.
+        for (i, p) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.shared.is_some())
+        {
+            self.reporter.service(&p.name, "shared: looking up");
+            let job = self.shared_job(i, p, started);
+            finishing.spawn(async move { (i, job.await) });
+        }
+        finishing
+    }
+
+    /// The services seen ready once before, read again with their secrets.
+    async fn credentials(
+        &self,
+        waiting: &[(usize, bool)],
+        planned: &[Planned],
+    ) -> Result<BTreeMap<usize, Service>, Error> {
+        let mut fetches = JoinSet::new();
+        for &(i, _) in waiting.iter().filter(|(_, seen)| *seen) {
+            let client = self.client.clone();
+            let project = self.project.to_string();
+            let name = planned[i].name.clone();
+            fetches.spawn(async move { (i, client.get_service(&project, &name, true).await) });
+        }
+        let mut read: BTreeMap<usize, Service> = BTreeMap::new();
+        while let Some(joined) = fetches.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let svc = result.map_err(|e| {
+                Error::api(format!("reading the credentials of {}", planned[i].name), e)
+            })?;
+            read.insert(i, svc);
+        }
+        Ok(read)
+    }
+
     /// Creates one service; `Ok(true)` when this create made it, `Ok(false)` when it was
     /// already there with our owner tag (adopted).
     fn create_job(
@@ -463,7 +462,7 @@ impl Provision<'_> {
         let spec = planned.spec.clone();
         let name = planned.name.clone();
         let mut tags = spec.tags.clone();
-        tags.extend(naming::ownership_tags(
+        tags.extend(tags::ownership_tags(
             self.run_id,
             self.owner,
             &spec.key,
@@ -471,7 +470,7 @@ impl Provision<'_> {
             self.ci_tag,
         ));
         if self.reuse {
-            tags.insert(naming::TAG_REUSE.to_string(), "true".to_string());
+            tags.insert(tags::TAG_REUSE.to_string(), "true".to_string());
         }
         async move {
             if !tracker.start(&name, &stop) {
@@ -551,7 +550,7 @@ impl Provision<'_> {
             let mut svc = svc;
             let name = svc.service_name.clone();
             let primary = svc
-                .primary_component()
+                .primary_component(crate::catalogue::primary_component(&svc.service_type))
                 .ok_or_else(|| Error::Provision(format!("{name} has no primary component")))?;
             let handshake = spec.kind.handshake;
             probe::wait_reachable(spec.probe, &primary.host, primary.port, handshake, &tls, deadline)
@@ -579,14 +578,12 @@ impl Provision<'_> {
             if !spec.seed.is_empty() && (fresh || reset) {
                 // A dedicated service: the seed runs in its first database.
                 step("seed".into());
-                let admin = super::shared::pg::admin(&svc, tls.ca_pem.clone())
+                let admin = super::tenancy::pg::admin(&svc, tls.ca_pem.clone())
                     .map_err(|e| Error::Provision(format!("{name}: {e}")))?;
                 let db = spec.databases.first().map_or("defaultdb", String::as_str);
-                super::shared::seed::apply(&admin, &spec, db)
-                    .await
-                    .map_err(|e| {
-                        Error::Provision(format!("{name} (services.{}): {e}", spec.key))
-                    })?;
+                super::seed::apply(&admin, &spec, db).await.map_err(|e| {
+                    Error::Provision(format!("{name} (services.{}): {e}", spec.key))
+                })?;
             }
             Ok(Ready {
                 index,
@@ -617,7 +614,7 @@ impl Provision<'_> {
         let store = self.store.clone();
         async move {
             store.set_service(&name, ServiceStatus::Created)?;
-            let acquire = super::shared::Acquire {
+            let acquire = super::tenancy::Acquire {
                 client: &client,
                 project: &project,
                 run_id: &run_id,
@@ -662,25 +659,6 @@ impl Provision<'_> {
             started.elapsed().as_secs_f64(),
             waiting.join(", ")
         )
-    }
-}
-
-/// The create request of a manifest entry, named `name`, carrying `tags` (the tags go
-/// in the create itself: a service never exists untagged); never termination-protected.
-pub(super) fn create_body<'a>(
-    name: &'a str,
-    spec: &'a ServiceSpec,
-    tags: &'a BTreeMap<String, String>,
-) -> CreateService<'a> {
-    CreateService {
-        service_name: name,
-        service_type: &spec.service_type,
-        plan: &spec.plan,
-        cloud: spec.cloud.as_deref(),
-        project_vpc_id: spec.project_vpc_id.as_deref(),
-        termination_protection: false,
-        tags,
-        user_config: &spec.user_config,
     }
 }
 
@@ -748,7 +726,7 @@ async fn adopt(
     conflict: &ApiError,
 ) -> Result<(), ApiError> {
     match client.get_service(project, name, false).await {
-        Ok(existing) if existing.tag(naming::TAG_OWNER) == Some(owner) => {
+        Ok(existing) if existing.tag(tags::TAG_OWNER) == Some(owner) => {
             tracing::info!("{name}: already exists with our owner tag; adopting it");
             Ok(())
         }
@@ -774,6 +752,55 @@ async fn adopt(
     }
 }
 
+/// What a listed service says: whether it looks ready (running, every node, connection
+/// details), and its state in words; a powered-off one fails the run.
+fn observe(svc: &Service, name: &str, key: &str) -> Result<(bool, String), Error> {
+    if svc.state == ServiceState::Poweroff {
+        let why: String = svc
+            .service_notifications
+            .iter()
+            .map(|n| format!(": {}", n.message))
+            .collect();
+        return Err(Error::Provision(format!(
+            "{name} ({}) is powered off (state POWEROFF){why}",
+            key
+        )));
+    }
+    if let ServiceState::Other(s) = &svc.state {
+        tracing::warn!("{name}: unknown state {s}; treating it as not ready");
+    }
+    let running_nodes = svc
+        .node_states
+        .iter()
+        .filter(|n| n.state == "running")
+        .count();
+    let looks_ready = svc.state == ServiceState::Running
+        && svc.nodes_running()
+        && svc.has_connection_details(crate::catalogue::primary_component(&svc.service_type));
+    let shown = if svc.node_states.len() > 1
+        && svc.state == ServiceState::Running
+        && !svc.nodes_running()
+    {
+        format!("nodes {running_nodes}/{}", svc.node_states.len())
+    } else {
+        svc.state.to_string()
+    };
+    Ok((looks_ready, shown))
+}
+
+/// The soonest any of this run's services could be ready, as earlier runs saw.
+fn soonest(cache: &Cache, planned: &[Planned], started: Instant) -> Option<Instant> {
+    planned
+        .iter()
+        .filter(|p| !p.exists && p.spec.shared.is_none())
+        .map(|p| cache.get::<f64>(&ready_key(&p.spec)))
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|seen| seen.into_iter().reduce(f64::min))
+        // What was seen includes the poll schedule's overshoot: a poll then finds
+        // it ready, not one just before.
+        .map(|secs| started + Duration::from_secs_f64(secs))
+}
+
 /// A JoinSet whose tasks outlive it: dropping it detaches them instead of aborting.
 struct Detached<T: 'static>(JoinSet<T>);
 
@@ -788,12 +815,4 @@ impl<T: 'static> Drop for Detached<T> {
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
         .max(FIRST_POLL.min(d))
-}
-
-/// What the API tells about a service (an end-of-life version, say) is for the user's
-/// eyes.
-pub(super) fn say_notifications(reporter: &Reporter, name: &str, svc: &Service) {
-    for n in &svc.service_notifications {
-        reporter.warn(format!("{name}: {}", n.message));
-    }
 }

@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::UpArgs;
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::manifest::Manifest;
-use crate::naming;
 use crate::settings;
 
 pub struct Resolved {
@@ -18,7 +17,7 @@ pub struct Resolved {
     pub timeout: Duration,
     pub poll_cap: Duration,
     pub ttl: Duration,
-    pub teardown_budget: super::teardown::Budget,
+    pub teardown_budget: crate::settings::TeardownBudget,
     pub state_file: PathBuf,
     pub state_dir: PathBuf,
     pub env_file: PathBuf,
@@ -26,19 +25,19 @@ pub struct Resolved {
     pub reset: bool,
 }
 
-pub fn resolve(args: &UpArgs) -> Result<Resolved> {
-    let manifest = crate::manifest::load(&args.manifest.file)?;
+pub fn resolve(args: &settings::Up) -> Result<Resolved> {
+    let manifest = crate::manifest::load(&args.manifest)?;
     let run_id = match &args.run_id {
-        Some(id) => naming::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
-        None => naming::new_run_id(),
+        Some(id) => identity::run_id(id).map_err(|e| Error::usage_hint(e, "omit --run-id for a fresh random one, or use e.g. $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT-<leg>"))?,
+        None => identity::new_run_id(),
     };
     let shortened_from = args.run_id.clone().filter(|given| *given != run_id);
     for spec in &manifest.services {
-        naming::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
+        identity::service_name(&manifest.name_prefix, &spec.key, &run_id).map_err(Error::usage)?;
     }
     let timeout = args.timeout;
     let poll_cap = args.poll_interval;
-    let teardown_budget = settings::teardown_budget(&args.teardown);
+    let teardown_budget = args.budget;
     let ttl = manifest.ttl_for(timeout)?;
     if args.preview.reuse {
         refuse_shared(&manifest)?;
@@ -46,15 +45,18 @@ pub fn resolve(args: &UpArgs) -> Result<Resolved> {
     if args.preview.reset {
         check_reset(&manifest)?;
     }
-    if let Some(path) = &args.dotenv_report {
-        check_report_size(&manifest, path, args.dotenv_max_vars)?;
+    if let Some((path, max_vars)) = &args.dotenv_report {
+        check_report_size(&manifest, path, *max_vars)?;
     }
-    let (state_file, state_dir) = settings::state_paths(args.state_file.as_deref());
-    let env_file = settings::absolute(
+    let crate::state::StatePaths {
+        file: state_file,
+        dir: state_dir,
+    } = args.state.clone();
+    let env_file = crate::state::absolute(
         &args
             .env_file
             .clone()
-            .unwrap_or_else(|| settings::beside_state(&state_file, "env")),
+            .unwrap_or_else(|| args.state.beside("env")),
     );
     Ok(Resolved {
         manifest,
@@ -124,7 +126,7 @@ fn check_report_size(manifest: &Manifest, path: &std::path::Path, max: usize) ->
     ]
     .into_iter()
     .chain(manifest.services.iter().flat_map(|spec| {
-        crate::exports::exports(spec, false)
+        crate::manifest::exports::exports(spec, false)
             .into_iter()
             .filter(|e| !e.field.is_secret() && !e.field.is_file())
             .map(|e| e.name)

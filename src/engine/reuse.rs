@@ -1,6 +1,6 @@
 //! `up --reuse`: a run that lives for a pull request across pushes.
 //!
-//! Its owner is derived from the run id ([`naming::reuse_owner`]), so every push,
+//! Its owner is derived from the run id ([`identity::reuse_owner`]), so every push,
 //! re-run and concurrent job of the pull request is the same owner, from any machine:
 //! the services it finds are adopted, a create that loses a race (409) adopts the
 //! winner's, and a run made without `--reuse` (a random owner) is refused. Each push
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::provision::Planned;
 use crate::api::{Client, Retry, Service};
 use crate::error::{Error, Result};
-use crate::naming;
+use crate::{identity, tags};
 
 /// `user_config` keys that only a create reads: never compared, never sent again.
 const CREATE_ONLY: &[&str] = &[
@@ -61,13 +61,13 @@ impl Changes {
 /// A run made without `--reuse` is never adopted: its services belong to a test run
 /// that deletes them when it ends.
 pub fn refuse_unreusable(existing: &[Service], run_id: &str, project: &str) -> Result<()> {
-    let owner = naming::reuse_owner(run_id);
+    let owner = identity::reuse_owner(run_id);
     let theirs: Vec<&str> = existing
         .iter()
         .filter(|s| {
-            naming::is_ours(&s.tags)
-                && s.tag(naming::TAG_RUN) == Some(run_id)
-                && s.tag(naming::TAG_OWNER) != Some(owner.as_str())
+            tags::is_ours(&s.tags)
+                && s.tag(tags::TAG_RUN) == Some(run_id)
+                && s.tag(tags::TAG_OWNER) != Some(owner.as_str())
         })
         .map(|s| s.service_name.as_str())
         .collect();
@@ -97,7 +97,7 @@ pub fn changes(
     let mut changes = Changes::default();
     let ours: Vec<&Service> = existing
         .iter()
-        .filter(|s| s.tag(naming::TAG_OWNER) == Some(owner))
+        .filter(|s| s.tag(tags::TAG_OWNER) == Some(owner))
         .collect();
     for p in planned.iter().filter(|p| p.spec.shared.is_none()) {
         let Some(svc) = ours.iter().find(|s| s.service_name == p.name) else {
@@ -154,7 +154,7 @@ pub fn changes(
         if !planned.iter().any(|p| p.name == svc.service_name) {
             changes.delete.push((
                 svc.service_name.clone(),
-                svc.tag(naming::TAG_KEY).unwrap_or("?").to_string(),
+                svc.tag(tags::TAG_KEY).unwrap_or("?").to_string(),
             ));
         }
     }
@@ -198,7 +198,7 @@ pub async fn apply(client: &Client, project: &str, changes: &Changes, expires: &
     }
     for name in changes.staying() {
         let (client, project, name) = (client.clone(), project.to_string(), name.to_string());
-        let tags = BTreeMap::from([(naming::TAG_EXPIRES.to_string(), Some(expires.to_string()))]);
+        let tags = BTreeMap::from([(tags::TAG_EXPIRES.to_string(), Some(expires.to_string()))]);
         jobs.spawn(async move {
             client
                 .update_tags(&project, &name, &tags, Retry::Standard)

@@ -20,30 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiError, Client, REQUEST_TIMEOUT, Retry, Service, spread};
-use crate::naming;
 use crate::progress::Reporter;
+use crate::settings::TeardownBudget;
 use crate::signals::Signals;
-
-/// How long a teardown may take, by what started it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    /// Nothing interrupted the run: `down`, a post step, `after_script`, `run` after its
-    /// command, `up` after a failure.
-    pub plain: Duration,
-    /// A signal started it (or came during it): sized to GitHub's cancel window (SIGINT,
-    /// 7.5 s, SIGTERM, 2.5 s, SIGKILL), so that the report is out before the kill.
-    pub interrupted: Duration,
-}
-
-impl Budget {
-    /// At least `at_least` when nothing interrupts (a lost write's window, say).
-    pub fn plain_at_least(self, at_least: Duration) -> Self {
-        Self {
-            plain: self.plain.max(at_least),
-            ..self
-        }
-    }
-}
+use crate::tags;
 
 /// When teardown must end; a signal brings it forward.
 struct Deadline(watch::Sender<Instant>);
@@ -145,9 +125,9 @@ impl Force {
     fn allows(&self, svc: &Service) -> bool {
         match self {
             Force::No => false,
-            Force::Owner(o) => svc.tag(naming::TAG_OWNER) == Some(o),
-            Force::Run(r) => svc.tag(naming::TAG_RUN) == Some(r),
-            Force::Ours => naming::is_ours(&svc.tags),
+            Force::Owner(o) => svc.tag(tags::TAG_OWNER) == Some(o),
+            Force::Run(r) => svc.tag(tags::TAG_RUN) == Some(r),
+            Force::Ours => tags::is_ours(&svc.tags),
         }
     }
 }
@@ -160,9 +140,9 @@ pub struct Options {
     /// The run's owner nonce: a name whose create never answered is deleted only if it
     /// carries it. `None` when every target is known to be ours.
     pub owner: Option<String>,
-    pub budget: Budget,
+    pub budget: TeardownBudget,
     /// Run tenancies in shared services to release (the services stay).
-    pub releases: Vec<super::shared::Release>,
+    pub releases: Vec<super::tenancy::Release>,
 }
 
 #[derive(Debug, Default)]
@@ -224,25 +204,25 @@ struct Ctx {
 
 impl Ctx {
     /// Releases a run's tenancy in a shared service, tried until the budget ends.
-    async fn release(&self, r: super::shared::Release) -> Outcome {
+    async fn release(&self, r: super::tenancy::Release) -> Outcome {
         let _ = self.events.send(Event::Releasing(r.service.clone()));
         let mut wait = FIRST_BACKOFF;
         loop {
             let deadline = self.deadline.at();
             let attempt = tokio::time::timeout_at(
                 deadline.into(),
-                super::shared::release(&self.client, &self.project, &r, deadline),
+                super::tenancy::release(&self.client, &self.project, &r, deadline),
             )
             .await;
             let (why, unsettled) = match attempt {
-                Ok(Ok(super::shared::Released::Done)) => {
+                Ok(Ok(super::tenancy::Released::Done)) => {
                     return self.remove_created(&r, Outcome::Released).await;
                 }
-                Ok(Ok(super::shared::Released::Nothing)) => {
+                Ok(Ok(super::tenancy::Released::Nothing)) => {
                     return self.remove_created(&r, Outcome::NeverCreated).await;
                 }
-                Ok(Ok(super::shared::Released::NotOurs)) => return Outcome::NotOurs,
-                Ok(Ok(super::shared::Released::Unsettled(why))) => {
+                Ok(Ok(super::tenancy::Released::NotOurs)) => return Outcome::NotOurs,
+                Ok(Ok(super::tenancy::Released::Unsettled(why))) => {
                     (format!("{why}; the lease stays until it cannot"), true)
                 }
                 Ok(Err(why)) => (why, false),
@@ -301,7 +281,7 @@ impl Ctx {
     /// round trip); it then fails naming the service, as if it had been deleted a moment
     /// earlier. A run leases a service only once it is running, so while the first run's
     /// service is still being built (where an interruption usually finds it) nobody can.
-    async fn remove_created(&self, r: &super::shared::Release, kept: Outcome) -> Outcome {
+    async fn remove_created(&self, r: &super::tenancy::Release, kept: Outcome) -> Outcome {
         let Some(creator) = &r.created_by else {
             return kept;
         };
@@ -320,13 +300,13 @@ impl Ctx {
                     };
                 }
                 Err(e) => e.to_string(),
-                Ok(svc) if svc.tag(naming::TAG_CREATED_BY) != Some(creator.as_str()) => {
+                Ok(svc) if svc.tag(tags::TAG_CREATED_BY) != Some(creator.as_str()) => {
                     return kept;
                 }
                 Ok(svc) => {
-                    let leases: Vec<String> = naming::leases(&svc.tags)
+                    let leases: Vec<String> = tags::leases(&svc.tags)
                         .into_iter()
-                        .map(|(run, _, _)| run)
+                        .map(|l| l.run_id)
                         .collect();
                     if !leases.is_empty() {
                         let _ = self.events.send(Event::Kept(
@@ -514,7 +494,7 @@ impl Ctx {
         match self.get(&t.name).await {
             Ok(svc) => {
                 let ours = match &self.options.owner {
-                    Some(owner) => svc.tag(naming::TAG_OWNER) == Some(owner.as_str()),
+                    Some(owner) => svc.tag(tags::TAG_OWNER) == Some(owner.as_str()),
                     None => true,
                 };
                 Ok(if ours { Unseen::Ours } else { Unseen::NotOurs })
@@ -628,6 +608,93 @@ fn show(reporter: &Reporter, event: Event) {
     }
 }
 
+impl Report {
+    /// One task's outcome, said and counted.
+    fn record(
+        &mut self,
+        name: String,
+        outcome: Outcome,
+        releasing: &BTreeSet<String>,
+        reporter: &Reporter,
+    ) {
+        match outcome {
+            Outcome::Gone => {
+                reporter.service_done(&name, "deleted");
+                self.deleted.push(name);
+            }
+            Outcome::Released => {
+                reporter.service_done(&name, "released (the shared service stays)");
+                self.deleted.push(name);
+            }
+            Outcome::CreatedRemoved => {
+                reporter.service_done(
+                    &name,
+                    "deleted (this run created the shared service and no run holds a lease on it)",
+                );
+                self.removed_shared.push(name.clone());
+                self.deleted.push(name);
+            }
+            Outcome::NeverCreated => {
+                // A release row ends with a verdict too: the run had not got
+                // that far.
+                if releasing.contains(&name) {
+                    reporter.service_done(&name, "nothing of this run there yet");
+                }
+                self.deleted.push(name);
+            }
+            Outcome::NotOurs => reporter.warn(format!(
+                "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
+            )),
+            Outcome::Protected => {
+                reporter.warn(format!(
+                    "{name}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)"
+                ));
+                self.protected.push(name);
+            }
+            Outcome::Failed(why) if releasing.contains(&name) => self.failed.push((
+                format!("{name} (this run's tenancy in it; the shared service stays)"),
+                why,
+            )),
+            Outcome::Failed(why) => self.failed.push((name, why)),
+        }
+    }
+}
+
+/// The budget by what started the teardown: a signal already received, or nothing.
+fn budget_now(budget: TeardownBudget, signals: Option<&Signals>) -> Duration {
+    if signals.is_some_and(|s| s.received().is_some()) {
+        budget.interrupted
+    } else {
+        budget.plain
+    }
+}
+
+/// Later signals never stop teardown; they are told what it is still doing, and what
+/// is left of it shrinks to the short budget.
+fn watch_signals(
+    signals: &Signals,
+    still: Arc<Mutex<BTreeSet<String>>>,
+    deadline: Arc<Deadline>,
+    short: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = signals.subscribe();
+    tokio::spawn(async move {
+        while let Ok(sig) = rx.recv().await {
+            deadline.shorten(Instant::now() + short);
+            let pending: Vec<String> = still
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            say!(
+                "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
+                pending.join(", ")
+            );
+        }
+    })
+}
+
 /// Deletes every target and confirms it is gone, within the budget.
 pub async fn teardown(
     client: &Client,
@@ -647,50 +714,23 @@ pub async fn teardown(
         (0, m) => format!("Releasing {m} shared service tenancy(ies)"),
         (n, m) => format!("Deleting {n} service(s), releasing {m} shared tenancy(ies)"),
     });
-    let still = Arc::new(Mutex::new(
-        targets
-            .iter()
-            .map(|t| t.name.clone())
-            .chain(releases.iter().map(|r| r.service.clone()))
-            .collect::<BTreeSet<String>>(),
-    ));
-    reporter.align(
-        &still
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let interrupted = signals.is_some_and(|s| s.received().is_some());
-    let budget = if interrupted {
-        options.budget.interrupted
-    } else {
-        options.budget.plain
-    };
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(releases.iter().map(|r| r.service.clone()))
+        .collect();
+    reporter.align(&names);
+    let still = Arc::new(Mutex::new(names.into_iter().collect::<BTreeSet<String>>()));
+    let budget = budget_now(options.budget, signals);
     let (deadline, _) = watch::channel(Instant::now() + budget);
     let deadline = Arc::new(Deadline(deadline));
-    // Later signals never stop teardown; they are told what it is still doing, and
-    // what is left of it shrinks to the short budget.
     let watcher = signals.map(|s| {
-        let mut rx = s.subscribe();
-        let still = still.clone();
-        let (deadline, short) = (deadline.clone(), options.budget.interrupted);
-        tokio::spawn(async move {
-            while let Ok(sig) = rx.recv().await {
-                deadline.shorten(Instant::now() + short);
-                let pending: Vec<String> = still
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                say!(
-                    "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
-                    pending.join(", ")
-                );
-            }
-        })
+        watch_signals(
+            s,
+            still.clone(),
+            deadline.clone(),
+            options.budget.interrupted,
+        )
     });
 
     let (events, mut event_rx) = mpsc::unbounded_channel();
@@ -739,46 +779,7 @@ pub async fn teardown(
                     ),
                 };
                 still.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-                match outcome {
-                    Outcome::Gone => {
-                        reporter.service_done(&name, "deleted");
-                        report.deleted.push(name);
-                    }
-                    Outcome::Released => {
-                        reporter.service_done(&name, "released (the shared service stays)");
-                        report.deleted.push(name);
-                    }
-                    Outcome::CreatedRemoved => {
-                        reporter.service_done(
-                            &name,
-                            "deleted (this run created the shared service and no run holds a lease on it)",
-                        );
-                        report.removed_shared.push(name.clone());
-                        report.deleted.push(name);
-                    }
-                    Outcome::NeverCreated => {
-                        // A release row ends with a verdict too: the run had not got
-                        // that far.
-                        if releasing.contains(&name) {
-                            reporter.service_done(&name, "nothing of this run there yet");
-                        }
-                        report.deleted.push(name);
-                    }
-                    Outcome::NotOurs => reporter.warn(format!(
-                        "{name}: exists but does not carry this run's owner tag; it is not this run's and is left alone"
-                    )),
-                    Outcome::Protected => {
-                        reporter.warn(format!(
-                            "{name}: termination protection is on; not deleted (someone set it on purpose; `down --force` clears it)"
-                        ));
-                        report.protected.push(name);
-                    }
-                    Outcome::Failed(why) if releasing.contains(&name) => report.failed.push((
-                        format!("{name} (this run's tenancy in it; the shared service stays)"),
-                        why,
-                    )),
-                    Outcome::Failed(why) => report.failed.push((name, why)),
-                }
+                report.record(name, outcome, &releasing, reporter);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A checked manifest turned into what a run uses: `version` and `fork_from` folded into
 //! `user_config` (as the API takes them), the probe and env prefix defaulted. Runs only
-//! after [`super::check`] found nothing, so it does not check again.
+//! after [`super::validate`] found nothing, so it does not check again.
 
 use std::path::Path;
 

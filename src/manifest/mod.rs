@@ -2,16 +2,17 @@
 //!
 //! - [`raw`]: what serde reads, strictly (unknown keys, duplicate keys and bad types
 //!   are errors in the user's words, with a line and column);
-//! - [`check`]: every value checked offline for what the API would reject later, one
+//! - [`validate`]: every value checked offline for what the API would reject later, one
 //!   function per concern;
 //! - [`expand`]: the checked manifest turned into what a run uses (`version` and
 //!   `fork_from` folded into `user_config`, probe and env defaults);
-//! - [`names`]: the env names the services will export, checked together.
+//! - [`env_names`]: the env names the services will export, checked together.
 
-mod check;
+mod env_names;
 mod expand;
-mod names;
+pub mod exports;
 mod raw;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -297,13 +298,13 @@ pub fn load_if_present(path: &Path) -> Result<Option<Manifest>, ManifestError> {
 
 pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
     let raw = raw::read(text).map_err(|p| ManifestError::new(path, text, vec![p]))?;
-    let problems = check::manifest(&raw);
+    let problems = validate::manifest(&raw);
     if !problems.is_empty() {
         return Err(ManifestError::new(path, text, problems));
     }
     let manifest = expand::manifest(raw, path, text);
-    let mut problems = names::check(&manifest);
-    problems.extend(check::seed_files(&manifest));
+    let mut problems = env_names::check(&manifest);
+    problems.extend(validate::seed_files(&manifest));
     if !problems.is_empty() {
         return Err(ManifestError::new(path, text, problems));
     }
@@ -311,7 +312,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
 }
 
 /// The TTL must leave at least this much beyond `up`'s timeout.
-const TTL_MARGIN: Duration = Duration::from_secs(600);
+pub const TTL_MARGIN: Duration = Duration::from_secs(600);
 
 impl Manifest {
     /// The run's ttl for a given `--timeout`: the manifest's, else timeout + 1h. One
@@ -384,8 +385,8 @@ impl ServiceSpec {
     /// The service's name: `<prefix>-<key>-<run id>`, or a shared service's stable one.
     pub fn service_name(&self, prefix: &str, run_id: &str) -> Result<String, String> {
         match &self.shared {
-            None => crate::naming::service_name(prefix, &self.key, run_id),
-            Some(Shared::Managed) => crate::naming::shared_service_name(prefix, &self.key),
+            None => crate::identity::service_name(prefix, &self.key, run_id),
+            Some(Shared::Managed) => crate::identity::shared_service_name(prefix, &self.key),
             Some(Shared::Existing(name)) => Ok(name.clone()),
         }
     }

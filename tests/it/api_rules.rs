@@ -262,7 +262,7 @@ fn the_clients_service_names_fit_the_description() {
         "[a-z0-9]{1,20}",
     );
     check(parts, |(prefix, key, run_id)| {
-        if let Ok(name) = aiven_ephemeral::naming::service_name(&prefix, &key, &run_id) {
+        if let Ok(name) = aiven_ephemeral::identity::service_name(&prefix, &key, &run_id) {
             prop_assert!(service_name.allows_length(&name), "{name}");
             prop_assert!(aiven_ephemeral::manifest::is_service_name(&name), "{name}");
         }
@@ -344,7 +344,7 @@ fn the_clients_times_are_rfc3339_within_the_described_length() {
     // Year 0 to 9999, the range RFC 3339 can write.
     check(-62_167_219_200i64..253_402_300_799, |secs| {
         let t = OffsetDateTime::from_unix_timestamp(secs).expect("in range");
-        let text = aiven_ephemeral::naming::rfc3339(t);
+        let text = aiven_ephemeral::tags::rfc3339(t);
         prop_assert!(create_time.allows_length(&text), "{text}");
         prop_assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).ok(), Some(t));
         Ok(())

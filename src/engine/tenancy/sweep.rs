@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::{Release, pg, seed};
+use super::{Release, pg};
 use crate::api::{Client, Service, ServiceState};
-use crate::naming;
+use crate::engine::seed;
+use crate::tags;
 
 /// A run's lease on a shared service, as `reap` finds it.
 pub struct Lease {
@@ -26,14 +26,12 @@ pub fn leases(listed: &[Service], now: OffsetDateTime) -> Vec<Lease> {
     listed
         .iter()
         .flat_map(|s| {
-            naming::leases(&s.tags)
-                .into_iter()
-                .map(move |(run_id, expires, _)| Lease {
-                    service: s.service_name.clone(),
-                    expired: parse(&expires).is_some_and(|t| t <= now),
-                    run_id,
-                    expires,
-                })
+            tags::leases(&s.tags).into_iter().map(move |l| Lease {
+                service: s.service_name.clone(),
+                expired: tags::parse_rfc3339(&l.expires).is_some_and(|t| t <= now),
+                run_id: l.run_id,
+                expires: l.expires,
+            })
         })
         .collect()
 }
@@ -57,13 +55,13 @@ pub fn release_of(service: &str, run_id: &str) -> Release {
 pub fn idle(listed: &[Service], now: OffsetDateTime, idle_for: Duration) -> Vec<Idle> {
     listed
         .iter()
-        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
-        .filter(|s| s.tag(naming::TAG_KEEP) != Some("true"))
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some())
+        .filter(|s| s.tag(tags::TAG_KEEP) != Some("true"))
         .filter(|s| s.state.is_billed())
         .filter(|s| unleased(s, now))
         .filter_map(|s| {
-            let used = s.tag(naming::TAG_USED).or(s.create_time.as_deref())?;
-            let since = parse(used)?;
+            let used = s.tag(tags::TAG_USED).or(s.create_time.as_deref())?;
+            let since = tags::parse_rfc3339(used)?;
             (since + idle_for <= now).then(|| Idle {
                 name: s.service_name.clone(),
                 service_type: s.service_type.clone(),
@@ -88,7 +86,7 @@ pub fn standing(
         .collect();
     listed
         .iter()
-        .filter(|s| s.tag(naming::TAG_SHARED).is_some())
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some())
         .filter(|s| s.state.is_billed())
         .filter(|s| !idle.contains(&s.service_name))
         // One a run holds a lease on is listed with that lease.
@@ -100,11 +98,11 @@ pub fn standing(
 /// When `reap --shared-idle idle_for` powers a shared service off if no run uses it
 /// meanwhile; `None` when it never does (tagged to keep) or the tags do not say.
 pub fn power_off_at(svc: &Service, idle_for: Duration) -> Option<String> {
-    if svc.tag(naming::TAG_KEEP) == Some("true") {
+    if svc.tag(tags::TAG_KEEP) == Some("true") {
         return None;
     }
-    let used = parse(svc.tag(naming::TAG_USED).or(svc.create_time.as_deref())?)?;
-    Some(naming::rfc3339(used + idle_for))
+    let used = tags::parse_rfc3339(svc.tag(tags::TAG_USED).or(svc.create_time.as_deref())?)?;
+    Some(tags::rfc3339(used + idle_for))
 }
 
 /// A shared service nobody has used for a while.
@@ -118,31 +116,15 @@ pub struct Idle {
 impl Idle {
     /// What a power-off costs this service, in Aiven's terms.
     pub fn loses(&self) -> &'static str {
-        after_power_on(&self.service_type)
-    }
-}
-
-/// What a service of this type has again after a power-off and a power-on.
-pub fn after_power_on(service_type: &str) -> &'static str {
-    match service_type {
-        "pg" => "its data comes back from backups when the next run powers it on",
-        "kafka" => {
-            "its topics' messages are lost; configuration, users and ACLs come back from configuration backups"
-        }
-        "valkey" => "its data comes back only if a backup exists",
-        _ => "what comes back on power-on depends on its backups",
+        crate::catalogue::after_power_on(&self.service_type)
     }
 }
 
 /// No run holds a live lease on it (an unreadable expiry counts as live).
 fn unleased(svc: &Service, now: OffsetDateTime) -> bool {
-    naming::leases(&svc.tags)
+    tags::leases(&svc.tags)
         .iter()
-        .all(|(_, expires, _)| parse(expires).is_some_and(|t| t <= now))
-}
-
-fn parse(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
+        .all(|l| tags::parse_rfc3339(&l.expires).is_some_and(|t| t <= now))
 }
 
 /// What `reap` drops of seed templates on one service.

@@ -5,14 +5,16 @@
 pub mod env;
 pub mod github;
 pub mod gitlab;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 
 use crate::api::Service;
 use crate::error::{Error, Result};
-use crate::exports::{self, Files, UserPasswords, Value};
 use crate::manifest::ServiceSpec;
+use crate::manifest::exports;
 use crate::secret::Secret;
+use values::{Files, UserPasswords, Value};
 
 /// The accounts created in a service, which its users need to know about.
 #[derive(Default, Debug)]
@@ -39,7 +41,7 @@ pub fn materialise(
         crate::state::write_private(path, contents.as_bytes())
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
     };
-    let certs_dir = crate::settings::absolute(certs_dir);
+    let certs_dir = crate::state::absolute(certs_dir);
     let ca_path = certs_dir.join("ca.pem");
     let mut ca_written = false;
     let mut values = Vec::new();
@@ -62,7 +64,7 @@ pub fn materialise(
                     .push((admin.username.clone(), p.expose().to_string()));
             }
             if let (Some(cert), Some(key)) = (&admin.access_cert, &admin.access_key) {
-                let (cert_path, key_path) = exports::cert_paths(&certs_dir, &d.spec.key);
+                let (cert_path, key_path) = values::cert_paths(&certs_dir, &d.spec.key);
                 write(&cert_path, cert)?;
                 write(&key_path, key.expose())?;
                 secrets.keys.push(key.expose().to_string());
@@ -81,14 +83,14 @@ pub fn materialise(
                 passwords.insert(name.clone(), Secret::default());
             }
             if let (Some(cert), Some(key)) = (&user.access_cert, &user.access_key) {
-                let (cert_path, key_path) = exports::user_cert_paths(&certs_dir, &d.spec.key, name);
+                let (cert_path, key_path) = values::user_cert_paths(&certs_dir, &d.spec.key, name);
                 write(&cert_path, cert)?;
                 write(&key_path, key.expose())?;
                 secrets.keys.push(key.expose().to_string());
                 files.users.insert(name.clone(), (cert_path, key_path));
             }
         }
-        let mut service_values = exports::values(d.spec, d.service, &files, &passwords, sandbox)
+        let mut service_values = values::values(d.spec, d.service, &files, &passwords, sandbox)
             .map_err(|e| {
                 Error::Provision(format!(
                     "{} (services.{}): {e}",
@@ -145,9 +147,9 @@ pub fn remove(env_file: &Path, state_file: &Path) {
     let _ = std::fs::remove_file(env_file);
     let _ = std::fs::remove_file(shell_env_file(env_file));
     for name in ["env", "env.sh", "env.json"] {
-        let _ = std::fs::remove_file(crate::settings::beside_state(state_file, name));
+        let _ = std::fs::remove_file(crate::state::StatePaths::of(Some(state_file)).beside(name));
     }
-    let _ = std::fs::remove_dir_all(crate::settings::beside_state(state_file, "certs"));
+    let _ = std::fs::remove_dir_all(crate::state::StatePaths::of(Some(state_file)).beside("certs"));
 }
 
 /// Writes the env file and the CI outputs. In GitHub Actions the masks go out first.
@@ -157,7 +159,7 @@ pub fn deliver(
     handoff: &Handoff,
     reporter: &crate::progress::Reporter,
 ) -> Result<()> {
-    if github::active() {
+    if crate::ci::github() {
         github::print_masks(&github::mask_words(secrets, values));
     }
     fenced(|| write_outputs(values, handoff, reporter))
@@ -202,7 +204,7 @@ fn write_outputs(
         report.extend(values.iter().filter(|v| !v.secret && !v.file).cloned());
         gitlab::write_report(path, &report, *max).map_err(Error::usage)?;
     }
-    if github::active() {
+    if crate::ci::github() {
         let io = |e: std::io::Error| Error::io("cannot write GitHub Actions outputs", e);
         github::write_env(values, handoff.github_env).map_err(io)?;
         let services: Vec<serde_json::Value> = handoff

@@ -9,8 +9,8 @@
 use super::{Acquire, RELEASE_RETRY, Tenancy, as_tenant, gone_if_missing};
 use crate::api::{Client, KafkaAcl, Retry, Service};
 use crate::error::Error;
+use crate::identity::topic_prefix;
 use crate::manifest::{ServiceSpec, Shared};
-use crate::naming::topic_prefix;
 
 pub(super) async fn create(
     a: &Acquire<'_>,

@@ -1,35 +1,10 @@
-//! Names and ownership tags: run ids, owner nonces, per-run service names
-//! (`<prefix>-<key>-<run id>`, at most 64 characters) and the tags that mark a service
-//! as this tool's.
-
-use std::collections::BTreeMap;
+//! Identities and names: run ids, owner nonces, per-run service names
+//! (`<prefix>-<key>-<run id>`, at most 64 characters), shared service and tenant names;
+//! the tags that carry them are [`crate::tags`].
 
 use rand::Rng;
 
-pub const TAG_RUN: &str = "aiven-ephemeral-run";
-pub const TAG_OWNER: &str = "aiven-ephemeral-owner";
-pub const TAG_KEY: &str = "aiven-ephemeral-key";
-pub const TAG_EXPIRES: &str = "aiven-ephemeral-expires";
-pub const TAG_CI: &str = "aiven-ephemeral-ci";
-pub const TAG_KEEP: &str = "aiven-ephemeral-keep";
-/// On the services of a run made with `up --reuse` (an environment per pull request):
-/// `true`. Only such a run is ever adopted by a later `up --reuse`.
-pub const TAG_REUSE: &str = "aiven-ephemeral-reuse";
-/// On a shared service this tool created: the manifest key it was made for.
-pub const TAG_SHARED: &str = "aiven-ephemeral-shared";
-/// On a shared service this tool created: the owner nonce of the run that created it.
-/// A run that fails or is interrupted before it is up deletes the shared service it
-/// created if no other run holds a lease on it; no other run may.
-pub const TAG_CREATED_BY: &str = "aiven-ephemeral-created-by";
-/// On a shared service: when a run last released its lease (idle time counts from it).
-pub const TAG_USED: &str = "aiven-ephemeral-used";
-/// On a shared service, one per run using it: `aiven-ephemeral-lease-<run id>` =
-/// `<expiry>/<owner>`. Tags merge key by key, so concurrent runs never overwrite each
-/// other's leases, and `reap` finds them without any state file.
-pub const TAG_LEASE: &str = "aiven-ephemeral-lease-";
-
 const MAX_NAME: usize = 64;
-const MAX_TAG_VALUE: usize = 64;
 
 fn random_string(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -143,78 +118,6 @@ pub fn topic_prefix(tenant: &str) -> String {
     format!("{tenant}.")
 }
 
-/// A lease: (tag key, tag value).
-pub fn lease(run_id: &str, expires: &str, owner: &str) -> (String, String) {
-    (format!("{TAG_LEASE}{run_id}"), format!("{expires}/{owner}"))
-}
-
-/// The leases on a service's tags: (run id, expiry, owner).
-pub fn leases(tags: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
-    tags.iter()
-        .filter_map(|(k, v)| {
-            let run = k.strip_prefix(TAG_LEASE)?;
-            let (expires, owner) = v.split_once('/')?;
-            Some((run.to_string(), expires.to_string(), owner.to_string()))
-        })
-        .collect()
-}
-
-/// Where the run comes from, for the `aiven-ephemeral-ci` tag: `github:<repo>/<run id>`
-/// or `gitlab:<project path>/<job id>`, cut from the front to 64 characters.
-pub fn ci_tag(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let raw = if env("GITHUB_ACTIONS").as_deref() == Some("true") {
-        let repo = env("GITHUB_REPOSITORY")?;
-        let run = env("GITHUB_RUN_ID")?;
-        format!("github:{repo}/{run}")
-    } else if env("GITLAB_CI").as_deref() == Some("true") {
-        let project = env("CI_PROJECT_PATH")?;
-        let job = env("CI_JOB_ID")?;
-        format!("gitlab:{project}/{job}")
-    } else {
-        return None;
-    };
-    Some(tail(&raw, MAX_TAG_VALUE))
-}
-
-/// The last `max` characters: the job id at the end is what identifies a run.
-fn tail(s: &str, max: usize) -> String {
-    let count = s.chars().count();
-    s.chars().skip(count.saturating_sub(max)).collect()
-}
-
-/// The tags every service of a run is created with.
-pub fn ownership_tags(
-    run_id: &str,
-    owner: &str,
-    key: &str,
-    expires: &str,
-    ci: Option<&str>,
-) -> BTreeMap<String, String> {
-    let mut tags = BTreeMap::from([
-        (TAG_RUN.to_string(), run_id.to_string()),
-        (TAG_OWNER.to_string(), owner.to_string()),
-        (TAG_KEY.to_string(), tail(key, MAX_TAG_VALUE)),
-        (TAG_EXPIRES.to_string(), expires.to_string()),
-    ]);
-    if let Some(ci) = ci {
-        tags.insert(TAG_CI.to_string(), ci.to_string());
-    }
-    tags
-}
-
-/// A service carries this tool's tags (only such services are ever deleted by tag).
-pub fn is_ours(tags: &BTreeMap<String, String>) -> bool {
-    tags.contains_key(TAG_RUN) && tags.contains_key(TAG_OWNER)
-}
-
-/// RFC 3339 to the second, as tags carry times.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,18 +194,5 @@ mod tests {
         assert_eq!(owner, "reuse-pr-42");
         assert!(owner.len() <= 64);
         assert!((0..100).all(|_| !new_owner().contains('-')));
-    }
-
-    #[test]
-    fn ci_tag_keeps_the_tail() {
-        let env = |k: &str| match k {
-            "GITHUB_ACTIONS" => Some("true".into()),
-            "GITHUB_REPOSITORY" => Some(format!("org/{}", "r".repeat(80))),
-            "GITHUB_RUN_ID" => Some("987654321".into()),
-            _ => None,
-        };
-        let tag = ci_tag(&env).unwrap();
-        assert_eq!(tag.chars().count(), 64);
-        assert!(tag.ends_with("/987654321"));
     }
 }

@@ -11,12 +11,7 @@ use std::path::Path;
 use base64::Engine;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::exports::Value;
-
-/// Whether we run inside GitHub Actions.
-pub fn active() -> bool {
-    std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true")
-}
+use super::values::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum GithubEnv {
@@ -27,13 +22,6 @@ pub enum GithubEnv {
     NonSecret,
     /// Nothing to `$GITHUB_ENV`.
     None,
-}
-
-/// Escapes a workflow command's data: `%`, CR and LF.
-pub fn escape(data: &str) -> String {
-    data.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
 }
 
 /// Secret material of one service, for masking.
@@ -61,7 +49,7 @@ pub fn mask_words(secrets: &Secrets, values: &[Value]) -> Vec<String> {
         let forms = [
             password.clone(),
             utf8_percent_encode(password, NON_ALPHANUMERIC).to_string(),
-            crate::exports::enc(password),
+            super::values::enc(password),
         ];
         for form in &forms {
             for v in values.iter().filter(|v| v.value.contains(form.as_str())) {
@@ -108,7 +96,7 @@ fn is_address(value: &str) -> bool {
 pub fn print_masks(words: &[String]) {
     let mut out = std::io::stdout().lock();
     for w in words {
-        let _ = writeln!(out, "::add-mask::{}", escape(w));
+        let _ = writeln!(out, "::add-mask::{}", crate::ci::escape_annotation(w));
     }
     let _ = out.flush();
 }
@@ -165,11 +153,6 @@ pub fn write_summary(markdown: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_follows_the_runner() {
-        assert_eq!(escape("a%b\r\nc"), "a%25b%0D%0Ac");
-    }
 
     #[test]
     fn heredoc_never_contains_its_delimiter_inside() {

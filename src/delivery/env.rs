@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::exports::Value;
+use super::values::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -15,12 +15,11 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
-use super::{Acquire, Release, Tenancy, as_tenant, seed, user};
+use super::{Acquire, Release, Tenancy, as_tenant, user};
 use crate::api::{Client, Service};
+use crate::delivery::Created;
+use crate::engine::seed;
 use crate::manifest::ServiceSpec;
-use crate::outputs::Created;
 use crate::secret::Secret;
 use crate::sql::{self, ident, literal};
 
@@ -84,7 +83,7 @@ pub async fn admin_session(
 /// The admin user's way in.
 pub fn admin(svc: &Service, ca_pem: Option<String>) -> Result<sql::Target, String> {
     let primary = svc
-        .primary_component()
+        .primary_component(crate::catalogue::primary_component(&svc.service_type))
         .ok_or_else(|| format!("{} has no primary component", svc.service_name))?;
     let admin = svc
         .admin()
@@ -127,14 +126,6 @@ fn connection_limit(max_connections: i64) -> i64 {
     ((max_connections - ADMIN_ROOM) / PLANNED_RUNS).clamp(1, 20)
 }
 
-pub(super) fn password() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
 pub(super) async fn create(
     a: &Acquire<'_>,
     spec: &ServiceSpec,
@@ -159,7 +150,7 @@ pub(super) async fn create(
     .await
     .unwrap_or(100);
     let limit = connection_limit(max);
-    let password = password();
+    let password = sql::password();
     let exists: bool = sql::value(
         &db,
         "SELECT count(*) > 0 FROM pg_catalog.pg_roles WHERE rolname = $1",

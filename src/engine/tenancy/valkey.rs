@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::{Acquire, Tenancy, as_tenant};
 use crate::api::Service;
+use crate::delivery::Created;
+use crate::identity::key_prefix;
 use crate::manifest::ServiceSpec;
-use crate::naming::key_prefix;
-use crate::outputs::Created;
 
 /// The categories a run's user has: all but the server's administration and what may
 /// reach past a key pattern.

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::exports::{self, Field, is_reserved};
 use super::{Loc, Manifest, Problem};
-use crate::exports::{self, Field, is_reserved};
 
 pub(super) fn check(manifest: &Manifest) -> Vec<Problem> {
     let mut problems = shared_clashes(manifest);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::exports::Value;
+use super::values::Value;
 
 /// GitLab rejects dotenv reports larger than this.
 pub const MAX_BYTES: usize = 5 * 1024;
@@ -34,7 +34,7 @@ pub fn limit_warnings(rendered: &str, count: usize) -> Vec<String> {
 
 /// Writes the report, or says what did not fit.
 pub fn write_report(path: &Path, values: &[Value], max_vars: usize) -> Result<(), String> {
-    let rendered = crate::outputs::env::render(values, crate::outputs::env::Format::Dotenv);
+    let rendered = crate::delivery::env::render(values, crate::delivery::env::Format::Dotenv);
     let mut problems = Vec::new();
     if values.len() > max_vars {
         let dropped: Vec<&str> = values[max_vars..].iter().map(|v| v.name.as_str()).collect();

@@ -167,7 +167,7 @@ async fn build(
     tracing::info!("building seed template {name}");
     let role = format!("{SEED_ROLE_PREFIX}{hash}");
     // Known only to this process, for this build; sent as a verifier.
-    let password = super::pg::password();
+    let password = sql::password();
     let verifier = literal(&sql::scram(&password));
     let r = ident(&role);
     let exists: bool = sql::value(

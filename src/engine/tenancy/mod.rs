@@ -1,5 +1,6 @@
-//! Shared services: one long-lived service that many runs use at once, each through a
-//! tenancy of its own inside it, named from the run id ([`naming::tenant`]):
+//! Tenancies in shared services: one long-lived service that many runs use at once,
+//! each through a tenancy of its own inside it, named from the run id
+//! ([`crate::identity::tenant_of`]):
 //!
 //! - PostgreSQL ([`pg`]): a role and its databases, made over SQL by the admin user;
 //!   CONNECT revoked from PUBLIC, a per-role connection limit that leaves the admin
@@ -18,7 +19,6 @@
 
 pub mod kafka;
 pub mod pg;
-pub mod seed;
 pub mod standing;
 pub mod sweep;
 pub mod valkey;
@@ -27,12 +27,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiError, Client, Retry, Service, ServiceState, ServiceUser, Writes};
+use crate::catalogue::{self, Sharing};
+use crate::delivery::Created;
 use crate::error::Error;
 use crate::manifest::{ServiceSpec, Shared};
-use crate::naming;
-use crate::outputs::Created;
 use crate::progress::Reporter;
 use crate::secret::Secret;
+use crate::{identity, tags};
 
 /// Aiven's default limit of service users on Kafka (support can raise it).
 pub const KAFKA_MAX_USERS: usize = 50;
@@ -70,17 +71,17 @@ impl Acquire<'_> {
         let svc = self.running(spec, shared, name, found).await?;
         // The guard listed no service for a run of shared services only: a lease of
         // this run id under another owner is found here.
-        if naming::leases(&svc.tags)
+        if tags::leases(&svc.tags)
             .iter()
-            .any(|(run, _, owner)| run == self.run_id && owner != self.owner)
+            .any(|l| l.run_id == self.run_id && l.owner != self.owner)
         {
-            return Err(super::run_id_taken(self.run_id, self.project, &[name]));
+            return Err(Error::run_id_taken(self.run_id, self.project, &[name]));
         }
-        super::provision::say_notifications(self.reporter, name, &svc);
+        super::request::say_notifications(self.reporter, name, &svc);
         if let Some(drift) = plan_drift(&spec.plan, &svc) {
             self.reporter.warn(drift);
         }
-        let tenant = naming::tenant_of(self.run_id);
+        let tenant = identity::tenant_of(self.run_id);
         if spec.kind.kafka {
             self.kafka_room(&svc, &tenant)?;
             kafka::confine(self, shared, &svc, &tenant).await?;
@@ -88,10 +89,10 @@ impl Acquire<'_> {
         // The lease first: whatever exists of the run inside the service from here on
         // can be found and released without this process.
         step("lease");
-        let (key, value) = naming::lease(self.run_id, self.expires, self.owner);
+        let (key, value) = tags::lease(self.run_id, self.expires, self.owner);
         let tags = BTreeMap::from([
             (key, Some(value)),
-            (naming::TAG_USED.to_string(), Some(self.now())),
+            (tags::TAG_USED.to_string(), Some(self.now())),
         ]);
         self.client
             .update_tags(self.project, name, &tags, crate::api::Retry::Standard)
@@ -103,18 +104,18 @@ impl Acquire<'_> {
                 )
             })?;
         let what = format!("{name} (services.{})", spec.key);
-        let made = match spec.kind.name {
-            "pg" => pg::create(self, spec, &svc, &tenant, &step).await,
-            "valkey" => valkey::create(self, spec, &svc, &tenant).await,
-            "kafka" => kafka::create(self, spec, &svc, &tenant, &step).await,
-            other => Err(format!("{other} services cannot be shared")),
+        let made = match spec.kind.sharing {
+            Some(Sharing::Postgres) => pg::create(self, spec, &svc, &tenant, &step).await,
+            Some(Sharing::Valkey) => valkey::create(self, spec, &svc, &tenant).await,
+            Some(Sharing::Kafka) => kafka::create(self, spec, &svc, &tenant, &step).await,
+            None => Err(format!("{} services cannot be shared", spec.kind.name)),
         }
         .map_err(|e| Error::Provision(format!("{what}: {e}")))?;
         Ok(made)
     }
 
     fn now(&self) -> String {
-        naming::rfc3339(
+        tags::rfc3339(
             self.client
                 .server_time()
                 .unwrap_or_else(time::OffsetDateTime::now_utc),
@@ -144,10 +145,10 @@ impl Acquire<'_> {
             spec.service_type, spec.plan
         ));
         let mut tags = spec.tags.clone();
-        tags.insert(naming::TAG_SHARED.to_string(), spec.key.clone());
-        tags.insert(naming::TAG_USED.to_string(), self.now());
-        tags.insert(naming::TAG_CREATED_BY.to_string(), self.owner.to_string());
-        let body = super::provision::create_body(name, spec, &tags);
+        tags.insert(tags::TAG_SHARED.to_string(), spec.key.clone());
+        tags.insert(tags::TAG_USED.to_string(), self.now());
+        tags.insert(tags::TAG_CREATED_BY.to_string(), self.owner.to_string());
+        let body = super::request::create_body(name, spec, &tags);
         match self.client.create_service(self.project, &body).await {
             Ok(_) => Ok(None),
             // Another run created it first: one service, both use it.
@@ -222,7 +223,7 @@ impl Acquire<'_> {
             };
             if svc.state == ServiceState::Running
                 && svc.nodes_running()
-                && svc.has_connection_details()
+                && svc.has_connection_details(catalogue::primary_component(&svc.service_type))
             {
                 if with_secrets {
                     return Ok(svc);
@@ -237,13 +238,13 @@ impl Acquire<'_> {
             }
             if svc.state == ServiceState::Poweroff && !powered_on {
                 // Why it is off, when the API says (a failure rather than reap, say).
-                super::provision::say_notifications(self.reporter, name, &svc);
+                super::request::say_notifications(self.reporter, name, &svc);
                 if let Shared::Existing(_) = shared {
                     return Err(Error::Provision(powered_off_yours(spec, name)));
                 }
                 self.reporter.warn(format!(
                     "shared service {name} is powered off (`reap` powers idle ones off); powering it on. This takes minutes on Aiven: it is rebuilt, and {}",
-                    sweep::after_power_on(&spec.service_type)
+                    catalogue::after_power_on(&spec.service_type)
                 ));
                 self.client
                     .set_powered(self.project, name, true)
@@ -318,11 +319,11 @@ pub fn refusal(
             svc.service_name, spec.key, svc.service_type, spec.service_type
         ));
     }
-    if matches!(shared, Shared::Managed) && svc.tag(naming::TAG_SHARED).is_none() {
+    if matches!(shared, Shared::Managed) && svc.tag(tags::TAG_SHARED).is_none() {
         return Some(format!(
             "a service named {} exists in project {project} but is not a shared service of aiven-ephemeral (no {} tag); it is left alone. Use `shared: {{service: {}}}` to share a service you manage, or another name_prefix",
             svc.service_name,
-            naming::TAG_SHARED,
+            tags::TAG_SHARED,
             svc.service_name
         ));
     }
@@ -358,19 +359,19 @@ pub fn powered_off_yours(spec: &ServiceSpec, name: &str) -> String {
 
 /// What a run gets inside a shared service, in words.
 pub fn tenancy(spec: &ServiceSpec, run_id: &str) -> String {
-    let tenant = naming::tenant_of(run_id);
-    match spec.kind.name {
-        "pg" => format!(
+    let tenant = identity::tenant_of(run_id);
+    match spec.kind.sharing {
+        Some(Sharing::Postgres) => format!(
             "role {tenant} owning database(s) {}",
             pg::databases(spec, &tenant).join(", ")
         ),
-        "valkey" => format!(
+        Some(Sharing::Valkey) => format!(
             "user {tenant}, keys and channels {}*",
-            naming::key_prefix(&tenant)
+            identity::key_prefix(&tenant)
         ),
-        "kafka" => format!(
+        Some(Sharing::Kafka) => format!(
             "user {tenant}, topics {}*{}",
-            naming::topic_prefix(&tenant),
+            identity::topic_prefix(&tenant),
             if spec.topics.is_empty() {
                 String::new()
             } else {
@@ -378,13 +379,13 @@ pub fn tenancy(spec: &ServiceSpec, run_id: &str) -> String {
                     " ({})",
                     spec.topics
                         .iter()
-                        .map(|t| format!("{}{}", naming::topic_prefix(&tenant), t.name))
+                        .map(|t| format!("{}{}", identity::topic_prefix(&tenant), t.name))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
             }
         ),
-        _ => tenant,
+        None => tenant,
     }
 }
 
@@ -442,10 +443,13 @@ pub async fn release(
         Err(e) if e.is_not_found() => return finished(Released::Nothing),
         Err(e) => return Err(format!("reading {}: {e}", r.service)),
     };
-    let lease = naming::leases(&svc.tags)
+    let lease = tags::leases(&svc.tags)
         .into_iter()
-        .find(|(run, _, _)| run == &r.run_id);
-    let Some((_, _, leased_to)) = &lease else {
+        .find(|l| l.run_id == r.run_id);
+    let Some(tags::Lease {
+        owner: leased_to, ..
+    }) = &lease
+    else {
         // The lease is written before anything of the run exists inside: without it
         // there is nothing to release (unless the lease's own write may still land).
         return finished(Released::Nothing);
@@ -453,20 +457,20 @@ pub async fn release(
     if r.owner.as_ref().is_some_and(|owner| owner != leased_to) {
         return Ok(Released::NotOurs);
     }
-    let tenant = naming::tenant_of(&r.run_id);
-    match svc.service_type.as_str() {
-        "pg" => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
-        "valkey" => delete_user(client, project, &svc, &tenant).await?,
-        "kafka" => kafka::drop(client, project, &svc, &tenant).await?,
-        _ => {}
+    let tenant = identity::tenant_of(&r.run_id);
+    match catalogue::get(&svc.service_type).and_then(|t| t.sharing) {
+        Some(Sharing::Postgres) => pg::drop(client, project, &svc, r, &tenant, deadline).await?,
+        Some(Sharing::Valkey) => delete_user(client, project, &svc, &tenant).await?,
+        Some(Sharing::Kafka) => kafka::drop(client, project, &svc, &tenant).await?,
+        None => {}
     }
     if let Some(why) = unsettled {
         return Ok(Released::Unsettled(why));
     }
-    let mut tags = BTreeMap::from([(format!("{}{}", naming::TAG_LEASE, r.run_id), None::<String>)]);
+    let mut tags = BTreeMap::from([(format!("{}{}", tags::TAG_LEASE, r.run_id), None::<String>)]);
     tags.insert(
-        naming::TAG_USED.to_string(),
-        Some(naming::rfc3339(
+        tags::TAG_USED.to_string(),
+        Some(tags::rfc3339(
             client
                 .server_time()
                 .unwrap_or_else(time::OffsetDateTime::now_utc),

@@ -450,7 +450,7 @@ fn shared(c: &mut Checks, key: &Spanned<String>, svc: &RawService, kind: &Servic
     if matches!(shared.value, RawShared::Flag(false)) {
         return;
     }
-    if !kind.shareable {
+    if kind.sharing.is_none() {
         c.fail(
             Loc::of(shared),
             format!(
