@@ -1,6 +1,6 @@
 //! `status`: the run in the state file, and its services as the API sees them.
 
-use crate::engine::status::{runs, view};
+use crate::engine::status::{Runs, SharedRow, runs, view};
 use crate::error::{Result, Status};
 use crate::settings;
 use crate::state;
@@ -109,7 +109,12 @@ fn expired(expires_at: Option<&str>, now: Option<time::OffsetDateTime>) -> bool 
 /// `status --all`: every run of this tool in the project (long-lived pull-request runs
 /// above all), from one list and the cached prices.
 async fn all_runs(args: &settings::Status) -> Result<Status> {
-    let (project, now, runs) = runs(args).await?;
+    let Runs {
+        project,
+        now,
+        runs,
+        shared,
+    } = runs(args).await?;
     if args.json {
         crate::say!(out
             "{}",
@@ -117,6 +122,7 @@ async fn all_runs(args: &settings::Status) -> Result<Status> {
         );
         return Ok(Status::Success);
     }
+    say_shared(&shared);
     if runs.is_empty() {
         crate::say!(out "no runs of aiven-ephemeral in project {project}");
         return Ok(Status::Success);
@@ -133,9 +139,16 @@ async fn all_runs(args: &settings::Status) -> Result<Status> {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
+            // A run of tenancies only pays nothing of its own.
+            let tenancies = r.shared && r.created.is_none();
             vec![
                 r.run_id.clone(),
-                if r.reuse { "reuse" } else { "run" }.into(),
+                match (r.reuse, tenancies) {
+                    (true, _) => "reuse",
+                    (false, true) => "shared",
+                    (false, false) => "run",
+                }
+                .into(),
                 r.services.len().to_string(),
                 r.created
                     .as_deref()
@@ -146,8 +159,16 @@ async fn all_runs(args: &settings::Status) -> Result<Status> {
                     Some(t) => format!("in {}", span(t - now)),
                     None => "-".into(),
                 },
-                usd(r.hourly_usd),
-                usd(r.cost_so_far_usd),
+                if tenancies {
+                    "-".into()
+                } else {
+                    usd(r.hourly_usd)
+                },
+                if tenancies {
+                    "-".into()
+                } else {
+                    usd(r.cost_so_far_usd)
+                },
             ]
         })
         .collect();
@@ -156,4 +177,27 @@ async fn all_runs(args: &settings::Status) -> Result<Status> {
         &rows,
     );
     Ok(Status::Success)
+}
+
+/// The shared services, before the runs: billed whether or not a run uses them.
+fn say_shared(shared: &[SharedRow]) {
+    if shared.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = shared
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                match (s.powered, s.hourly_usd) {
+                    (false, _) => "off".into(),
+                    (true, Some(v)) => format!("{v:.3}"),
+                    (true, None) => "?".into(),
+                },
+                s.leases.to_string(),
+            ]
+        })
+        .collect();
+    crate::say!(out "shared services (billed while powered on, used or not):");
+    super::print_table(&["SERVICE", "USD/H", "RUNS"], &rows);
 }

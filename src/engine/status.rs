@@ -173,6 +173,9 @@ pub struct RunRow {
     pub run_id: String,
     /// Made with `up --reuse`: it lives across pushes.
     pub reuse: bool,
+    /// Holds leases on shared services (its tenancies there cost nothing of their
+    /// own; `services` names those too).
+    pub shared: bool,
     pub services: Vec<String>,
     /// Since its first service was created.
     pub created: Option<String>,
@@ -182,10 +185,29 @@ pub struct RunRow {
     pub cost_so_far_usd: Option<f64>,
 }
 
+/// A shared service: billed while powered on, whether or not a run uses it.
+#[derive(Serialize)]
+pub struct SharedRow {
+    pub name: String,
+    /// Powered on (running, rebuilding, ...): billed.
+    pub powered: bool,
+    pub hourly_usd: Option<f64>,
+    /// Live leases: the runs using it now.
+    pub leases: usize,
+}
+
+/// What `status --all` shows.
+pub struct Runs {
+    pub project: String,
+    /// The API's clock.
+    pub now: OffsetDateTime,
+    pub runs: Vec<RunRow>,
+    pub shared: Vec<SharedRow>,
+}
+
 /// `status --all`: every run of this tool in the project (long-lived pull-request runs
-/// above all), from one list and the cached prices; with the project and the API's
-/// clock.
-pub async fn runs(args: &settings::Status) -> Result<(String, OffsetDateTime, Vec<RunRow>)> {
+/// above all) and the shared services, from one list and the cached prices.
+pub async fn runs(args: &settings::Status) -> Result<Runs> {
     let manifest = crate::manifest::load_if_present(&args.run.manifest)?;
     let project = args.api.project(manifest.as_ref())?;
     let conn = Connection::open(&args.api, args.run.backend, &args.run.state.dir).await?;
@@ -196,38 +218,23 @@ pub async fn runs(args: &settings::Status) -> Result<(String, OffsetDateTime, Ve
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let ours: Vec<&crate::api::Service> =
         listed.iter().filter(|s| tags::is_ours(&s.tags)).collect();
+    let shared: Vec<&crate::api::Service> = listed
+        .iter()
+        .filter(|s| s.tag(tags::TAG_SHARED).is_some())
+        .collect();
     let keys: Vec<(String, String, String)> = ours
         .iter()
+        .chain(&shared)
         .map(|s| (s.service_type.clone(), s.plan.clone(), s.cloud_name.clone()))
         .collect();
-    let prices = super::cost::prices_of(&conn.client, &project, &keys).await;
+    let mut prices = super::cost::prices_of(&conn.client, &project, &keys).await;
     conn.close().await;
+    let shared_prices = prices.split_off(ours.len());
     let mut runs: Vec<RunRow> = Vec::new();
     for (svc, price) in ours.iter().zip(&prices) {
-        let run_id = svc.tag(tags::TAG_RUN).unwrap_or_default().to_string();
-        let row = match runs.iter_mut().position(|r| r.run_id == run_id) {
-            Some(i) => &mut runs[i],
-            None => {
-                runs.push(RunRow {
-                    run_id,
-                    reuse: svc.tag(tags::TAG_REUSE) == Some("true"),
-                    services: Vec::new(),
-                    created: None,
-                    expires: None,
-                    hourly_usd: Some(0.0),
-                    cost_so_far_usd: Some(0.0),
-                });
-                runs.last_mut().expect("just pushed")
-            }
-        };
+        let row = run_row(&mut runs, svc.tag(tags::TAG_RUN).unwrap_or_default());
+        row.reuse |= svc.tag(tags::TAG_REUSE) == Some("true");
         row.services.push(svc.service_name.clone());
-        let earliest = |a: &mut Option<String>, b: Option<&str>| {
-            if let Some(b) = b
-                && a.as_deref().is_none_or(|a| b < a)
-            {
-                *a = Some(b.to_string());
-            }
-        };
         earliest(&mut row.created, svc.create_time.as_deref());
         earliest(&mut row.expires, svc.tag(tags::TAG_EXPIRES));
         let age = svc
@@ -243,7 +250,61 @@ pub async fn runs(args: &settings::Status) -> Result<(String, OffsetDateTime, Ve
             _ => None,
         };
     }
+    // A run with tenancies: its leases say when it expires.
+    let mut shared_rows = Vec::new();
+    for (svc, price) in shared.iter().zip(&shared_prices) {
+        let live: Vec<tags::Lease> = tags::leases(&svc.tags)
+            .into_iter()
+            .filter(|l| tags::parse_rfc3339(&l.expires).is_some_and(|t| t > now))
+            .collect();
+        for lease in &live {
+            let row = run_row(&mut runs, &lease.run_id);
+            row.shared = true;
+            row.services.push(svc.service_name.clone());
+            earliest(&mut row.expires, Some(&lease.expires));
+        }
+        shared_rows.push(SharedRow {
+            name: svc.service_name.clone(),
+            powered: svc.state.is_billed(),
+            hourly_usd: price.usd,
+            leases: live.len(),
+        });
+    }
     // The oldest first: long-lived runs are what this view is for.
     runs.sort_by(|a, b| (&a.created, &a.run_id).cmp(&(&b.created, &b.run_id)));
-    Ok((project, now, runs))
+    Ok(Runs {
+        project,
+        now,
+        runs,
+        shared: shared_rows,
+    })
+}
+
+/// The row of run `run_id`, added if it is not there yet.
+fn run_row<'a>(runs: &'a mut Vec<RunRow>, run_id: &str) -> &'a mut RunRow {
+    match runs.iter().position(|r| r.run_id == run_id) {
+        Some(i) => &mut runs[i],
+        None => {
+            runs.push(RunRow {
+                run_id: run_id.to_string(),
+                reuse: false,
+                shared: false,
+                services: Vec::new(),
+                created: None,
+                expires: None,
+                hourly_usd: Some(0.0),
+                cost_so_far_usd: Some(0.0),
+            });
+            runs.last_mut().expect("just pushed")
+        }
+    }
+}
+
+/// Keeps the earlier of two RFC 3339 times (they order as text).
+fn earliest(a: &mut Option<String>, b: Option<&str>) {
+    if let Some(b) = b
+        && a.as_deref().is_none_or(|a| b < a)
+    {
+        *a = Some(b.to_string());
+    }
 }

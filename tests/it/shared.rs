@@ -1405,8 +1405,9 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     [HH:MM:SS] deleted 1 shared service(s) in project test-project
     ");
     assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
-    // At once again: the API keeps the deleted service's name a while (409, then 404).
-    let again = env.run(&["up", "--run-id", "two"]);
+    // At once again: the API keeps the deleted service's name a while (409, then 404);
+    // with no time to wait it out, said.
+    let again = env.run(&["up", "--run-id", "two", "--timeout", "4s"]);
     again.expect_code(1);
     pinned!(lines_of(&again, "two"), @"
     [HH:MM:SS] run [RUN] in project test-project (1 service(s))
@@ -1419,6 +1420,35 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     error: shared service ae-cache-shared (services.cache) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute
     ");
     assert_eq!(env.sandbox.live_names(), vec!["team-pg"]);
+    // With --timeout to spare (a CI re-run right after a cancel), it waits the name out.
+    let create = "/v1/project/test-project/service";
+    let refused = |reqs: &[Value]| {
+        reqs.iter()
+            .filter(|r| r["method"] == "POST" && r["path"] == create && r["status"] == 409)
+            .count()
+    };
+    let before = refused(&env.sandbox.requests());
+    let child = env.spawn(&["up", "--run-id", "three"]);
+    env.sandbox
+        .wait_for("a refused create", Duration::from_secs(30), |reqs| {
+            refused(reqs) > before
+        });
+    env.sandbox.advance_clock("1m");
+    let waited = wait(child, Duration::from_secs(60));
+    waited.expect_code(0);
+    pinned!(lines_of(&waited, "three"), @"
+    [HH:MM:SS] run [RUN] in project test-project (1 service(s))
+    [HH:MM:SS] Joining 1 shared service(s)
+    [HH:MM:SS] ae-cache-shared: shared: looking up
+    [HH:MM:SS] warning: creating shared service ae-cache-shared (valkey hobbyist): it outlives this run and is billed while powered on, until `aiven-ephemeral reap` powers it off when idle
+    [HH:MM:SS] ae-cache-shared: the name is still held by a service deleted moments ago; trying again in 5s
+    [HH:MM:SS] ae-cache-shared: REBUILDING
+    [HH:MM:SS] ae-cache-shared: lease
+    [HH:MM:SS] ae-cache-shared: ready
+    [HH:MM:SS] run [RUN] is up: 1 service(s); env file [TMP]/.aiven-ephemeral/env (in a shell: . [TMP]/.aiven-ephemeral/env.sh)
+    [HH:MM:SS] tear down with: aiven-ephemeral down
+    ");
+    env.run(&["down"]).expect_code(0);
 }
 
 #[test]
@@ -1483,7 +1513,26 @@ fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it()
 fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_when() {
     let env = building(Duration::from_millis(300));
     env.run(&["up", "--run-id", "one"]).expect_code(0);
+    // Every run of the project: one with a tenancy counts, found by its lease.
+    let all = env.run(&["status", "--all"]);
+    all.expect_code(0);
+    pinned!(all.stdout, @"
+    shared services (billed while powered on, used or not):
+    SERVICE          USD/H  RUNS
+    ae-cache-shared  0.026  1
+    runs of aiven-ephemeral in project test-project:
+    RUN  KIND    SVCS  AGE  EXPIRES   USD/H  SO FAR
+    one  shared  1     -    in [T]  -      -
+    ");
     env.run(&["down"]).expect_code(0);
+    let all = env.run(&["status", "--all"]);
+    all.expect_code(0);
+    pinned!(all.stdout, @"
+    shared services (billed while powered on, used or not):
+    SERVICE          USD/H  RUNS
+    ae-cache-shared  0.026  0
+    no runs of aiven-ephemeral in project test-project
+    ");
     let status = env.run(&["status"]);
     status.expect_code(0);
     pinned!(status.stdout, @"
