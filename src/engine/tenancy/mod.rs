@@ -39,6 +39,11 @@ use crate::{identity, tags};
 pub const KAFKA_MAX_USERS: usize = 50;
 
 /// What acquiring a shared service needs.
+/// Between attempts to create a shared service whose name a deletion still holds: a
+/// few requests over the minute or so the API keeps it.
+const NAME_RETRY_FIRST: Duration = Duration::from_secs(5);
+const NAME_RETRY_MAX: Duration = Duration::from_secs(20);
+
 pub struct Acquire<'a> {
     pub client: &'a Client,
     pub project: &'a str,
@@ -149,27 +154,40 @@ impl Acquire<'_> {
         tags.insert(tags::TAG_USED.to_string(), self.now());
         tags.insert(tags::TAG_CREATED_BY.to_string(), self.owner.to_string());
         let body = super::request::create_body(name, spec, &tags);
-        match self.client.create_service(self.project, &body).await {
-            Ok(_) => Ok(None),
-            // Another run created it first: one service, both use it.
-            Err(e) if e.is_conflict() => {
-                let svc = match self.client.get_service(self.project, name, false).await {
-                    Ok(svc) => svc,
-                    // Taken, yet not there: the name of a service deleted moments ago,
-                    // which the API keeps for a while (research/aiven-api.md).
-                    Err(e) if e.is_not_found() => {
-                        return Err(Error::Provision(format!(
-                            "shared service {name} (services.{}) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute",
-                            spec.key
-                        )));
+        let mut wait = NAME_RETRY_FIRST;
+        loop {
+            match self.client.create_service(self.project, &body).await {
+                Ok(_) => return Ok(None),
+                // Another run created it first: one service, both use it.
+                Err(e) if e.is_conflict() => {
+                    match self.client.get_service(self.project, name, false).await {
+                        Ok(svc) => return self.ours_to_share(spec, &svc, shared).map(|()| None),
+                        // Taken, yet not there: the name of a service deleted moments
+                        // ago, which the API keeps for a while (research/aiven-api.md):
+                        // a re-run right after a cancel waits it out within --timeout.
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => {
+                            return Err(Error::api(format!("looking up shared service {name}"), e));
+                        }
                     }
-                    Err(e) => {
-                        return Err(Error::api(format!("looking up shared service {name}"), e));
-                    }
-                };
-                self.ours_to_share(spec, &svc, shared).map(|()| None)
+                }
+                Err(e) => return Err(Error::api(format!("creating shared service {name}"), e)),
             }
-            Err(e) => Err(Error::api(format!("creating shared service {name}"), e)),
+            if Instant::now() + wait >= self.deadline {
+                return Err(Error::Provision(format!(
+                    "shared service {name} (services.{}) cannot be created yet: its name belongs to a service deleted moments ago, and Aiven keeps a deleted service's name for a while; run again in a minute",
+                    spec.key
+                )));
+            }
+            self.reporter.service(
+                name,
+                &format!(
+                    "the name is still held by a service deleted moments ago; trying again in {}s",
+                    wait.as_secs()
+                ),
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(NAME_RETRY_MAX);
         }
     }
 
