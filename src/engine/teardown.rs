@@ -687,7 +687,7 @@ fn watch_signals(
                 .iter()
                 .cloned()
                 .collect();
-            say!(
+            tracing::warn!(
                 "received {sig} during teardown; still deleting: {} (teardown is not interrupted)",
                 pending.join(", ")
             );

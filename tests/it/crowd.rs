@@ -165,7 +165,7 @@ fn a_signal_during_a_long_down_cuts_it_to_the_short_budget() {
     let took = signalled.elapsed();
     out.expect_code(5);
     pinned!(out.told(), @"
-    received SIGINT during teardown; still deleting: ae-db-budget2 (teardown is not interrupted)
+    [HH:MM:SS] warning: received SIGINT during teardown; still deleting: ae-db-budget2 (teardown is not interrupted)
     [HH:MM:SS] warning: ae-db-budget2: not confirmed deleted: HTTP 429: Too many requests in a given amount of time: Rate limit 120 exceeded - try again in 30s
     error: teardown incomplete: 1 service(s) could not be confirmed deleted: ae-db-budget2
       finish it with: aiven-ephemeral down (or `aiven-ephemeral reap --project test-project` once they expire)
