@@ -614,7 +614,7 @@ impl Report {
         &mut self,
         name: String,
         outcome: Outcome,
-        releasing: &BTreeSet<String>,
+        releasing: &BTreeMap<String, bool>,
         reporter: &Reporter,
     ) {
         match outcome {
@@ -635,10 +635,12 @@ impl Report {
                 self.deleted.push(name);
             }
             Outcome::NeverCreated => {
-                // A release row ends with a verdict too: the run had not got
-                // that far.
-                if releasing.contains(&name) {
-                    reporter.service_done(&name, "nothing of this run there yet");
+                // A release row ends with a verdict too: the run had not got that
+                // far, or its tenancy went already (a `down --run-id` elsewhere).
+                match releasing.get(&name) {
+                    Some(true) => reporter.service_done(&name, "nothing of this run there yet"),
+                    Some(false) => reporter.service_done(&name, "released already"),
+                    None => {}
                 }
                 self.deleted.push(name);
             }
@@ -651,7 +653,7 @@ impl Report {
                 ));
                 self.protected.push(name);
             }
-            Outcome::Failed(why) if releasing.contains(&name) => self.failed.push((
+            Outcome::Failed(why) if releasing.contains_key(&name) => self.failed.push((
                 format!("{name} (this run's tenancy in it; the shared service stays)"),
                 why,
             )),
@@ -750,7 +752,11 @@ pub async fn teardown(
         let handle = tasks.spawn(async move { ctx.settle(t).await });
         names.insert(handle.id(), name);
     }
-    let releasing: BTreeSet<String> = releases.iter().map(|r| r.service.clone()).collect();
+    // Each release's service, and whether its run never got up.
+    let releasing: BTreeMap<String, bool> = releases
+        .iter()
+        .map(|r| (r.service.clone(), r.created_by.is_some()))
+        .collect();
     for r in releases {
         let name = r.service.clone();
         let ctx = ctx.clone();

@@ -1595,3 +1595,32 @@ fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_
     ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
     ");
 }
+
+#[test]
+fn a_state_file_whose_tenancy_a_down_by_run_id_released_is_torn_down_as_released_already() {
+    // A later job released the run by its id; the first machine's state file then
+    // goes down without finding anything of the run, and says so.
+    let env = building(Duration::from_millis(300));
+    env.run(&["up", "--run-id", "one", "--state-file", "a/state.json"])
+        .expect_code(0);
+    env.run(&["down", "--run-id", "one", "--state-file", "b/state.json"])
+        .expect_code(0);
+    let down = env.run(&["down", "--state-file", "a/state.json"]);
+    down.expect_code(0);
+    let said: Vec<&str> = down
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ae-cache-shared:") || l.contains("torn down"))
+        .collect();
+    pinned!(said.join("\n"), @"
+    [HH:MM:SS] ae-cache-shared: releasing the run's tenancy
+    [HH:MM:SS] ae-cache-shared: released already
+    [HH:MM:SS] run one torn down
+    ");
+    assert!(!env.path("a/env").exists(), "the run's credentials stay on disk");
+    assert_eq!(
+        serde_json::from_str::<Value>(&std::fs::read_to_string(env.path("a/state.json")).unwrap())
+            .unwrap()["status"],
+        "torn_down"
+    );
+}
