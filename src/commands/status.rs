@@ -23,9 +23,10 @@ pub async fn status(args: &settings::Status) -> Result<Status> {
         out.run_id,
         out.project,
         if out.sandbox { " (sandbox)" } else { "" },
+        // In words (`torn down`); --json keeps the state file's `torn_down`.
         serde_json::to_value(out.status)
             .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
+            .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
             .unwrap_or_default(),
         out.expires_at.as_deref().unwrap_or("-"),
         match (

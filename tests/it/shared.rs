@@ -1536,7 +1536,7 @@ fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_
     let status = env.run(&["status"]);
     status.expect_code(0);
     pinned!(status.stdout, @"
-    run one in project test-project: torn_down, expires [TIME]
+    run one in project test-project: torn down, expires [TIME]
     SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                                 NODES
     ae-cache-shared  cache  valkey  hobbyist  released  RUNNING (shared; no tenancy of this run)  -
     ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
@@ -1589,7 +1589,7 @@ fn status_and_reap_dry_run_show_the_shared_services_that_keep_running_and_until_
     let status = env.run(&["status"]);
     status.expect_code(0);
     pinned!(status.stdout, @"
-    run one in project test-project: torn_down, expires [TIME]
+    run one in project test-project: torn down, expires [TIME]
     SERVICE          KEY    TYPE    PLAN      RECORDED  API STATE                                    NODES
     ae-cache-shared  cache  valkey  hobbyist  released  REBUILDING (shared; no tenancy of this run)  -
     ae-cache-shared: keeps running (and costing) after this run; `reap` powers it off after [TIME] if no run uses it (--shared-idle 24h); `aiven-ephemeral down --shared --project test-project --service ae-cache-shared` deletes it
