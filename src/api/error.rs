@@ -167,7 +167,7 @@ impl ApiError {
                     .into(),
             ),
             ApiError::Status { status: 403, .. } => Some(
-                "the token lacks a permission this needs: it must be able to create, read and delete services in the project"
+                "the token lacks a permission this needs (it must be able to create, read and delete services in the project), or a limit of the project or account refuses it: Aiven's message above says which"
                     .into(),
             ),
             // The spec's error codes for an unknown project ("Errors"); no source gives

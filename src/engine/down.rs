@@ -159,7 +159,10 @@ async fn lock(
     ));
     let stop = signals.token();
     tokio::select! {
-        lock = StateLock::acquire(state_file, LOCK_WAIT) => lock,
+        lock = StateLock::acquire(state_file, LOCK_WAIT) => lock.map_err(|_| Error::usage_hint(
+            format!("{} is still held after {}s", state_file.display(), LOCK_WAIT.as_secs()),
+            "it is this run's `up` or `run` at work: Ctrl-C it in its terminal (it deletes what it made), or run `down` again once it has finished",
+        )),
         _ = stop.cancelled() => Err(Error::InterruptedWaiting {
             signal: signals.received().unwrap_or(crate::signals::Signal::Int),
             waiting: format!("waiting for {}", state_file.display()),

@@ -50,9 +50,21 @@ pub fn find(sel: &RunSelector, purpose: Purpose) -> Result<Found> {
             (Some(s), Some(id)) if s.run_id != id && s.status == RunStatus::TornDown => {
                 Ok(Found::Tagged(id))
             }
+            // The file is another run's, which is live: never to be thrown away.
             (Some(s), Some(id)) if s.run_id != id => Err(Error::usage_hint(
-                format!("{} holds run {}, not {id}", file.display(), s.run_id),
-                "pass the matching --state-file, or remove the state file to delete by tag",
+                format!(
+                    "{} holds run {} ({}), not {id}",
+                    file.display(),
+                    s.run_id,
+                    serde_json::to_value(s.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(|v| v.replace('_', " ")))
+                        .unwrap_or_default()
+                ),
+                format!(
+                    "pass the --state-file run {id} was made with, or `--state-file` naming a file that does not exist to find it by its tags; keep this file: it is run {}'s",
+                    s.run_id
+                ),
             )),
             (Some(s), _) => Ok(Found::Recorded(Box::new(s))),
             (None, Some(id)) => Ok(Found::Tagged(id)),

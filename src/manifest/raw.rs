@@ -273,7 +273,30 @@ pub(super) fn read(text: &str) -> Result<Raw, Problem> {
             _ => (key_at(text, at), at),
         };
         let (message, hint) = in_words(said, key);
+        let hint = hint.or_else(|| shallower(text, at, said));
         Problem { at, message, hint }
+    })
+}
+
+/// For a missing key written further down at a shallower indentation (so that it
+/// belongs to the mapping above): where it is, and what to do.
+fn shallower(text: &str, at: Loc, said: &str) -> Option<String> {
+    let missing = said.strip_prefix("missing field ")?.split('`').nth(1)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let here = *lines.get((at.line as usize).checked_sub(1)?)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (n, line) = lines
+        .iter()
+        .enumerate()
+        .skip(at.line as usize)
+        .find(|(_, l)| l.trim_start().starts_with(&format!("{missing}:")))?;
+    (indent(line) < indent(here)).then(|| {
+        format!(
+            "line {} has `{missing}:` indented {} spaces, less than the keys above it: indent it like line {}'s",
+            n + 1,
+            indent(line),
+            at.line
+        )
     })
 }
 

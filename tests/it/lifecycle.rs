@@ -841,8 +841,8 @@ fn a_finished_runs_state_file_does_not_stand_in_the_way_of_down_by_run_id() {
     let down = env.run(&["down", "--run-id", "new4"]);
     down.expect_code(2);
     pinned!(down.stderr, @"
-    error: .aiven-ephemeral/state.json holds run old3, not new4
-      hint: pass the matching --state-file, or remove the state file to delete by tag
+    error: .aiven-ephemeral/state.json holds run old3 (up), not new4
+      hint: pass the --state-file run new4 was made with, or `--state-file` naming a file that does not exist to find it by its tags; keep this file: it is run old3's
     ");
     env.run(&["down"]).expect_code(0);
 }

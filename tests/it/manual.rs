@@ -474,6 +474,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "indentation",
             "project: test-project\nservices:\n  db:\n    type: pg\n   plan: hobbyist\n",
         ),
+        (
+            "shallower",
+            "project: test-project\nservices:\n  db:\n    type: pg\n  plan: hobbyist\n",
+        ),
     ];
     let mut said = Vec::new();
     for (name, manifest) in cases {
@@ -585,6 +589,14 @@ fn validate_and_up_agree_on_bad_manifests() {
         5 |    plan: hobbyist
           |    ^ this is not valid YAML: while parsing a block mapping, did not find expected key
           hint: check this line's indentation against the lines above: the keys of one mapping start in the same column
+
+        ## shallower
+        error: aiven-ephemeral.yaml:4:11: `plan` is missing: it takes a plan name, e.g. hobbyist
+         --> aiven-ephemeral.yaml:4:11
+          |
+        4 |     type: pg
+          |           ^ `plan` is missing: it takes a plan name, e.g. hobbyist
+          hint: line 5 has `plan:` indented 2 spaces, less than the keys above it: indent it like line 4's
     "#);
 }
 

@@ -1617,7 +1617,10 @@ fn a_state_file_whose_tenancy_a_down_by_run_id_released_is_torn_down_as_released
     [HH:MM:SS] ae-cache-shared: released already
     [HH:MM:SS] run one torn down
     ");
-    assert!(!env.path("a/env").exists(), "the run's credentials stay on disk");
+    assert!(
+        !env.path("a/env").exists(),
+        "the run's credentials stay on disk"
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&std::fs::read_to_string(env.path("a/state.json")).unwrap())
             .unwrap()["status"],
