@@ -570,19 +570,30 @@ fn a_run_cannot_take_the_connections_of_others_or_the_admins() {
             )
         })
         .collect();
+    // Once all of them are in (seen from the admin's side: a probe of A's own while
+    // they connect would take one's place, and that one would fail and leave a slot
+    // free), one more is refused.
     let started = std::time::Instant::now();
-    loop {
-        let (more, out) = psql(&a["DB_URI"], "select 1");
-        if !more {
-            assert!(out.contains("too many connections for role"), "{out}");
-            break;
-        }
+    let sessions = format!(
+        "select count(*) from pg_stat_activity where usename = '{}'",
+        a["DB_USER"]
+    );
+    while runs
+        .pool
+        .admin_sql("defaultdb", &sessions)
+        .parse::<usize>()
+        .unwrap()
+        < limit
+    {
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "A opened more than {limit} connections"
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "A's {limit} sessions never all connected"
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let (more, out) = psql(&a["DB_URI"], "select 1");
+    assert!(!more, "A opened more than {limit} connections");
+    assert!(out.contains("too many connections for role"), "{out}");
     runs.pool.up_all(std::slice::from_ref(&runs.b));
     let b = runs.b();
     assert!(psql(&b["DB_URI"], "select 1").0);
