@@ -209,7 +209,14 @@ pub struct Runs {
 /// above all) and the shared services, from one list and the cached prices.
 pub async fn runs(args: &settings::Status) -> Result<Runs> {
     let manifest = crate::manifest::load_if_present(&args.run.manifest)?;
-    let project = args.api.project(manifest.as_ref())?;
+    let project = match args.api.project(manifest.as_ref()) {
+        Ok(project) => project,
+        // Neither --project nor a manifest: the state file's run says which, as for
+        // `reap`.
+        Err(e) => state::read(&args.run.state.file)?
+            .map(|s| s.project)
+            .ok_or(e)?,
+    };
     let conn = Connection::open(&args.api, args.run.backend, &args.run.state.dir).await?;
     let listed = conn.list_services(&project).await?;
     let now = conn

@@ -786,3 +786,16 @@ fn plan_fits_80_columns() {
     total: 0.553 USD/h (4.42 USD per 8h working day)
     ");
 }
+
+#[test]
+fn status_all_without_a_manifest_takes_the_state_files_project() {
+    // No -f, no aiven-ephemeral.yaml: the state file's run names the project, as for
+    // reap.
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "s1"]).expect_code(0);
+    std::fs::remove_file(env.path("aiven-ephemeral.yaml")).unwrap();
+    let all = env.run(&["status", "--all"]);
+    all.expect_code(0);
+    pinned!(all.stdout.lines().next().unwrap_or_default(), @"runs of aiven-ephemeral in project test-project:");
+    env.run(&["down"]).expect_code(0);
+}
