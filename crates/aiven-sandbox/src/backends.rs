@@ -12,7 +12,7 @@
 //! - Valkey/Redis: TLS, the `default` user with the generated password, users created
 //!   through the API with their `access_control` as ACL rules; the commands Aiven
 //!   disables (`ACL`, `CONFIG`, ...) are unknown to clients. The sandbox's own admin
-//!   commands use a private user and a private name for `ACL`.
+//!   commands use a private user, a private name for `ACL` and a private unix socket.
 //!
 //! A deleted service's server is stopped and its data removed; so are all of them at
 //! sandbox shutdown. A powered-off service's server stops; PostgreSQL's data directory is
@@ -105,8 +105,9 @@ pub enum Admin {
     },
     Redis {
         cli: PathBuf,
-        ca: PathBuf,
-        port: u16,
+        /// The private unix socket: admin commands never go to the TCP port, which a
+        /// server that failed to bind it leaves to whoever has it.
+        socket: PathBuf,
         /// The private admin user's password.
         password: String,
         /// The private name of `ACL`.
@@ -280,23 +281,11 @@ impl Backends {
         pki: &Pki,
         parked: Option<Parked>,
     ) -> Result<Option<Backend>, String> {
-        let tools = match service.service_type.as_str() {
-            "pg" if !self.pg.is_empty() => Tools::Pg(self.pg_for(service).clone(), pg_owner()?),
-            "valkey" | "redis"
-                if !self.redis_tls_broken.load(Ordering::Relaxed) && self.redis.is_some() =>
-            {
-                Tools::Redis(self.redis.clone().expect("checked"))
+        let Some(tools) = self.tools(service)? else {
+            if let Some(p) = parked {
+                drop(p.discard());
             }
-            _ => {
-                if let Some(p) = parked {
-                    drop(p.discard());
-                }
-                return Ok(None);
-            }
-        };
-        let owner = match &tools {
-            Tools::Pg(_, owner) => *owner,
-            Tools::Redis(_) => None,
+            return Ok(None);
         };
         let svc = service.clone();
         let pki = pki.clone();
@@ -316,34 +305,13 @@ impl Backends {
                 }
                 None => None,
             };
-            let fresh = restored.is_none();
-            let dir = match restored {
-                Some(dir) => dir,
-                None => {
-                    let base = data_bases()
-                        .into_iter()
-                        .find(|b| reachable(b, owner))
-                        .ok_or("no temporary directory the server's user can reach (set TMPDIR)")?;
-                    procs::new_dir(&base).map_err(|e| {
-                        format!("cannot create a data directory in {}: {e}", base.display())
-                    })?
-                }
-            };
-            let port = usable_port(port);
-            let result = match &tools {
-                Tools::Pg(t, owner) => start_pg(t, *owner, &svc, port, &pki, &dir, fresh),
-                Tools::Redis(t) => start_redis(t, &svc, port, &pki, &dir),
-            };
-            if result.is_err() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            result
+            launch(&tools, &svc, usable_port(port), &pki, restored)
         })
         .await
         .map_err(|e| e.to_string())?;
         match started {
             Ok(b) => Ok(Some(b)),
-            Err(e) if is_redis && e.contains("TLS") => {
+            Err(e) if is_redis && e.contains(NO_TLS) => {
                 self.redis_tls_broken.store(true, Ordering::Relaxed);
                 tracing::warn!("sandbox: {e}; valkey services fall back to simulated endpoints");
                 Ok(None)
@@ -351,6 +319,88 @@ impl Backends {
             Err(e) => Err(e),
         }
     }
+
+    /// The real server for this service's type, if this machine has one.
+    fn tools(&self, service: &Service) -> Result<Option<Tools>, String> {
+        Ok(match service.service_type.as_str() {
+            "pg" if !self.pg.is_empty() => {
+                Some(Tools::Pg(self.pg_for(service).clone(), pg_owner()?))
+            }
+            "valkey" | "redis"
+                if !self.redis_tls_broken.load(Ordering::Relaxed) && self.redis.is_some() =>
+            {
+                self.redis.clone().map(Tools::Redis)
+            }
+            _ => None,
+        })
+    }
+}
+
+/// How often a server is started on a new port when its own was taken before it bound
+/// it: ports are picked by binding and releasing them, so between the sandbox's check
+/// and the server's bind (an `initdb` later) another process may be given the same one.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Starts the server on `port`, or on a fresh port if someone else takes that one first;
+/// in `restored` data (a power-on) or in a new data directory.
+fn launch(
+    tools: &Tools,
+    svc: &Service,
+    mut port: u16,
+    pki: &Pki,
+    mut restored: Option<PathBuf>,
+) -> Result<Backend, String> {
+    let owner = match tools {
+        Tools::Pg(_, owner) => *owner,
+        Tools::Redis(_) => None,
+    };
+    let mut attempt = 1;
+    loop {
+        let fresh = restored.is_none();
+        let dir = match restored.take() {
+            Some(dir) => dir,
+            None => new_data_dir(owner)?,
+        };
+        let result = match tools {
+            Tools::Pg(t, owner) => start_pg(t, *owner, svc, port, pki, &dir, fresh),
+            Tools::Redis(t) => start_redis(t, svc, port, pki, &dir),
+        };
+        match result {
+            Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => {
+                tracing::debug!("sandbox: {}: port {port} was taken, moving: {e}", svc.name);
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&dir);
+                } else {
+                    restored = Some(dir);
+                }
+                port = crate::ports::free_port();
+                attempt += 1;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+            Ok(backend) => return Ok(backend),
+        }
+    }
+}
+
+/// A new private data directory where the server's user can reach it.
+fn new_data_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
+    let base = data_bases()
+        .into_iter()
+        .find(|b| reachable(b, owner))
+        .ok_or("no temporary directory the server's user can reach (set TMPDIR)")?;
+    procs::new_dir(&base)
+        .map_err(|e| format!("cannot create a data directory in {}: {e}", base.display()))
+}
+
+/// What a Redis server built without TLS is said to lack: the sandbox then simulates Valkey.
+const NO_TLS: &str = "has no TLS support";
+
+/// Whether a server failed because another process had its port (as both servers log it).
+fn port_taken(error: &str) -> bool {
+    error.contains("Address already in use")
 }
 
 impl Backends {
@@ -562,9 +612,11 @@ fn start_pg(
         },
         child: Mutex::new(child),
         dir: dir.to_path_buf(),
-        keep_data: AtomicBool::new(false),
+        // Restored data outlives a start that fails: the next port may do.
+        keep_data: AtomicBool::new(!fresh),
     };
     backend.wait_ready()?;
+    backend.keep_data.store(false, Ordering::SeqCst);
     if fresh {
         backend.admin.bootstrap_pg(admin)?;
     }
@@ -610,13 +662,15 @@ fn start_redis(
         )
     };
     let (admin_password, acl) = (secret(), format!("ACL-{}", secret()));
+    let socket = dir.join("redis.sock");
     let mut conf = format!(
-        "port 0\ntls-port {port}\nbind 127.0.0.1 -::1\n\
+        "port 0\ntls-port {port}\nbind 127.0.0.1 -::1\nunixsocket {}\nunixsocketperm 700\n\
          tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
          save \"\"\nappendonly no\nprotected-mode no\ndaemonize no\ndir {}\n\
          user default on {} ~* &* +@all\n\
          user {REDIS_ADMIN_USER} on {} ~* &* +@all\n\
          rename-command ACL {acl}\n",
+        redis_quote(&socket.to_string_lossy()),
         redis_quote(&cert.to_string_lossy()),
         redis_quote(&key.to_string_lossy()),
         redis_quote(&ca.to_string_lossy()),
@@ -647,8 +701,7 @@ fn start_redis(
         port,
         admin: Admin::Redis {
             cli: t.cli.clone(),
-            ca,
-            port,
+            socket,
             password: admin_password,
             acl,
             prefix: svc.service_type.clone(),
@@ -661,8 +714,9 @@ fn start_redis(
     if let Err(e) = backend.wait_ready() {
         let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
         backend.stop_now();
-        if log.contains("TLS") || log.contains("tls") {
-            return Err(format!("{} has no TLS support: {e}", t.server.display()));
+        // Redis names its TLS socket when that port is taken.
+        if !port_taken(&e) && (log.contains("TLS") || log.contains("tls")) {
+            return Err(format!("{} {NO_TLS}: {e}", t.server.display()));
         }
         return Err(e);
     }
@@ -772,26 +826,17 @@ impl Admin {
         match self {
             Admin::Redis {
                 cli,
-                ca,
-                port,
+                socket,
                 password,
                 ..
             } => {
+                // The password in the environment, not on a command line others can read.
                 let out = output(
                     Command::new(cli)
-                        .args(["--tls", "--cacert"])
-                        .arg(ca)
-                        .args([
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            &port.to_string(),
-                            "--no-auth-warning",
-                            "--user",
-                            REDIS_ADMIN_USER,
-                            "--pass",
-                            password,
-                        ])
+                        .arg("-s")
+                        .arg(socket)
+                        .args(["--no-auth-warning", "--user", REDIS_ADMIN_USER])
+                        .env("REDISCLI_AUTH", password)
                         .args(args),
                 )?;
                 if out.starts_with("ERR")
@@ -956,6 +1001,7 @@ impl Backend {
                 .map(|mut c| c.try_wait().ok().flatten())
                 .unwrap_or(None);
             if exited.is_some() || started.elapsed() > START_TIMEOUT {
+                self.check_log()?;
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
                 self.stop_now();
@@ -972,7 +1018,7 @@ impl Backend {
     /// addresses it could bind) must not be reported ready.
     fn check_log(&self) -> Result<(), String> {
         let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        match log.lines().find(|l| l.contains("Address already in use")) {
+        match log.lines().find(|l| port_taken(l)) {
             Some(line) => {
                 self.stop_now();
                 Err(format!("port {} is taken: {line}", self.port))
@@ -1085,4 +1131,79 @@ async fn run_admin(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> A
         .await
         .map_err(|e| ApiError::new(500, e.to_string()))?
         .map_err(|e| ApiError::new(500, format!("Internal error in the service: {e}")))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// A service as the sandbox's world makes it, with `port` for its endpoints.
+    fn service(ty: &str, port: u16, pki: &Pki) -> Service {
+        let mut world = crate::world::World {
+            config: crate::config::Config {
+                accept_any_project: true,
+                ..Default::default()
+            },
+            clock: crate::clock::Clock::new(0, Duration::ZERO),
+            pki: pki.clone(),
+            projects: BTreeMap::new(),
+            rng: rand::rngs::StdRng::seed_from_u64(1),
+        };
+        let body =
+            serde_json::json!({"service_name": "svc", "service_type": ty, "plan": "hobbyist"});
+        let name = world
+            .create_service("test-project", &body, || port)
+            .expect("created");
+        world
+            .service("test-project", &name)
+            .expect("listed")
+            .clone()
+    }
+
+    /// Ports are picked by binding and releasing them: another process can be given the
+    /// same port before the server binds it (this flaked the suite under load). The server
+    /// then runs on another port, its data restored where there was some, and Valkey is
+    /// not mistaken for a server without TLS.
+    #[test]
+    fn a_server_whose_port_is_taken_before_it_binds_runs_on_another() {
+        let backends = Backends::detect(BackendMode::Required)
+            .expect("scripts/run-tests installs PostgreSQL and Redis");
+        let pki = Pki::generate().expect("a CA");
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+        let taken = v4.local_addr().expect("an address").port();
+        let _v6 = std::net::TcpListener::bind(("::1", taken));
+        for ty in ["pg", "valkey"] {
+            let svc = service(ty, taken, &pki);
+            let tools = backends.tools(&svc).expect("tools").expect("a real server");
+            let backend =
+                launch(&tools, &svc, taken, &pki, None).unwrap_or_else(|e| panic!("{ty}: {e}"));
+            assert_ne!(backend.port(), taken, "{ty}");
+            backend
+                .admin()
+                .ping()
+                .unwrap_or_else(|e| panic!("{ty}: {e}"));
+            if ty != "pg" {
+                let dir = backend.dir.clone();
+                backend.stop().join().expect("stopped");
+                assert!(!dir.exists(), "{ty}: its data directory is left");
+                continue;
+            }
+            // A power-on whose port is taken keeps the data it restores.
+            backend.admin().create_database("kept").expect("created");
+            let parked = backend.park().expect("parked");
+            parked.stopping.expect("stopping").join().expect("stopped");
+            let backend = launch(&tools, &svc, taken, &pki, Some(parked.dir))
+                .unwrap_or_else(|e| panic!("power-on: {e}"));
+            assert_ne!(backend.port(), taken);
+            let found = backend
+                .admin()
+                .psql("select datname from pg_database where datname = 'kept'")
+                .expect("asked");
+            assert_eq!(found.trim(), "kept");
+            backend.stop().join().expect("stopped");
+        }
+        assert!(!backends.redis_tls_broken.load(Ordering::Relaxed));
+    }
 }
