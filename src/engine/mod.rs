@@ -450,6 +450,7 @@ impl Engine {
             reporter: self.reporter,
             tracker: live.tracker.clone(),
             cancel: stop.clone(),
+            began: started,
             deadline: started + r.timeout,
             poll_cap: r.poll_cap,
             project_ca: project_ca.clone(),

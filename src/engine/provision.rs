@@ -169,6 +169,8 @@ pub struct Provision<'a> {
     pub reporter: &'static Reporter,
     pub tracker: Tracker,
     pub cancel: CancellationToken,
+    /// When `--timeout` started counting, and when it ends.
+    pub began: Instant,
     pub deadline: Instant,
     pub poll_cap: Duration,
     pub project_ca: Option<String>,
@@ -216,7 +218,7 @@ impl Provision<'_> {
             tokio::select! {
                 _ = self.cancel.cancelled() => return Err(Error::Provision("cancelled".into())),
                 _ = tokio::time::sleep_until(self.deadline.into()) => {
-                    return Err(Error::Timeout(self.timeout_message(planned, &phases, started)));
+                    return Err(Error::Timeout(self.timeout_message(planned, &phases)));
                 }
                 Some(joined) = creates.0.join_next() => {
                     let (i, result) = joined.map_err(|e| Error::Provision(format!("create task failed: {e}")))?;
@@ -635,7 +637,7 @@ impl Provision<'_> {
         }
     }
 
-    fn timeout_message(&self, planned: &[Planned], phases: &[Phase], started: Instant) -> String {
+    fn timeout_message(&self, planned: &[Planned], phases: &[Phase]) -> String {
         let waiting: Vec<String> = planned
             .iter()
             .zip(phases)
@@ -656,7 +658,7 @@ impl Provision<'_> {
             .collect();
         format!(
             "timed out after {:.1}s waiting for: {}",
-            started.elapsed().as_secs_f64(),
+            self.began.elapsed().as_secs_f64(),
             waiting.join(", ")
         )
     }

@@ -109,9 +109,9 @@ keys! {
     struct RawTopic {
         "name" name: Spanned<String> => "a topic name, e.g. orders",
         #[serde(default = "one")]
-        "partitions" partitions: u32 => "a whole number, e.g. 3",
-        "replication" replication: Option<Spanned<u32>> => "a whole number, e.g. 2",
-        "min_insync_replicas" min_insync_replicas: Option<u32> => "a whole number, e.g. 1",
+        "partitions" partitions: u32 => "a whole number from 1 to 1000000, e.g. 3",
+        "replication" replication: Option<Spanned<u32>> => "a positive whole number, e.g. 2",
+        "min_insync_replicas" min_insync_replicas: Option<u32> => "a positive whole number, e.g. 1",
         "retention_hours" retention_hours: Option<i64> => "a whole number of hours, e.g. 24",
         "cleanup_policy" cleanup_policy: Option<Spanned<String>> => "one of delete, compact, compact,delete",
         #[serde(default)]
@@ -142,7 +142,7 @@ keys! {
 keys! {
     struct RawLimits {
         "max_hourly_usd" max_hourly_usd: Option<Spanned<f64>> => "a number of US dollars, e.g. 2.5",
-        "max_services" max_services: Option<Spanned<u32>> => "a whole number, e.g. 10",
+        "max_services" max_services: Option<Spanned<u32>> => "a whole number, 0 or more, e.g. 10",
         "allowed_plans" allowed_plans: Option<Spanned<Vec<String>>> => "a list, e.g. [hobbyist, startup-4]",
     }
 }

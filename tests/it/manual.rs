@@ -446,6 +446,10 @@ fn validate_and_up_agree_on_bad_manifests() {
             "project: test-project\nservices:\n  k:\n    type: kafka\n    plan: startup-2\n    topics:\n      - name: orders\n        partitions: \"three\"\n",
         ),
         (
+            "negative",
+            "project: test-project\nservices:\n  k:\n    type: kafka\n    plan: startup-2\n    topics:\n      - name: orders\n        partitions: -1\n",
+        ),
+        (
             "key",
             "project: test-project\nservices:\n  db:\n    type: pg\n    plan: hobbyist\n    databse: [app]\n",
         ),
@@ -526,11 +530,18 @@ fn validate_and_up_agree_on_bad_manifests() {
           |                ^ databases must be a list, e.g. [app]
 
         ## number
-        error: aiven-ephemeral.yaml:8:21: partitions must be a whole number, e.g. 3
+        error: aiven-ephemeral.yaml:8:21: partitions must be a whole number from 1 to 1000000, e.g. 3
          --> aiven-ephemeral.yaml:8:21
           |
         8 |         partitions: "three"
-          |                     ^ partitions must be a whole number, e.g. 3
+          |                     ^ partitions must be a whole number from 1 to 1000000, e.g. 3
+
+        ## negative
+        error: aiven-ephemeral.yaml:8:21: partitions must be a whole number from 1 to 1000000, e.g. 3
+         --> aiven-ephemeral.yaml:8:21
+          |
+        8 |         partitions: -1
+          |                     ^ partitions must be a whole number from 1 to 1000000, e.g. 3
 
         ## key
         error: aiven-ephemeral.yaml:6:5: unknown key `databse`
