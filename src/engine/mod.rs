@@ -281,8 +281,17 @@ impl Engine {
                 if live.store.snapshot().sandbox { " --sandbox" } else { "" }
             ));
         } else {
+            let services = &live.store.snapshot().services;
+            // Shared services stay for other runs: `down` only gives this run's place back.
+            let (what, note) = match services.iter().filter(|s| s.tenant.is_some()).count() {
+                0 => ("tear down", ""),
+                n if n == services.len() => {
+                    ("release the shared services", " (they stay for other runs)")
+                }
+                _ => ("tear down", " (shared services are released, not deleted)"),
+            };
             self.reporter.info(format!(
-                "tear down with: aiven-ephemeral down{}",
+                "{what} with: aiven-ephemeral down{}{note}",
                 state::state_flag(live.store.path())
             ));
         }

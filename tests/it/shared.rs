@@ -1446,7 +1446,7 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
     [HH:MM:SS] ae-cache-shared: lease
     [HH:MM:SS] ae-cache-shared: ready
     [HH:MM:SS] run [RUN] is up: 1 service(s); env file [TMP]/.aiven-ephemeral/env (in a shell: . [TMP]/.aiven-ephemeral/env.sh)
-    [HH:MM:SS] tear down with: aiven-ephemeral down
+    [HH:MM:SS] release the shared services with: aiven-ephemeral down (they stay for other runs)
     ");
     env.run(&["down"]).expect_code(0);
 }
