@@ -1,6 +1,6 @@
 //! `status`: the run in the state file, and its services as the API sees them.
 
-use crate::engine::status::{Runs, SharedRow, runs, view};
+use crate::engine::status::{Output, Runs, SharedRow, runs, view};
 use crate::error::{Result, Status};
 use crate::settings;
 use crate::state;
@@ -73,6 +73,19 @@ pub async fn status(args: &settings::Status) -> Result<Status> {
         ],
         &rows,
     );
+    notes(&out, &args.run.state.file);
+    for drift in &drifts {
+        crate::say!(out "warning: {drift}");
+    }
+    if !out.live && run.live() {
+        crate::say!(out "(set AIVEN_TOKEN to see the API's view)");
+    }
+    Ok(Status::Success)
+}
+
+/// What the table alone does not say: shared services that outlive the run, and services
+/// someone else deleted.
+fn notes(out: &Output, state_file: &std::path::Path) {
     // Once the run is over: while it holds its tenancies, the services are its.
     for r in out
         .services
@@ -91,13 +104,19 @@ pub async fn status(args: &settings::Status) -> Result<Status> {
             );
         }
     }
-    for drift in &drifts {
-        crate::say!(out "warning: {drift}");
+    let gone: Vec<&str> = out
+        .services
+        .iter()
+        .filter(|r| r.gone)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !gone.is_empty() {
+        crate::say!(out
+            "warning: the API does not list {}: deleted outside this run (by `reap`, a `down --run-id` elsewhere, or the console); `aiven-ephemeral down{}` deletes what is left and closes the run",
+            gone.join(", "),
+            state::state_flag(state_file)
+        );
     }
-    if !out.live && run.live() {
-        crate::say!(out "(set AIVEN_TOKEN to see the API's view)");
-    }
-    Ok(Status::Success)
 }
 
 /// Whether an expiry time (RFC 3339) has passed by the API's clock (`now`, as `reap`

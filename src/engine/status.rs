@@ -30,6 +30,9 @@ pub struct Row {
     pub recorded: String,
     /// What the API says now (`null`: not listed, or not asked).
     pub state: Option<String>,
+    /// Recorded as there, and not in the API's list: deleted outside this run.
+    #[serde(skip)]
+    pub gone: bool,
     pub nodes_running: Option<String>,
     /// A shared service: the run holds (or held) a tenancy in it.
     pub shared: bool,
@@ -150,6 +153,13 @@ fn row(
                 .map(|s| format!("{} (shared; no tenancy of this run)", s.state)),
             (None, None) => None,
         },
+        gone: listed.is_some()
+            && api.is_none()
+            && r.tenant.is_none()
+            && matches!(
+                r.status,
+                state::ServiceStatus::Created | state::ServiceStatus::Ready
+            ),
         shared: r.tenant.is_some(),
         powered_off_after: seen
             .filter(|s| {

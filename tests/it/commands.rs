@@ -675,6 +675,29 @@ fn status_says_when_a_live_runs_expiry_has_passed() {
     env.run(&["down"]).expect_code(0);
 }
 
+#[test]
+fn status_says_which_services_were_deleted_outside_the_run() {
+    let env = Env::new(PG);
+    env.run(&["up", "--run-id", "gone1"]).expect_code(0);
+    // Someone else deletes it: the console, `reap`, a `down --run-id` elsewhere.
+    let (code, body) = env.sandbox.api(
+        "DELETE",
+        &format!("/v1/project/{PROJECT}/service/ae-db-gone1"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let status = env.run(&["status"]);
+    status.expect_code(0);
+    pinned!(status.stdout, @"
+    run gone1 in project test-project: up, expires [TIME]
+    SERVICE      KEY  TYPE  PLAN      RECORDED  API STATE   NODES
+    ae-db-gone1  db   pg    hobbyist  ready     not listed  -
+    warning: the API does not list ae-db-gone1: deleted outside this run (by `reap`, a `down --run-id` elsewhere, or the console); `aiven-ephemeral down` deletes what is left and closes the run
+    ");
+    env.run(&["down"]).expect_code(0);
+    assert_eq!(env.state()["status"], "torn_down");
+}
+
 /// The state file's inode and contents: a write (even of the same text) replaces it.
 fn state_file_identity(env: &Env) -> (u64, String) {
     use std::os::unix::fs::MetadataExt;
