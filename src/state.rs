@@ -251,9 +251,15 @@ impl StateLock {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 None => {
+                    // The holder wrote its pid into the lock file when it took it.
+                    let holder = std::fs::read_to_string(with_suffix(state_file, ".lock"))
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok())
+                        .map(|pid| format!(" (pid {pid})"))
+                        .unwrap_or_default();
                     return Err(Error::usage_hint(
                         format!(
-                            "another aiven-ephemeral process is using {}",
+                            "another aiven-ephemeral process{holder} is using {}",
                             state_file.display()
                         ),
                         "wait for it to finish, or give this run its own --state-file",
@@ -275,7 +281,14 @@ impl StateLock {
             .open(&path)
             .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
+            Ok(()) => {
+                // Who holds it, for the error of a command that waited in vain.
+                let mut file = file;
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| write!(file, "{}", std::process::id()));
+                Ok(Some(Self { _file: file }))
+            }
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(Error::io(format!("cannot lock {}", path.display()), e))

@@ -257,8 +257,9 @@ fn the_lock_is_per_state_file() {
     // The same state file is another matter: one live run.
     let busy = env.run(&["up"]);
     busy.expect_code(2);
-    pinned!(busy.stderr, @"
-    error: another aiven-ephemeral process is using .aiven-ephemeral/state.json
+    // The holder is named: the `run` this test started.
+    pinned!(busy.stderr.replace(&format!("pid {})", child.id()), "pid [RUN'S PID])"), @"
+    error: another aiven-ephemeral process (pid [RUN'S PID]) is using .aiven-ephemeral/state.json
       hint: wait for it to finish, or give this run its own --state-file
     ");
     signal(&child, Signal::SIGTERM);
