@@ -142,7 +142,7 @@ keys! {
 keys! {
     struct RawLimits {
         "max_hourly_usd" max_hourly_usd: Option<Spanned<f64>> => "a number of US dollars, e.g. 2.5",
-        "max_services" max_services: Option<Spanned<u32>> => "a whole number, 0 or more, e.g. 10",
+        "max_services" max_services: Option<Spanned<u32>> => "a whole number, 1 or more, e.g. 10",
         "allowed_plans" allowed_plans: Option<Spanned<Vec<String>>> => "a list, e.g. [hobbyist, startup-4]",
     }
 }

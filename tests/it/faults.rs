@@ -120,6 +120,15 @@ fn never_ready_times_out_and_tears_down() {
     error: timed out after [T] waiting for: ae-slow-slow1 (REBUILDING)
       hint: raise --timeout, or check the service in the Aiven console; everything created was deleted
     ");
+    // Counted from the command's start: never less than --timeout said.
+    let said: f64 = up
+        .stderr
+        .split("timed out after ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a duration");
+    assert!((3.0..10.0).contains(&said), "{}", up.stderr);
     assert!(env.sandbox.live_names().is_empty());
 }
 

@@ -1452,6 +1452,33 @@ fn down_says_what_keeps_running_and_down_shared_removes_it() {
 }
 
 #[test]
+fn up_ends_saying_what_down_does_to_own_and_to_shared_services() {
+    let own = Env::new("project: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n");
+    let up = own.run(&["up", "--run-id", "own1"]);
+    up.expect_code(0);
+    pinned!(lines_of(&up, "own1"), @"
+    [HH:MM:SS] run [RUN] in project test-project (1 service(s))
+    [HH:MM:SS] Creating 1 service(s)
+    [HH:MM:SS] ae-db-[RUN]: creating
+    [HH:MM:SS] ae-db-[RUN]: RUNNING
+    [HH:MM:SS] ae-db-[RUN]: probing
+    [HH:MM:SS] ae-db-[RUN]: ready
+    [HH:MM:SS] run [RUN] is up: 1 service(s); env file [TMP]/.aiven-ephemeral/env (in a shell: . [TMP]/.aiven-ephemeral/env.sh)
+    [HH:MM:SS] tear down with: aiven-ephemeral down
+    ");
+    own.run(&["down"]).expect_code(0);
+    // One of each: the closing line says both (progress lines of the two interleave).
+    let mixed = Env::new(
+        "project: test-project\nservices:\n  db: {type: pg, plan: hobbyist}\n  cache: {type: valkey, plan: hobbyist, shared: true}\n",
+    );
+    let up = mixed.run(&["up", "--run-id", "mixed1"]);
+    up.expect_code(0);
+    pinned!(up.stderr.lines().last().unwrap_or_default(), @"[HH:MM:SS] tear down with: aiven-ephemeral down (shared services are released, not deleted)");
+    mixed.run(&["down"]).expect_code(0);
+    assert_eq!(mixed.sandbox.live_names(), vec!["ae-cache-shared"]);
+}
+
+#[test]
 fn a_shared_service_whose_plan_the_manifest_changed_is_shown_as_the_api_has_it() {
     let env = building(Duration::from_millis(300));
     env.run(&["up", "--run-id", "one"]).expect_code(0);

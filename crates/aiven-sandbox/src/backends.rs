@@ -26,6 +26,7 @@
 //! where that version is installed, else the newest installed, with a warning.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -203,9 +204,23 @@ fn detect_pg() -> Vec<PgTools> {
 }
 
 fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = procs::die_with_parent(cmd)
-        .output()
+    fed(cmd, "")
+}
+
+/// `output`, with `input` on the command's stdin: what it carries (passwords, the private
+/// ACL name) stays off command lines, which every local user can read.
+fn fed(cmd: &mut Command, input: &str) -> Result<String, String> {
+    let mut child = procs::die_with_parent(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().expect("piped");
+    // A command that exits early closes its stdin; its output says why.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -633,9 +648,15 @@ fn start_pg(
     Ok(backend)
 }
 
-/// A config-file value in double quotes.
+/// A value in double quotes, for a config file or a `redis-cli` line (both split words
+/// the same way, reading `\\`, `\"`, `\n` and `\r` in quotes).
 fn redis_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("\"{escaped}\"")
 }
 
 fn start_redis(
@@ -712,10 +733,9 @@ fn start_redis(
         keep_data: AtomicBool::new(false),
     };
     if let Err(e) = backend.wait_ready() {
-        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        backend.stop_now();
-        // Redis names its TLS socket when that port is taken.
-        if !port_taken(&e) && (log.contains("TLS") || log.contains("tls")) {
+        // The error ends with the log's tail (the directory is gone by now): a build
+        // without TLS rejects the `tls-port` line, while a taken TLS port is named too.
+        if !port_taken(&e) && e.to_lowercase().contains("tls") {
             return Err(format!("{} {NO_TLS}: {e}", t.server.display()));
         }
         return Err(e);
@@ -801,7 +821,7 @@ impl Admin {
                 psql,
                 socket_dir,
                 port,
-            } => output(
+            } => fed(
                 Command::new(psql)
                     .args([
                         "-X",
@@ -815,8 +835,9 @@ impl Admin {
                     ])
                     .arg("-h")
                     .arg(socket_dir)
-                    .args(["-p", &port.to_string(), "-U", PG_SUPERUSER, "-c", sql])
+                    .args(["-p", &port.to_string(), "-U", PG_SUPERUSER, "-f", "-"])
                     .env("PGCONNECT_TIMEOUT", "3"),
+                sql,
             ),
             Admin::Redis { .. } => Err("not a PostgreSQL server".into()),
         }
@@ -830,14 +851,17 @@ impl Admin {
                 password,
                 ..
             } => {
-                // The password in the environment, not on a command line others can read.
-                let out = output(
+                // The password in the environment and the command on stdin, not on a
+                // command line others can read.
+                let line: Vec<String> = args.iter().map(|a| redis_quote(a)).collect();
+                let out = fed(
                     Command::new(cli)
                         .arg("-s")
                         .arg(socket)
-                        .args(["--no-auth-warning", "--user", REDIS_ADMIN_USER])
+                        .args(["--user", REDIS_ADMIN_USER])
                         .env("REDISCLI_AUTH", password)
-                        .args(args),
+                        .env_remove("VALKEYCLI_AUTH"),
+                    &(line.join(" ") + "\n"),
                 )?;
                 if out.starts_with("ERR")
                     || out.starts_with("NOAUTH")
@@ -1049,12 +1073,15 @@ impl Backend {
 
     fn stop_now(&self) {
         if let Ok(mut child) = self.child.lock() {
-            // SIGINT is PostgreSQL's fast shutdown; Redis treats it like SIGTERM.
+            // SIGINT is PostgreSQL's fast shutdown; Redis treats it like SIGTERM. Only
+            // while unreaped: a reaped child's pid may be another process's by now.
             #[cfg(unix)]
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
@@ -1204,6 +1231,16 @@ mod tests {
             assert_eq!(found.trim(), "kept");
             backend.stop().join().expect("stopped");
         }
-        assert!(!backends.redis_tls_broken.load(Ordering::Relaxed));
+        // Redis's own failure on the taken port is not read as a build without TLS.
+        let svc = service("valkey", taken, &pki);
+        let Some(Tools::Redis(t)) = backends.tools(&svc).expect("tools") else {
+            panic!("valkey has a real server");
+        };
+        let dir = new_data_dir(None).expect("a directory");
+        let e = start_redis(&t, &svc, taken, &pki, &dir)
+            .err()
+            .expect("the port is taken");
+        assert!(port_taken(&e) && !e.contains(NO_TLS), "{e}");
+        assert!(!dir.exists(), "its data directory is left");
     }
 }
