@@ -204,12 +204,37 @@ fn detect_pg() -> Vec<PgTools> {
 }
 
 fn output(cmd: &mut Command) -> Result<String, String> {
-    fed(cmd, "")
+    fed(cmd, "")?.into_result()
 }
 
-/// `output`, with `input` on the command's stdin: what it carries (passwords, the private
-/// ACL name) stays off command lines, which every local user can read.
-fn fed(cmd: &mut Command, input: &str) -> Result<String, String> {
+/// What a finished command said, trimmed.
+struct Said {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Said {
+    fn into_result(self) -> Result<String, String> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            Err(self.both())
+        }
+    }
+
+    fn both(&self) -> String {
+        [self.stderr.as_str(), self.stdout.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin: what it carries (passwords, the private ACL
+/// name) stays off command lines, which every local user can read.
+fn fed(cmd: &mut Command, input: &str) -> Result<Said, String> {
     let mut child = procs::die_with_parent(cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -221,15 +246,12 @@ fn fed(cmd: &mut Command, input: &str) -> Result<String, String> {
     let _ = stdin.write_all(input.as_bytes());
     drop(stdin);
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
-    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    Ok(Said {
+        success: out.status.success(),
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+    })
 }
 
 impl Backends {
@@ -412,6 +434,11 @@ fn new_data_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
 
 /// What a Redis server built without TLS is said to lack: the sandbox then simulates Valkey.
 const NO_TLS: &str = "has no TLS support";
+
+/// How such a server fails: older builds reject the config's `tls-port` line, Valkey and
+/// Redis 7.2+ find no TLS connection type. (A TLS-capable server also logs "TLS" when it
+/// fails otherwise, e.g. on a taken port or a bad certificate: that is no reason.)
+const NO_TLS_SAID: [&str; 2] = [">>> 'tls-port", "Failed finding TLS support"];
 
 /// Whether a server failed because another process had its port (as both servers log it).
 fn port_taken(error: &str) -> bool {
@@ -733,9 +760,8 @@ fn start_redis(
         keep_data: AtomicBool::new(false),
     };
     if let Err(e) = backend.wait_ready() {
-        // The error ends with the log's tail (the directory is gone by now): a build
-        // without TLS rejects the `tls-port` line, while a taken TLS port is named too.
-        if !port_taken(&e) && e.to_lowercase().contains("tls") {
+        // The error ends with the log's tail (the directory is gone by now).
+        if NO_TLS_SAID.iter().any(|said| e.contains(said)) {
             return Err(format!("{} {NO_TLS}: {e}", t.server.display()));
         }
         return Err(e);
@@ -838,7 +864,8 @@ impl Admin {
                     .args(["-p", &port.to_string(), "-U", PG_SUPERUSER, "-f", "-"])
                     .env("PGCONNECT_TIMEOUT", "3"),
                 sql,
-            ),
+            )
+            .and_then(Said::into_result),
             Admin::Redis { .. } => Err("not a PostgreSQL server".into()),
         }
     }
@@ -854,7 +881,7 @@ impl Admin {
                 // The password in the environment and the command on stdin, not on a
                 // command line others can read.
                 let line: Vec<String> = args.iter().map(|a| redis_quote(a)).collect();
-                let out = fed(
+                let said = fed(
                     Command::new(cli)
                         .arg("-s")
                         .arg(socket)
@@ -863,14 +890,19 @@ impl Admin {
                         .env_remove("VALKEYCLI_AUTH"),
                     &(line.join(" ") + "\n"),
                 )?;
-                if out.starts_with("ERR")
-                    || out.starts_with("NOAUTH")
-                    || out.starts_with("WRONGPASS")
-                    || out.starts_with("NOPERM")
+                // Reading its stdin, redis-cli exits 0 also when it cannot connect (said
+                // on stderr) or parse the line; every command sent here answers something.
+                let out = &said.stdout;
+                if !said.success
+                    || out.is_empty()
+                    || out == "Invalid argument(s)"
+                    || ["ERR", "NOAUTH", "WRONGPASS", "NOPERM"]
+                        .iter()
+                        .any(|p| out.starts_with(p))
                 {
-                    Err(out)
+                    Err(said.both())
                 } else {
-                    Ok(out)
+                    Ok(said.stdout)
                 }
             }
             Admin::Pg { .. } => Err("not a Redis server".into()),
@@ -1242,5 +1274,31 @@ mod tests {
             .expect("the port is taken");
         assert!(port_taken(&e) && !e.contains(NO_TLS), "{e}");
         assert!(!dir.exists(), "its data directory is left");
+    }
+
+    /// redis-cli reading its stdin exits 0 when it cannot reach the server: an admin
+    /// command then must fail, with the cause, not pass as done.
+    #[test]
+    fn a_valkey_admin_command_to_a_server_that_is_gone_fails_with_its_cause() {
+        let backends = Backends::detect(BackendMode::Required)
+            .expect("scripts/run-tests installs PostgreSQL and Redis");
+        let pki = Pki::generate().expect("a CA");
+        let port = crate::ports::free_port();
+        let svc = service("valkey", port, &pki);
+        let tools = backends.tools(&svc).expect("tools").expect("a real server");
+        let backend = launch(&tools, &svc, port, &pki, None).expect("started");
+        let admin = backend.admin();
+        admin.ping().expect("up");
+        admin.delete_user("nobody").expect("an answer");
+        {
+            let mut child = backend.child.lock().expect("the child");
+            child.kill().expect("killed");
+            child.wait().expect("reaped");
+        }
+        let e = admin.delete_user("nobody").expect_err("no server");
+        assert!(e.contains("Could not connect"), "{e}");
+        let e = admin.ping().expect_err("no server");
+        assert!(e.contains("Could not connect"), "{e}");
+        backend.stop().join().expect("stopped");
     }
 }
