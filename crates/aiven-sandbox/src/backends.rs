@@ -223,12 +223,15 @@ impl Said {
         }
     }
 
+    /// Each line once (redis-cli says a failed connection again for the command).
     fn both(&self) -> String {
-        [self.stderr.as_str(), self.stdout.as_str()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ")
+        let mut lines: Vec<&str> = Vec::new();
+        for line in self.stderr.lines().chain(self.stdout.lines()) {
+            if !line.is_empty() && !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        lines.join("; ")
     }
 }
 
@@ -885,7 +888,8 @@ impl Admin {
                     Command::new(cli)
                         .arg("-s")
                         .arg(socket)
-                        .args(["--user", REDIS_ADMIN_USER])
+                        // Replies as they are, also where FAKETTY asks for a terminal's.
+                        .args(["--raw", "--user", REDIS_ADMIN_USER])
                         .env("REDISCLI_AUTH", password)
                         .env_remove("VALKEYCLI_AUTH"),
                     &(line.join(" ") + "\n"),
@@ -1020,7 +1024,10 @@ impl Admin {
                 let rules = redis_acl_rules(prefix, user, channels_default);
                 let mut args = vec!["SETUSER", user.username.as_str()];
                 args.extend(rules.iter().map(String::as_str));
-                self.redis_acl(&args).map(|_| ())
+                match self.redis_acl(&args)? {
+                    ok if ok == "OK" => Ok(()),
+                    other => Err(other),
+                }
             }
         }
     }
@@ -1030,7 +1037,11 @@ impl Admin {
             Admin::Pg { .. } => self
                 .psql(&format!("drop role if exists {}", quote_ident(username)))
                 .map(|_| ()),
-            Admin::Redis { .. } => self.redis_acl(&["DELUSER", username]).map(|_| ()),
+            Admin::Redis { .. } => match self.redis_acl(&["DELUSER", username])? {
+                // How many users went.
+                n if n.parse::<u32>().is_ok() => Ok(()),
+                other => Err(other),
+            },
         }
     }
 }
@@ -1290,6 +1301,9 @@ mod tests {
         let admin = backend.admin();
         admin.ping().expect("up");
         admin.delete_user("nobody").expect("an answer");
+        // A line it cannot split is said on stdout, and exits 0 too.
+        let e = admin.delete_user("a\0b").expect_err("not sent");
+        assert!(e.contains("Invalid argument"), "{e}");
         {
             let mut child = backend.child.lock().expect("the child");
             child.kill().expect("killed");
